@@ -1,0 +1,50 @@
+"""Build the C core of ctracemalloc.
+
+Build switches, read from the environment:
+
+  CTRACEMALLOC_DEV=1       warnings are errors (-Wall -Wextra -Werror): the
+                           test build uses this.
+  CTRACEMALLOC_SANITIZE=1  AddressSanitizer and UndefinedBehaviorSanitizer,
+                           no optimisation, frame pointers kept.
+  CTRACEMALLOC_DEBUG=1     -O0 -g3 and assertions on.
+"""
+import glob
+import os
+
+from setuptools import Extension, setup
+
+
+def flag(name):
+    return os.environ.get(name, "") not in ("", "0")
+
+
+compile_args = ["-std=c11", "-fvisibility=hidden", "-fno-strict-aliasing"]
+link_args = []
+macros = []
+
+if flag("CTRACEMALLOC_DEV") or flag("CTRACEMALLOC_SANITIZE"):
+    compile_args += ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers",
+                     "-Wno-cast-function-type"]
+if flag("CTRACEMALLOC_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+           "-fno-omit-frame-pointer"]
+    compile_args += san + ["-O1", "-g"]
+    link_args += san
+elif flag("CTRACEMALLOC_DEBUG"):
+    compile_args += ["-O0", "-g3"]
+    macros.append(("CTM_DEBUG", "1"))
+else:
+    compile_args += ["-O2"]
+    macros.append(("NDEBUG", "1"))
+
+core = Extension(
+    "ctracemalloc._ctracemalloc",
+    sources=sorted(glob.glob("src/ctracemalloc/_core/*.c")),
+    depends=sorted(glob.glob("src/ctracemalloc/_core/*.h")),
+    include_dirs=["src/ctracemalloc/_core", "src/ctracemalloc/include"],
+    define_macros=macros,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(ext_modules=[core])

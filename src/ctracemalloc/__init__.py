@@ -1,0 +1,60 @@
+"""ctracemalloc: the tracemalloc API, implemented in C.
+
+A drop-in for the standard library's tracemalloc module::
+
+    import ctracemalloc as tracemalloc
+
+Same functions, classes, reprs, output formats, exceptions and semantics;
+faster tracing and analysis. Beyond the stdlib: track()/untrack() for
+blocks in other domains, and a C API for extensions (get_include()).
+"""
+import atexit as _atexit
+import linecache  # noqa: F401  (Traceback.format reads linecache.getline)
+from collections.abc import Iterable, Sequence  # noqa: F401
+
+from . import _ctracemalloc
+from ._ctracemalloc import (
+    BaseFilter,
+    DomainFilter,
+    Filter,
+    Frame,
+    Snapshot,
+    Statistic,
+    StatisticDiff,
+    Trace,
+    Traceback,
+    _Traces,
+    _format_size,
+    _get_object_traceback,
+    _get_traces,
+    _normalize_filename,
+    clear_traces,
+    get_object_traceback,
+    get_traceback_limit,
+    get_traced_memory,
+    get_tracemalloc_memory,
+    is_tracing,
+    reset_peak,
+    start,
+    stop,
+    take_snapshot,
+    track,
+    untrack,
+)
+from ._coexist import watch_stdlib as _watch_stdlib
+
+__version__ = "0.1.0"
+
+Sequence.register(Traceback)
+Sequence.register(_Traces)
+
+_atexit.register(_ctracemalloc._at_exit)
+_watch_stdlib()
+
+
+def get_include():
+    """The folder holding ctracemalloc.h, for C extensions that report
+    their allocations through ctracemalloc's C API."""
+    import os
+
+    return os.path.join(os.path.dirname(__file__), "include")

@@ -1,0 +1,187 @@
+/* Every difference between the supported Pythons (3.9 to 3.13) lives
+ * here, so that the rest of the core reads as if there were one Python.
+ *
+ * Frames: the tracer walks the current thread's frames without calling
+ * any API that allocates (PyThreadState_GetFrame and PyFrame_GetBack make
+ * frame objects on 3.11+). A frame is seen as its code object and the
+ * byte offset of its current instruction, the argument PyCode_Addr2Line
+ * takes, so line numbers can be resolved later, once per distinct pair.
+ *
+ *   3.9, 3.10   tstate->frame, f_back, f_code, f_lasti (bytes in 3.9,
+ *               code units in 3.10)
+ *   3.11, 3.12  tstate->cframe->current_frame, previous, f_code,
+ *               prev_instr; incomplete frames skipped
+ *   3.13        tstate->current_frame, previous, f_executable, instr_ptr;
+ *               incomplete and C-stack frames skipped
+ */
+#ifndef CTM_COMPAT_H
+#define CTM_COMPAT_H
+
+#include <Python.h>
+#include <stdint.h>
+
+#if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
+#  error "ctracemalloc supports CPython 3.9 to 3.13"
+#endif
+
+#ifdef Py_GIL_DISABLED
+#  error "ctracemalloc does not support the free-threaded build yet"
+#endif
+
+#if PY_VERSION_HEX >= 0x030B0000
+#  ifndef Py_BUILD_CORE
+#    define Py_BUILD_CORE 1
+#  endif
+#  include "internal/pycore_frame.h"
+#  undef Py_BUILD_CORE
+#else
+#  include <frameobject.h>
+#endif
+
+#if PY_VERSION_HEX < 0x030A0000
+static inline PyObject *
+Py_NewRef(PyObject *obj)
+{
+    Py_INCREF(obj);
+    return obj;
+}
+
+static inline PyObject *
+Py_XNewRef(PyObject *obj)
+{
+    Py_XINCREF(obj);
+    return obj;
+}
+#endif
+
+#if PY_VERSION_HEX < 0x030D0000
+#  define CTM_HAVE_REFTRACER 0
+#else
+#  define CTM_HAVE_REFTRACER 1
+#endif
+
+/* ---- frames ---- */
+
+#if PY_VERSION_HEX >= 0x030B0000
+typedef _PyInterpreterFrame ctm_pyframe;
+
+static inline ctm_pyframe *
+ctm_first_complete(ctm_pyframe *f)
+{
+    while (f != NULL && _PyFrame_IsIncomplete(f)) {
+        f = f->previous;
+    }
+    return f;
+}
+
+static inline ctm_pyframe *
+ctm_frame_top(PyThreadState *tstate)
+{
+#  if PY_VERSION_HEX >= 0x030D0000
+    return ctm_first_complete(tstate->current_frame);
+#  else
+    return ctm_first_complete(tstate->cframe->current_frame);
+#  endif
+}
+
+static inline ctm_pyframe *
+ctm_frame_back(ctm_pyframe *f)
+{
+    return ctm_first_complete(f->previous);
+}
+
+static inline PyCodeObject *
+ctm_frame_code(ctm_pyframe *f)
+{
+#  if PY_VERSION_HEX >= 0x030D0000
+    return _PyFrame_GetCode(f);
+#  else
+    return f->f_code;
+#  endif
+}
+
+/* Byte offset of the frame's instruction, as PyCode_Addr2Line takes. */
+static inline int
+ctm_frame_addr(ctm_pyframe *f)
+{
+    return _PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT);
+}
+
+#else /* 3.9, 3.10 */
+typedef PyFrameObject ctm_pyframe;
+
+static inline ctm_pyframe *
+ctm_frame_top(PyThreadState *tstate)
+{
+    return tstate->frame;
+}
+
+static inline ctm_pyframe *
+ctm_frame_back(ctm_pyframe *f)
+{
+    return f->f_back;
+}
+
+static inline PyCodeObject *
+ctm_frame_code(ctm_pyframe *f)
+{
+    return f->f_code;
+}
+
+static inline int
+ctm_frame_addr(ctm_pyframe *f)
+{
+#  if PY_VERSION_HEX >= 0x030A0000
+    return f->f_lasti * (int)sizeof(_Py_CODEUNIT);
+#  else
+    return f->f_lasti;
+#  endif
+}
+#endif
+
+/* ---- threads ---- */
+
+/* The thread state of the calling thread if it holds the GIL, else NULL.
+ * Safe to call from any thread, with or without the GIL; never
+ * allocates. */
+static inline PyThreadState *
+ctm_tstate_if_gil_held(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    /* 3.12+: the attached thread state is thread-local, NULL while the
+     * thread has released the GIL. */
+    return _PyThreadState_UncheckedGet();
+#else
+    /* 3.9 to 3.11: the global current thread state is the GIL holder's. */
+    PyThreadState *mine = PyGILState_GetThisThreadState();
+    if (mine != NULL && mine == _PyThreadState_UncheckedGet()) {
+        return mine;
+    }
+    return NULL;
+#endif
+}
+
+/* ---- objects ---- */
+
+/* Start of the memory block that holds obj: the GC header and, on 3.11+,
+ * the managed dict and weakref pointers come before the object. */
+static inline void *
+ctm_object_block(PyObject *obj)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    /* PyGC_Head is two words on every supported version; it is internal,
+     * and so is _PyType_PreHeaderSize, whose rule this repeats. */
+    size_t pre = PyType_IS_GC(type) ? 2 * sizeof(uintptr_t) : 0;
+#if PY_VERSION_HEX >= 0x030C0000
+    if (PyType_HasFeature(type, Py_TPFLAGS_PREHEADER)) {
+        pre += 2 * sizeof(PyObject *);
+    }
+#elif PY_VERSION_HEX >= 0x030B0000
+    if (PyType_HasFeature(type, Py_TPFLAGS_MANAGED_DICT)) {
+        pre += 2 * sizeof(PyObject *);
+    }
+#endif
+    return (char *)obj - pre;
+}
+
+#endif /* CTM_COMPAT_H */

@@ -1,0 +1,280 @@
+/* ctracemalloc internal header: the state, data structures and functions
+ * that the C files of the core share.
+ *
+ * Layers, data flowing down and never back up:
+ *
+ *   hooks.c        allocator hooks on the RAW, MEM and OBJ domains, the
+ *                  reentrancy flag, the tables lock, fork handling
+ *   capture.c      the current thread's Python frames, as (code, offset)
+ *   tables.c       live traces: open addressing keyed by pointer
+ *   tracebacks.c   interned frames and tracebacks of the tracer
+ *   snapdata.c     the immutable, deduplicated arrays of a snapshot and
+ *                  the builder that makes them
+ *   snapshot.c     the Snapshot and _Traces types; statistics, compare_to,
+ *                  filter_traces over snapshot data
+ *   traceback.c    Frame, Traceback and Trace types
+ *   statistic.c    Statistic, StatisticDiff, _format_size
+ *   filter.c       BaseFilter, Filter, DomainFilter and glob matching
+ *   fileformat.c   Snapshot.dump / Snapshot.load, format documented there
+ *   module.c       module init and the module-level functions
+ *
+ * Conventions: functions shared between files start with ctm_; a function
+ * that returns int returns 0 on success and -1 with an exception set on
+ * failure unless its comment says otherwise; a function that returns a
+ * PyObject * returns a new reference, or NULL with an exception set.
+ * "_unlocked" in a name means the caller holds the tables lock.
+ */
+#ifndef CTM_INTERNAL_H
+#define CTM_INTERNAL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stddef.h>
+#include <stdlib.h>
+
+#include "compat.h"
+
+/* The tracer's own memory comes from libc, never from the PyMem
+ * allocators that the hooks trace: it must never be traced, and the
+ * hooks may need it while holding the tables lock. */
+static inline void *ctm_malloc(size_t n) { return malloc(n ? n : 1); }
+static inline void *ctm_calloc(size_t n, size_t sz)
+{
+    return calloc(n ? n : 1, sz ? sz : 1);
+}
+static inline void *ctm_realloc(void *p, size_t n)
+{
+    return realloc(p, n ? n : 1);
+}
+static inline void ctm_free(void *p) { free(p); }
+
+/* The stdlib's limit on the traceback length and on total_nframe. */
+#define CTM_MAX_NFRAME 65535
+
+/* Domain of the allocations that the allocator hooks trace. */
+#define CTM_DEFAULT_DOMAIN 0u
+
+/* ---------------------------------------------------------------------
+ * Snapshot data (snapdata.c)
+ *
+ * The whole content of a snapshot as flat arrays, immutable once built.
+ * Invariants, which every producer (take_snapshot, the Snapshot
+ * constructor, filter_traces, load) keeps and every consumer may rely on:
+ *
+ *  - strings[i] is an exact str, and no two strings are equal;
+ *  - no two frames are equal (same filename index and lineno);
+ *  - no two tracebacks are equal (same frame sequence and total_nframe);
+ *    two tracebacks may have the same frame sequence and differ only in
+ *    total_nframe;
+ *  - every index is in range: frame.filename < nstrings,
+ *    refs[tb.first .. tb.first + tb.nframe) < nframes,
+ *    trace.traceback < ntracebacks;
+ *  - a traceback's frames are stored most recent first, as the raw
+ *    tuples of the stdlib's _get_traces() hold them (Traceback reverses
+ *    them to oldest first).
+ *
+ * Strings, frames and tracebacks not referenced by any trace may exist
+ * (filter_traces keeps the tables of its source).
+ * ------------------------------------------------------------------- */
+
+typedef struct {
+    uint32_t filename;          /* index into strings */
+    int32_t lineno;
+} ctm_sframe;
+
+/* total_nframe of a traceback whose total is None (Traceback(frames)). */
+#define CTM_TOTAL_NONE UINT32_MAX
+
+typedef struct {
+    uint32_t first;             /* index into refs of the most recent frame */
+    uint32_t nframe;            /* number of frames (0 is allowed) */
+    uint32_t total_nframe;      /* or CTM_TOTAL_NONE */
+    uint32_t hash;              /* of frames and total, for the builder */
+} ctm_stb;
+
+typedef struct {
+    uint64_t size;
+    uint32_t traceback;         /* index into tracebacks */
+    uint32_t domain;
+} ctm_strace;
+
+typedef struct {
+    Py_ssize_t nstrings;
+    PyObject **strings;         /* strong references */
+    Py_ssize_t nframes;
+    ctm_sframe *frames;
+    Py_ssize_t ntracebacks;
+    ctm_stb *tracebacks;
+    Py_ssize_t nrefs;
+    uint32_t *refs;             /* frame indexes, see ctm_stb.first */
+    Py_ssize_t ntraces;
+    ctm_strace *traces;
+} ctm_snapdata;
+
+/* Release everything data owns (strings, arrays) and the struct itself.
+ * NULL is allowed. Needs the GIL. */
+void ctm_snapdata_free(ctm_snapdata *data);
+
+/* Bytes of memory data holds, for get_tracemalloc_memory-like reports. */
+size_t ctm_snapdata_memory(const ctm_snapdata *data);
+
+/* The builder makes snapdata while keeping its invariants: every add
+ * returns the index of an existing equal item, or appends a new one.
+ * Each add returns the index, or -1 with MemoryError (or the error of a
+ * failed str comparison) set. */
+typedef struct ctm_builder ctm_builder;
+
+ctm_builder *ctm_builder_new(void);
+/* Free a builder that was not finished. NULL is allowed. */
+void ctm_builder_free(ctm_builder *b);
+/* str must be an exact str (the caller checks: raise TypeError). */
+int64_t ctm_builder_string(ctm_builder *b, PyObject *str);
+int64_t ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno);
+/* frames: nframe frame indexes, most recent first. */
+int64_t ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
+                              uint32_t nframe, uint32_t total_nframe);
+/* Append one trace (traces are not deduplicated). Return 0 or -1. */
+int ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
+                      uint32_t traceback);
+/* Reserve room for n more traces. Return 0 or -1. */
+int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
+/* Turn the builder into snapshot data; the builder is consumed even on
+ * failure. */
+ctm_snapdata *ctm_builder_finish(ctm_builder *b);
+
+/* Copy of data that keeps all strings, frames and tracebacks and only the
+ * traces for which keep[i] is nonzero, in order. NULL on MemoryError. */
+ctm_snapdata *ctm_snapdata_select(const ctm_snapdata *data,
+                                  const unsigned char *keep);
+
+/* Raw tuple of a traceback's frames, most recent first:
+ * ((filename, lineno), ...). cache, when not NULL, is an array of
+ * ntracebacks borrowed-or-NULL slots owned by the caller that memoises
+ * the tuples (the caller releases them). */
+PyObject *ctm_snapdata_frames_tuple(const ctm_snapdata *data, uint32_t tb,
+                                    PyObject **cache);
+
+/* Raw trace tuple (domain, size, frames, total_nframe), as _get_traces()
+ * returns; total_nframe is None for CTM_TOTAL_NONE. */
+PyObject *ctm_snapdata_trace_tuple(const ctm_snapdata *data, Py_ssize_t i,
+                                   PyObject **cache);
+
+/* Parse one raw trace tuple (domain, size, frames[, total_nframe]) into
+ * the builder: the reverse of ctm_snapdata_trace_tuple. */
+int ctm_builder_add_raw_trace(ctm_builder *b, PyObject *raw);
+
+/* ---------------------------------------------------------------------
+ * Module state and types
+ * ------------------------------------------------------------------- */
+
+/* The module's types and cached objects. One instance: the tracer is
+ * process-wide, like the allocator it hooks. Protected by the GIL. */
+typedef struct {
+    PyTypeObject *Frame;
+    PyTypeObject *Traceback;
+    PyTypeObject *Trace;
+    PyTypeObject *Traces;
+    PyTypeObject *Statistic;
+    PyTypeObject *StatisticDiff;
+    PyTypeObject *BaseFilter;
+    PyTypeObject *Filter;
+    PyTypeObject *DomainFilter;
+    PyTypeObject *Snapshot;
+    PyObject *unknown_str;      /* '<unknown>' */
+    PyObject *module;           /* borrowed: the extension module */
+} ctm_state;
+
+extern ctm_state ctm_st;
+
+/* Each type file registers its types into ctm_st and the module.
+ * Return 0 or -1. */
+int ctm_traceback_types_init(PyObject *module);   /* traceback.c */
+int ctm_statistic_types_init(PyObject *module);   /* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
+PyObject *ctm_trace_new(PyObject *raw);
+
+/* statistic.c */
+int ctm_filter_types_init(PyObject *module);      /* filter.c */
+int ctm_snapshot_types_init(PyObject *module);    /* filter.c */
+/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
+ * ".pyc" becomes ".py". */
+PyObject *ctm_normalize_filename(PyObject *filename);
+
+/* snapshot.c */
+
+/* traceback.c */
+/* Traceback from a raw frames tuple (most recent first), as the stdlib's
+ * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
+PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
+
+/* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
+PyObject *ctm_trace_new(PyObject *raw);
+
+/* statistic.c */
+PyObject *ctm_statistic_new(PyObject *traceback, uint64_t size,
+                            uint64_t count);
+PyObject *ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
+                                 int64_t size_diff, uint64_t count,
+                                 int64_t count_diff);
+/* The stdlib's _format_size(size, sign) for a Python int or float. */
+PyObject *ctm_format_size(PyObject *size, int sign);
+
+/* filter.c */
+/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
+ * ".pyc" becomes ".py". */
+PyObject *ctm_normalize_filename(PyObject *filename);
+
+/* snapshot.c */
+/* A Snapshot that owns data (stolen, even on failure). */
+PyObject *ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit);
+/* The data of a Snapshot instance, or NULL with TypeError. Borrowed. */
+ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
+
+/* fileformat.c */
+/* Write data, traceback_limit and the instance dict extra (NULL or an
+ * empty dict for none) to the file at path (str, bytes or PathLike).
+ * Return 0 or -1. */
+int ctm_dump(PyObject *path, const ctm_snapdata *data,
+             PyObject *traceback_limit, PyObject *extra);
+/* Read a file written by ctm_dump. On success, *limit and *extra (NULL if
+ * none) are new references. Raises on any damage; never crashes and
+ * never allocates more than the file's content justifies. */
+ctm_snapdata *ctm_load(PyObject *path, PyObject **limit, PyObject **extra);
+/* The same format in memory, for pickling: a bytes object, and its
+ * reader. */
+PyObject *ctm_dump_bytes(const ctm_snapdata *data, PyObject *traceback_limit,
+                         PyObject *extra);
+ctm_snapdata *ctm_load_bytes(const char *buf, Py_ssize_t len,
+                             PyObject **limit, PyObject **extra);
+
+/* ---------------------------------------------------------------------
+ * Tracer (hooks.c, capture.c, tables.c, tracebacks.c)
+ * ------------------------------------------------------------------- */
+
+/* Start tracing with nframe frames per traceback. Return 0 or -1. */
+int ctm_tracer_start(int nframe);
+void ctm_tracer_stop(void);
+void ctm_tracer_clear(void);
+int ctm_tracer_is_tracing(void);
+int ctm_tracer_nframe(void);
+void ctm_tracer_traced_memory(size_t *current, size_t *peak);
+void ctm_tracer_reset_peak(void);
+size_t ctm_tracer_memory(void);
+/* Snapshot data of the live traces. Needs the GIL. */
+ctm_snapdata *ctm_tracer_snapshot(void);
+/* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
+PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
+/* Track or untrack a block in a domain, with the caller's traceback.
+ * Return 0, -1 if not tracing, -2 on memory error. No exception set;
+ * callable without the GIL. */
+int ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size);
+int ctm_tracer_untrack(uint32_t domain, uintptr_t ptr);
+/* After another tracer (the stdlib's) stopped and restored the
+ * allocators it had saved: put our hooks back on top if they fell out of
+ * the chain. */
+void ctm_tracer_rehook(void);
+/* The interpreter is exiting: stop reading the frames of threads that do
+ * not hold the GIL. */
+void ctm_tracer_at_exit(void);
+
+#endif /* CTM_INTERNAL_H */

@@ -1,0 +1,498 @@
+/* The _ctracemalloc module: init, state, and the module-level functions
+ * of the tracemalloc API.
+ *
+ * The tracer is process-wide, like the allocators it hooks, so there is
+ * one module state (ctm_st) and the module refuses to load in a
+ * subinterpreter rather than share it unsafely.
+ *
+ * Argument parsing uses the C API's own converters, so a wrong argument
+ * raises exactly what the stdlib's _tracemalloc raises on the same
+ * Python version.
+ */
+#include "internal.h"
+#include "ctracemalloc.h"
+
+ctm_state ctm_st;
+
+/* The module functions that take_snapshot calls through the package, so
+ * that replacing them there (unittest.mock.patch) is honoured. */
+static PyObject *orig_is_tracing;
+static PyObject *orig_get_traceback_limit;
+static PyObject *orig_get_traces;
+
+static PyObject *
+start(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int nframe = 1;
+    if (!PyArg_ParseTuple(args, "|i:start", &nframe)) {
+        return NULL;
+    }
+    if (ctm_tracer_start(nframe) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stop(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_stop();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+is_tracing(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyBool_FromLong(ctm_tracer_is_tracing());
+}
+
+static PyObject *
+clear_traces(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_clear();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+get_traceback_limit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromLong(ctm_tracer_nframe());
+}
+
+static PyObject *
+get_traced_memory(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    size_t current, peak;
+    ctm_tracer_traced_memory(&current, &peak);
+    return Py_BuildValue("nn", (Py_ssize_t)current, (Py_ssize_t)peak);
+}
+
+static PyObject *
+reset_peak(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_reset_peak();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+get_tracemalloc_memory(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromSize_t(ctm_tracer_memory());
+}
+
+static PyObject *
+not_tracing_error(void)
+{
+    PyErr_SetString(PyExc_RuntimeError,
+                    "the tracemalloc module must be tracing memory "
+                    "allocations to take a snapshot");
+    return NULL;
+}
+
+/* take_snapshot() through functions replaced on the package: the slow,
+ * generic path of the stdlib. */
+static PyObject *
+take_snapshot_generic(PyObject *is_tracing_fn, PyObject *limit_fn,
+                      PyObject *traces_fn)
+{
+    PyObject *res = NULL, *traces = NULL, *limit = NULL;
+    PyObject *on = PyObject_CallNoArgs(is_tracing_fn);
+    if (on == NULL) {
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(on);
+    Py_DECREF(on);
+    if (truth < 0) {
+        return NULL;
+    }
+    if (!truth) {
+        return not_tracing_error();
+    }
+    traces = PyObject_CallNoArgs(traces_fn);
+    if (traces == NULL) {
+        goto done;
+    }
+    limit = PyObject_CallNoArgs(limit_fn);
+    if (limit == NULL) {
+        goto done;
+    }
+    res = PyObject_CallFunctionObjArgs((PyObject *)ctm_st.Snapshot, traces,
+                                       limit, NULL);
+done:
+    Py_XDECREF(traces);
+    Py_XDECREF(limit);
+    return res;
+}
+
+static PyObject *
+take_snapshot(PyObject *self, PyObject *unused)
+{
+    (void)unused;
+    PyObject *pkg_name = PyUnicode_FromString("ctracemalloc");
+    if (pkg_name == NULL) {
+        return NULL;
+    }
+    PyObject *pkg = PyImport_GetModule(pkg_name);
+    Py_DECREF(pkg_name);
+    if (pkg == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        pkg = Py_NewRef(self);
+    }
+    PyObject *res = NULL;
+    PyObject *fn1 = PyObject_GetAttrString(pkg, "is_tracing");
+    PyObject *fn2 = PyObject_GetAttrString(pkg, "get_traceback_limit");
+    PyObject *fn3 = PyObject_GetAttrString(pkg, "_get_traces");
+    Py_DECREF(pkg);
+    if (fn1 == NULL || fn2 == NULL || fn3 == NULL) {
+        goto done;
+    }
+    if (fn1 != orig_is_tracing || fn2 != orig_get_traceback_limit
+        || fn3 != orig_get_traces) {
+        res = take_snapshot_generic(fn1, fn2, fn3);
+        goto done;
+    }
+    if (!ctm_tracer_is_tracing()) {
+        not_tracing_error();
+        goto done;
+    }
+    ctm_snapdata *data = ctm_tracer_snapshot();
+    if (data == NULL) {
+        goto done;
+    }
+    PyObject *limit = PyLong_FromLong(ctm_tracer_nframe());
+    if (limit == NULL) {
+        ctm_snapdata_free(data);
+        goto done;
+    }
+    res = ctm_snapshot_new(data, limit);
+    Py_DECREF(limit);
+done:
+    Py_XDECREF(fn1);
+    Py_XDECREF(fn2);
+    Py_XDECREF(fn3);
+    return res;
+}
+
+static PyObject *
+get_traces(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    if (!ctm_tracer_is_tracing()) {
+        return PyList_New(0);
+    }
+    ctm_snapdata *data = ctm_tracer_snapshot();
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject **cache = NULL;
+    PyObject *list = PyList_New(data->ntraces);
+    if (list == NULL) {
+        goto done;
+    }
+    cache = ctm_calloc((size_t)data->ntracebacks, sizeof(PyObject *));
+    if (cache == NULL) {
+        Py_CLEAR(list);
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < data->ntraces; i++) {
+        PyObject *t = ctm_snapdata_trace_tuple(data, i, cache);
+        if (t == NULL) {
+            Py_CLEAR(list);
+            goto done;
+        }
+        PyList_SET_ITEM(list, i, t);
+    }
+done:
+    if (cache != NULL) {
+        for (Py_ssize_t i = 0; i < data->ntracebacks; i++) {
+            Py_XDECREF(cache[i]);
+        }
+        ctm_free(cache);
+    }
+    ctm_snapdata_free(data);
+    return list;
+}
+
+static PyObject *
+raw_object_traceback(PyObject *obj)
+{
+    return ctm_tracer_traceback_of(CTM_DEFAULT_DOMAIN,
+                                   (uintptr_t)ctm_object_block(obj));
+}
+
+static PyObject *
+get_object_traceback_raw(PyObject *self, PyObject *obj)
+{
+    (void)self;
+    return raw_object_traceback(obj);
+}
+
+static PyObject *
+get_object_traceback(PyObject *self, PyObject *obj)
+{
+    (void)self;
+    PyObject *frames = raw_object_traceback(obj);
+    if (frames == NULL || frames == Py_None) {
+        return frames;
+    }
+    PyObject *tb = ctm_traceback_new(frames, NULL);
+    Py_DECREF(frames);
+    return tb;
+}
+
+static PyObject *
+format_size(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *size;
+    int sign;
+    if (!PyArg_ParseTuple(args, "Op:_format_size", &size, &sign)) {
+        return NULL;
+    }
+    return ctm_format_size(size, sign);
+}
+
+static PyObject *
+normalize_filename(PyObject *self, PyObject *filename)
+{
+    (void)self;
+    return ctm_normalize_filename(filename);
+}
+
+/* Parse (domain, ptr) for track/untrack: unsigned int and address. */
+static int
+parse_block(PyObject *domain_obj, PyObject *ptr_obj, uint32_t *domain,
+            uintptr_t *ptr)
+{
+    unsigned long d = PyLong_AsUnsignedLong(domain_obj);
+    if (d == (unsigned long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (d > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError,
+                        "domain must be in range [0; 4294967295]");
+        return -1;
+    }
+    void *p = PyLong_AsVoidPtr(ptr_obj);
+    if (p == NULL && PyErr_Occurred()) {
+        return -1;
+    }
+    *domain = (uint32_t)d;
+    *ptr = (uintptr_t)p;
+    return 0;
+}
+
+static PyObject *
+track_result(int rc)
+{
+    if (rc == -1) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "ctracemalloc is not tracing memory allocations");
+        return NULL;
+    }
+    if (rc == -2) {
+        return PyErr_NoMemory();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+track(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *domain_obj, *ptr_obj;
+    Py_ssize_t size;
+    uint32_t domain;
+    uintptr_t ptr;
+    if (!PyArg_ParseTuple(args, "OOn:track", &domain_obj, &ptr_obj, &size)
+        || parse_block(domain_obj, ptr_obj, &domain, &ptr) < 0) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must not be negative");
+        return NULL;
+    }
+    return track_result(ctm_tracer_track(domain, ptr, (size_t)size));
+}
+
+static PyObject *
+untrack(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *domain_obj, *ptr_obj;
+    uint32_t domain;
+    uintptr_t ptr;
+    if (!PyArg_ParseTuple(args, "OO:untrack", &domain_obj, &ptr_obj)
+        || parse_block(domain_obj, ptr_obj, &domain, &ptr) < 0) {
+        return NULL;
+    }
+    return track_result(ctm_tracer_untrack(domain, ptr));
+}
+
+static PyObject *
+rehook(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_rehook();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+at_exit(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_at_exit();
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(start_doc,
+"start(nframe: int=1)\n--\n\n"
+"Start tracing Python memory allocations, storing up to nframe frames\n"
+"per traceback.");
+PyDoc_STRVAR(take_snapshot_doc,
+"take_snapshot()\n--\n\n"
+"Take a snapshot of the traces of memory blocks allocated by Python.");
+PyDoc_STRVAR(track_doc,
+"track(domain, ptr, size)\n--\n\n"
+"Trace a memory block of size bytes at address ptr in domain, with the\n"
+"caller's traceback, as PyTraceMalloc_Track does for the stdlib.");
+PyDoc_STRVAR(untrack_doc,
+"untrack(domain, ptr)\n--\n\n"
+"Stop tracing the memory block at address ptr in domain.");
+
+static PyMethodDef module_methods[] = {
+    {"start", start, METH_VARARGS, start_doc},
+    {"stop", stop, METH_NOARGS,
+     "stop()\n--\n\nStop tracing and clear the traces."},
+    {"is_tracing", is_tracing, METH_NOARGS,
+     "is_tracing()\n--\n\nTrue if memory allocations are being traced."},
+    {"clear_traces", clear_traces, METH_NOARGS,
+     "clear_traces()\n--\n\nClear the traces of memory blocks."},
+    {"get_traceback_limit", get_traceback_limit, METH_NOARGS,
+     "get_traceback_limit()\n--\n\n"
+     "The maximum number of frames stored in a traceback."},
+    {"get_traced_memory", get_traced_memory, METH_NOARGS,
+     "get_traced_memory()\n--\n\n"
+     "(current, peak) size in bytes of the traced memory blocks."},
+    {"reset_peak", reset_peak, METH_NOARGS,
+     "reset_peak()\n--\n\nSet the peak size to the current size."},
+    {"get_tracemalloc_memory", get_tracemalloc_memory, METH_NOARGS,
+     "get_tracemalloc_memory()\n--\n\n"
+     "Memory in bytes used by the tracer to store traces."},
+    {"take_snapshot", take_snapshot, METH_NOARGS, take_snapshot_doc},
+    {"get_object_traceback", get_object_traceback, METH_O,
+     "get_object_traceback(obj)\n--\n\n"
+     "The Traceback where obj was allocated, or None."},
+    {"_get_object_traceback", get_object_traceback_raw, METH_O,
+     "_get_object_traceback(obj)\n--\n\n"
+     "The raw frames where obj was allocated, or None."},
+    {"_get_traces", get_traces, METH_NOARGS,
+     "_get_traces()\n--\n\n"
+     "The live traces as a list of (domain, size, frames, total_nframe)."},
+    {"_format_size", format_size, METH_VARARGS, NULL},
+    {"_normalize_filename", normalize_filename, METH_O, NULL},
+    {"track", track, METH_VARARGS, track_doc},
+    {"untrack", untrack, METH_VARARGS, untrack_doc},
+    {"_rehook", rehook, METH_NOARGS, NULL},
+    {"_at_exit", at_exit, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- the C API ---- */
+
+static int
+capi_track(unsigned int domain, uintptr_t ptr, size_t size)
+{
+    return ctm_tracer_track(domain, ptr, size);
+}
+
+static int
+capi_untrack(unsigned int domain, uintptr_t ptr)
+{
+    return ctm_tracer_untrack(domain, ptr);
+}
+
+static const CTraceMalloc_CAPI capi = {
+    CTRACEMALLOC_CAPI_VERSION,
+    capi_track,
+    capi_untrack,
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "ctracemalloc._ctracemalloc",
+    "The C core of ctracemalloc.",
+    -1,
+    module_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__ctracemalloc(void)
+{
+    if (PyInterpreterState_Get() != PyInterpreterState_Main()) {
+        PyErr_SetString(PyExc_ImportError,
+                        "ctracemalloc cannot be used in a subinterpreter: "
+                        "the tracer is process-wide");
+        return NULL;
+    }
+    if (ctm_st.module != NULL) {
+        /* Imported again after its entry was removed from sys.modules:
+         * the tracer and its types are process-wide, reuse them. */
+        return Py_NewRef(ctm_st.module);
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) {
+        return NULL;
+    }
+    ctm_st.module = m;
+    ctm_st.unknown_str = PyUnicode_InternFromString("<unknown>");
+    if (ctm_st.unknown_str == NULL
+        || ctm_traceback_types_init(m) < 0
+        || ctm_statistic_types_init(m) < 0
+        || ctm_filter_types_init(m) < 0
+        || ctm_snapshot_types_init(m) < 0) {
+        goto error;
+    }
+    orig_is_tracing = PyObject_GetAttrString(m, "is_tracing");
+    orig_get_traceback_limit = PyObject_GetAttrString(m,
+                                                      "get_traceback_limit");
+    orig_get_traces = PyObject_GetAttrString(m, "_get_traces");
+    if (!orig_is_tracing || !orig_get_traceback_limit || !orig_get_traces) {
+        goto error;
+    }
+    PyObject *caps = PyCapsule_New((void *)&capi, CTRACEMALLOC_CAPSULE_NAME,
+                                   NULL);
+    if (caps == NULL || PyModule_AddObject(m, "_C_API", caps) < 0) {
+        Py_XDECREF(caps);
+        goto error;
+    }
+    /* Kept for the life of the process: the tracer outlives modules. */
+    Py_INCREF(m);
+    return m;
+error:
+    ctm_st.module = NULL;
+    Py_DECREF(m);
+    return NULL;
+}

@@ -1,0 +1,165 @@
+/* The tracer's tables: live traces and interned tracebacks.
+ *
+ * Everything here is protected by the tables lock (hooks.c); functions
+ * with "_unlocked" in their name expect the caller to hold it. None of
+ * them calls into Python or the PyMem allocators: the hooks call them.
+ */
+#ifndef CTM_TABLES_H
+#define CTM_TABLES_H
+
+#include "internal.h"
+
+/* ---- live traces (tables.c) ----
+ *
+ * One open-addressing table per domain, keyed by pointer. An entry is 16
+ * bytes: the pointer, the size (UINT32_MAX meaning "look in the big-size
+ * list": blocks of 4 GiB or more are rare) and the interned traceback id.
+ */
+typedef struct {
+    uintptr_t ptr;              /* key; 0 marks an empty slot */
+    uint32_t size;              /* or CTM_BIG_SIZE */
+    uint32_t traceback;         /* tracer traceback id */
+} ctm_entry;
+
+#define CTM_BIG_SIZE UINT32_MAX
+
+typedef struct {
+    ctm_entry *slots;
+    size_t mask;                /* capacity - 1 (power of two) */
+    size_t count;               /* occupied slots, the zero key excluded */
+    int has_zero;               /* a trace at address 0 (track API only) */
+    ctm_entry zero;
+} ctm_table;
+
+typedef struct {
+    uint32_t domain;
+    ctm_table table;
+} ctm_domain_table;
+
+typedef struct {
+    uint32_t domain;
+    uintptr_t ptr;
+    uint64_t size;
+} ctm_big;
+
+typedef struct {
+    ctm_table main;             /* domain 0: the allocator hooks */
+    ctm_domain_table *others;   /* other domains: the track API */
+    size_t nothers;
+    ctm_big *bigs;              /* sizes >= CTM_BIG_SIZE */
+    size_t nbigs, capbigs;
+    size_t traced;              /* sum of the live sizes */
+    size_t peak;
+    size_t ntraces;
+} ctm_traces;
+
+/* Add or replace the trace of (domain, ptr). Return 0, or -1 when memory
+ * for the tables ran out (nothing changed then). */
+int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
+                            uint64_t size, uint32_t traceback);
+/* Remove the trace of (domain, ptr) if any; return 1 if there was one
+ * (then *size and *traceback are set when not NULL), else 0. */
+int ctm_traces_remove_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
+                               uint64_t *size, uint32_t *traceback);
+/* The entry of (domain, ptr), or NULL. */
+ctm_entry *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
+                                   uintptr_t ptr);
+/* Size of an entry found in domain. */
+uint64_t ctm_traces_entry_size_unlocked(const ctm_traces *t, uint32_t domain,
+                                        const ctm_entry *e);
+/* Drop every trace and release the tables' memory. */
+void ctm_traces_clear_unlocked(ctm_traces *t);
+size_t ctm_traces_memory_unlocked(const ctm_traces *t);
+
+/* Call fn for every live trace; stop early if it returns nonzero. */
+typedef int (*ctm_trace_visitor)(uint32_t domain, uint64_t size,
+                                 uint32_t traceback, void *arg);
+int ctm_traces_foreach_unlocked(const ctm_traces *t, ctm_trace_visitor fn,
+                                void *arg);
+
+/* ---- interned frames and tracebacks (tracebacks.c) ----
+ *
+ * A frame is either a code frame, (code object, byte offset), whose line
+ * is resolved lazily, or a resolved frame, (filename, lineno), captured by
+ * a thread that did not hold the GIL and so could not take a reference
+ * to the code object. A traceback is a run of frame ids, most recent
+ * first, with its total_nframe.
+ */
+typedef struct {
+    PyCodeObject *code;         /* strong reference; NULL: resolved frame */
+    int32_t addr;               /* code frame: byte offset */
+    int32_t lineno;             /* resolved frame, or the cached line */
+    uint32_t filename;          /* resolved frame: string id */
+    uint32_t flags;             /* CTM_FRAME_LINE_KNOWN */
+} ctm_tframe;
+
+#define CTM_FRAME_LINE_KNOWN 1u
+
+typedef struct {
+    uint32_t first;             /* index into the frame id arena */
+    uint16_t nframe;
+    uint16_t total_nframe;
+    uint32_t hash;
+} ctm_ttb;
+
+/* A filename copied out of a str object without the GIL: its PEP 393
+ * kind and raw data, enough to rebuild the str later. */
+typedef struct {
+    int kind;
+    Py_ssize_t length;
+    void *data;
+    uint64_t hash;
+} ctm_cstring;
+
+typedef struct {
+    PyCodeObject *code;
+    int addr;
+} ctm_rawframe;
+
+/* The capture of the current thread's stack. */
+typedef struct {
+    int gil;                    /* frames hold code objects (GIL held) */
+    uint16_t nframe;
+    uint16_t total_nframe;
+} ctm_capture_info;
+
+typedef struct ctm_interner ctm_interner;
+
+/* Intern the traceback made of frames[0..nframe) (most recent first).
+ * gil says whether the caller holds the GIL: if not, frames are resolved
+ * now and no reference is taken. Return the id, or -1 on memory error. */
+int64_t ctm_intern_traceback_unlocked(ctm_interner *in,
+                                      const ctm_rawframe *frames,
+                                      int nframe, int total_nframe, int gil);
+/* The id of the "<unknown>" traceback: no Python frame. -1 on memory
+ * error. */
+int64_t ctm_intern_unknown_unlocked(ctm_interner *in);
+
+ctm_interner *ctm_interner_new(void);
+/* Forget every frame and traceback; the code objects whose references
+ * the interner held are appended to *codes (an array the caller frees
+ * after releasing them outside the lock). Return 0, -1 on memory error
+ * (then the references are leaked, never freed twice). */
+int ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
+                                size_t *ncodes);
+size_t ctm_interner_memory_unlocked(const ctm_interner *in);
+
+/* Reading for snapshots. */
+size_t ctm_interner_ntracebacks_unlocked(const ctm_interner *in);
+const ctm_ttb *ctm_interner_traceback_unlocked(const ctm_interner *in,
+                                               uint32_t id);
+const uint32_t *ctm_interner_frame_ids_unlocked(const ctm_interner *in);
+ctm_tframe *ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id);
+const ctm_cstring *ctm_interner_cstring_unlocked(const ctm_interner *in,
+                                                 uint32_t id);
+/* Line number of a frame (resolved and cached on first use). */
+int ctm_tframe_lineno_unlocked(ctm_tframe *f);
+
+/* ---- capture (capture.c) ---- */
+
+/* Walk tstate's frames (NULL: no frame): store up to max frames, most
+ * recent first, and count the whole stack up to CTM_MAX_NFRAME. */
+void ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max,
+                 int *nframe, int *total_nframe);
+
+#endif /* CTM_TABLES_H */

@@ -1,0 +1,500 @@
+/* Interned frames and tracebacks of the tracer.
+ *
+ * Every trace names its traceback by a 32-bit id, so a traceback is
+ * stored once however many blocks it allocated. Ids are dense indexes
+ * into arrays that only grow until the next clear.
+ *
+ *  - frames[]: code frames (code object, byte offset) and resolved frames
+ *    (filename id, lineno); a code frame owns a strong reference to its
+ *    code object, so the object's address cannot be reused by another
+ *    code object while the id refers to it. Line numbers of code frames
+ *    are resolved on first use (a snapshot), once per frame, not once per
+ *    allocation: that is where the stdlib spends most of its time.
+ *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
+ *    first, with total_nframe.
+ *  - cstrings[]: filenames copied out of str objects by threads that did
+ *    not hold the GIL (resolved frames), rebuilt into str at snapshot
+ *    time.
+ *
+ * Each array has an open-addressing index of uint32 slots holding
+ * id + 1 (0 is empty), at most half full, never deleted from: clear()
+ * drops everything at once.
+ *
+ * Nothing here allocates from PyMem or calls Python, except PyCode_Addr2Line
+ * which only reads the code object's line table.
+ */
+#include "tables.h"
+
+#include <string.h>
+
+typedef struct {
+    uint32_t *slots;
+    uint32_t mask;
+    uint32_t count;
+} ctm_ix;
+
+struct ctm_interner {
+    ctm_tframe *frames;
+    uint32_t nframes, capframes;
+    ctm_ix frames_ix;
+
+    ctm_ttb *tracebacks;
+    uint32_t ntracebacks, captracebacks;
+    ctm_ix tracebacks_ix;
+
+    uint32_t *ids;              /* frame id arena for tracebacks */
+    uint32_t nids, capids;
+
+    ctm_cstring *cstrings;
+    uint32_t ncstrings, capcstrings;
+    ctm_ix cstrings_ix;
+
+    int64_t unknown;            /* id of the <unknown> traceback or -1 */
+};
+
+static inline uint32_t
+mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7fb5d329728ea185ULL;
+    x ^= x >> 27;
+    x *= 0x81dadef4bc2dd44dULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* Grow an array of elsize items to hold need items. 0 or -1. */
+static int
+grow(void **array, uint32_t *cap, uint64_t need, size_t elsize)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    if (need > UINT32_MAX - 1) {
+        return -1;
+    }
+    uint64_t ncap = *cap ? *cap : 64;
+    while (ncap < need) {
+        ncap *= 2;
+    }
+    if (ncap > UINT32_MAX) {
+        ncap = UINT32_MAX;
+    }
+    void *p = ctm_realloc(*array, (size_t)ncap * elsize);
+    if (p == NULL) {
+        return -1;
+    }
+    *array = p;
+    *cap = (uint32_t)ncap;
+    return 0;
+}
+
+typedef uint32_t (*hash_of_fn)(const ctm_interner *in, uint32_t id);
+
+/* Make room for one more id in ix; rehash with hash_of. 0 or -1. */
+static int
+ix_reserve(const ctm_interner *in, ctm_ix *ix, hash_of_fn hash_of)
+{
+    uint64_t cap = ix->slots ? (uint64_t)ix->mask + 1 : 0;
+    if (((uint64_t)ix->count + 1) * 2 <= cap) {
+        return 0;
+    }
+    uint64_t ncap = cap ? cap * 2 : 256;
+    if (ncap > ((uint64_t)1 << 31)) {
+        return -1;
+    }
+    uint32_t *slots = ctm_calloc((size_t)ncap, sizeof(uint32_t));
+    if (slots == NULL) {
+        return -1;
+    }
+    uint32_t mask = (uint32_t)(ncap - 1);
+    for (uint64_t i = 0; i < cap; i++) {
+        uint32_t v = ix->slots[i];
+        if (v) {
+            uint32_t j = hash_of(in, v - 1) & mask;
+            while (slots[j]) {
+                j = (j + 1) & mask;
+            }
+            slots[j] = v;
+        }
+    }
+    ctm_free(ix->slots);
+    ix->slots = slots;
+    ix->mask = mask;
+    return 0;
+}
+
+/* ---- frames ---- */
+
+static inline uint32_t
+frame_key_hash(const PyCodeObject *code, int32_t a, int32_t b)
+{
+    return mix((uint64_t)(uintptr_t)code * 31 ^ ((uint64_t)(uint32_t)a << 32)
+               ^ (uint32_t)b);
+}
+
+static uint32_t
+frame_hash(const ctm_interner *in, uint32_t id)
+{
+    const ctm_tframe *f = &in->frames[id];
+    if (f->code != NULL) {
+        return frame_key_hash(f->code, f->addr, 0);
+    }
+    return frame_key_hash(NULL, (int32_t)f->filename, f->lineno);
+}
+
+/* Intern a code frame (code != NULL, taking a reference: needs the GIL)
+ * or a resolved frame (code == NULL, a = filename id, b = lineno). */
+static int64_t
+intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
+{
+    if (ix_reserve(in, &in->frames_ix, frame_hash) < 0) {
+        return -1;
+    }
+    uint32_t h = code ? frame_key_hash(code, a, 0)
+                      : frame_key_hash(NULL, a, b);
+    uint32_t j = h & in->frames_ix.mask;
+    uint32_t v;
+    while ((v = in->frames_ix.slots[j]) != 0) {
+        const ctm_tframe *f = &in->frames[v - 1];
+        if (code != NULL ? (f->code == code && f->addr == a)
+                         : (f->code == NULL && f->filename == (uint32_t)a
+                            && f->lineno == b)) {
+            return v - 1;
+        }
+        j = (j + 1) & in->frames_ix.mask;
+    }
+    if (grow((void **)&in->frames, &in->capframes,
+             (uint64_t)in->nframes + 1, sizeof(ctm_tframe)) < 0) {
+        return -1;
+    }
+    uint32_t id = in->nframes++;
+    ctm_tframe *f = &in->frames[id];
+    f->code = code;
+    if (code != NULL) {
+        Py_INCREF(code);
+        f->addr = a;
+        f->lineno = 0;
+        f->filename = 0;
+        f->flags = 0;
+    }
+    else {
+        f->addr = 0;
+        f->filename = (uint32_t)a;
+        f->lineno = b;
+        f->flags = CTM_FRAME_LINE_KNOWN;
+    }
+    in->frames_ix.slots[j] = id + 1;
+    in->frames_ix.count++;
+    return id;
+}
+
+int
+ctm_tframe_lineno_unlocked(ctm_tframe *f)
+{
+    if (!(f->flags & CTM_FRAME_LINE_KNOWN)) {
+        int line = PyCode_Addr2Line(f->code, f->addr);
+        f->lineno = line < 0 ? 0 : line;
+        f->flags |= CTM_FRAME_LINE_KNOWN;
+    }
+    return f->lineno;
+}
+
+/* ---- filenames copied without the GIL ---- */
+
+static uint64_t
+cstring_hash(int kind, Py_ssize_t length, const void *data)
+{
+    const unsigned char *p = data;
+    size_t n = (size_t)length * (size_t)kind;
+    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)kind;
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    }
+    return h;
+}
+
+static uint32_t
+cstring_ix_hash(const ctm_interner *in, uint32_t id)
+{
+    return mix(in->cstrings[id].hash);
+}
+
+/* Intern the characters of str (read without the GIL: a str's data never
+ * changes, and the frame that holds its code object keeps it alive). */
+static int64_t
+intern_cstring(ctm_interner *in, PyObject *str)
+{
+    int kind;
+    Py_ssize_t length;
+    const void *data;
+    static const char unknown[] = "<unknown>";
+    if (str != NULL && PyUnicode_Check(str) && PyUnicode_IS_READY(str)) {
+        kind = PyUnicode_KIND(str);
+        length = PyUnicode_GET_LENGTH(str);
+        data = PyUnicode_DATA(str);
+    }
+    else {
+        kind = PyUnicode_1BYTE_KIND;
+        length = (Py_ssize_t)sizeof(unknown) - 1;
+        data = unknown;
+    }
+    uint64_t h = cstring_hash(kind, length, data);
+    if (ix_reserve(in, &in->cstrings_ix, cstring_ix_hash) < 0) {
+        return -1;
+    }
+    uint32_t j = mix(h) & in->cstrings_ix.mask;
+    uint32_t v;
+    size_t nbytes = (size_t)length * (size_t)kind;
+    while ((v = in->cstrings_ix.slots[j]) != 0) {
+        const ctm_cstring *c = &in->cstrings[v - 1];
+        if (c->hash == h && c->kind == kind && c->length == length
+            && memcmp(c->data, data, nbytes) == 0) {
+            return v - 1;
+        }
+        j = (j + 1) & in->cstrings_ix.mask;
+    }
+    if (grow((void **)&in->cstrings, &in->capcstrings,
+             (uint64_t)in->ncstrings + 1, sizeof(ctm_cstring)) < 0) {
+        return -1;
+    }
+    void *copy = ctm_malloc(nbytes);
+    if (copy == NULL) {
+        return -1;
+    }
+    memcpy(copy, data, nbytes);
+    uint32_t id = in->ncstrings++;
+    ctm_cstring *c = &in->cstrings[id];
+    c->kind = kind;
+    c->length = length;
+    c->data = copy;
+    c->hash = h;
+    in->cstrings_ix.slots[j] = id + 1;
+    in->cstrings_ix.count++;
+    return id;
+}
+
+const ctm_cstring *
+ctm_interner_cstring_unlocked(const ctm_interner *in, uint32_t id)
+{
+    return &in->cstrings[id];
+}
+
+/* ---- tracebacks ---- */
+
+static inline uint32_t
+tb_hash(const uint32_t *ids, int n, int total)
+{
+    uint64_t h = 0x84222325cbf29ce4ULL ^ ((uint64_t)(uint32_t)total << 16)
+                 ^ (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        h = (h ^ ids[i]) * 0x9E3779B97F4A7C15ULL;
+        h ^= h >> 32;
+    }
+    return mix(h);
+}
+
+static uint32_t
+tb_ix_hash(const ctm_interner *in, uint32_t id)
+{
+    return in->tracebacks[id].hash;
+}
+
+static int64_t
+intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
+{
+    if (ix_reserve(in, &in->tracebacks_ix, tb_ix_hash) < 0) {
+        return -1;
+    }
+    uint32_t h = tb_hash(ids, n, total);
+    uint32_t j = h & in->tracebacks_ix.mask;
+    uint32_t v;
+    while ((v = in->tracebacks_ix.slots[j]) != 0) {
+        const ctm_ttb *t = &in->tracebacks[v - 1];
+        if (t->hash == h && t->nframe == n && t->total_nframe == total
+            && memcmp(&in->ids[t->first], ids,
+                      (size_t)n * sizeof(uint32_t)) == 0) {
+            return v - 1;
+        }
+        j = (j + 1) & in->tracebacks_ix.mask;
+    }
+    if (grow((void **)&in->tracebacks, &in->captracebacks,
+             (uint64_t)in->ntracebacks + 1, sizeof(ctm_ttb)) < 0
+        || grow((void **)&in->ids, &in->capids,
+                (uint64_t)in->nids + (uint64_t)n, sizeof(uint32_t)) < 0) {
+        return -1;
+    }
+    uint32_t id = in->ntracebacks++;
+    ctm_ttb *t = &in->tracebacks[id];
+    t->first = in->nids;
+    t->nframe = (uint16_t)n;
+    t->total_nframe = (uint16_t)total;
+    t->hash = h;
+    memcpy(&in->ids[in->nids], ids, (size_t)n * sizeof(uint32_t));
+    in->nids += (uint32_t)n;
+    in->tracebacks_ix.slots[j] = id + 1;
+    in->tracebacks_ix.count++;
+    return id;
+}
+
+int64_t
+ctm_intern_unknown_unlocked(ctm_interner *in)
+{
+    if (in->unknown >= 0) {
+        return in->unknown;
+    }
+    int64_t s = intern_cstring(in, NULL);
+    if (s < 0) {
+        return -1;
+    }
+    int64_t f = intern_frame(in, NULL, (int32_t)s, 0);
+    if (f < 0) {
+        return -1;
+    }
+    uint32_t fid = (uint32_t)f;
+    int64_t tb = intern_ids(in, &fid, 1, 1);
+    if (tb >= 0) {
+        in->unknown = tb;
+    }
+    return tb;
+}
+
+int64_t
+ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
+                              int nframe, int total_nframe, int gil)
+{
+    if (nframe == 0) {
+        return ctm_intern_unknown_unlocked(in);
+    }
+    uint32_t stack_ids[128];
+    uint32_t *ids = stack_ids;
+    int64_t result = -1;
+    if (nframe > 128) {
+        ids = ctm_malloc((size_t)nframe * sizeof(uint32_t));
+        if (ids == NULL) {
+            return -1;
+        }
+    }
+    for (int i = 0; i < nframe; i++) {
+        int64_t f;
+        if (gil) {
+            f = intern_frame(in, frames[i].code, frames[i].addr, 0);
+        }
+        else {
+            /* No GIL: no reference can be taken, so resolve now. */
+            PyCodeObject *code = frames[i].code;
+            int line = PyCode_Addr2Line(code, frames[i].addr);
+            int64_t s = intern_cstring(in, code->co_filename);
+            if (s < 0) {
+                goto done;
+            }
+            f = intern_frame(in, NULL, (int32_t)s, line < 0 ? 0 : line);
+        }
+        if (f < 0) {
+            goto done;
+        }
+        ids[i] = (uint32_t)f;
+    }
+    result = intern_ids(in, ids, nframe, total_nframe);
+done:
+    if (ids != stack_ids) {
+        ctm_free(ids);
+    }
+    return result;
+}
+
+/* ---- lifetime and reading ---- */
+
+ctm_interner *
+ctm_interner_new(void)
+{
+    ctm_interner *in = ctm_calloc(1, sizeof(*in));
+    if (in != NULL) {
+        in->unknown = -1;
+    }
+    return in;
+}
+
+int
+ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
+                            size_t *ncodes)
+{
+    size_t n = 0;
+    for (uint32_t i = 0; i < in->nframes; i++) {
+        n += in->frames[i].code != NULL;
+    }
+    PyCodeObject **list = NULL;
+    int rc = 0;
+    if (n) {
+        list = ctm_realloc(*codes, (*ncodes + n) * sizeof(PyCodeObject *));
+        if (list == NULL) {
+            rc = -1;
+        }
+        else {
+            for (uint32_t i = 0; i < in->nframes; i++) {
+                if (in->frames[i].code != NULL) {
+                    list[(*ncodes)++] = in->frames[i].code;
+                }
+            }
+            *codes = list;
+        }
+    }
+    for (uint32_t i = 0; i < in->ncstrings; i++) {
+        ctm_free(in->cstrings[i].data);
+    }
+    ctm_free(in->frames);
+    ctm_free(in->frames_ix.slots);
+    ctm_free(in->tracebacks);
+    ctm_free(in->tracebacks_ix.slots);
+    ctm_free(in->ids);
+    ctm_free(in->cstrings);
+    ctm_free(in->cstrings_ix.slots);
+    memset(in, 0, sizeof(*in));
+    in->unknown = -1;
+    return rc;
+}
+
+size_t
+ctm_interner_memory_unlocked(const ctm_interner *in)
+{
+    size_t n = sizeof(*in);
+    n += (size_t)in->capframes * sizeof(ctm_tframe);
+    n += (size_t)in->captracebacks * sizeof(ctm_ttb);
+    n += (size_t)in->capids * sizeof(uint32_t);
+    n += (size_t)in->capcstrings * sizeof(ctm_cstring);
+    for (uint32_t i = 0; i < in->ncstrings; i++) {
+        n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;
+    }
+    const ctm_ix *ixs[] = {&in->frames_ix, &in->tracebacks_ix,
+                           &in->cstrings_ix};
+    for (size_t i = 0; i < 3; i++) {
+        if (ixs[i]->slots) {
+            n += ((size_t)ixs[i]->mask + 1) * sizeof(uint32_t);
+        }
+    }
+    return n;
+}
+
+size_t
+ctm_interner_ntracebacks_unlocked(const ctm_interner *in)
+{
+    return in->ntracebacks;
+}
+
+const ctm_ttb *
+ctm_interner_traceback_unlocked(const ctm_interner *in, uint32_t id)
+{
+    return &in->tracebacks[id];
+}
+
+const uint32_t *
+ctm_interner_frame_ids_unlocked(const ctm_interner *in)
+{
+    return in->ids;
+}
+
+ctm_tframe *
+ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id)
+{
+    return &in->frames[id];
+}
