@@ -3,17 +3,17 @@
 Both tracers hook the same allocators, each calling the one it found
 underneath. The stdlib's stop() restores the allocators it saved when it
 started; if ctracemalloc was started in between, that silently drops
-ctracemalloc's hooks from the chain. So the stdlib's start and stop are
-wrapped: after either, ctracemalloc puts its hooks back on top if they
-fell out (and, on 3.13, its reference tracer, which the stdlib's
-replaces).
+ctracemalloc's hooks from the chain. So the stdlib's stop is wrapped:
+after it, ctracemalloc puts its hooks back on top if they fell out. The
+stdlib's start is wrapped too, for 3.13: it replaces the reference
+tracer that ctracemalloc uses to see objects reused from free lists.
 """
 import sys
 
 from . import _ctracemalloc
 
 
-def _wrap(fn):
+def _wrap(fn, stopped):
     if getattr(fn, "_ctracemalloc_wrapped", False):
         return fn
 
@@ -21,7 +21,7 @@ def _wrap(fn):
         try:
             return fn(*args, **kwargs)
         finally:
-            _ctracemalloc._rehook()
+            _ctracemalloc._after_other_tracer(stopped)
 
     wrapper.__name__ = fn.__name__
     wrapper.__qualname__ = getattr(fn, "__qualname__", fn.__name__)
@@ -44,4 +44,4 @@ def watch_stdlib():
         for name in ("start", "stop"):
             fn = getattr(module, name, None)
             if fn is not None:
-                setattr(module, name, _wrap(fn))
+                setattr(module, name, _wrap(fn, name == "stop"))

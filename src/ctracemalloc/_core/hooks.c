@@ -397,19 +397,27 @@ uninstall_hooks(void)
 }
 
 void
-ctm_tracer_rehook(void)
+ctm_tracer_after_other_tracer(int stopped)
 {
-    /* Another tracer that was below us restored the allocators it had
-     * saved, dropping ours from the chain: install ours again on top. */
-    for (int i = 0; i < 3; i++) {
-        PyMemAllocatorEx cur;
-        PyMem_GetAllocator(hooks[i].domain, &cur);
-        if (!is_ours(&cur)) {
-            hooks[i].installed = 0;
+    if (stopped) {
+        /* A tracer installed below ours restored the allocators it had
+         * saved, which dropped ours from the chain; a tracer above ours
+         * restored ours. Only in the first case is the top not ours.
+         * (Never do this after the other tracer *started*: then ours is
+         * below it, and installing ours on top again would loop.) */
+        for (int i = 0; i < 3; i++) {
+            PyMemAllocatorEx cur;
+            PyMem_GetAllocator(hooks[i].domain, &cur);
+            if (!is_ours(&cur)) {
+                hooks[i].installed = 0;
+            }
+        }
+        if (atomic_load(&tracing)) {
+            install_hooks();
         }
     }
     if (atomic_load(&tracing)) {
-        install_hooks();
+        /* Its start replaced our reference tracer, its stop cleared it. */
         reftracer_install();
     }
 }

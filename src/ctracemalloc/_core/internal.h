@@ -269,10 +269,11 @@ PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
  * callable without the GIL. */
 int ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size);
 int ctm_tracer_untrack(uint32_t domain, uintptr_t ptr);
-/* After another tracer (the stdlib's) stopped and restored the
- * allocators it had saved: put our hooks back on top if they fell out of
- * the chain. */
-void ctm_tracer_rehook(void);
+/* After another tracer (the stdlib's) started (stopped == 0) or stopped
+ * and restored the allocators it had saved (stopped == 1): put our hooks
+ * back on top if they fell out of the chain, and our reference tracer
+ * back in place. */
+void ctm_tracer_after_other_tracer(int stopped);
 /* The interpreter is exiting: stop reading the frames of threads that do
  * not hold the GIL. */
 void ctm_tracer_at_exit(void);

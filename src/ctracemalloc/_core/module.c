@@ -349,11 +349,14 @@ untrack(PyObject *self, PyObject *args)
 }
 
 static PyObject *
-rehook(PyObject *self, PyObject *unused)
+after_other_tracer(PyObject *self, PyObject *stopped)
 {
     (void)self;
-    (void)unused;
-    ctm_tracer_rehook();
+    int truth = PyObject_IsTrue(stopped);
+    if (truth < 0) {
+        return NULL;
+    }
+    ctm_tracer_after_other_tracer(truth);
     Py_RETURN_NONE;
 }
 
@@ -414,7 +417,7 @@ static PyMethodDef module_methods[] = {
     {"_normalize_filename", normalize_filename, METH_O, NULL},
     {"track", track, METH_VARARGS, track_doc},
     {"untrack", untrack, METH_VARARGS, untrack_doc},
-    {"_rehook", rehook, METH_NOARGS, NULL},
+    {"_after_other_tracer", after_other_tracer, METH_O, NULL},
     {"_at_exit", at_exit, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };
