@@ -7,7 +7,7 @@
  *                  reentrancy flag, the tables lock, fork handling
  *   capture.c      the current thread's Python frames, as (code, offset)
  *   tables.c       live traces: open addressing keyed by pointer
- *   tracebacks.c   interned frames and tracebacks of the tracer
+ *   interning.c    interned frames and tracebacks of the tracer
  *   snapdata.c     the immutable, deduplicated arrays of a snapshot and
  *                  the builder that makes them
  *   snapshot.c     the Snapshot and _Traces types; statistics, compare_to,

@@ -77,7 +77,7 @@ typedef int (*ctm_trace_visitor)(uint32_t domain, uint64_t size,
 int ctm_traces_foreach_unlocked(const ctm_traces *t, ctm_trace_visitor fn,
                                 void *arg);
 
-/* ---- interned frames and tracebacks (tracebacks.c) ----
+/* ---- interned frames and tracebacks (interning.c) ----
  *
  * A frame is either a code frame, (code object, byte offset), whose line
  * is resolved lazily, or a resolved frame, (filename, lineno), captured by
