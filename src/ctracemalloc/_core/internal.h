@@ -248,7 +248,7 @@ ctm_snapdata *ctm_load_bytes(const char *buf, Py_ssize_t len,
                              PyObject **limit, PyObject **extra);
 
 /* ---------------------------------------------------------------------
- * Tracer (hooks.c, capture.c, tables.c, tracebacks.c)
+ * Tracer (hooks.c, capture.c, tables.c, interning.c)
  * ------------------------------------------------------------------- */
 
 /* Start tracing with nframe frames per traceback. Return 0 or -1. */
