@@ -302,7 +302,13 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
         && atomic_load_explicit(&tracing, memory_order_relaxed)
         && !reentrant) {
         uintptr_t block = (uintptr_t)ctm_object_block(obj);
-        if (block != last_block) {
+        if (block == last_block) {
+            /* Just allocated and traced with the current traceback. One
+             * allocation makes one object: forget the block, so that the
+             * same memory reused later from a free list is seen. */
+            last_block = 0;
+        }
+        else {
             /* An object made from a free list: its block was traced when
              * it was first allocated; give it the current traceback. */
             int gil;
