@@ -190,23 +190,14 @@ extern ctm_state ctm_st;
 /* Each type file registers its types into ctm_st and the module.
  * Return 0 or -1. */
 int ctm_traceback_types_init(PyObject *module);   /* traceback.c */
-int ctm_statistic_types_init(PyObject *module);   /* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
-PyObject *ctm_trace_new(PyObject *raw);
-
-/* statistic.c */
+int ctm_statistic_types_init(PyObject *module);   /* statistic.c */
 int ctm_filter_types_init(PyObject *module);      /* filter.c */
-int ctm_snapshot_types_init(PyObject *module);    /* filter.c */
-/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
- * ".pyc" becomes ".py". */
-PyObject *ctm_normalize_filename(PyObject *filename);
-
-/* snapshot.c */
+int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
 
 /* traceback.c */
 /* Traceback from a raw frames tuple (most recent first), as the stdlib's
  * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
 PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
-
 /* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
 PyObject *ctm_trace_new(PyObject *raw);
 
@@ -223,6 +214,11 @@ PyObject *ctm_format_size(PyObject *size, int sign);
 /* The stdlib's _normalize_filename: os.path.normcase, then a trailing
  * ".pyc" becomes ".py". */
 PyObject *ctm_normalize_filename(PyObject *filename);
+/* Snapshot.filter_traces' selection: evaluate the filters (an iterable)
+ * over the traces of data with the stdlib's semantics, setting keep[i]
+ * to 1 for each trace kept and 0 otherwise. Return 0 or -1. */
+int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
+                    unsigned char *keep);
 
 /* snapshot.c */
 /* A Snapshot that owns data (stolen, even on failure). */

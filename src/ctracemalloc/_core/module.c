@@ -247,9 +247,16 @@ get_object_traceback_raw(PyObject *self, PyObject *obj)
 }
 
 static PyObject *
-get_object_traceback(PyObject *self, PyObject *obj)
+get_object_traceback(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
+    /* A Python function in the stdlib: obj may be passed by keyword. */
+    static char *kwlist[] = {"obj", NULL};
+    PyObject *obj;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:get_object_traceback",
+                                     kwlist, &obj)) {
+        return NULL;
+    }
     PyObject *frames = raw_object_traceback(obj);
     if (frames == NULL || frames == Py_None) {
         return frames;
@@ -404,7 +411,8 @@ static PyMethodDef module_methods[] = {
      "get_tracemalloc_memory()\n--\n\n"
      "Memory in bytes used by the tracer to store traces."},
     {"take_snapshot", take_snapshot, METH_NOARGS, take_snapshot_doc},
-    {"get_object_traceback", get_object_traceback, METH_O,
+    {"get_object_traceback", (PyCFunction)(void (*)(void))get_object_traceback,
+     METH_VARARGS | METH_KEYWORDS,
      "get_object_traceback(obj)\n--\n\n"
      "The Traceback where obj was allocated, or None."},
     {"_get_object_traceback", get_object_traceback_raw, METH_O,

@@ -1,0 +1,1458 @@
+/* Frame, Traceback and Trace: the stdlib's Python classes as C heap types.
+ *
+ * Each type wraps the raw tuples the snapshot data produces and builds the
+ * richer objects only when asked: a Frame holds a (filename, lineno)
+ * tuple, a Traceback a tuple of those (oldest first, the reverse of the
+ * raw order) and a total_nframe, a Trace a raw (domain, size, frames[,
+ * total_nframe]) tuple. Frames are made on each indexing and a Trace
+ * makes a new Traceback on each access, as the stdlib does.
+ *
+ * Invariants and behaviour kept from the stdlib classes:
+ *
+ *  - The slots (_frame, _frames, _total_nframe, _trace) are writable and
+ *    may be any object, or unset (NULL) before __init__ runs: reading an
+ *    unset slot raises AttributeError, like an unset __slots__ member.
+ *    So every reader goes through slot_value() and never assumes a tuple;
+ *    tuples only get fast paths.
+ *  - __new__ takes any arguments and __init__ parses them, so __init__
+ *    can be called again and subclasses may have their own __new__.
+ *  - Frame and Traceback order like functools.total_ordering over __eq__
+ *    and __lt__: the derived comparisons go through type(self).__lt__, so
+ *    a subclass that overrides __lt__ changes all of them, and they return
+ *    the same objects (not just the same truth values) as the decorator.
+ *    Trace only has __eq__.
+ *  - The objects may hold arbitrary objects, so the types take part in the
+ *    cyclic GC, like instances of Python classes with __slots__.
+ *  - Pickling and copying go through __reduce__ to the constructor (the
+ *    instance __dict__ of a subclass, if any, travels as the state).
+ *  - str() and repr() read and convert each field before reading the
+ *    next: Python 3.11+ compiles the stdlib's "%s: %s" % (...) into an
+ *    f-string, which does that. 3.9 and 3.10 read all fields first; the
+ *    two orders differ only in which error wins when two fields are
+ *    broken, and the newer one is kept.
+ *
+ * ctm_traceback_new and ctm_trace_new are the constructors the snapshot
+ * analysis calls per result: for the tuples it passes, they fill the
+ * slots directly, without calling any Python code.
+ */
+#include "internal.h"
+
+#include "structmember.h"
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *frame;            /* _frame: (filename, lineno) */
+} FrameObj;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *frames;           /* _frames: frame tuples, oldest first */
+    PyObject *total_nframe;     /* _total_nframe: int or None */
+} TracebackObj;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *trace;            /* _trace: (domain, size, frames[, total]) */
+} TraceObj;
+
+/* Interned names and constants, made once by ctm_traceback_types_init and
+ * kept for the life of the process, like the module state. */
+static PyObject *str_frame_attr;        /* "_frame" */
+static PyObject *str_filename;          /* "filename" */
+static PyObject *str_lineno;            /* "lineno" */
+static PyObject *str_getline;           /* "getline" */
+static PyObject *str_strip;             /* "strip" */
+static PyObject *str_dict;              /* "__dict__" */
+static PyObject *str_empty;             /* "" */
+
+/* ---------------------------------------------------------------------
+ * Helpers shared by the three types
+ * ------------------------------------------------------------------- */
+
+/* A slot's value as a new reference, or NULL with the AttributeError that
+ * reading an unset __slots__ member raises. New, not borrowed: Python code
+ * that runs while the caller uses the value (a __hash__, an __eq__) may
+ * assign or delete the slot. */
+static PyObject *
+slot_value(PyObject *self, PyObject *value, const char *name)
+{
+    if (value == NULL) {
+        /* the short name, as Python's message for an unset slot has it;
+         * these types and their subclasses are all heap types */
+        PyErr_Format(PyExc_AttributeError,
+                     "'%U' object has no attribute '%s'",
+                     ((PyHeapTypeObject *)Py_TYPE(self))->ht_name, name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* seq[i] for a small constant i: the stdlib's self._frame[0] and the like,
+ * with a fast path for the tuples that are nearly always there. */
+static PyObject *
+item_at(PyObject *seq, Py_ssize_t i)
+{
+    if (PyTuple_CheckExact(seq) && i < PyTuple_GET_SIZE(seq)) {
+        return Py_NewRef(PyTuple_GET_ITEM(seq, i));
+    }
+    PyObject *index = PyLong_FromSsize_t(i);
+    if (index == NULL) {
+        return NULL;
+    }
+    PyObject *item = PyObject_GetItem(seq, index);
+    Py_DECREF(index);
+    return item;
+}
+
+/* (type(self), args), plus the instance __dict__ as the state when a
+ * subclass instance has a non-empty one. Steals args. */
+static PyObject *
+reduce_to_constructor(PyObject *self, PyTypeObject *base, PyObject *args)
+{
+    PyObject *dict = NULL;
+    PyObject *res = NULL;
+
+    if (args == NULL) {
+        return NULL;
+    }
+    if (Py_TYPE(self) != base) {
+        dict = PyObject_GetAttr(self, str_dict);
+        if (dict == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                goto done;
+            }
+            PyErr_Clear();
+        }
+        else if (PyDict_Check(dict) && PyDict_GET_SIZE(dict) == 0) {
+            Py_CLEAR(dict);
+        }
+    }
+    if (dict != NULL) {
+        res = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, dict);
+    }
+    else {
+        res = PyTuple_Pack(2, (PyObject *)Py_TYPE(self), args);
+    }
+
+done:
+    Py_XDECREF(dict);
+    Py_DECREF(args);
+    return res;
+}
+
+/* Bool of the negated truth of r, or NULL if r is NULL or its truth
+ * fails. Consumes r. */
+static PyObject *
+not_of(PyObject *r)
+{
+    if (r == NULL) {
+        return NULL;
+    }
+    int truth = PyObject_IsTrue(r);
+    Py_DECREF(r);
+    if (truth < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(!truth);
+}
+
+/* The comparisons of a class with __slots__ that compares one slot (at
+ * offset in the instance) in __eq__ and __lt__, returning NotImplemented
+ * for instances that are not of base, and decorated with
+ * functools.total_ordering when ordered is nonzero. != is the default
+ * object.__ne__: the negation of type(self).__eq__. */
+static PyObject *
+slot_richcompare(PyObject *self, PyObject *other, int op,
+                 PyTypeObject *base, Py_ssize_t offset, const char *name,
+                 int ordered)
+{
+    PyObject *a, *b, *r;
+    int truth;
+
+    switch (op) {
+    case Py_EQ:
+    case Py_LT:
+        if (op == Py_LT && !ordered) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        if (!PyObject_TypeCheck(other, base)) {
+            Py_RETURN_NOTIMPLEMENTED;
+        }
+        a = slot_value(self, *(PyObject **)((char *)self + offset), name);
+        if (a == NULL) {
+            return NULL;
+        }
+        b = slot_value(other, *(PyObject **)((char *)other + offset),
+                       name);
+        if (b == NULL) {
+            Py_DECREF(a);
+            return NULL;
+        }
+        r = PyObject_RichCompare(a, b, op);
+        Py_DECREF(a);
+        Py_DECREF(b);
+        return r;
+    case Py_NE:
+        r = Py_TYPE(self)->tp_richcompare(self, other, Py_EQ);
+        if (r == Py_NotImplemented) {
+            return r;
+        }
+        return not_of(r);
+    default:
+        break;
+    }
+
+    if (!ordered) {
+        Py_RETURN_NOTIMPLEMENTED;
+    }
+    /* total_ordering derives >, <= and >= from type(self).__lt__, whose
+     * slot is tp_richcompare whether or not a subclass overrides it. */
+    r = Py_TYPE(self)->tp_richcompare(self, other, Py_LT);
+    if (r == NULL || r == Py_NotImplemented) {
+        return r;
+    }
+    truth = PyObject_IsTrue(r);
+    if (truth < 0) {
+        Py_DECREF(r);
+        return NULL;
+    }
+    switch (op) {
+    case Py_GT:
+        /* not (self < other) and self != other */
+        Py_DECREF(r);
+        if (truth) {
+            Py_RETURN_FALSE;
+        }
+        return PyObject_RichCompare(self, other, Py_NE);
+    case Py_LE:
+        /* (self < other) or self == other, which keeps the object */
+        if (truth) {
+            return r;
+        }
+        Py_DECREF(r);
+        return PyObject_RichCompare(self, other, Py_EQ);
+    default:
+        /* Py_GE: not (self < other) */
+        Py_DECREF(r);
+        return PyBool_FromLong(!truth);
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Frame
+ * ------------------------------------------------------------------- */
+
+/* A new Frame (the exact type) holding raw. */
+static PyObject *
+frame_wrap(PyObject *raw)
+{
+    PyTypeObject *tp = ctm_st.Frame;
+    FrameObj *self = (FrameObj *)tp->tp_alloc(tp, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->frame = Py_NewRef(raw);
+    return (PyObject *)self;
+}
+
+static int
+frame_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"frame", NULL};
+    FrameObj *self = (FrameObj *)op;
+    PyObject *frame;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Frame", kwlist,
+                                     &frame))
+    {
+        return -1;
+    }
+    Py_XSETREF(self->frame, Py_NewRef(frame));
+    return 0;
+}
+
+static int
+frame_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((FrameObj *)op)->frame);
+    return 0;
+}
+
+static int
+frame_clear(PyObject *op)
+{
+    Py_CLEAR(((FrameObj *)op)->frame);
+    return 0;
+}
+
+static void
+frame_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    frame_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *
+frame_get_item(PyObject *op, Py_ssize_t i)
+{
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *item = item_at(raw, i);
+    Py_DECREF(raw);
+    return item;
+}
+
+static PyObject *
+frame_get_filename(PyObject *op, void *Py_UNUSED(closure))
+{
+    return frame_get_item(op, 0);
+}
+
+static PyObject *
+frame_get_lineno(PyObject *op, void *Py_UNUSED(closure))
+{
+    return frame_get_item(op, 1);
+}
+
+static PyObject *
+frame_richcompare(PyObject *self, PyObject *other, int op)
+{
+    return slot_richcompare(self, other, op, ctm_st.Frame,
+                            offsetof(FrameObj, frame), "_frame", 1);
+}
+
+static Py_hash_t
+frame_hash(PyObject *op)
+{
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    if (raw == NULL) {
+        return -1;
+    }
+    Py_hash_t h = PyObject_Hash(raw);
+    Py_DECREF(raw);
+    return h;
+}
+
+/* str() or repr() of one of the frame's fields. */
+static PyObject *
+frame_field_text(PyObject *op, Py_ssize_t i, int use_repr)
+{
+    PyObject *value = frame_get_item(op, i);
+    if (value == NULL) {
+        return NULL;
+    }
+    PyObject *text = use_repr ? PyObject_Repr(value) : PyObject_Str(value);
+    Py_DECREF(value);
+    return text;
+}
+
+/* fmt (two %U) with the texts of filename and lineno. Each field is read
+ * and converted before the next one is read: Python 3.11+ compiles the
+ * stdlib's "%s:%s" % (...) into an f-string, which does that, and it
+ * decides which error wins when both fields are broken. */
+static PyObject *
+frame_format_fields(PyObject *op, const char *fmt, int use_repr)
+{
+    PyObject *filename = NULL, *lineno = NULL, *res = NULL;
+
+    filename = frame_field_text(op, 0, use_repr);
+    if (filename == NULL) {
+        goto done;
+    }
+    lineno = frame_field_text(op, 1, use_repr);
+    if (lineno == NULL) {
+        goto done;
+    }
+    res = PyUnicode_FromFormat(fmt, filename, lineno);
+
+done:
+    Py_XDECREF(filename);
+    Py_XDECREF(lineno);
+    return res;
+}
+
+static PyObject *
+frame_str(PyObject *op)
+{
+    return frame_format_fields(op, "%U:%U", 0);
+}
+
+static PyObject *
+frame_repr(PyObject *op)
+{
+    return frame_format_fields(op, "<Frame filename=%U lineno=%U>", 1);
+}
+
+static PyObject *
+frame_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, raw);
+    Py_DECREF(raw);
+    return reduce_to_constructor(op, ctm_st.Frame, args);
+}
+
+static PyMethodDef frame_methods[] = {
+    {"__reduce__", frame_reduce, METH_NOARGS,
+     "Return the constructor call that recreates this frame."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef frame_members[] = {
+    {"_frame", T_OBJECT_EX, offsetof(FrameObj, frame), 0,
+     "The (filename, lineno) tuple."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef frame_getset[] = {
+    {"filename", frame_get_filename, NULL, "Filename (str).", NULL},
+    {"lineno", frame_get_lineno, NULL, "Line number (int).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot frame_slots[] = {
+    {Py_tp_doc, "Frame(frame)\n--\n\n"
+                "One frame of a traceback, from a (filename, lineno) "
+                "tuple."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, frame_init},
+    {Py_tp_dealloc, frame_dealloc},
+    {Py_tp_traverse, frame_traverse},
+    {Py_tp_clear, frame_clear},
+    {Py_tp_richcompare, frame_richcompare},
+    {Py_tp_hash, frame_hash},
+    {Py_tp_str, frame_str},
+    {Py_tp_repr, frame_repr},
+    {Py_tp_methods, frame_methods},
+    {Py_tp_members, frame_members},
+    {Py_tp_getset, frame_getset},
+    {0, NULL},
+};
+
+static PyType_Spec frame_spec = {
+    .name = "ctracemalloc.Frame",
+    .basicsize = sizeof(FrameObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = frame_slots,
+};
+
+/* ---------------------------------------------------------------------
+ * Traceback
+ * ------------------------------------------------------------------- */
+
+/* tuple(reversed(seq)): tuples and lists are reversed in place of the
+ * call, anything else goes through the reversed builtin so that every
+ * error ("'int' object is not reversible") is the stdlib's. */
+static PyObject *
+reversed_tuple(PyObject *seq)
+{
+    if (PyTuple_CheckExact(seq) || PyList_CheckExact(seq)) {
+        PyObject **items;
+        Py_ssize_t n;
+        if (PyTuple_CheckExact(seq)) {
+            n = PyTuple_GET_SIZE(seq);
+            items = &PyTuple_GET_ITEM(seq, 0);
+        }
+        else {
+            n = PyList_GET_SIZE(seq);
+            items = &PyList_GET_ITEM(seq, 0);
+        }
+        PyObject *res = PyTuple_New(n);
+        if (res == NULL) {
+            return NULL;
+        }
+        /* No Python code runs in this loop, so a list cannot change. */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyTuple_SET_ITEM(res, i, Py_NewRef(items[n - 1 - i]));
+        }
+        return res;
+    }
+    PyObject *it = PyObject_CallOneArg((PyObject *)&PyReversed_Type, seq);
+    if (it == NULL) {
+        return NULL;
+    }
+    PyObject *res = PySequence_Tuple(it);
+    Py_DECREF(it);
+    return res;
+}
+
+/* A tuple of Frames, one per item of seq, in order (or reversed). */
+static PyObject *
+wrap_frames(PyObject *seq, int reverse)
+{
+    PyObject *items = NULL, *res = NULL;
+
+    items = PySequence_Tuple(seq);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
+    res = PyTuple_New(n);
+    if (res == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyTuple_GET_ITEM(items, reverse ? n - 1 - i : i);
+        PyObject *frame = frame_wrap(raw);
+        if (frame == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        PyTuple_SET_ITEM(res, i, frame);
+    }
+
+done:
+    Py_DECREF(items);
+    return res;
+}
+
+PyObject *
+ctm_traceback_new(PyObject *frames, PyObject *total_nframe)
+{
+    PyTypeObject *tp = ctm_st.Traceback;
+    PyObject *rev = reversed_tuple(frames);
+    if (rev == NULL) {
+        return NULL;
+    }
+    TracebackObj *self = (TracebackObj *)tp->tp_alloc(tp, 0);
+    if (self == NULL) {
+        Py_DECREF(rev);
+        return NULL;
+    }
+    self->frames = rev;
+    self->total_nframe = Py_NewRef(total_nframe ? total_nframe : Py_None);
+    return (PyObject *)self;
+}
+
+static int
+traceback_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"frames", "total_nframe", NULL};
+    TracebackObj *self = (TracebackObj *)op;
+    PyObject *frames, *total_nframe = Py_None;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:Traceback", kwlist,
+                                     &frames, &total_nframe))
+    {
+        return -1;
+    }
+    PyObject *rev = reversed_tuple(frames);
+    if (rev == NULL) {
+        return -1;
+    }
+    Py_XSETREF(self->frames, rev);
+    Py_XSETREF(self->total_nframe, Py_NewRef(total_nframe));
+    return 0;
+}
+
+static int
+traceback_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    TracebackObj *self = (TracebackObj *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(self->frames);
+    Py_VISIT(self->total_nframe);
+    return 0;
+}
+
+static int
+traceback_clear(PyObject *op)
+{
+    TracebackObj *self = (TracebackObj *)op;
+    Py_CLEAR(self->frames);
+    Py_CLEAR(self->total_nframe);
+    return 0;
+}
+
+static void
+traceback_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    traceback_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* _frames, a new reference. */
+static PyObject *
+traceback_frames(PyObject *op)
+{
+    return slot_value(op, ((TracebackObj *)op)->frames, "_frames");
+}
+
+static PyObject *
+traceback_get_total_nframe(PyObject *op, void *Py_UNUSED(closure))
+{
+    return slot_value(op, ((TracebackObj *)op)->total_nframe,
+                      "_total_nframe");
+}
+
+static Py_ssize_t
+traceback_length(PyObject *op)
+{
+    PyObject *frames = traceback_frames(op);
+    if (frames == NULL) {
+        return -1;
+    }
+    Py_ssize_t n = PyObject_Size(frames);
+    Py_DECREF(frames);
+    return n;
+}
+
+/* self[index]: a Frame, or a tuple of Frames for a slice. */
+static PyObject *
+traceback_subscript(PyObject *op, PyObject *index)
+{
+    PyObject *frames = traceback_frames(op);
+    if (frames == NULL) {
+        return NULL;
+    }
+    PyObject *item = PyObject_GetItem(frames, index);
+    Py_DECREF(frames);
+    if (item == NULL) {
+        return NULL;
+    }
+    PyObject *res;
+    if (PySlice_Check(index)) {
+        res = wrap_frames(item, 0);
+    }
+    else {
+        res = frame_wrap(item);
+    }
+    Py_DECREF(item);
+    return res;
+}
+
+/* The sequence protocol's item, used by iteration (which, like the
+ * Sequence mixin's __iter__, stops at IndexError). PySequence_GetItem has
+ * already added the length to a negative index, so one that is still
+ * negative is out of range. */
+static PyObject *
+traceback_item(PyObject *op, Py_ssize_t i)
+{
+    PyObject *frames = NULL, *raw = NULL, *res = NULL;
+
+    if (i < 0) {
+        PyErr_SetString(PyExc_IndexError, "Traceback index out of range");
+        return NULL;
+    }
+    frames = traceback_frames(op);
+    if (frames == NULL) {
+        goto done;
+    }
+    if (PyTuple_CheckExact(frames) && i >= PyTuple_GET_SIZE(frames)) {
+        PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+        goto done;
+    }
+    raw = item_at(frames, i);
+    if (raw == NULL) {
+        goto done;
+    }
+    res = frame_wrap(raw);
+
+done:
+    Py_XDECREF(frames);
+    Py_XDECREF(raw);
+    return res;
+}
+
+static int
+traceback_contains(PyObject *op, PyObject *frame)
+{
+    PyObject *raw = PyObject_GetAttr(frame, str_frame_attr);
+    if (raw == NULL) {
+        return -1;
+    }
+    PyObject *frames = traceback_frames(op);
+    int res = frames ? PySequence_Contains(frames, raw) : -1;
+    Py_XDECREF(frames);
+    Py_DECREF(raw);
+    return res;
+}
+
+static Py_hash_t
+traceback_hash(PyObject *op)
+{
+    PyObject *frames = traceback_frames(op);
+    if (frames == NULL) {
+        return -1;
+    }
+    Py_hash_t h = PyObject_Hash(frames);
+    Py_DECREF(frames);
+    return h;
+}
+
+static PyObject *
+traceback_richcompare(PyObject *self, PyObject *other, int op)
+{
+    return slot_richcompare(self, other, op, ctm_st.Traceback,
+                            offsetof(TracebackObj, frames), "_frames", 1);
+}
+
+/* str(self[0]): the first frame, which is the oldest one. */
+static PyObject *
+traceback_str(PyObject *op)
+{
+    PyObject *zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return NULL;
+    }
+    PyObject *first = PyObject_GetItem(op, zero);
+    Py_DECREF(zero);
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_Str(first);
+    Py_DECREF(first);
+    return res;
+}
+
+static PyObject *
+traceback_repr(PyObject *op)
+{
+    PyObject *frames = NULL, *total = NULL, *total_str = NULL;
+    PyObject *res = NULL;
+
+    /* tuple(self): the Frames, through iteration like the stdlib */
+    frames = PySequence_Tuple(op);
+    if (frames == NULL) {
+        goto done;
+    }
+    total = slot_value(op, ((TracebackObj *)op)->total_nframe,
+                       "_total_nframe");
+    if (total == NULL) {
+        goto done;
+    }
+    if (total == Py_None) {
+        res = PyUnicode_FromFormat("<Traceback %S>", frames);
+        goto done;
+    }
+    /* an f-string field: format(total, "") */
+    total_str = PyObject_Format(total, str_empty);
+    if (total_str == NULL) {
+        goto done;
+    }
+    res = PyUnicode_FromFormat("<Traceback %S total_nframe=%S>", frames,
+                               total_str);
+
+done:
+    Py_XDECREF(frames);
+    Py_XDECREF(total);
+    Py_XDECREF(total_str);
+    return res;
+}
+
+/* One frame's lines of format(): the File line, and the stripped source
+ * line from linecache.getline (looked up per frame, on the module, so
+ * that patching linecache.getline works) when it is not empty. */
+static int
+format_frame(PyObject *lines, PyObject *frame, PyObject *linecache)
+{
+    PyObject *filename = NULL, *lineno = NULL, *text = NULL;
+    PyObject *filename_str = NULL, *lineno_str = NULL;
+    PyObject *getline = NULL, *line = NULL, *stripped = NULL;
+    int res = -1;
+
+    /* read and convert one field after the other, as the f-string that
+     * Python 3.11+ makes of the stdlib's % expression does */
+    filename = PyObject_GetAttr(frame, str_filename);
+    if (filename == NULL) {
+        goto done;
+    }
+    filename_str = PyObject_Str(filename);
+    if (filename_str == NULL) {
+        goto done;
+    }
+    lineno = PyObject_GetAttr(frame, str_lineno);
+    if (lineno == NULL) {
+        goto done;
+    }
+    lineno_str = PyObject_Str(lineno);
+    if (lineno_str == NULL) {
+        goto done;
+    }
+    text = PyUnicode_FromFormat("  File \"%U\", line %U", filename_str,
+                                lineno_str);
+    if (text == NULL || PyList_Append(lines, text) < 0) {
+        goto done;
+    }
+    Py_CLEAR(text);
+
+    getline = PyObject_GetAttr(linecache, str_getline);
+    if (getline == NULL) {
+        goto done;
+    }
+    line = PyObject_CallFunctionObjArgs(getline, filename, lineno, NULL);
+    if (line == NULL) {
+        goto done;
+    }
+    stripped = PyObject_CallMethodNoArgs(line, str_strip);
+    if (stripped == NULL) {
+        goto done;
+    }
+    int truth = PyObject_IsTrue(stripped);
+    if (truth < 0) {
+        goto done;
+    }
+    if (truth) {
+        text = PyUnicode_FromFormat("    %S", stripped);
+        if (text == NULL || PyList_Append(lines, text) < 0) {
+            goto done;
+        }
+    }
+    res = 0;
+
+done:
+    Py_XDECREF(filename);
+    Py_XDECREF(lineno);
+    Py_XDECREF(filename_str);
+    Py_XDECREF(lineno_str);
+    Py_XDECREF(text);
+    Py_XDECREF(getline);
+    Py_XDECREF(line);
+    Py_XDECREF(stripped);
+    return res;
+}
+
+static PyObject *
+traceback_format(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"limit", "most_recent_first", NULL};
+    PyObject *limit = Py_None, *most_recent_first = Py_False;
+    PyObject *lines = NULL, *frame_slice = NULL, *iter = NULL;
+    PyObject *linecache = NULL, *frame = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO:format", kwlist,
+                                     &limit, &most_recent_first))
+    {
+        return NULL;
+    }
+    lines = PyList_New(0);
+    if (lines == NULL) {
+        goto error;
+    }
+
+    /* self[-limit:] for limit > 0, the limit most recent frames, else
+     * self[:limit], all but the -limit most recent ones (none for 0);
+     * both through self[...] as in the stdlib. */
+    if (limit != Py_None) {
+        PyObject *zero = PyLong_FromLong(0);
+        if (zero == NULL) {
+            goto error;
+        }
+        int positive = PyObject_RichCompareBool(limit, zero, Py_GT);
+        Py_DECREF(zero);
+        if (positive < 0) {
+            goto error;
+        }
+        PyObject *slice;
+        if (positive) {
+            PyObject *neg = PyNumber_Negative(limit);
+            if (neg == NULL) {
+                goto error;
+            }
+            slice = PySlice_New(neg, NULL, NULL);
+            Py_DECREF(neg);
+        }
+        else {
+            slice = PySlice_New(NULL, limit, NULL);
+        }
+        if (slice == NULL) {
+            goto error;
+        }
+        frame_slice = PyObject_GetItem(op, slice);
+        Py_DECREF(slice);
+        if (frame_slice == NULL) {
+            goto error;
+        }
+    }
+    else {
+        frame_slice = Py_NewRef(op);
+    }
+
+    int reverse = PyObject_IsTrue(most_recent_first);
+    if (reverse < 0) {
+        goto error;
+    }
+    if (reverse) {
+        iter = PyObject_CallOneArg((PyObject *)&PyReversed_Type,
+                                   frame_slice);
+    }
+    else {
+        iter = PyObject_GetIter(frame_slice);
+    }
+    if (iter == NULL) {
+        goto error;
+    }
+
+    linecache = PyImport_ImportModule("linecache");
+    if (linecache == NULL) {
+        goto error;
+    }
+    while ((frame = PyIter_Next(iter)) != NULL) {
+        if (format_frame(lines, frame, linecache) < 0) {
+            goto error;
+        }
+        Py_CLEAR(frame);
+    }
+    if (PyErr_Occurred()) {
+        goto error;
+    }
+    goto done;
+
+error:
+    Py_CLEAR(lines);
+done:
+    Py_XDECREF(frame_slice);
+    Py_XDECREF(iter);
+    Py_XDECREF(linecache);
+    Py_XDECREF(frame);
+    return lines;
+}
+
+/* reversed(self): the Sequence mixin's __reversed__, most recent frame
+ * first. */
+static PyObject *
+traceback_reversed(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *frames = traceback_frames(op);
+    if (frames == NULL) {
+        return NULL;
+    }
+    PyObject *tuple = wrap_frames(frames, 1);
+    Py_DECREF(frames);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_GetIter(tuple);
+    Py_DECREF(tuple);
+    return res;
+}
+
+/* Sequence.index(value, start=0, stop=None): first i in [start, stop)
+ * with self[i] is value or == value, else ValueError. */
+static PyObject *
+traceback_index(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"value", "start", "stop", NULL};
+    PyObject *value, *start_obj = NULL, *stop_obj = Py_None;
+    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:index", kwlist,
+                                     &value, &start_obj, &stop_obj))
+    {
+        return NULL;
+    }
+    Py_ssize_t n = traceback_length(op);
+    if (n < 0) {
+        return NULL;
+    }
+    if (start_obj != NULL) {
+        start = PyNumber_AsSsize_t(start_obj, PyExc_OverflowError);
+        if (start == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (start < 0) {
+            start = start + n > 0 ? start + n : 0;
+        }
+    }
+    if (stop_obj != Py_None) {
+        stop = PyNumber_AsSsize_t(stop_obj, PyExc_OverflowError);
+        if (stop == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (stop < 0) {
+            stop += n;
+        }
+    }
+    for (Py_ssize_t i = start; i < stop && i < n; i++) {
+        PyObject *frame = traceback_item(op, i);
+        if (frame == NULL) {
+            return NULL;
+        }
+        int eq = PyObject_RichCompareBool(frame, value, Py_EQ);
+        Py_DECREF(frame);
+        if (eq < 0) {
+            return NULL;
+        }
+        if (eq) {
+            return PyLong_FromSsize_t(i);
+        }
+    }
+    PyErr_SetNone(PyExc_ValueError);
+    return NULL;
+}
+
+/* Sequence.count(value): how many self[i] are value or == value. */
+static PyObject *
+traceback_count(PyObject *op, PyObject *value)
+{
+    Py_ssize_t n = traceback_length(op);
+    Py_ssize_t count = 0;
+
+    if (n < 0) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *frame = traceback_item(op, i);
+        if (frame == NULL) {
+            return NULL;
+        }
+        int eq = PyObject_RichCompareBool(frame, value, Py_EQ);
+        Py_DECREF(frame);
+        if (eq < 0) {
+            return NULL;
+        }
+        count += eq;
+    }
+    return PyLong_FromSsize_t(count);
+}
+
+static PyObject *
+traceback_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    TracebackObj *self = (TracebackObj *)op;
+    PyObject *frames = NULL, *total = NULL, *raw = NULL, *args = NULL;
+
+    frames = traceback_frames(op);
+    if (frames == NULL) {
+        goto done;
+    }
+    total = slot_value(op, self->total_nframe, "_total_nframe");
+    if (total == NULL) {
+        goto done;
+    }
+    /* The constructor takes the frames most recent first. */
+    raw = reversed_tuple(frames);
+    if (raw == NULL) {
+        goto done;
+    }
+    args = PyTuple_Pack(2, raw, total);
+
+done:
+    Py_XDECREF(frames);
+    Py_XDECREF(total);
+    Py_XDECREF(raw);
+    /* NULL args (an error) passes through */
+    return reduce_to_constructor(op, ctm_st.Traceback, args);
+}
+
+static PyMethodDef traceback_methods[] = {
+    {"format", (PyCFunction)(void (*)(void))traceback_format,
+     METH_VARARGS | METH_KEYWORDS,
+     "format($self, /, limit=None, most_recent_first=False)\n--\n\n"
+     "Format the traceback as a list of lines, oldest frame first\n"
+     "unless most_recent_first is true. limit > 0 keeps the limit\n"
+     "most recent frames, limit <= 0 keeps self[:limit]."},
+    {"index", (PyCFunction)(void (*)(void))traceback_index,
+     METH_VARARGS | METH_KEYWORDS,
+     "index($self, /, value, start=0, stop=None)\n--\n\n"
+     "Return the first index of value; raise ValueError if absent."},
+    {"count", traceback_count, METH_O,
+     "count($self, value, /)\n--\n\n"
+     "Return the number of occurrences of value."},
+    {"__reversed__", traceback_reversed, METH_NOARGS,
+     "Iterate over the frames, most recent first."},
+    {"__reduce__", traceback_reduce, METH_NOARGS,
+     "Return the constructor call that recreates this traceback."},
+    {"__class_getitem__", Py_GenericAlias, METH_O | METH_CLASS,
+     "See PEP 585."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef traceback_members[] = {
+    {"_frames", T_OBJECT_EX, offsetof(TracebackObj, frames), 0,
+     "The frame tuples, oldest first."},
+    {"_total_nframe", T_OBJECT_EX, offsetof(TracebackObj, total_nframe), 0,
+     "Total number of frames before truncation, or None."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef traceback_getset[] = {
+    {"total_nframe", traceback_get_total_nframe, NULL,
+     "Total number of frames of the traceback before it was truncated, "
+     "or None.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot traceback_slots[] = {
+    {Py_tp_doc, "Traceback(frames, total_nframe=None)\n--\n\n"
+                "Sequence of Frame instances, oldest frame first. frames "
+                "is given\nmost recent first, as (filename, lineno) "
+                "tuples."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, traceback_init},
+    {Py_tp_dealloc, traceback_dealloc},
+    {Py_tp_traverse, traceback_traverse},
+    {Py_tp_clear, traceback_clear},
+    {Py_tp_richcompare, traceback_richcompare},
+    {Py_tp_hash, traceback_hash},
+    {Py_tp_str, traceback_str},
+    {Py_tp_repr, traceback_repr},
+    {Py_tp_methods, traceback_methods},
+    {Py_tp_members, traceback_members},
+    {Py_tp_getset, traceback_getset},
+    {Py_mp_length, traceback_length},
+    {Py_mp_subscript, traceback_subscript},
+    {Py_sq_length, traceback_length},
+    {Py_sq_item, traceback_item},
+    {Py_sq_contains, traceback_contains},
+    {0, NULL},
+};
+
+static PyType_Spec traceback_spec = {
+    .name = "ctracemalloc.Traceback",
+    .basicsize = sizeof(TracebackObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = traceback_slots,
+};
+
+/* ---------------------------------------------------------------------
+ * Trace
+ * ------------------------------------------------------------------- */
+
+PyObject *
+ctm_trace_new(PyObject *raw)
+{
+    PyTypeObject *tp = ctm_st.Trace;
+    TraceObj *self = (TraceObj *)tp->tp_alloc(tp, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->trace = Py_NewRef(raw);
+    return (PyObject *)self;
+}
+
+static int
+trace_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"trace", NULL};
+    TraceObj *self = (TraceObj *)op;
+    PyObject *trace;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Trace", kwlist,
+                                     &trace))
+    {
+        return -1;
+    }
+    Py_XSETREF(self->trace, Py_NewRef(trace));
+    return 0;
+}
+
+static int
+trace_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((TraceObj *)op)->trace);
+    return 0;
+}
+
+static int
+trace_clear(PyObject *op)
+{
+    Py_CLEAR(((TraceObj *)op)->trace);
+    return 0;
+}
+
+static void
+trace_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    trace_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+/* _trace, a new reference. */
+static PyObject *
+trace_raw(PyObject *op)
+{
+    return slot_value(op, ((TraceObj *)op)->trace, "_trace");
+}
+
+static PyObject *
+trace_get_domain(PyObject *op, void *Py_UNUSED(closure))
+{
+    PyObject *raw = trace_raw(op);
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *item = item_at(raw, 0);
+    Py_DECREF(raw);
+    return item;
+}
+
+static PyObject *
+trace_get_size(PyObject *op, void *Py_UNUSED(closure))
+{
+    PyObject *raw = trace_raw(op);
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *item = item_at(raw, 1);
+    Py_DECREF(raw);
+    return item;
+}
+
+/* Traceback(*self._trace[2:]): the fast constructor for the 3- and
+ * 4-tuples that raw traces are, a real call for anything else so that
+ * the errors are the constructor's. */
+static PyObject *
+trace_get_traceback(PyObject *op, void *Py_UNUSED(closure))
+{
+    PyObject *raw, *two = NULL, *slice = NULL, *rest = NULL, *args = NULL;
+    PyObject *res = NULL;
+
+    raw = trace_raw(op);
+    if (raw == NULL) {
+        return NULL;
+    }
+    if (PyTuple_CheckExact(raw) && (PyTuple_GET_SIZE(raw) == 3
+                                    || PyTuple_GET_SIZE(raw) == 4))
+    {
+        PyObject *total = NULL;
+        if (PyTuple_GET_SIZE(raw) == 4) {
+            total = PyTuple_GET_ITEM(raw, 3);
+        }
+        res = ctm_traceback_new(PyTuple_GET_ITEM(raw, 2), total);
+        goto done;
+    }
+    two = PyLong_FromLong(2);
+    if (two == NULL) {
+        goto done;
+    }
+    slice = PySlice_New(two, NULL, NULL);
+    if (slice == NULL) {
+        goto done;
+    }
+    rest = PyObject_GetItem(raw, slice);
+    if (rest == NULL) {
+        goto done;
+    }
+    args = PySequence_Tuple(rest);
+    if (args == NULL) {
+        goto done;
+    }
+    res = PyObject_Call((PyObject *)ctm_st.Traceback, args, NULL);
+
+done:
+    Py_DECREF(raw);
+    Py_XDECREF(two);
+    Py_XDECREF(slice);
+    Py_XDECREF(rest);
+    Py_XDECREF(args);
+    return res;
+}
+
+static PyObject *
+trace_richcompare(PyObject *self, PyObject *other, int op)
+{
+    return slot_richcompare(self, other, op, ctm_st.Trace,
+                            offsetof(TraceObj, trace), "_trace", 0);
+}
+
+static Py_hash_t
+trace_hash(PyObject *op)
+{
+    PyObject *raw = trace_raw(op);
+    if (raw == NULL) {
+        return -1;
+    }
+    Py_hash_t h = PyObject_Hash(raw);
+    Py_DECREF(raw);
+    return h;
+}
+
+static PyObject *
+trace_str(PyObject *op)
+{
+    PyObject *tb = NULL, *tb_str = NULL, *size = NULL, *size_str = NULL;
+    PyObject *res = NULL;
+
+    /* each field converted before the next is read, as in the 3.11+
+     * stdlib (see frame_format_fields) */
+    tb = trace_get_traceback(op, NULL);
+    if (tb == NULL) {
+        goto done;
+    }
+    tb_str = PyObject_Str(tb);
+    if (tb_str == NULL) {
+        goto done;
+    }
+    size = trace_get_size(op, NULL);
+    if (size == NULL) {
+        goto done;
+    }
+    size_str = ctm_format_size(size, 0);
+    if (size_str == NULL) {
+        goto done;
+    }
+    res = PyUnicode_FromFormat("%U: %U", tb_str, size_str);
+
+done:
+    Py_XDECREF(tb);
+    Py_XDECREF(tb_str);
+    Py_XDECREF(size);
+    Py_XDECREF(size_str);
+    return res;
+}
+
+static PyObject *
+trace_repr(PyObject *op)
+{
+    PyObject *domain = NULL, *domain_str = NULL, *size = NULL;
+    PyObject *size_str = NULL, *tb = NULL, *res = NULL;
+
+    /* each field converted before the next is read, as in the 3.11+
+     * stdlib (see frame_format_fields) */
+    domain = trace_get_domain(op, NULL);
+    if (domain == NULL) {
+        goto done;
+    }
+    domain_str = PyObject_Str(domain);
+    if (domain_str == NULL) {
+        goto done;
+    }
+    size = trace_get_size(op, NULL);
+    if (size == NULL) {
+        goto done;
+    }
+    size_str = ctm_format_size(size, 0);
+    if (size_str == NULL) {
+        goto done;
+    }
+    tb = trace_get_traceback(op, NULL);
+    if (tb == NULL) {
+        goto done;
+    }
+    res = PyUnicode_FromFormat("<Trace domain=%U size=%U, traceback=%R>",
+                               domain_str, size_str, tb);
+
+done:
+    Py_XDECREF(domain);
+    Py_XDECREF(domain_str);
+    Py_XDECREF(size);
+    Py_XDECREF(size_str);
+    Py_XDECREF(tb);
+    return res;
+}
+
+static PyObject *
+trace_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *raw = trace_raw(op);
+    if (raw == NULL) {
+        return NULL;
+    }
+    PyObject *args = PyTuple_Pack(1, raw);
+    Py_DECREF(raw);
+    return reduce_to_constructor(op, ctm_st.Trace, args);
+}
+
+static PyMethodDef trace_methods[] = {
+    {"__reduce__", trace_reduce, METH_NOARGS,
+     "Return the constructor call that recreates this trace."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef trace_members[] = {
+    {"_trace", T_OBJECT_EX, offsetof(TraceObj, trace), 0,
+     "The (domain, size, frames, total_nframe) tuple."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef trace_getset[] = {
+    {"domain", trace_get_domain, NULL,
+     "Address space of the memory block (int).", NULL},
+    {"size", trace_get_size, NULL,
+     "Size of the memory block in bytes (int).", NULL},
+    {"traceback", trace_get_traceback, NULL,
+     "Traceback where the memory block was allocated (a new Traceback "
+     "on each access).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot trace_slots[] = {
+    {Py_tp_doc, "Trace(trace)\n--\n\n"
+                "Trace of one memory block, from a (domain, size, frames, "
+                "total_nframe)\ntuple."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, trace_init},
+    {Py_tp_dealloc, trace_dealloc},
+    {Py_tp_traverse, trace_traverse},
+    {Py_tp_clear, trace_clear},
+    {Py_tp_richcompare, trace_richcompare},
+    {Py_tp_hash, trace_hash},
+    {Py_tp_str, trace_str},
+    {Py_tp_repr, trace_repr},
+    {Py_tp_methods, trace_methods},
+    {Py_tp_members, trace_members},
+    {Py_tp_getset, trace_getset},
+    {0, NULL},
+};
+
+static PyType_Spec trace_spec = {
+    .name = "ctracemalloc.Trace",
+    .basicsize = sizeof(TraceObj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .slots = trace_slots,
+};
+
+/* ---------------------------------------------------------------------
+ * Registration
+ * ------------------------------------------------------------------- */
+
+static int
+intern_once(PyObject **slot, const char *text)
+{
+    if (*slot == NULL) {
+        *slot = PyUnicode_InternFromString(text);
+    }
+    return *slot ? 0 : -1;
+}
+
+/* Make the type from spec, store it in *slot (a strong reference, owned
+ * by the module state) and add it to the module. */
+static int
+add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    PyObject *type = PyType_FromSpec(spec);
+    if (type == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*slot, (PyTypeObject *)type);
+    return PyModule_AddType(module, (PyTypeObject *)type);
+}
+
+int
+ctm_traceback_types_init(PyObject *module)
+{
+    if (intern_once(&str_frame_attr, "_frame") < 0
+        || intern_once(&str_filename, "filename") < 0
+        || intern_once(&str_lineno, "lineno") < 0
+        || intern_once(&str_getline, "getline") < 0
+        || intern_once(&str_strip, "strip") < 0
+        || intern_once(&str_dict, "__dict__") < 0
+        || intern_once(&str_empty, "") < 0)
+    {
+        return -1;
+    }
+    if (add_type(module, &frame_spec, &ctm_st.Frame) < 0
+        || add_type(module, &traceback_spec, &ctm_st.Traceback) < 0
+        || add_type(module, &trace_spec, &ctm_st.Trace) < 0)
+    {
+        return -1;
+    }
+    return 0;
+}
