@@ -262,8 +262,9 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
         const ctm_stb *t = &b->d.tracebacks[v - 1];
         if (t->hash == h && t->nframe == nframe
             && t->total_nframe == total_nframe
-            && memcmp(&b->d.refs[t->first], frames,
-                      nframe * sizeof(uint32_t)) == 0) {
+            && (nframe == 0
+                || memcmp(&b->d.refs[t->first], frames,
+                          nframe * sizeof(uint32_t)) == 0)) {
             return v - 1;
         }
         j = (j + 1) & mask;
