@@ -30,10 +30,11 @@
 static inline size_t
 home_slot(const ctm_table *t, uintptr_t ptr)
 {
-    /* Fibonacci hashing: the high bits of the product mix every bit of
-     * the pointer, including the low bits that alignment keeps at 0. */
+    /* Fibonacci hashing: the top bits of the product depend on every bit
+     * of the pointer; the low bits, which alignment keeps at zero, would
+     * cluster. */
     uint64_t h = (uint64_t)ptr * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> 32 ^ h) & t->mask;
+    return (size_t)(h >> t->shift);
 }
 
 static int
@@ -47,6 +48,10 @@ table_resize(ctm_table *t, size_t capacity)
     size_t oldcap = old ? t->mask + 1 : 0;
     t->slots = slots;
     t->mask = capacity - 1;
+    t->shift = 64;
+    for (size_t c = capacity; c > 1; c >>= 1) {
+        t->shift--;
+    }
     for (size_t i = 0; i < oldcap; i++) {
         if (old[i].ptr != 0) {
             size_t j = home_slot(t, old[i].ptr);

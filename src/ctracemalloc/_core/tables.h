@@ -26,6 +26,7 @@ typedef struct {
 typedef struct {
     ctm_entry *slots;
     size_t mask;                /* capacity - 1 (power of two) */
+    unsigned shift;             /* 64 - log2(capacity) */
     size_t count;               /* occupied slots, the zero key excluded */
     int has_zero;               /* a trace at address 0 (track API only) */
     ctm_entry zero;
