@@ -25,8 +25,11 @@
  *  - Chaining: the allocator found at start is called underneath. Stop
  *    restores it only when ours is still on top; otherwise (another
  *    tracer installed itself over ours) our hooks stay in the chain and
- *    just pass through, and a later start reuses them instead of
- *    installing a second copy, which would loop.
+ *    pass through until they are on top again, then they are removed.
+ *    Whether ours is in the chain is never guessed: a probe calls the
+ *    allocator on top once and sees whether our hook is reached. Ours is
+ *    installed only when it is not, so two copies can never call each
+ *    other in a loop, whatever other tracer is around.
  *  - fork: the lock is taken around fork() so the child inherits
  *    consistent tables, then reset in the child.
  */
@@ -77,6 +80,10 @@ static atomic_int lock_word;
 #endif
 
 static CTM_TLS int reentrant;
+/* Set while probing whether a domain's allocator reaches our hook; the
+ * hooks set bit (1 << index) of probe_seen when they are reached. */
+static CTM_TLS int probing;
+static CTM_TLS int probe_seen;
 /* The block the calling thread's hooks recorded last: the reference
  * tracer (3.13+) skips objects just traced with the current traceback. */
 static CTM_TLS uintptr_t last_block;
@@ -190,6 +197,10 @@ static void *
 hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
 {
     PyMemAllocatorEx *a = &h->inner;
+    if (probing) {
+        probe_seen |= 1 << (int)(h - hooks);
+        return a->malloc(a->ctx, nelem * elsize);
+    }
     void *ptr = use_calloc ? a->calloc(a->ctx, nelem, elsize)
                            : a->malloc(a->ctx, nelem * elsize);
     if (ptr == NULL || reentrant
@@ -365,21 +376,42 @@ static void reftracer_uninstall(void) {}
 
 /* ---- lifetime (GIL held for all of these) ---- */
 
+/* Whether a call to domain i's allocator reaches our hook (needs the
+ * GIL: the probe allocates through the MEM and OBJ allocators). */
+static int
+reaches_ours(int i)
+{
+    PyMemAllocatorEx cur;
+    PyMem_GetAllocator(hooks[i].domain, &cur);
+    if (is_ours(&cur)) {
+        return 1;
+    }
+    if (!hooks[i].installed) {
+        /* Only we install our hooks: never installed, never reached. */
+        return 0;
+    }
+    probing = 1;
+    probe_seen = 0;
+    void *p = cur.malloc(cur.ctx, 1);
+    probing = 0;
+    if (p != NULL) {
+        cur.free(cur.ctx, p);
+    }
+    if (!(probe_seen & (1 << i))) {
+        /* Another tracer restored allocators saved before ours. */
+        hooks[i].installed = 0;
+    }
+    return hooks[i].installed;
+}
+
 static void
 install_hooks(void)
 {
     for (int i = 0; i < 3; i++) {
-        PyMemAllocatorEx cur;
-        PyMem_GetAllocator(hooks[i].domain, &cur);
-        if (is_ours(&cur)) {
-            hooks[i].installed = 1;
+        if (reaches_ours(i)) {
             continue;
         }
-        if (hooks[i].installed) {
-            /* Ours is in the chain, below another tracer's hooks. */
-            continue;
-        }
-        hooks[i].inner = cur;
+        PyMem_GetAllocator(hooks[i].domain, &hooks[i].inner);
         PyMemAllocatorEx mine = {&hooks[i], hook_malloc, hook_calloc,
                                  hook_realloc, hook_free};
         PyMem_SetAllocator(hooks[i].domain, &mine);
@@ -387,6 +419,8 @@ install_hooks(void)
     }
 }
 
+/* Take our hooks out of each domain where they are on top; elsewhere
+ * (another allocator on top calls them) they stay, passing through. */
 static void
 uninstall_hooks(void)
 {
@@ -397,8 +431,32 @@ uninstall_hooks(void)
             PyMem_SetAllocator(hooks[i].domain, &hooks[i].inner);
             hooks[i].installed = 0;
         }
-        /* else: another allocator sits on top of ours and calls it; ours
-         * stays, passing through while not tracing. */
+    }
+}
+
+static void stop_tracing(void);
+
+/* Bring the hooks in line with the tracing state: remove pass-through
+ * hooks that are on top again; if tracing and our hooks fell out of the
+ * chain, put them back (reinstall) or, when we cannot know what was
+ * missed in between, stop tracing rather than report stale traces. */
+static void
+reconcile(int reinstall)
+{
+    if (!atomic_load(&tracing)) {
+        uninstall_hooks();
+        return;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (!reaches_ours(i)) {
+            if (reinstall) {
+                install_hooks();
+            }
+            else {
+                stop_tracing();
+            }
+            return;
+        }
     }
 }
 
@@ -406,26 +464,19 @@ void
 ctm_tracer_after_other_tracer(int stopped)
 {
     if (stopped) {
-        /* A tracer installed below ours restored the allocators it had
-         * saved, which dropped ours from the chain; a tracer above ours
-         * restored ours. Only in the first case is the top not ours.
-         * (Never do this after the other tracer *started*: then ours is
-         * below it, and installing ours on top again would loop.) */
-        for (int i = 0; i < 3; i++) {
-            PyMemAllocatorEx cur;
-            PyMem_GetAllocator(hooks[i].domain, &cur);
-            if (!is_ours(&cur)) {
-                hooks[i].installed = 0;
-            }
-        }
-        if (atomic_load(&tracing)) {
-            install_hooks();
-        }
+        /* Right after the other tracer's stop nothing was missed. */
+        reconcile(1);
     }
     if (atomic_load(&tracing)) {
         /* Its start replaced our reference tracer, its stop cleared it. */
         reftracer_install();
     }
+}
+
+void
+ctm_tracer_reconcile(void)
+{
+    reconcile(0);
 }
 
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
@@ -445,6 +496,8 @@ ctm_tracer_start(int nframe)
                      CTM_MAX_NFRAME);
         return -1;
     }
+    /* Tracing with hooks another tracer dropped is stopped first. */
+    reconcile(0);
     if (atomic_load(&tracing)) {
         return 0;
     }
@@ -490,18 +543,26 @@ ctm_tracer_clear(void)
     ctm_free(codes);
 }
 
-void
-ctm_tracer_stop(void)
+static void
+stop_tracing(void)
 {
-    if (!atomic_load(&tracing)) {
-        return;
-    }
     tables_lock();
     atomic_store(&tracing, 0);
     tables_unlock();
     uninstall_hooks();
     reftracer_uninstall();
     ctm_tracer_clear();
+}
+
+void
+ctm_tracer_stop(void)
+{
+    if (atomic_load(&tracing)) {
+        stop_tracing();
+    }
+    else {
+        reconcile(0);
+    }
 }
 
 int

@@ -270,6 +270,10 @@ int ctm_tracer_untrack(uint32_t domain, uintptr_t ptr);
  * back on top if they fell out of the chain, and our reference tracer
  * back in place. */
 void ctm_tracer_after_other_tracer(int stopped);
+/* Check that our hooks are still reached; if another tracer dropped them
+ * without our seeing it, stop tracing (what was missed is unknown), and
+ * remove pass-through hooks that are on top again. Needs the GIL. */
+void ctm_tracer_reconcile(void);
 /* The interpreter is exiting: stop reading the frames of threads that do
  * not hold the GIL. */
 void ctm_tracer_at_exit(void);

@@ -48,6 +48,7 @@ is_tracing(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    ctm_tracer_reconcile();
     return PyBool_FromLong(ctm_tracer_is_tracing());
 }
 
@@ -73,6 +74,7 @@ get_traced_memory(PyObject *self, PyObject *unused)
 {
     (void)self;
     (void)unused;
+    ctm_tracer_reconcile();
     size_t current, peak;
     ctm_tracer_traced_memory(&current, &peak);
     return Py_BuildValue("nn", (Py_ssize_t)current, (Py_ssize_t)peak);
