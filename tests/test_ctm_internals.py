@@ -1,0 +1,190 @@
+"""What only ctracemalloc promises: its own memory is never traced, and it
+finds the block of an instance with a managed dict (3.12+)."""
+import gc
+import os
+import sys
+
+import pytest
+
+from tmhelpers import raw_frames
+
+pytestmark = pytest.mark.ctm_only
+
+
+def here():
+    return sys._getframe(1).f_lineno
+
+
+def line_size(snapshot, line):
+    """Total size and count of the traces allocated at line of this file."""
+    traces = [t for t in snapshot.traces
+              if raw_frames(t.traceback)[0] == (__file__, line)]
+    return sum(t.size for t in traces), len(traces)
+
+
+def package_traces(ctm, snapshot):
+    """Traces allocated by ctracemalloc's own Python files."""
+    package = os.path.dirname(ctm.__file__) + os.sep
+    return [t for t in snapshot.traces
+            if any(f.filename.startswith(package) for f in t.traceback)]
+
+
+def test_trace_tables_not_traced(ctm):
+    """200000 new traces make the tracer's tables grow by megabytes: none
+    of that may show up as traced memory."""
+    n = 200_000
+    ctm.start()
+    gc.collect()
+    line = here() + 1
+    objects = [object() for _ in range(n)]
+    current = ctm.get_traced_memory()[0]
+    snapshot = ctm.take_snapshot()
+    size, count = line_size(snapshot, line)
+    object_size = sys.getsizeof(object())
+    # n objects, the list and its item array (over-allocated by 1/8 at most)
+    assert count >= n
+    assert n * object_size <= size <= n * object_size + n * 8 * 1.2 + 4096
+    # the traced total holds nothing more than the traces
+    assert abs(current - sum(t.size for t in snapshot.traces)) <= 4096
+    assert ctm.get_tracemalloc_memory() > 0
+    del objects
+
+
+def test_snapshot_memory_not_traced(ctm):
+    """A snapshot's arrays are the tracer's memory, not the program's."""
+    ctm.start(5)
+    objects = [object() for _ in range(100_000)]
+    line = here() + 1
+    big = ctm.take_snapshot()
+    big.statistics("lineno")
+    big.statistics("traceback")
+    big.filter_traces([ctm.Filter(True, __file__)])
+    assert len(big.traces) >= 100_000
+    snapshot = ctm.take_snapshot()
+    size, _ = line_size(snapshot, line)
+    assert size < 64 * 1024
+    assert package_traces(ctm, snapshot) == []
+    del objects, big
+
+
+def test_api_calls_leave_no_traces(ctm):
+    ctm.start(10)
+    obj = bytearray(1000)
+    baseline = ctm.take_snapshot()
+    for _ in range(200):
+        ctm.get_object_traceback(obj)
+        ctm.get_traced_memory()
+        ctm.get_tracemalloc_memory()
+        ctm.take_snapshot().statistics("filename")
+    ctm.clear_traces()
+    ctm.reset_peak()
+    snapshot = ctm.take_snapshot()
+    assert package_traces(ctm, snapshot) == []
+    # nothing but the few objects of this frame is left after clear_traces
+    assert ctm.get_traced_memory()[0] < 16 * 1024
+    del baseline
+
+
+class Plain:
+    pass
+
+
+class Attributes:
+    def __init__(self):
+        self.a, self.b, self.c = 1, 2, 3
+
+
+class Sub(Plain):
+    pass
+
+
+class WithWeakref:
+    __slots__ = ("x", "__weakref__")
+
+
+class SlotsAndDict:
+    __slots__ = ("x", "__dict__")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="managed dicts before the GC header: 3.12+")
+@pytest.mark.parametrize("cls", [Plain, Attributes, Sub, WithWeakref,
+                                 SlotsAndDict])
+def test_managed_dict_instance(ctm, cls):
+    ctm.start()
+    line = here() + 1
+    obj = cls()
+    traceback = ctm.get_object_traceback(obj)
+    assert traceback is not None
+    assert raw_frames(traceback) == ((__file__, line),)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="managed dicts before the GC header: 3.12+")
+def test_managed_dict_instance_with_materialized_dict(ctm):
+    # obj.__dict__ turns the inline values into a real dict: the instance
+    # keeps its block. (The dict itself may come from the dict free list,
+    # a block allocated before tracing: no traceback is promised for it.)
+    ctm.start()
+    line = here() + 1
+    obj = Plain()
+    obj.x = 1
+    d = obj.__dict__
+    d["y"] = 2
+    assert raw_frames(ctm.get_object_traceback(obj)) == ((__file__, line),)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12),
+                    reason="managed dicts before the GC header: 3.12+")
+def test_many_managed_dict_instances(ctm):
+    ctm.start()
+    line = here() + 1
+    objects = [Attributes() for _ in range(1000)]
+    lines = {raw_frames(ctm.get_object_traceback(o))[0][1] for o in objects}
+    assert lines == {line}
+
+
+def heap_in_use():
+    """Bytes of C heap in use: the sanitizer's count under ASan (whose
+    quarantine keeps freed memory mapped), else glibc's mallinfo2."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "__sanitizer_get_current_allocated_bytes"):
+        libc.__sanitizer_get_current_allocated_bytes.restype = ctypes.c_size_t
+        return libc.__sanitizer_get_current_allocated_bytes()
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc's mallinfo2 or ASan")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+            "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+def test_start_stop_cycles_do_not_leak(ctm):
+    """The tracer's tables, tracebacks and snapshots are freed: ten cycles
+    of 100000 traces each leave the C heap where it was."""
+    def cycle():
+        ctm.start(5)
+        objects = [object() for _ in range(100_000)]
+        snapshot = ctm.take_snapshot()
+        snapshot.statistics("traceback")
+        snapshot.filter_traces([ctm.Filter(True, __file__)])
+        del snapshot, objects
+        ctm.stop()
+
+    cycle()
+    cycle()
+    gc.collect()
+    before = heap_in_use()
+    tracer_before = ctm.get_tracemalloc_memory()
+    for _ in range(10):
+        cycle()
+    gc.collect()
+    growth = heap_in_use() - before
+    assert growth < 1024 * 1024, "C heap grew by %d bytes" % growth
+    assert ctm.get_tracemalloc_memory() <= tracer_before

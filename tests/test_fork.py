@@ -1,0 +1,170 @@
+"""os.fork() while tracing: the child keeps tracing and can take snapshots,
+even when other threads were allocating (and maybe holding the tracer's
+locks) at the moment of the fork."""
+import os
+import threading
+import time
+import warnings
+import zlib
+
+import pytest
+
+from tmhelpers import allocate_bytes, find_traces, raw_frames
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
+
+CHILD_TIMEOUT = 60
+
+
+def wait_child(pid, timeout=CHILD_TIMEOUT):
+    """Exit status of the child; kill it and fail if it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) \
+                if hasattr(os, "waitstatus_to_exitcode") else status >> 8
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung (deadlock after fork?)")
+        time.sleep(0.01)
+
+
+def child_checks(tm, parent_obj, parent_frames):
+    """Run in the child; return 0 if all is well, else a failure code."""
+    if not tm.is_tracing():
+        return 2
+    # traces from before the fork are still there
+    tb = tm.get_object_traceback(parent_obj)
+    if tb is None or raw_frames(tb) != parent_frames:
+        return 3
+    obj, frames = allocate_bytes(tm, 23456)
+    tb = tm.get_object_traceback(obj)
+    if tb is None or raw_frames(tb) != frames:
+        return 4
+    snapshot = tm.take_snapshot()
+    if len(find_traces(snapshot, frames, size=23456)) != 1:
+        return 5
+    if not snapshot.statistics("lineno"):
+        return 6
+    current = tm.get_traced_memory()[0]
+    if current < 23456:
+        return 7
+    tm.clear_traces()
+    if tm.get_traced_memory() != (0, 0):
+        return 8
+    tm.stop()
+    if tm.is_tracing():
+        return 9
+    return 0
+
+
+def fork_and_check(tm, parent_obj, parent_frames):
+    with warnings.catch_warnings():
+        # 3.12+ warns about fork() in a process with threads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = child_checks(tm, parent_obj, parent_frames)
+        finally:
+            os._exit(code)
+    return wait_child(pid)
+
+
+def test_fork_keeps_tracing(tm):
+    tm.start(3)
+    obj, frames = allocate_bytes(tm, 34567)
+    assert fork_and_check(tm, obj, frames) == 0
+    # the parent goes on tracing too
+    assert raw_frames(tm.get_object_traceback(obj)) == frames
+    obj2, frames2 = allocate_bytes(tm, 45678)
+    assert raw_frames(tm.get_object_traceback(obj2)) == frames2
+
+
+def test_fork_not_tracing(tm):
+    tm.start()
+    tm.stop()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ok = (not tm.is_tracing()
+                  and tm.get_object_traceback(b"x" * 1000) is None)
+            tm.start()
+            obj, frames = allocate_bytes(tm, 1000)
+            ok = ok and raw_frames(tm.get_object_traceback(obj)) == frames
+            code = 0 if ok else 2
+        finally:
+            os._exit(code)
+    assert wait_child(pid) == 0
+
+
+def busy(stop):
+    data = bytes(range(256)) * 4096
+    packed = zlib.compress(data)
+    while not stop.is_set():
+        zlib.decompress(packed)                  # RAW, without the GIL
+        objects = [bytes(64) for _ in range(50)]  # MEM and OBJ
+        del objects
+
+
+def test_fork_while_threads_allocate(tm):
+    tm.start()
+    stop = threading.Event()
+    threads = [threading.Thread(target=busy, args=(stop,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        obj, frames = allocate_bytes(tm, 34567)
+        for _ in range(10):
+            assert fork_and_check(tm, obj, frames) == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_fork_from_a_thread(tm):
+    tm.start()
+    obj, frames = allocate_bytes(tm, 34567)
+    result = []
+
+    def run():
+        result.append(fork_and_check(tm, obj, frames))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert result == [0]
+
+
+def test_fork_child_and_parent_are_separate(tm):
+    # a block freed in the parent after the fork is still in the child
+    tm.start()
+    obj, frames = allocate_bytes(tm, 56789)
+    r, w = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(w)
+            os.read(r, 1)          # wait for the parent to free obj
+            snapshot = tm.take_snapshot()
+            code = 0 if len(find_traces(snapshot, frames, 56789)) == 1 \
+                else 2
+        finally:
+            os._exit(code)
+    os.close(r)
+    del obj
+    os.write(w, b"x")
+    os.close(w)
+    assert wait_child(pid) == 0
+    assert find_traces(tm.take_snapshot(), frames, 56789) == []
+

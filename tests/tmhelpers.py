@@ -1,0 +1,128 @@
+"""Helpers shared by the test modules (imported as a plain module: pytest
+puts tests/ on sys.path)."""
+import os
+import sys
+
+import pytest
+
+try:
+    import ctracemalloc
+except Exception as exc:  # ImportError, or an error in its init
+    ctracemalloc = None
+    CTM_IMPORT_ERROR = exc
+else:
+    CTM_IMPORT_ERROR = None
+
+
+def require_ctm():
+    """ctracemalloc; the test fails if it is not importable (or is skipped
+    if CTM_ALLOW_MISSING is set, to work on the suite without it)."""
+    if ctracemalloc is None:
+        if os.environ.get("CTM_ALLOW_MISSING"):
+            pytest.skip("ctracemalloc is not importable and "
+                        "CTM_ALLOW_MISSING is set")
+        pytest.fail("ctracemalloc is not importable: %r"
+                    % (CTM_IMPORT_ERROR,), pytrace=False)
+    return ctracemalloc
+
+
+def child_env():
+    """Environment for a child Python that must import the same ctracemalloc
+    as this process, and tracing nothing at startup."""
+    env = dict(os.environ)
+    env.pop("PYTHONTRACEMALLOC", None)
+    if ctracemalloc is not None:
+        # the directory that holds the ctracemalloc package
+        paths = [os.path.dirname(os.path.dirname(ctracemalloc.__file__))]
+        if env.get("PYTHONPATH"):
+            paths.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
+
+EMPTY_BYTES_SIZE = sys.getsizeof(b"")
+
+
+def get_frames(nframe, lineno_delta=0):
+    """The caller's stack as (filename, lineno) pairs, most recent first,
+    at most nframe of them; lineno_delta is added to the caller's line."""
+    frames = []
+    frame = sys._getframe(1)
+    for _ in range(nframe):
+        frames.append((frame.f_code.co_filename,
+                       frame.f_lineno + lineno_delta))
+        lineno_delta = 0
+        frame = frame.f_back
+        if frame is None:
+            break
+    return tuple(frames)
+
+
+def stack_depth():
+    """Number of Python frames of the caller's stack, the caller included."""
+    depth = 0
+    frame = sys._getframe(1)
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
+def allocate_bytes(tm, size):
+    """Allocate one bytes object whose memory block has exactly size bytes.
+    Return (object, the raw frames of its allocation, most recent first)."""
+    nframe = tm.get_traceback_limit()
+    frames = get_frames(nframe, 1)
+    data = b"x" * (size - EMPTY_BYTES_SIZE)
+    return data, frames
+
+
+def raw_frames(traceback):
+    """A Traceback as raw frames, most recent first (the order of the
+    stdlib's _get_traces() and of the Traceback constructor)."""
+    return tuple((f.filename, f.lineno) for f in reversed(list(traceback)))
+
+
+def plain_traceback(traceback):
+    return (raw_frames(traceback), traceback.total_nframe)
+
+
+def plain_trace(trace):
+    return (trace.domain, trace.size) + plain_traceback(trace.traceback)
+
+
+def plain_stat(stat):
+    return (raw_frames(stat.traceback), stat.size, stat.count)
+
+
+def plain_diff(stat):
+    return (raw_frames(stat.traceback), stat.size, stat.size_diff,
+            stat.count, stat.count_diff)
+
+
+def plain_traces(snapshot):
+    return [plain_trace(t) for t in snapshot.traces]
+
+
+def find_traces(snapshot, frames=None, size=None, domain=None):
+    """Traces of snapshot whose raw frames start with frames (most recent
+    first) and whose size and domain match, when given."""
+    found = []
+    for trace in snapshot.traces:
+        if size is not None and trace.size != size:
+            continue
+        if domain is not None and trace.domain != domain:
+            continue
+        if frames is not None and \
+                raw_frames(trace.traceback)[:len(frames)] != tuple(frames):
+            continue
+        found.append(trace)
+    return found
+
+
+def outcome(func):
+    """(exception type, message) if func() raises, else (None, result)."""
+    try:
+        result = func()
+    except Exception as exc:
+        return type(exc), str(exc)
+    return None, result
