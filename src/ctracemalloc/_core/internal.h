@@ -143,6 +143,11 @@ int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);
 
+/* The hash the builder keeps in ctm_stb.hash: a loader that makes the
+ * arrays itself fills it with this, so they equal the builder's. */
+uint32_t ctm_traceback_hash(const uint32_t *frames, uint32_t nframe,
+                            uint32_t total);
+
 /* Copy of data that keeps all strings, frames and tracebacks and only the
  * traces for which keep[i] is nonzero, in order. NULL on MemoryError. */
 ctm_snapdata *ctm_snapdata_select(const ctm_snapdata *data,

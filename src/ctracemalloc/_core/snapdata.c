@@ -122,15 +122,18 @@ traceback_hash(const ctm_builder *b, uint32_t i)
     return b->d.tracebacks[i].hash;
 }
 
-static uint32_t
-hash_frames(const uint32_t *frames, uint32_t nframe, uint32_t total)
+uint32_t
+ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
 {
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ total;
+    /* total is multiplied in, not xored with the first frame: otherwise
+     * (frame 5, total 1) and (frame 4, total 0) would collide. */
+    uint64_t h = (0x9e3779b97f4a7c15ULL ^ nframe)
+                 + (uint64_t)total * 0xff51afd7ed558ccdULL;
     for (uint32_t i = 0; i < nframe; i++) {
         h = (h ^ frames[i]) * 0x100000001b3ULL;
         h ^= h >> 29;
     }
-    return mix32(h ^ nframe);
+    return mix32(h);
 }
 
 ctm_builder *
@@ -254,7 +257,7 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
                       traceback_hash) < 0) {
         return -1;
     }
-    uint32_t h = hash_frames(frames, nframe, total_nframe);
+    uint32_t h = ctm_traceback_hash(frames, nframe, total_nframe);
     uint32_t mask = b->tracebacks_ix.mask;
     uint32_t j = h & mask;
     uint32_t v;
