@@ -1,0 +1,43 @@
+"""Write seed inputs for fuzz_load: small valid snapshot files made by
+the independent writer of tests/test_fileformat.py.
+
+    python tests/fuzz/make_corpus.py CORPUS_DIR
+"""
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from test_fileformat import RAW, Tables, assemble  # noqa: E402
+
+
+def seeds():
+    yield "empty", assemble(Tables([]).sections(None))
+    yield "raw", assemble(Tables(RAW).sections(5, {"a": 1}))
+    yield "raw-limit-pickled", assemble(Tables(RAW).sections("x"))
+    secs = Tables(RAW).sections(None)
+    yield "newer-minor", assemble([(200, b"x")] + secs[:3] + [(9, b"")]
+                                  + secs[3:], minor=1)
+    rng = random.Random(1)
+    raw = []
+    for i in range(40):
+        frames = tuple(("f%d.py" % rng.randrange(5), rng.randrange(-3, 300))
+                       for _ in range(rng.randrange(4)))
+        for _ in range(rng.choice([1, 1, 3, 9])):
+            raw.append((rng.choice([0, 0, 1, 2**32 - 1]),
+                        rng.choice([0, 1, 200, 300, 70000, 2**24, 2**64 - 1]),
+                        frames, rng.choice([None, len(frames), 7])))
+    yield "random", assemble(Tables(raw).sections(3))
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    for name, data in seeds():
+        with open(os.path.join(out, name), "wb") as f:
+            f.write(data)
+
+
+if __name__ == "__main__":
+    main()
