@@ -106,8 +106,8 @@ class SlotsAndDict:
     __slots__ = ("x", "__dict__")
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12),
-                    reason="managed dicts before the GC header: 3.12+")
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="managed dicts before the GC header: 3.11+")
 @pytest.mark.parametrize("cls", [Plain, Attributes, Sub, WithWeakref,
                                  SlotsAndDict])
 def test_managed_dict_instance(ctm, cls):
@@ -119,8 +119,8 @@ def test_managed_dict_instance(ctm, cls):
     assert raw_frames(traceback) == ((__file__, line),)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12),
-                    reason="managed dicts before the GC header: 3.12+")
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="managed dicts before the GC header: 3.11+")
 def test_managed_dict_instance_with_materialized_dict(ctm):
     # obj.__dict__ turns the inline values into a real dict: the instance
     # keeps its block. (The dict itself may come from the dict free list,
@@ -134,8 +134,8 @@ def test_managed_dict_instance_with_materialized_dict(ctm):
     assert raw_frames(ctm.get_object_traceback(obj)) == ((__file__, line),)
 
 
-@pytest.mark.skipif(sys.version_info < (3, 12),
-                    reason="managed dicts before the GC header: 3.12+")
+@pytest.mark.skipif(sys.version_info < (3, 11),
+                    reason="managed dicts before the GC header: 3.11+")
 def test_many_managed_dict_instances(ctm):
     ctm.start()
     line = here() + 1
