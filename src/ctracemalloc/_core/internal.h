@@ -199,6 +199,19 @@ int ctm_statistic_types_init(PyObject *module);   /* statistic.c */
 int ctm_filter_types_init(PyObject *module);      /* filter.c */
 int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
 
+/* module.c: helpers shared by the type files */
+/* Intern text into *slot once (a process-lifetime reference). */
+int ctm_intern_once(PyObject **slot, const char *text);
+/* Make a heap type from spec, keep it in *slot (a strong reference owned
+ * by ctm_st) and add it to module. */
+int ctm_add_heap_type(PyObject *module, PyType_Spec *spec,
+                      PyTypeObject **slot);
+/* Sequence.index's start and stop for a sequence of length n: NULL means
+ * absent (start 0, stop end), a stop of None too; negative values count
+ * from the end. The caller scans i in [start, min(stop, n)). */
+int ctm_sequence_bounds(PyObject *start_obj, PyObject *stop_obj,
+                        Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *stop);
+
 /* traceback.c */
 /* Traceback from a raw frames tuple (most recent first), as the stdlib's
  * Traceback(frames, total_nframe); total_nframe may be NULL for None. */

@@ -20,6 +20,55 @@ static PyObject *orig_is_tracing;
 static PyObject *orig_get_traceback_limit;
 static PyObject *orig_get_traces;
 
+/* ---- helpers shared by the type files ---- */
+
+int
+ctm_intern_once(PyObject **slot, const char *text)
+{
+    if (*slot == NULL) {
+        *slot = PyUnicode_InternFromString(text);
+    }
+    return *slot ? 0 : -1;
+}
+
+int
+ctm_add_heap_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
+{
+    PyObject *type = PyType_FromSpec(spec);
+    if (type == NULL) {
+        return -1;
+    }
+    Py_XSETREF(*slot, (PyTypeObject *)type);
+    return PyModule_AddType(module, (PyTypeObject *)type);
+}
+
+int
+ctm_sequence_bounds(PyObject *start_obj, PyObject *stop_obj, Py_ssize_t n,
+                    Py_ssize_t *start, Py_ssize_t *stop)
+{
+    *start = 0;
+    *stop = PY_SSIZE_T_MAX;
+    if (start_obj != NULL) {
+        *start = PyNumber_AsSsize_t(start_obj, PyExc_OverflowError);
+        if (*start == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (*start < 0) {
+            *start = *start + n > 0 ? *start + n : 0;
+        }
+    }
+    if (stop_obj != NULL && stop_obj != Py_None) {
+        *stop = PyNumber_AsSsize_t(stop_obj, PyExc_OverflowError);
+        if (*stop == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (*stop < 0) {
+            *stop += n;
+        }
+    }
+    return 0;
+}
+
 static PyObject *
 start(PyObject *self, PyObject *args)
 {

@@ -486,29 +486,15 @@ static PyObject *
 traces_index(TracesObject *self, PyObject *args)
 {
     PyObject *value, *start_obj = Py_None, *stop_obj = Py_None;
-    Py_ssize_t n = self->data->ntraces, start = 0, stop = n;
+    Py_ssize_t start, stop;
     if (!PyArg_ParseTuple(args, "O|OO:index", &value, &start_obj,
                           &stop_obj)) {
         return NULL;
     }
-    /* Sequence.index: a negative start or stop counts from the end */
-    if (start_obj != Py_None) {
-        start = PyNumber_AsSsize_t(start_obj, PyExc_OverflowError);
-        if (start == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (start < 0) {
-            start = n + start > 0 ? n + start : 0;
-        }
-    }
-    if (stop_obj != Py_None) {
-        stop = PyNumber_AsSsize_t(stop_obj, PyExc_OverflowError);
-        if (stop == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (stop < 0) {
-            stop += n;
-        }
+    if (ctm_sequence_bounds(start_obj == Py_None ? NULL : start_obj,
+                            stop_obj, self->data->ntraces, &start,
+                            &stop) < 0) {
+        return NULL;
     }
     Py_ssize_t i = traces_search(self, value, start, stop, 0);
     if (i == -2) {

@@ -771,45 +771,23 @@ static PyType_Spec statistic_diff_spec = {
  * Registration
  * ------------------------------------------------------------------- */
 
-static int
-intern_once(PyObject **slot, const char *text)
-{
-    if (*slot == NULL) {
-        *slot = PyUnicode_InternFromString(text);
-    }
-    return *slot ? 0 : -1;
-}
-
-/* Make the type from spec, store it in *slot (a strong reference, owned
- * by the module state) and add it to the module. */
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
-{
-    PyObject *type = PyType_FromSpec(spec);
-    if (type == NULL) {
-        return -1;
-    }
-    Py_XSETREF(*slot, (PyTypeObject *)type);
-    return PyModule_AddType(module, (PyTypeObject *)type);
-}
-
 int
 ctm_statistic_types_init(PyObject *module)
 {
-    if (intern_once(&fmt_statistic_str, "%s: size=%s, count=%i") < 0
-        || intern_once(&fmt_statistic_repr,
+    if (ctm_intern_once(&fmt_statistic_str, "%s: size=%s, count=%i") < 0
+        || ctm_intern_once(&fmt_statistic_repr,
                        "<Statistic traceback=%r size=%i count=%i>") < 0
-        || intern_once(&fmt_diff_str,
+        || ctm_intern_once(&fmt_diff_str,
                        "%s: size=%s (%s), count=%i (%+i)") < 0
-        || intern_once(&fmt_diff_repr,
+        || ctm_intern_once(&fmt_diff_repr,
                        "<StatisticDiff traceback=%r size=%i (%+i) "
                        "count=%i (%+i)>") < 0
-        || intern_once(&str_dict, "__dict__") < 0)
+        || ctm_intern_once(&str_dict, "__dict__") < 0)
     {
         return -1;
     }
-    if (add_type(module, &statistic_spec, &ctm_st.Statistic) < 0
-        || add_type(module, &statistic_diff_spec,
+    if (ctm_add_heap_type(module, &statistic_spec, &ctm_st.Statistic) < 0
+        || ctm_add_heap_type(module, &statistic_diff_spec,
                     &ctm_st.StatisticDiff) < 0)
     {
         return -1;

@@ -39,10 +39,17 @@
 
 #include "structmember.h"
 
+/* Frame and Trace each wrap one raw tuple, and share the code that
+ * makes, traverses and frees such a wrapper. */
 typedef struct {
     PyObject_HEAD
-    PyObject *frame;            /* _frame: (filename, lineno) */
-} FrameObj;
+    PyObject *raw;              /* Frame._frame: (filename, lineno);
+                                   Trace._trace: (domain, size, frames[,
+                                   total_nframe]) */
+} WrapperObj;
+
+typedef WrapperObj FrameObj;
+typedef WrapperObj TraceObj;
 
 typedef struct {
     PyObject_HEAD
@@ -50,10 +57,6 @@ typedef struct {
     PyObject *total_nframe;     /* _total_nframe: int or None */
 } TracebackObj;
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *trace;            /* _trace: (domain, size, frames[, total]) */
-} TraceObj;
 
 /* Interned names and constants, made once by ctm_traceback_types_init and
  * kept for the life of the process, like the module state. */
@@ -242,64 +245,74 @@ slot_richcompare(PyObject *self, PyObject *other, int op,
  * Frame
  * ------------------------------------------------------------------- */
 
+/* A new wrapper of the exact type tp holding raw. */
+static PyObject *
+wrapper_new(PyTypeObject *tp, PyObject *raw)
+{
+    WrapperObj *self = (WrapperObj *)tp->tp_alloc(tp, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->raw = Py_NewRef(raw);
+    return (PyObject *)self;
+}
+
+/* __init__(raw): fmt and kwlist name the argument as the stdlib does. */
+static int
+wrapper_init(PyObject *op, PyObject *args, PyObject *kwds, const char *fmt,
+             char **kwlist)
+{
+    PyObject *raw;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &raw)) {
+        return -1;
+    }
+    Py_XSETREF(((WrapperObj *)op)->raw, Py_NewRef(raw));
+    return 0;
+}
+
+static int
+wrapper_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((WrapperObj *)op)->raw);
+    return 0;
+}
+
+static int
+wrapper_clear(PyObject *op)
+{
+    Py_CLEAR(((WrapperObj *)op)->raw);
+    return 0;
+}
+
+static void
+wrapper_dealloc(PyObject *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    wrapper_clear(op);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
 /* A new Frame (the exact type) holding raw. */
 static PyObject *
 frame_wrap(PyObject *raw)
 {
-    PyTypeObject *tp = ctm_st.Frame;
-    FrameObj *self = (FrameObj *)tp->tp_alloc(tp, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->frame = Py_NewRef(raw);
-    return (PyObject *)self;
+    return wrapper_new(ctm_st.Frame, raw);
 }
 
 static int
 frame_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"frame", NULL};
-    FrameObj *self = (FrameObj *)op;
-    PyObject *frame;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Frame", kwlist,
-                                     &frame))
-    {
-        return -1;
-    }
-    Py_XSETREF(self->frame, Py_NewRef(frame));
-    return 0;
-}
-
-static int
-frame_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((FrameObj *)op)->frame);
-    return 0;
-}
-
-static int
-frame_clear(PyObject *op)
-{
-    Py_CLEAR(((FrameObj *)op)->frame);
-    return 0;
-}
-
-static void
-frame_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    frame_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    return wrapper_init(op, args, kwds, "O:Frame", kwlist);
 }
 
 static PyObject *
 frame_get_item(PyObject *op, Py_ssize_t i)
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return NULL;
     }
@@ -324,13 +337,13 @@ static PyObject *
 frame_richcompare(PyObject *self, PyObject *other, int op)
 {
     return slot_richcompare(self, other, op, ctm_st.Frame,
-                            offsetof(FrameObj, frame), "_frame", 1);
+                            offsetof(FrameObj, raw), "_frame", 1);
 }
 
 static Py_hash_t
 frame_hash(PyObject *op)
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return -1;
     }
@@ -392,7 +405,7 @@ frame_repr(PyObject *op)
 static PyObject *
 frame_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->frame, "_frame");
+    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return NULL;
     }
@@ -408,7 +421,7 @@ static PyMethodDef frame_methods[] = {
 };
 
 static PyMemberDef frame_members[] = {
-    {"_frame", T_OBJECT_EX, offsetof(FrameObj, frame), 0,
+    {"_frame", T_OBJECT_EX, offsetof(FrameObj, raw), 0,
      "The (filename, lineno) tuple."},
     {NULL, 0, 0, 0, NULL},
 };
@@ -425,9 +438,9 @@ static PyType_Slot frame_slots[] = {
                 "tuple."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, frame_init},
-    {Py_tp_dealloc, frame_dealloc},
-    {Py_tp_traverse, frame_traverse},
-    {Py_tp_clear, frame_clear},
+    {Py_tp_dealloc, wrapper_dealloc},
+    {Py_tp_traverse, wrapper_traverse},
+    {Py_tp_clear, wrapper_clear},
     {Py_tp_richcompare, frame_richcompare},
     {Py_tp_hash, frame_hash},
     {Py_tp_str, frame_str},
@@ -945,8 +958,8 @@ static PyObject *
 traceback_index(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"value", "start", "stop", NULL};
-    PyObject *value, *start_obj = NULL, *stop_obj = Py_None;
-    Py_ssize_t start = 0, stop = PY_SSIZE_T_MAX;
+    PyObject *value, *start_obj = NULL, *stop_obj = NULL;
+    Py_ssize_t start, stop;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:index", kwlist,
                                      &value, &start_obj, &stop_obj))
@@ -954,26 +967,9 @@ traceback_index(PyObject *op, PyObject *args, PyObject *kwds)
         return NULL;
     }
     Py_ssize_t n = traceback_length(op);
-    if (n < 0) {
+    if (n < 0 || ctm_sequence_bounds(start_obj, stop_obj, n, &start,
+                                     &stop) < 0) {
         return NULL;
-    }
-    if (start_obj != NULL) {
-        start = PyNumber_AsSsize_t(start_obj, PyExc_OverflowError);
-        if (start == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (start < 0) {
-            start = start + n > 0 ? start + n : 0;
-        }
-    }
-    if (stop_obj != Py_None) {
-        stop = PyNumber_AsSsize_t(stop_obj, PyExc_OverflowError);
-        if (stop == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (stop < 0) {
-            stop += n;
-        }
     }
     for (Py_ssize_t i = start; i < stop && i < n; i++) {
         PyObject *frame = traceback_item(op, i);
@@ -1124,61 +1120,21 @@ static PyType_Spec traceback_spec = {
 PyObject *
 ctm_trace_new(PyObject *raw)
 {
-    PyTypeObject *tp = ctm_st.Trace;
-    TraceObj *self = (TraceObj *)tp->tp_alloc(tp, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->trace = Py_NewRef(raw);
-    return (PyObject *)self;
+    return wrapper_new(ctm_st.Trace, raw);
 }
 
 static int
 trace_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"trace", NULL};
-    TraceObj *self = (TraceObj *)op;
-    PyObject *trace;
-
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:Trace", kwlist,
-                                     &trace))
-    {
-        return -1;
-    }
-    Py_XSETREF(self->trace, Py_NewRef(trace));
-    return 0;
-}
-
-static int
-trace_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((TraceObj *)op)->trace);
-    return 0;
-}
-
-static int
-trace_clear(PyObject *op)
-{
-    Py_CLEAR(((TraceObj *)op)->trace);
-    return 0;
-}
-
-static void
-trace_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    trace_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
+    return wrapper_init(op, args, kwds, "O:Trace", kwlist);
 }
 
 /* _trace, a new reference. */
 static PyObject *
 trace_raw(PyObject *op)
 {
-    return slot_value(op, ((TraceObj *)op)->trace, "_trace");
+    return slot_value(op, ((TraceObj *)op)->raw, "_trace");
 }
 
 static PyObject *
@@ -1259,7 +1215,7 @@ static PyObject *
 trace_richcompare(PyObject *self, PyObject *other, int op)
 {
     return slot_richcompare(self, other, op, ctm_st.Trace,
-                            offsetof(TraceObj, trace), "_trace", 0);
+                            offsetof(TraceObj, raw), "_trace", 0);
 }
 
 static Py_hash_t
@@ -1367,7 +1323,7 @@ static PyMethodDef trace_methods[] = {
 };
 
 static PyMemberDef trace_members[] = {
-    {"_trace", T_OBJECT_EX, offsetof(TraceObj, trace), 0,
+    {"_trace", T_OBJECT_EX, offsetof(TraceObj, raw), 0,
      "The (domain, size, frames, total_nframe) tuple."},
     {NULL, 0, 0, 0, NULL},
 };
@@ -1389,9 +1345,9 @@ static PyType_Slot trace_slots[] = {
                 "total_nframe)\ntuple."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, trace_init},
-    {Py_tp_dealloc, trace_dealloc},
-    {Py_tp_traverse, trace_traverse},
-    {Py_tp_clear, trace_clear},
+    {Py_tp_dealloc, wrapper_dealloc},
+    {Py_tp_traverse, wrapper_traverse},
+    {Py_tp_clear, wrapper_clear},
     {Py_tp_richcompare, trace_richcompare},
     {Py_tp_hash, trace_hash},
     {Py_tp_str, trace_str},
@@ -1413,44 +1369,23 @@ static PyType_Spec trace_spec = {
  * Registration
  * ------------------------------------------------------------------- */
 
-static int
-intern_once(PyObject **slot, const char *text)
-{
-    if (*slot == NULL) {
-        *slot = PyUnicode_InternFromString(text);
-    }
-    return *slot ? 0 : -1;
-}
-
-/* Make the type from spec, store it in *slot (a strong reference, owned
- * by the module state) and add it to the module. */
-static int
-add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
-{
-    PyObject *type = PyType_FromSpec(spec);
-    if (type == NULL) {
-        return -1;
-    }
-    Py_XSETREF(*slot, (PyTypeObject *)type);
-    return PyModule_AddType(module, (PyTypeObject *)type);
-}
-
 int
 ctm_traceback_types_init(PyObject *module)
 {
-    if (intern_once(&str_frame_attr, "_frame") < 0
-        || intern_once(&str_filename, "filename") < 0
-        || intern_once(&str_lineno, "lineno") < 0
-        || intern_once(&str_getline, "getline") < 0
-        || intern_once(&str_strip, "strip") < 0
-        || intern_once(&str_dict, "__dict__") < 0
-        || intern_once(&str_empty, "") < 0)
+    if (ctm_intern_once(&str_frame_attr, "_frame") < 0
+        || ctm_intern_once(&str_filename, "filename") < 0
+        || ctm_intern_once(&str_lineno, "lineno") < 0
+        || ctm_intern_once(&str_getline, "getline") < 0
+        || ctm_intern_once(&str_strip, "strip") < 0
+        || ctm_intern_once(&str_dict, "__dict__") < 0
+        || ctm_intern_once(&str_empty, "") < 0)
     {
         return -1;
     }
-    if (add_type(module, &frame_spec, &ctm_st.Frame) < 0
-        || add_type(module, &traceback_spec, &ctm_st.Traceback) < 0
-        || add_type(module, &trace_spec, &ctm_st.Trace) < 0)
+    if (ctm_add_heap_type(module, &frame_spec, &ctm_st.Frame) < 0
+        || ctm_add_heap_type(module, &traceback_spec,
+                             &ctm_st.Traceback) < 0
+        || ctm_add_heap_type(module, &trace_spec, &ctm_st.Trace) < 0)
     {
         return -1;
     }
