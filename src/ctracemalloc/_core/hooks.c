@@ -170,6 +170,9 @@ add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known)
     int rc = 0;
     tables_lock();
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
+        if (domain == CTM_DEFAULT_DOMAIN) {
+            ctm_traces_prefetch(&T.traces, ptr);
+        }
         int64_t tb = traceback_unlocked(ts, gil);
         if (tb < 0
             || ctm_traces_add_unlocked(&T.traces, domain, ptr, size,

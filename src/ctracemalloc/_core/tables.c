@@ -27,16 +27,6 @@
 
 #define CTM_TABLE_MIN 1024
 
-static inline size_t
-home_slot(const ctm_table *t, uintptr_t ptr)
-{
-    /* Fibonacci hashing: the top bits of the product depend on every bit
-     * of the pointer; the low bits, which alignment keeps at zero, would
-     * cluster. */
-    uint64_t h = (uint64_t)ptr * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> t->shift);
-}
-
 static int
 table_resize(ctm_table *t, size_t capacity)
 {
@@ -54,7 +44,7 @@ table_resize(ctm_table *t, size_t capacity)
     }
     for (size_t i = 0; i < oldcap; i++) {
         if (old[i].ptr != 0) {
-            size_t j = home_slot(t, old[i].ptr);
+            size_t j = ctm_table_home(t, old[i].ptr);
             while (slots[j].ptr != 0) {
                 j = (j + 1) & t->mask;
             }
@@ -74,7 +64,7 @@ table_find(const ctm_table *t, uintptr_t ptr)
     if (t->slots == NULL) {
         return NULL;
     }
-    size_t i = home_slot(t, ptr);
+    size_t i = ctm_table_home(t, ptr);
     for (;;) {
         ctm_entry *e = &t->slots[i];
         if (e->ptr == ptr) {
@@ -103,7 +93,7 @@ table_insert_new(ctm_table *t, uintptr_t ptr)
             return NULL;
         }
     }
-    size_t i = home_slot(t, ptr);
+    size_t i = ctm_table_home(t, ptr);
     while (t->slots[i].ptr != 0) {
         i = (i + 1) & t->mask;
     }
@@ -127,7 +117,7 @@ table_delete(ctm_table *t, ctm_entry *e)
         if (next->ptr == 0) {
             break;
         }
-        size_t home = home_slot(t, next->ptr);
+        size_t home = ctm_table_home(t, next->ptr);
         /* Move next into the hole unless its home lies cyclically in
          * (hole, j]: then the hole is not on its probe path. */
         int stays = (hole <= j) ? (hole < home && home <= j)

@@ -54,6 +54,28 @@ typedef struct {
     size_t ntraces;
 } ctm_traces;
 
+/* The home slot of ptr: Fibonacci hashing, the top bits of the product,
+ * which depend on every bit of the pointer (the low bits, kept at zero
+ * by alignment, would cluster). */
+static inline size_t
+ctm_table_home(const ctm_table *t, uintptr_t ptr)
+{
+    uint64_t h = (uint64_t)ptr * 0x9E3779B97F4A7C15ULL;
+    return (size_t)(h >> t->shift);
+}
+
+/* Start loading the slot where a trace of ptr in domain 0 would go, so
+ * that the cache miss overlaps the stack capture that comes before the
+ * insert. A hint only: safe with or without the lock. */
+static inline void
+ctm_traces_prefetch(const ctm_traces *tr, uintptr_t ptr)
+{
+    const ctm_entry *slots = tr->main.slots;
+    if (slots != NULL) {
+        __builtin_prefetch(&slots[ctm_table_home(&tr->main, ptr)], 1);
+    }
+}
+
 /* Add or replace the trace of (domain, ptr). Return 0, or -1 when memory
  * for the tables ran out (nothing changed then). */
 int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
