@@ -206,6 +206,12 @@ int ctm_intern_once(PyObject **slot, const char *text);
  * by ctm_st) and add it to module. */
 int ctm_add_heap_type(PyObject *module, PyType_Spec *spec,
                       PyTypeObject **slot);
+/* __reduce__ of a type whose constructor takes args: (type(self), args),
+ * plus the instance __dict__ as the state when self is a subclass
+ * instance with a non-empty one. Steals args (NULL allowed: returns
+ * NULL). */
+PyObject *ctm_reduce_to_constructor(PyObject *self, PyTypeObject *base,
+                                    PyObject *args);
 /* Sequence.index's start and stop for a sequence of length n: NULL means
  * absent (start 0, stop end), a stop of None too; negative values count
  * from the end. The caller scans i in [start, min(stop, n)). */

@@ -42,6 +42,46 @@ ctm_add_heap_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
     return PyModule_AddType(module, (PyTypeObject *)type);
 }
 
+PyObject *
+ctm_reduce_to_constructor(PyObject *self, PyTypeObject *base,
+                          PyObject *args)
+{
+    static PyObject *str_dict;
+    PyObject *dict = NULL;
+    PyObject *res = NULL;
+
+    if (args == NULL) {
+        return NULL;
+    }
+    if (ctm_intern_once(&str_dict, "__dict__") < 0) {
+        Py_DECREF(args);
+        return NULL;
+    }
+    if (Py_TYPE(self) != base) {
+        dict = PyObject_GetAttr(self, str_dict);
+        if (dict == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+                goto done;
+            }
+            PyErr_Clear();
+        }
+        else if (PyDict_Check(dict) && PyDict_GET_SIZE(dict) == 0) {
+            Py_CLEAR(dict);
+        }
+    }
+    if (dict != NULL) {
+        res = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, dict);
+    }
+    else {
+        res = PyTuple_Pack(2, (PyObject *)Py_TYPE(self), args);
+    }
+
+done:
+    Py_XDECREF(dict);
+    Py_DECREF(args);
+    return res;
+}
+
 int
 ctm_sequence_bounds(PyObject *start_obj, PyObject *stop_obj, Py_ssize_t n,
                     Py_ssize_t *start, Py_ssize_t *stop)

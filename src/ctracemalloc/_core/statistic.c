@@ -75,7 +75,6 @@ static PyObject *fmt_statistic_str;
 static PyObject *fmt_statistic_repr;
 static PyObject *fmt_diff_str;
 static PyObject *fmt_diff_repr;
-static PyObject *str_dict;              /* "__dict__" */
 
 /* ---------------------------------------------------------------------
  * _format_size
@@ -377,40 +376,12 @@ error:
     return NULL;
 }
 
-/* (type(self), fields), plus the instance __dict__ as the state when a
- * subclass instance has a non-empty one. */
+/* (type(self), fields), plus the instance __dict__ of a subclass. */
 static PyObject *
 stat_reduce(PyObject *self, const stat_kind *kind)
 {
-    PyObject *args = NULL, *dict = NULL, *res = NULL;
-
-    args = stat_fields_tuple(self, kind);
-    if (args == NULL) {
-        goto done;
-    }
-    if (Py_TYPE(self) != *kind->type) {
-        dict = PyObject_GetAttr(self, str_dict);
-        if (dict == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                goto done;
-            }
-            PyErr_Clear();
-        }
-        else if (PyDict_Check(dict) && PyDict_GET_SIZE(dict) == 0) {
-            Py_CLEAR(dict);
-        }
-    }
-    if (dict != NULL) {
-        res = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, dict);
-    }
-    else {
-        res = PyTuple_Pack(2, (PyObject *)Py_TYPE(self), args);
-    }
-
-done:
-    Py_XDECREF(args);
-    Py_XDECREF(dict);
-    return res;
+    return ctm_reduce_to_constructor(self, *kind->type,
+                                     stat_fields_tuple(self, kind));
 }
 
 /* text + ", average=<size / count>" when count is true, else text.
@@ -776,19 +747,18 @@ ctm_statistic_types_init(PyObject *module)
 {
     if (ctm_intern_once(&fmt_statistic_str, "%s: size=%s, count=%i") < 0
         || ctm_intern_once(&fmt_statistic_repr,
-                       "<Statistic traceback=%r size=%i count=%i>") < 0
+                           "<Statistic traceback=%r size=%i count=%i>") < 0
         || ctm_intern_once(&fmt_diff_str,
-                       "%s: size=%s (%s), count=%i (%+i)") < 0
+                           "%s: size=%s (%s), count=%i (%+i)") < 0
         || ctm_intern_once(&fmt_diff_repr,
-                       "<StatisticDiff traceback=%r size=%i (%+i) "
-                       "count=%i (%+i)>") < 0
-        || ctm_intern_once(&str_dict, "__dict__") < 0)
+                           "<StatisticDiff traceback=%r size=%i (%+i) "
+                           "count=%i (%+i)>") < 0)
     {
         return -1;
     }
     if (ctm_add_heap_type(module, &statistic_spec, &ctm_st.Statistic) < 0
         || ctm_add_heap_type(module, &statistic_diff_spec,
-                    &ctm_st.StatisticDiff) < 0)
+                             &ctm_st.StatisticDiff) < 0)
     {
         return -1;
     }

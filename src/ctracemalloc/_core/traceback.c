@@ -65,7 +65,6 @@ static PyObject *str_filename;          /* "filename" */
 static PyObject *str_lineno;            /* "lineno" */
 static PyObject *str_getline;           /* "getline" */
 static PyObject *str_strip;             /* "strip" */
-static PyObject *str_dict;              /* "__dict__" */
 static PyObject *str_empty;             /* "" */
 
 /* ---------------------------------------------------------------------
@@ -105,42 +104,6 @@ item_at(PyObject *seq, Py_ssize_t i)
     PyObject *item = PyObject_GetItem(seq, index);
     Py_DECREF(index);
     return item;
-}
-
-/* (type(self), args), plus the instance __dict__ as the state when a
- * subclass instance has a non-empty one. Steals args. */
-static PyObject *
-reduce_to_constructor(PyObject *self, PyTypeObject *base, PyObject *args)
-{
-    PyObject *dict = NULL;
-    PyObject *res = NULL;
-
-    if (args == NULL) {
-        return NULL;
-    }
-    if (Py_TYPE(self) != base) {
-        dict = PyObject_GetAttr(self, str_dict);
-        if (dict == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                goto done;
-            }
-            PyErr_Clear();
-        }
-        else if (PyDict_Check(dict) && PyDict_GET_SIZE(dict) == 0) {
-            Py_CLEAR(dict);
-        }
-    }
-    if (dict != NULL) {
-        res = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, dict);
-    }
-    else {
-        res = PyTuple_Pack(2, (PyObject *)Py_TYPE(self), args);
-    }
-
-done:
-    Py_XDECREF(dict);
-    Py_DECREF(args);
-    return res;
 }
 
 /* Bool of the negated truth of r, or NULL if r is NULL or its truth
@@ -411,7 +374,7 @@ frame_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     PyObject *args = PyTuple_Pack(1, raw);
     Py_DECREF(raw);
-    return reduce_to_constructor(op, ctm_st.Frame, args);
+    return ctm_reduce_to_constructor(op, ctm_st.Frame, args);
 }
 
 static PyMethodDef frame_methods[] = {
@@ -1040,7 +1003,7 @@ done:
     Py_XDECREF(total);
     Py_XDECREF(raw);
     /* NULL args (an error) passes through */
-    return reduce_to_constructor(op, ctm_st.Traceback, args);
+    return ctm_reduce_to_constructor(op, ctm_st.Traceback, args);
 }
 
 static PyMethodDef traceback_methods[] = {
@@ -1313,7 +1276,7 @@ trace_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     PyObject *args = PyTuple_Pack(1, raw);
     Py_DECREF(raw);
-    return reduce_to_constructor(op, ctm_st.Trace, args);
+    return ctm_reduce_to_constructor(op, ctm_st.Trace, args);
 }
 
 static PyMethodDef trace_methods[] = {
@@ -1377,7 +1340,6 @@ ctm_traceback_types_init(PyObject *module)
         || ctm_intern_once(&str_lineno, "lineno") < 0
         || ctm_intern_once(&str_getline, "getline") < 0
         || ctm_intern_once(&str_strip, "strip") < 0
-        || ctm_intern_once(&str_dict, "__dict__") < 0
         || ctm_intern_once(&str_empty, "") < 0)
     {
         return -1;
