@@ -171,7 +171,7 @@ add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known)
     tables_lock();
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
         if (domain == CTM_DEFAULT_DOMAIN) {
-            ctm_traces_prefetch(&T.traces, ptr);
+            ctm_traces_prefetch_unlocked(&T.traces, ptr);
         }
         int64_t tb = traceback_unlocked(ts, gil);
         if (tb < 0
@@ -329,12 +329,12 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
             PyThreadState *ts = current_tstate(1, &gil);
             reentrant = 1;
             tables_lock();
-            ctm_entry *e = ctm_traces_get_unlocked(
+            ctm_value *v = ctm_traces_get_unlocked(
                 &T.traces, CTM_DEFAULT_DOMAIN, block);
-            if (e != NULL) {
+            if (v != NULL) {
                 int64_t tb = traceback_unlocked(ts, gil);
                 if (tb >= 0) {
-                    e->traceback = (uint32_t)tb;
+                    v->traceback = (uint32_t)tb;
                 }
             }
             tables_unlock();
@@ -918,11 +918,11 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
     PyObject *res = NULL;
 
     tables_lock();
-    ctm_entry *e = atomic_load(&tracing)
+    ctm_value *v = atomic_load(&tracing)
         ? ctm_traces_get_unlocked(&T.traces, domain, ptr) : NULL;
-    if (e != NULL) {
+    if (v != NULL) {
         ctm_interner *in = T.interner;
-        const ctm_ttb *t = ctm_interner_traceback_unlocked(in, e->traceback);
+        const ctm_ttb *t = ctm_interner_traceback_unlocked(in, v->traceback);
         const uint32_t *ids = ctm_interner_frame_ids_unlocked(in);
         found = 1;
         n = t->nframe;

@@ -1,23 +1,25 @@
-/* Live traces: one open-addressing table per domain.
+/* Live traces: a two-level store per domain (tables.h says why).
  *
- * Invariants of a ctm_table:
- *  - capacity is a power of two, at least CTM_TABLE_MIN, and the table
- *    is at most three quarters full, so every probe sequence ends at an
- *    empty slot;
- *  - linear probing from the home slot (Fibonacci hashing of the
- *    pointer); deletion shifts the following entries back instead of
- *    leaving tombstones, so a table that sees billions of malloc/free
- *    pairs never degrades;
- *  - the key 0 (never a real block, but the track API accepts it) lives
- *    outside the slots, in `zero`.
+ * Region index (one per store):
+ *  - open addressing, capacity a power of two, at least INDEX_MIN, at
+ *    most half full; linear probing from the home slot, Fibonacci hashing
+ *    of the region number (top bits of the product);
+ *  - deletion shifts the following slots back instead of leaving
+ *    tombstones, so that billions of malloc/free pairs never degrade it.
  *
- * Entries hold the size in 32 bits; a block of 4 GiB or more keeps
- * CTM_BIG_SIZE there and its real size in the `bigs` list, searched
- * linearly: such blocks are a handful at most.
- *
- * Domain 0, where every allocator hook records, has its table inline;
- * other domains (the track API) get a table each, found by a linear scan
- * of a short array.
+ * Bucket (one per region with live traces):
+ *  - capacity a power of two, at least BUCKET_MIN; keys are offsets in
+ *    the region (0 to 2^CTM_REGION_BITS - 1), NO_KEY marks an empty slot;
+ *  - the home slot of an offset is its 16-byte granule modulo the
+ *    capacity: blocks of one pool are spread evenly by their stride, and
+ *    neighbours share cache lines;
+ *  - linear probing in Robin Hood order (along a run, keys sit ever
+ *    farther from their home), so that lookups and deletions stop early
+ *    even in the long runs that a pool of small blocks makes (identity
+ *    hashing of dense offsets); a lookup stops after a full turn at
+ *    most (small buckets may be full);
+ *  - it grows past 7/8 full, shrinks below 1/8 full, and is freed (with
+ *    its index slot) when its last trace goes.
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see internal.h.
  */
@@ -25,28 +27,200 @@
 
 #include <string.h>
 
-#define CTM_TABLE_MIN 1024
+#define INDEX_MIN 64
+#define BUCKET_MIN 2
+#define NO_KEY 0xFFFFu
+#define OFFSET_MASK (((uintptr_t)1 << CTM_REGION_BITS) - 1)
+
+struct ctm_bucket {
+    uint32_t mask;              /* capacity - 1 */
+    uint32_t count;
+    uint16_t keys[];            /* capacity keys, then capacity values */
+};
+
+/* Capacities are at least 2, so the values that follow the keys are
+ * 4-byte aligned after the 8-byte header. */
+static inline ctm_value *
+bucket_values(const ctm_bucket *b)
+{
+    return (ctm_value *)(void *)((char *)b + sizeof(ctm_bucket)
+                                 + (b->mask + 1) * sizeof(uint16_t));
+}
+
+static inline size_t
+bucket_bytes(uint32_t capacity)
+{
+    return sizeof(ctm_bucket)
+        + capacity * (sizeof(uint16_t) + sizeof(ctm_value));
+}
+
+static inline uint32_t
+bucket_home(const ctm_bucket *b, uint32_t key)
+{
+    return (key >> 4) & b->mask;
+}
+
+/* How far slot i is from the home of the key it holds. */
+static inline uint32_t
+bucket_distance(const ctm_bucket *b, uint32_t key, uint32_t i)
+{
+    return (i - bucket_home(b, key)) & b->mask;
+}
+
+/* Slot of key in b, or -1. Robin Hood order: the keys met on the way sit
+ * at least as far from their home as key would; one nearer ends the
+ * search. */
+static inline int64_t
+bucket_find(const ctm_bucket *b, uint32_t key)
+{
+    uint32_t i = bucket_home(b, key);
+    for (uint32_t d = 0; d <= b->mask; d++) {
+        uint32_t k = b->keys[i];
+        if (k == key) {
+            return i;
+        }
+        if (k == NO_KEY || bucket_distance(b, k, i) < d) {
+            return -1;
+        }
+        i = (i + 1) & b->mask;
+    }
+    return -1;
+}
+
+/* Put a key known to be absent into b, which has a free slot; return the
+ * slot where it went. Robin Hood: a key takes the slot of one nearer to
+ * its home, which moves on. */
+static uint32_t
+bucket_put(ctm_bucket *b, uint32_t key, ctm_value v)
+{
+    ctm_value *vals = bucket_values(b);
+    uint32_t i = bucket_home(b, key);
+    uint32_t d = 0;
+    int64_t placed = -1;
+    for (;;) {
+        uint32_t k = b->keys[i];
+        if (k == NO_KEY) {
+            b->keys[i] = (uint16_t)key;
+            vals[i] = v;
+            b->count++;
+            return placed < 0 ? i : (uint32_t)placed;
+        }
+        uint32_t dk = bucket_distance(b, k, i);
+        if (dk < d) {
+            ctm_value vk = vals[i];
+            b->keys[i] = (uint16_t)key;
+            vals[i] = v;
+            if (placed < 0) {
+                placed = i;
+            }
+            key = k;
+            v = vk;
+            d = dk;
+        }
+        i = (i + 1) & b->mask;
+        d++;
+    }
+}
+
+/* Empty slot i of b: the keys after it move back one slot, up to the
+ * first empty slot or key in its home slot (Robin Hood order keeps). */
+static void
+bucket_delete(ctm_bucket *b, uint32_t i)
+{
+    ctm_value *vals = bucket_values(b);
+    b->count--;
+    for (uint32_t n = 0; n < b->mask; n++) {
+        uint32_t j = (i + 1) & b->mask;
+        uint32_t k = b->keys[j];
+        if (k == NO_KEY || bucket_distance(b, k, j) == 0) {
+            break;
+        }
+        b->keys[i] = (uint16_t)k;
+        vals[i] = vals[j];
+        i = j;
+    }
+    b->keys[i] = NO_KEY;
+}
+
+static ctm_bucket *
+bucket_new(uint32_t capacity)
+{
+    ctm_bucket *b = ctm_malloc(bucket_bytes(capacity));
+    if (b != NULL) {
+        b->mask = capacity - 1;
+        b->count = 0;
+        memset(b->keys, 0xFF, capacity * sizeof(uint16_t));
+    }
+    return b;
+}
+
+/* A copy of b with the given capacity (b is freed), or NULL (b kept). */
+static ctm_bucket *
+bucket_resize(ctm_store *s, ctm_bucket *b, uint32_t capacity)
+{
+    ctm_bucket *nb = bucket_new(capacity);
+    if (nb == NULL) {
+        return NULL;
+    }
+    const ctm_value *vals = bucket_values(b);
+    for (uint32_t i = 0; i <= b->mask; i++) {
+        if (b->keys[i] != NO_KEY) {
+            bucket_put(nb, b->keys[i], vals[i]);
+        }
+    }
+    s->bucket_bytes += bucket_bytes(capacity);
+    s->bucket_bytes -= bucket_bytes(b->mask + 1);
+    ctm_free(b);
+    return nb;
+}
+
+/* ---- the region index ---- */
+
+static inline size_t
+index_home(const ctm_store *s, uintptr_t region)
+{
+    return (size_t)(((uint64_t)region * 0x9E3779B97F4A7C15ULL) >> s->shift);
+}
+
+static ctm_region_slot *
+index_find(const ctm_store *s, uintptr_t region)
+{
+    if (s->slots == NULL) {
+        return NULL;
+    }
+    size_t i = index_home(s, region);
+    for (;;) {
+        ctm_region_slot *r = &s->slots[i];
+        if (r->bucket == NULL) {
+            return NULL;
+        }
+        if (r->region == region) {
+            return r;
+        }
+        i = (i + 1) & s->mask;
+    }
+}
 
 static int
-table_resize(ctm_table *t, size_t capacity)
+index_resize(ctm_store *s, size_t capacity)
 {
-    ctm_entry *slots = ctm_calloc(capacity, sizeof(ctm_entry));
+    ctm_region_slot *slots = ctm_calloc(capacity, sizeof(ctm_region_slot));
     if (slots == NULL) {
         return -1;
     }
-    ctm_entry *old = t->slots;
-    size_t oldcap = old ? t->mask + 1 : 0;
-    t->slots = slots;
-    t->mask = capacity - 1;
-    t->shift = 64;
+    ctm_region_slot *old = s->slots;
+    size_t oldcap = old ? s->mask + 1 : 0;
+    s->slots = slots;
+    s->mask = capacity - 1;
+    s->shift = 64;
     for (size_t c = capacity; c > 1; c >>= 1) {
-        t->shift--;
+        s->shift--;
     }
     for (size_t i = 0; i < oldcap; i++) {
-        if (old[i].ptr != 0) {
-            size_t j = ctm_table_home(t, old[i].ptr);
-            while (slots[j].ptr != 0) {
-                j = (j + 1) & t->mask;
+        if (old[i].bucket != NULL) {
+            size_t j = index_home(s, old[i].region);
+            while (slots[j].bucket != NULL) {
+                j = (j + 1) & s->mask;
             }
             slots[j] = old[i];
         }
@@ -55,104 +229,173 @@ table_resize(ctm_table *t, size_t capacity)
     return 0;
 }
 
-static ctm_entry *
-table_find(const ctm_table *t, uintptr_t ptr)
+/* A slot for a region known to be absent (its bucket still NULL), or
+ * NULL when the index could not grow. */
+static ctm_region_slot *
+index_insert(ctm_store *s, uintptr_t region)
 {
-    if (ptr == 0) {
-        return t->has_zero ? (ctm_entry *)&t->zero : NULL;
-    }
-    if (t->slots == NULL) {
-        return NULL;
-    }
-    size_t i = ctm_table_home(t, ptr);
-    for (;;) {
-        ctm_entry *e = &t->slots[i];
-        if (e->ptr == ptr) {
-            return e;
-        }
-        if (e->ptr == 0) {
-            return NULL;
-        }
-        i = (i + 1) & t->mask;
-    }
-}
-
-/* Insert a key known to be absent; return its entry or NULL when the
- * table could not grow. */
-static ctm_entry *
-table_insert_new(ctm_table *t, uintptr_t ptr)
-{
-    if (ptr == 0) {
-        t->has_zero = 1;
-        t->zero.ptr = 0;
-        return &t->zero;
-    }
-    size_t cap = t->slots ? t->mask + 1 : 0;
-    if ((t->count + 1) * 4 > cap * 3) {
-        if (table_resize(t, cap ? cap * 2 : CTM_TABLE_MIN) < 0) {
+    size_t cap = s->slots ? s->mask + 1 : 0;
+    if ((s->nregions + 1) * 2 > cap) {
+        if (index_resize(s, cap ? cap * 2 : INDEX_MIN) < 0) {
             return NULL;
         }
     }
-    size_t i = ctm_table_home(t, ptr);
-    while (t->slots[i].ptr != 0) {
-        i = (i + 1) & t->mask;
+    size_t i = index_home(s, region);
+    while (s->slots[i].bucket != NULL) {
+        i = (i + 1) & s->mask;
     }
-    t->count++;
-    t->slots[i].ptr = ptr;
-    return &t->slots[i];
+    s->slots[i].region = region;
+    return &s->slots[i];
 }
 
 static void
-table_delete(ctm_table *t, ctm_entry *e)
+index_delete(ctm_store *s, ctm_region_slot *r)
 {
-    if (e == &t->zero) {
-        t->has_zero = 0;
-        return;
-    }
-    size_t hole = (size_t)(e - t->slots);
+    size_t hole = (size_t)(r - s->slots);
     size_t j = hole;
+    s->slots[hole].bucket = NULL;
+    s->nregions--;
     for (;;) {
-        j = (j + 1) & t->mask;
-        ctm_entry *next = &t->slots[j];
-        if (next->ptr == 0) {
-            break;
+        j = (j + 1) & s->mask;
+        ctm_region_slot *next = &s->slots[j];
+        if (next->bucket == NULL) {
+            return;
         }
-        size_t home = ctm_table_home(t, next->ptr);
-        /* Move next into the hole unless its home lies cyclically in
-         * (hole, j]: then the hole is not on its probe path. */
+        size_t home = index_home(s, next->region);
         int stays = (hole <= j) ? (hole < home && home <= j)
                                 : (hole < home || home <= j);
         if (!stays) {
-            t->slots[hole] = *next;
+            s->slots[hole] = *next;
+            next->bucket = NULL;
             hole = j;
         }
     }
-    t->slots[hole].ptr = 0;
-    t->count--;
+}
+
+/* ---- a store: (ptr) -> value ---- */
+
+static ctm_value *
+store_get(const ctm_store *s, uintptr_t ptr)
+{
+    ctm_region_slot *r = index_find(s, ptr >> CTM_REGION_BITS);
+    if (r == NULL) {
+        return NULL;
+    }
+    int64_t i = bucket_find(r->bucket, (uint32_t)(ptr & OFFSET_MASK));
+    return i < 0 ? NULL : &bucket_values(r->bucket)[i];
+}
+
+/* Insert ptr, known to be absent, with value v. Return its value slot or
+ * NULL when memory ran out (nothing changed then). */
+static ctm_value *
+store_insert(ctm_store *s, uintptr_t ptr, ctm_value v)
+{
+    uintptr_t region = ptr >> CTM_REGION_BITS;
+    uint32_t key = (uint32_t)(ptr & OFFSET_MASK);
+    ctm_region_slot *r = index_find(s, region);
+    if (r == NULL) {
+        ctm_bucket *b = bucket_new(BUCKET_MIN);
+        if (b == NULL) {
+            return NULL;
+        }
+        r = index_insert(s, region);
+        if (r == NULL) {
+            ctm_free(b);
+            return NULL;
+        }
+        r->bucket = b;
+        s->nregions++;
+        s->bucket_bytes += bucket_bytes(BUCKET_MIN);
+    }
+    ctm_bucket *b = r->bucket;
+    uint32_t cap = b->mask + 1;
+    if (b->count + 1 > cap - cap / 8) {
+        b = bucket_resize(s, b, cap * 2);
+        if (b == NULL) {
+            return NULL;
+        }
+        r->bucket = b;
+    }
+    return &bucket_values(b)[bucket_put(b, key, v)];
+}
+
+/* Remove ptr; return whether it was there, with its value in *v. */
+static int
+store_remove(ctm_store *s, uintptr_t ptr, ctm_value *v)
+{
+    ctm_region_slot *r = index_find(s, ptr >> CTM_REGION_BITS);
+    if (r == NULL) {
+        return 0;
+    }
+    ctm_bucket *b = r->bucket;
+    int64_t i = bucket_find(b, (uint32_t)(ptr & OFFSET_MASK));
+    if (i < 0) {
+        return 0;
+    }
+    *v = bucket_values(b)[i];
+    bucket_delete(b, (uint32_t)i);
+    uint32_t cap = b->mask + 1;
+    if (b->count == 0) {
+        s->bucket_bytes -= bucket_bytes(cap);
+        ctm_free(b);
+        index_delete(s, r);
+    }
+    else if (cap >= 16 && b->count * 8 < cap) {
+        /* Shrinking is an optimisation: on failure keep the bucket. */
+        ctm_bucket *nb = bucket_resize(s, b, cap / 2);
+        if (nb != NULL) {
+            r->bucket = nb;
+        }
+    }
+    return 1;
 }
 
 static void
-table_release(ctm_table *t)
+store_release(ctm_store *s)
 {
-    ctm_free(t->slots);
-    memset(t, 0, sizeof(*t));
+    for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
+        ctm_free(s->slots[i].bucket);
+    }
+    ctm_free(s->slots);
+    memset(s, 0, sizeof(*s));
 }
 
-static ctm_table *
-domain_table(ctm_traces *tr, uint32_t domain, int create)
+static size_t
+store_memory(const ctm_store *s)
+{
+    size_t index = s->slots ? (s->mask + 1) * sizeof(ctm_region_slot) : 0;
+    return index + s->bucket_bytes;
+}
+
+void
+ctm_traces_prefetch_unlocked(const ctm_traces *tr, uintptr_t ptr)
+{
+    ctm_region_slot *r = index_find(&tr->main, ptr >> CTM_REGION_BITS);
+    if (r != NULL) {
+        const ctm_bucket *b = r->bucket;
+        uint32_t i = bucket_home(b, (uint32_t)(ptr & OFFSET_MASK));
+        __builtin_prefetch(&b->keys[i], 1);
+        __builtin_prefetch(&bucket_values(b)[i], 1);
+    }
+}
+
+/* ---- domains and big sizes ---- */
+
+static ctm_store *
+domain_store(ctm_traces *tr, uint32_t domain, int create)
 {
     if (domain == CTM_DEFAULT_DOMAIN) {
         return &tr->main;
     }
     for (size_t i = 0; i < tr->nothers; i++) {
         if (tr->others[i].domain == domain) {
-            return &tr->others[i].table;
+            return &tr->others[i].store;
         }
     }
     if (!create) {
         return NULL;
     }
-    ctm_domain_table *o = ctm_realloc(tr->others,
+    ctm_domain_store *o = ctm_realloc(tr->others,
                                       (tr->nothers + 1) * sizeof(*o));
     if (o == NULL) {
         return NULL;
@@ -160,7 +403,7 @@ domain_table(ctm_traces *tr, uint32_t domain, int create)
     tr->others = o;
     memset(&o[tr->nothers], 0, sizeof(*o));
     o[tr->nothers].domain = domain;
-    return &o[tr->nothers++].table;
+    return &o[tr->nothers++].store;
 }
 
 static ctm_big *
@@ -175,13 +418,13 @@ big_find(const ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 }
 
 uint64_t
-ctm_traces_entry_size_unlocked(const ctm_traces *tr, uint32_t domain,
-                               const ctm_entry *e)
+ctm_traces_value_size_unlocked(const ctm_traces *tr, uint32_t domain,
+                               uintptr_t ptr, const ctm_value *v)
 {
-    if (e->size != CTM_BIG_SIZE) {
-        return e->size;
+    if (v->size != CTM_BIG_SIZE) {
+        return v->size;
     }
-    const ctm_big *b = big_find(tr, domain, e->ptr);
+    const ctm_big *b = big_find(tr, domain, ptr);
     return b ? b->size : CTM_BIG_SIZE;
 }
 
@@ -194,67 +437,70 @@ big_remove(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
     }
 }
 
-/* Record size for an entry: inline, or in the big list. */
+/* Make room for one more big size. */
 static int
-set_size(ctm_traces *tr, uint32_t domain, ctm_entry *e, uint64_t size)
+big_reserve(ctm_traces *tr)
 {
-    if (size < CTM_BIG_SIZE) {
-        e->size = (uint32_t)size;
+    if (tr->nbigs < tr->capbigs) {
         return 0;
     }
-    ctm_big *b = big_find(tr, domain, e->ptr);
-    if (b == NULL) {
-        if (tr->nbigs == tr->capbigs) {
-            size_t ncap = tr->capbigs ? tr->capbigs * 2 : 8;
-            ctm_big *nb = ctm_realloc(tr->bigs, ncap * sizeof(ctm_big));
-            if (nb == NULL) {
-                return -1;
-            }
-            tr->bigs = nb;
-            tr->capbigs = ncap;
+    size_t ncap = tr->capbigs ? tr->capbigs * 2 : 8;
+    ctm_big *nb = ctm_realloc(tr->bigs, ncap * sizeof(ctm_big));
+    if (nb == NULL) {
+        return -1;
+    }
+    tr->bigs = nb;
+    tr->capbigs = ncap;
+    return 0;
+}
+
+/* Set the size of (domain, ptr), whose value is v: inline, or in the big
+ * list (room reserved by the caller). */
+static void
+set_size(ctm_traces *tr, uint32_t domain, uintptr_t ptr, ctm_value *v,
+         uint64_t size)
+{
+    ctm_big *b = v->size == CTM_BIG_SIZE ? big_find(tr, domain, ptr) : NULL;
+    if (size < CTM_BIG_SIZE) {
+        if (b != NULL) {
+            *b = tr->bigs[--tr->nbigs];
         }
+        v->size = (uint32_t)size;
+        return;
+    }
+    if (b == NULL) {
         b = &tr->bigs[tr->nbigs++];
         b->domain = domain;
-        b->ptr = e->ptr;
+        b->ptr = ptr;
     }
     b->size = size;
-    e->size = CTM_BIG_SIZE;
-    return 0;
+    v->size = CTM_BIG_SIZE;
 }
 
 int
 ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                         uint64_t size, uint32_t traceback)
 {
-    ctm_table *t = domain_table(tr, domain, 1);
-    if (t == NULL) {
+    ctm_store *s = domain_store(tr, domain, 1);
+    if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
         return -1;
     }
-    ctm_entry *e = table_find(t, ptr);
-    if (e != NULL) {
+    ctm_value *v = store_get(s, ptr);
+    if (v != NULL) {
         /* A block traced twice (track() again, or realloc in place):
          * the new trace replaces the old one. */
-        uint64_t old = ctm_traces_entry_size_unlocked(tr, domain, e);
-        if (e->size == CTM_BIG_SIZE && size < CTM_BIG_SIZE) {
-            big_remove(tr, domain, ptr);
-        }
-        if (set_size(tr, domain, e, size) < 0) {
-            return -1;
-        }
-        tr->traced -= old;
+        tr->traced -= ctm_traces_value_size_unlocked(tr, domain, ptr, v);
     }
     else {
-        e = table_insert_new(t, ptr);
-        if (e == NULL) {
-            return -1;
-        }
-        if (set_size(tr, domain, e, size) < 0) {
-            table_delete(t, e);
+        ctm_value fresh = {0, traceback};
+        v = store_insert(s, ptr, fresh);
+        if (v == NULL) {
             return -1;
         }
         tr->ntraces++;
     }
-    e->traceback = traceback;
+    set_size(tr, domain, ptr, v, size);
+    v->traceback = traceback;
     tr->traced += size;
     if (tr->traced > tr->peak) {
         tr->peak = tr->traced;
@@ -266,86 +512,77 @@ int
 ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                            uint64_t *size, uint32_t *traceback)
 {
-    ctm_table *t = domain_table(tr, domain, 0);
-    if (t == NULL) {
+    ctm_store *s = domain_store(tr, domain, 0);
+    ctm_value v;
+    if (s == NULL || !store_remove(s, ptr, &v)) {
         return 0;
     }
-    ctm_entry *e = table_find(t, ptr);
-    if (e == NULL) {
-        return 0;
-    }
-    uint64_t sz = ctm_traces_entry_size_unlocked(tr, domain, e);
-    if (e->size == CTM_BIG_SIZE) {
+    uint64_t sz = ctm_traces_value_size_unlocked(tr, domain, ptr, &v);
+    if (v.size == CTM_BIG_SIZE) {
         big_remove(tr, domain, ptr);
     }
     if (size != NULL) {
         *size = sz;
     }
     if (traceback != NULL) {
-        *traceback = e->traceback;
+        *traceback = v.traceback;
     }
     tr->traced -= sz;
     tr->ntraces--;
-    table_delete(t, e);
     return 1;
 }
 
-ctm_entry *
+ctm_value *
 ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 {
-    ctm_table *t = domain_table(tr, domain, 0);
-    return t ? table_find(t, ptr) : NULL;
+    ctm_store *s = domain_store(tr, domain, 0);
+    return s ? store_get(s, ptr) : NULL;
 }
 
 void
 ctm_traces_clear_unlocked(ctm_traces *tr)
 {
-    table_release(&tr->main);
+    store_release(&tr->main);
     for (size_t i = 0; i < tr->nothers; i++) {
-        table_release(&tr->others[i].table);
+        store_release(&tr->others[i].store);
     }
     ctm_free(tr->others);
     ctm_free(tr->bigs);
     memset(tr, 0, sizeof(*tr));
 }
 
-static size_t
-table_memory(const ctm_table *t)
-{
-    return t->slots ? (t->mask + 1) * sizeof(ctm_entry) : 0;
-}
-
 size_t
 ctm_traces_memory_unlocked(const ctm_traces *tr)
 {
-    size_t n = table_memory(&tr->main);
+    size_t n = store_memory(&tr->main);
     for (size_t i = 0; i < tr->nothers; i++) {
-        n += sizeof(ctm_domain_table) + table_memory(&tr->others[i].table);
+        n += sizeof(ctm_domain_store) + store_memory(&tr->others[i].store);
     }
     return n + tr->capbigs * sizeof(ctm_big);
 }
 
 static int
-table_foreach(const ctm_traces *tr, uint32_t domain, const ctm_table *t,
+store_foreach(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
               ctm_trace_visitor fn, void *arg)
 {
-    if (t->has_zero) {
-        int rc = fn(domain, ctm_traces_entry_size_unlocked(tr, domain,
-                                                           &t->zero),
-                    t->zero.traceback, arg);
-        if (rc) {
-            return rc;
+    for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
+        const ctm_bucket *b = s->slots[i].bucket;
+        if (b == NULL) {
+            continue;
         }
-    }
-    if (t->slots == NULL) {
-        return 0;
-    }
-    for (size_t i = 0; i <= t->mask; i++) {
-        const ctm_entry *e = &t->slots[i];
-        if (e->ptr != 0) {
-            uint64_t size = e->size != CTM_BIG_SIZE
-                ? e->size : ctm_traces_entry_size_unlocked(tr, domain, e);
-            int rc = fn(domain, size, e->traceback, arg);
+        const ctm_value *vals = bucket_values(b);
+        for (uint32_t j = 0; j <= b->mask; j++) {
+            if (b->keys[j] == NO_KEY) {
+                continue;
+            }
+            uint64_t size = vals[j].size;
+            if (size == CTM_BIG_SIZE) {
+                uintptr_t ptr = (s->slots[i].region << CTM_REGION_BITS)
+                    | b->keys[j];
+                size = ctm_traces_value_size_unlocked(tr, domain, ptr,
+                                                      &vals[j]);
+            }
+            int rc = fn(domain, size, vals[j].traceback, arg);
             if (rc) {
                 return rc;
             }
@@ -358,9 +595,9 @@ int
 ctm_traces_foreach_unlocked(const ctm_traces *tr, ctm_trace_visitor fn,
                             void *arg)
 {
-    int rc = table_foreach(tr, CTM_DEFAULT_DOMAIN, &tr->main, fn, arg);
+    int rc = store_foreach(tr, CTM_DEFAULT_DOMAIN, &tr->main, fn, arg);
     for (size_t i = 0; rc == 0 && i < tr->nothers; i++) {
-        rc = table_foreach(tr, tr->others[i].domain, &tr->others[i].table,
+        rc = store_foreach(tr, tr->others[i].domain, &tr->others[i].store,
                            fn, arg);
     }
     return rc;

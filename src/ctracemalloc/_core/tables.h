@@ -11,31 +11,51 @@
 
 /* ---- live traces (tables.c) ----
  *
- * One open-addressing table per domain, keyed by pointer. An entry is 16
- * bytes: the pointer, the size (UINT32_MAX meaning "look in the big-size
- * list": blocks of 4 GiB or more are rare) and the interned traceback id.
+ * A trace store per domain, keyed by pointer, in two levels, so that
+ * blocks close in memory are close in the store too: an allocator hands
+ * out neighbouring blocks one after the other (pymalloc carves a pool
+ * into blocks of one size class), and a flat hash table would scatter
+ * them over the whole table, one cache miss per malloc and per free.
+ *
+ *  - A region is 2^CTM_REGION_BITS bytes of address space (16 KiB, a
+ *    pymalloc pool on 64-bit builds). The region index maps the region
+ *    number (ptr >> CTM_REGION_BITS) to the region's bucket; it has one
+ *    slot per region with live traces, so it stays small and cached.
+ *  - A bucket holds the traces of one region: 16-bit offsets in the
+ *    region as keys, then their values, 10 bytes a trace. The home slot
+ *    of an offset is its 16-byte granule, so neighbouring blocks sit in
+ *    neighbouring slots.
+ *
+ * A value is the size (CTM_BIG_SIZE meaning "look in the big-size list":
+ * blocks of 4 GiB or more are rare) and the interned traceback id.
  */
-typedef struct {
-    uintptr_t ptr;              /* key; 0 marks an empty slot */
-    uint32_t size;              /* or CTM_BIG_SIZE */
-    uint32_t traceback;         /* tracer traceback id */
-} ctm_entry;
-
+#define CTM_REGION_BITS 14
 #define CTM_BIG_SIZE UINT32_MAX
 
 typedef struct {
-    ctm_entry *slots;
+    uint32_t size;              /* or CTM_BIG_SIZE */
+    uint32_t traceback;         /* tracer traceback id */
+} ctm_value;
+
+typedef struct ctm_bucket ctm_bucket;
+
+typedef struct {
+    uintptr_t region;           /* ptr >> CTM_REGION_BITS */
+    ctm_bucket *bucket;         /* NULL marks an empty slot */
+} ctm_region_slot;
+
+typedef struct {
+    ctm_region_slot *slots;     /* the region index */
     size_t mask;                /* capacity - 1 (power of two) */
     unsigned shift;             /* 64 - log2(capacity) */
-    size_t count;               /* occupied slots, the zero key excluded */
-    int has_zero;               /* a trace at address 0 (track API only) */
-    ctm_entry zero;
-} ctm_table;
+    size_t nregions;
+    size_t bucket_bytes;        /* memory of all buckets */
+} ctm_store;
 
 typedef struct {
     uint32_t domain;
-    ctm_table table;
-} ctm_domain_table;
+    ctm_store store;
+} ctm_domain_store;
 
 typedef struct {
     uint32_t domain;
@@ -44,8 +64,8 @@ typedef struct {
 } ctm_big;
 
 typedef struct {
-    ctm_table main;             /* domain 0: the allocator hooks */
-    ctm_domain_table *others;   /* other domains: the track API */
+    ctm_store main;             /* domain 0: the allocator hooks */
+    ctm_domain_store *others;   /* other domains: the track API */
     size_t nothers;
     ctm_big *bigs;              /* sizes >= CTM_BIG_SIZE */
     size_t nbigs, capbigs;
@@ -54,27 +74,10 @@ typedef struct {
     size_t ntraces;
 } ctm_traces;
 
-/* The home slot of ptr: Fibonacci hashing, the top bits of the product,
- * which depend on every bit of the pointer (the low bits, kept at zero
- * by alignment, would cluster). */
-static inline size_t
-ctm_table_home(const ctm_table *t, uintptr_t ptr)
-{
-    uint64_t h = (uint64_t)ptr * 0x9E3779B97F4A7C15ULL;
-    return (size_t)(h >> t->shift);
-}
-
-/* Start loading the slot where a trace of ptr in domain 0 would go, so
- * that the cache miss overlaps the stack capture that comes before the
- * insert. A hint only: safe with or without the lock. */
-static inline void
-ctm_traces_prefetch(const ctm_traces *tr, uintptr_t ptr)
-{
-    const ctm_entry *slots = tr->main.slots;
-    if (slots != NULL) {
-        __builtin_prefetch(&slots[ctm_table_home(&tr->main, ptr)], 1);
-    }
-}
+/* Start loading the bucket slot where a trace of ptr in domain 0 would
+ * go, so that a cache miss overlaps the stack capture that comes before
+ * the insert. */
+void ctm_traces_prefetch_unlocked(const ctm_traces *tr, uintptr_t ptr);
 
 /* Add or replace the trace of (domain, ptr). Return 0, or -1 when memory
  * for the tables ran out (nothing changed then). */
@@ -84,12 +87,12 @@ int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
  * (then *size and *traceback are set when not NULL), else 0. */
 int ctm_traces_remove_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
                                uint64_t *size, uint32_t *traceback);
-/* The entry of (domain, ptr), or NULL. */
-ctm_entry *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
+/* The value of (domain, ptr), or NULL; valid until the traces change. */
+ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
                                    uintptr_t ptr);
-/* Size of an entry found in domain. */
-uint64_t ctm_traces_entry_size_unlocked(const ctm_traces *t, uint32_t domain,
-                                        const ctm_entry *e);
+/* Size of the value v of (domain, ptr). */
+uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
+                                        uintptr_t ptr, const ctm_value *v);
 /* Drop every trace and release the tables' memory. */
 void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
