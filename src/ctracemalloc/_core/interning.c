@@ -20,6 +20,13 @@
  * id + 1 (0 is empty), at most half full, never deleted from: clear()
  * drops everything at once.
  *
+ * In front of them, the stack cache maps a hash of the raw capture (code
+ * objects and offsets, as the walk found them) straight to the traceback
+ * id, checked against the traceback's frames: a program allocates from
+ * the same few stacks over and over, and a hit skips a lookup per frame
+ * and the traceback's own lookup. Direct-mapped, overwritten on
+ * collision.
+ *
  * Nothing here allocates from PyMem or calls Python, except PyCode_Addr2Line
  * which only reads the code object's line table.
  */
@@ -32,6 +39,13 @@ typedef struct {
     uint32_t mask;
     uint32_t count;
 } ctm_ix;
+
+#define STACK_CACHE_SIZE 2048   /* entries, a power of two: 32 KiB */
+
+typedef struct {
+    uint64_t key;               /* hash of the capture; 0: empty */
+    uint32_t traceback;
+} stack_cache_entry;
 
 struct ctm_interner {
     ctm_tframe *frames;
@@ -50,6 +64,8 @@ struct ctm_interner {
     ctm_ix cstrings_ix;
 
     int64_t unknown;            /* id of the <unknown> traceback or -1 */
+
+    stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
 
 static inline uint32_t
@@ -359,6 +375,43 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
     return tb;
 }
 
+/* ---- the stack cache ---- */
+
+static inline uint64_t
+stack_key(const ctm_rawframe *frames, int nframe, int total_nframe)
+{
+    uint64_t h = 0x243F6A8885A308D3ULL ^ ((uint64_t)(uint32_t)total_nframe
+                                          << 20) ^ (uint32_t)nframe;
+    for (int i = 0; i < nframe; i++) {
+        h = (h ^ (uint64_t)(uintptr_t)frames[i].code) * 0x9E3779B97F4A7C15ULL;
+        h = (h ^ (uint32_t)frames[i].addr) * 0xC2B2AE3D27D4EB4FULL;
+        h ^= h >> 29;
+    }
+    return h | 1;
+}
+
+/* Whether traceback id is made of exactly these code frames. */
+static int
+stack_matches(const ctm_interner *in, uint32_t id, const ctm_rawframe *frames,
+              int nframe, int total_nframe)
+{
+    const ctm_ttb *t = &in->tracebacks[id];
+    if (t->nframe != nframe || t->total_nframe != total_nframe) {
+        return 0;
+    }
+    const uint32_t *ids = &in->ids[t->first];
+    for (int i = 0; i < nframe; i++) {
+        const ctm_tframe *f = &in->frames[ids[i]];
+        if (f->code != frames[i].code || f->addr != frames[i].addr) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int64_t intern_capture(ctm_interner *in, const ctm_rawframe *frames,
+                              int nframe, int total_nframe, int gil);
+
 int64_t
 ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
                               int nframe, int total_nframe, int gil)
@@ -366,6 +419,29 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
     if (nframe == 0) {
         return ctm_intern_unknown_unlocked(in);
     }
+    if (!gil) {
+        /* Resolved frames: no code objects to compare with. */
+        return intern_capture(in, frames, nframe, total_nframe, 0);
+    }
+    uint64_t key = stack_key(frames, nframe, total_nframe);
+    stack_cache_entry *e = &in->stack_cache[(key >> 7)
+                                            & (STACK_CACHE_SIZE - 1)];
+    if (e->key == key
+        && stack_matches(in, e->traceback, frames, nframe, total_nframe)) {
+        return e->traceback;
+    }
+    int64_t id = intern_capture(in, frames, nframe, total_nframe, 1);
+    if (id >= 0) {
+        e->key = key;
+        e->traceback = (uint32_t)id;
+    }
+    return id;
+}
+
+static int64_t
+intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
+               int total_nframe, int gil)
+{
     uint32_t stack_ids[128];
     uint32_t *ids = stack_ids;
     int64_t result = -1;
