@@ -3,30 +3,239 @@
  * Called from the allocator hooks, possibly without the GIL, for the
  * calling thread only: its own frames cannot change under it while it is
  * inside an allocator, and the frames keep their code objects alive.
- * Nothing here allocates or takes a reference.
+ * Nothing here takes a reference or allocates from PyMem.
  *
  * total_nframe counts the whole stack, capped at CTM_MAX_NFRAME, even
- * when fewer frames are stored: the stdlib reports it that way.
+ * when fewer frames are stored: the stdlib reports it that way. So every
+ * allocation visits every frame, and in a deep stack that walk is the
+ * tracer's main cost: each step waits for the load of the frame's
+ * `previous` pointer before it can start the next one.
+ *
+ * The chain memo takes that wait away. Each thread remembers the raw
+ * chain (every frame, complete or not) of its last capture, bottom
+ * first. A new capture walks down from the top only until it meets a
+ * frame of the memo (a hashed lookup of its address), usually at once;
+ * below that point it checks the memo instead of chasing pointers: frame
+ * memo[i]'s `previous` must be memo[i - 1] (NULL for the bottom). The
+ * addresses come from the memo, so the checks do not wait on each other
+ * and the processor runs them side by side. Every frame below is still
+ * visited and its completeness read afresh, so the result is exactly
+ * what a plain walk gives; only frames already proven live are read.
+ * When a check fails, the capture walks plainly and forgets the memo.
  */
 #include "tables.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define MEMO_MIN 64
+#define MEMO_MAX 8192           /* deeper stacks are walked plainly */
+#define MAP_BITS 10
+
+typedef struct {
+    PyThreadState *tstate;      /* the chain's thread state */
+    uint32_t len;               /* chain[0] is the bottom frame */
+    uint32_t cap;
+    ctm_pyframe **chain;
+    ctm_pyframe **scratch;      /* frames above the memo, top first */
+    uint16_t map[1 << MAP_BITS];  /* address hash -> index; may be stale */
+} chain_memo;
+
+static CTM_TLS chain_memo *memo;
+static pthread_key_t memo_key;
+static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
+static int memo_key_ok;
+static atomic_size_t memo_bytes;
+
+static size_t
+memo_size(uint32_t cap)
+{
+    return sizeof(chain_memo) + 2 * (size_t)cap * sizeof(ctm_pyframe *);
+}
+
+static void
+memo_free(void *p)
+{
+    chain_memo *m = p;
+    if (m != NULL) {
+        atomic_fetch_sub(&memo_bytes, memo_size(m->cap));
+        ctm_free(m->chain);
+        ctm_free(m->scratch);
+        ctm_free(m);
+    }
+}
+
+static void
+memo_key_create(void)
+{
+    /* The destructor frees a thread's memo when the thread exits. */
+    memo_key_ok = pthread_key_create(&memo_key, memo_free) == 0;
+}
+
+/* Give m room for cap frames; 0, or -1 (m unchanged). */
+static int
+memo_reserve(chain_memo *m, uint32_t cap)
+{
+    ctm_pyframe **chain = ctm_realloc(m->chain, cap * sizeof(*chain));
+    if (chain == NULL) {
+        return -1;
+    }
+    m->chain = chain;
+    ctm_pyframe **scratch = ctm_realloc(m->scratch, cap * sizeof(*scratch));
+    if (scratch == NULL) {
+        return -1;
+    }
+    m->scratch = scratch;
+    atomic_fetch_add(&memo_bytes, memo_size(cap) - memo_size(m->cap));
+    m->cap = cap;
+    return 0;
+}
+
+/* The calling thread's memo, set for tstate; NULL if none can be had. */
+static chain_memo *
+memo_get(PyThreadState *tstate)
+{
+    chain_memo *m = memo;
+    if (m == NULL) {
+        pthread_once(&memo_once, memo_key_create);
+        if (!memo_key_ok) {
+            return NULL;
+        }
+        m = ctm_calloc(1, sizeof(*m));
+        if (m == NULL) {
+            return NULL;
+        }
+        atomic_fetch_add(&memo_bytes, memo_size(0));
+        if (memo_reserve(m, MEMO_MIN) < 0
+            || pthread_setspecific(memo_key, m) != 0) {
+            memo_free(m);
+            return NULL;
+        }
+        memo = m;
+    }
+    if (m->tstate != tstate) {
+        m->tstate = tstate;
+        m->len = 0;
+    }
+    return m;
+}
+
+static inline uint32_t
+map_slot(const ctm_pyframe *f)
+{
+    return (uint32_t)(((uint64_t)(uintptr_t)f * 0x9E3779B97F4A7C15ULL)
+                      >> (64 - MAP_BITS));
+}
+
+/* Count f, and store it while fewer than max frames are stored. */
+static inline void
+visit(ctm_pyframe *f, ctm_rawframe *out, int max, int *n, int *total)
+{
+    if (ctm_frame_complete(f)) {
+        if (*n < max) {
+            out[*n].code = ctm_frame_code(f);
+            out[*n].addr = ctm_frame_addr(f);
+            (*n)++;
+        }
+        (*total)++;
+    }
+}
+
+static void
+plain_walk(ctm_pyframe *f, ctm_rawframe *out, int max, int *nframe,
+           int *total_nframe)
+{
+    int n = 0, total = 0;
+    for (; f != NULL && total < CTM_MAX_NFRAME; f = ctm_frame_previous(f)) {
+        visit(f, out, max, &n, &total);
+    }
+    *nframe = n;
+    *total_nframe = total;
+}
 
 void
 ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max, int *nframe,
             int *total_nframe)
 {
-    int n = 0;
-    int total = 0;
-    ctm_pyframe *f = tstate ? ctm_frame_top(tstate) : NULL;
-    for (; f != NULL; f = ctm_frame_back(f)) {
-        if (n < max) {
-            out[n].code = ctm_frame_code(f);
-            out[n].addr = ctm_frame_addr(f);
-            n++;
-        }
-        if (++total >= CTM_MAX_NFRAME) {
+    ctm_pyframe *top = tstate ? ctm_frame_top_raw(tstate) : NULL;
+    chain_memo *m = top ? memo_get(tstate) : NULL;
+    if (m == NULL) {
+        plain_walk(top, out, max, nframe, total_nframe);
+        return;
+    }
+
+    /* Down from the top to the first frame in the memo (j), if any. */
+    uint32_t p = 0;
+    int64_t j = -1;
+    for (ctm_pyframe *f = top; f != NULL; f = ctm_frame_previous(f)) {
+        uint32_t k = m->map[map_slot(f)];
+        if (k < m->len && m->chain[k] == f) {
+            j = k;
             break;
         }
+        if (p == m->cap
+            && (m->cap == MEMO_MAX || memo_reserve(m, m->cap * 2) < 0)) {
+            m->len = 0;
+            plain_walk(top, out, max, nframe, total_nframe);
+            return;
+        }
+        m->scratch[p++] = f;
+    }
+
+    int n = 0, total = 0;
+    for (uint32_t s = 0; s < p; s++) {
+        visit(m->scratch[s], out, max, &n, &total);
+    }
+    /* Below: the memo, checked link by link; once max frames are
+     * stored, the loop only counts. */
+    ctm_pyframe **chain = m->chain;
+    int64_t i = j;
+    for (; i >= 0 && n < max; i--) {
+        ctm_pyframe *g = chain[i];
+        if (ctm_frame_previous(g) != (i ? chain[i - 1] : NULL)) {
+            goto mismatch;
+        }
+        visit(g, out, max, &n, &total);
+    }
+    for (; i > 0; i--) {
+        ctm_pyframe *g = chain[i];
+        if (ctm_frame_previous(g) != chain[i - 1]) {
+            goto mismatch;
+        }
+        total += ctm_frame_complete(g);
+    }
+    if (i == 0) {
+        if (ctm_frame_previous(chain[0]) != NULL) {
+            goto mismatch;
+        }
+        total += ctm_frame_complete(chain[0]);
     }
     *nframe = n;
-    *total_nframe = total;
+    *total_nframe = total < CTM_MAX_NFRAME ? total : CTM_MAX_NFRAME;
+
+    /* The new chain: the checked part of the memo, then the frames
+     * above it. */
+    uint32_t len = (uint32_t)(j + 1) + p;
+    if (len > m->cap
+        && (len > MEMO_MAX || memo_reserve(m, m->cap * 2) < 0)) {
+        m->len = 0;
+        return;
+    }
+    for (uint32_t s = 0; s < p; s++) {
+        uint32_t k = len - 1 - s;
+        m->chain[k] = m->scratch[s];
+        m->map[map_slot(m->scratch[s])] = (uint16_t)k;
+    }
+    m->len = len;
+    return;
+
+mismatch:
+    m->len = 0;
+    plain_walk(top, out, max, nframe, total_nframe);
+}
+
+size_t
+ctm_capture_memory(void)
+{
+    return atomic_load(&memo_bytes);
 }

@@ -60,34 +60,38 @@ Py_XNewRef(PyObject *obj)
 #  define CTM_HAVE_REFTRACER 1
 #endif
 
-/* ---- frames ---- */
+/* ---- frames ----
+ *
+ * The raw chain: ctm_frame_top_raw() and ctm_frame_previous() visit every
+ * frame, complete or not; ctm_frame_complete() says which ones a
+ * traceback counts (the stdlib's PyFrame_GetBack skips the others).
+ */
 
 #if PY_VERSION_HEX >= 0x030B0000
 typedef _PyInterpreterFrame ctm_pyframe;
 
 static inline ctm_pyframe *
-ctm_first_complete(ctm_pyframe *f)
-{
-    while (f != NULL && _PyFrame_IsIncomplete(f)) {
-        f = f->previous;
-    }
-    return f;
-}
-
-static inline ctm_pyframe *
-ctm_frame_top(PyThreadState *tstate)
+ctm_frame_top_raw(PyThreadState *tstate)
 {
 #  if PY_VERSION_HEX >= 0x030D0000
-    return ctm_first_complete(tstate->current_frame);
+    return tstate->current_frame;
 #  else
-    return ctm_first_complete(tstate->cframe->current_frame);
+    return tstate->cframe->current_frame;
 #  endif
 }
 
 static inline ctm_pyframe *
-ctm_frame_back(ctm_pyframe *f)
+ctm_frame_previous(ctm_pyframe *f)
 {
-    return ctm_first_complete(f->previous);
+    return f->previous;
+}
+
+/* Not a frame still running its prologue, nor (3.12+) a C-stack entry
+ * frame. */
+static inline int
+ctm_frame_complete(ctm_pyframe *f)
+{
+    return !_PyFrame_IsIncomplete(f);
 }
 
 static inline PyCodeObject *
@@ -111,15 +115,22 @@ ctm_frame_addr(ctm_pyframe *f)
 typedef PyFrameObject ctm_pyframe;
 
 static inline ctm_pyframe *
-ctm_frame_top(PyThreadState *tstate)
+ctm_frame_top_raw(PyThreadState *tstate)
 {
     return tstate->frame;
 }
 
 static inline ctm_pyframe *
-ctm_frame_back(ctm_pyframe *f)
+ctm_frame_previous(ctm_pyframe *f)
 {
     return f->f_back;
+}
+
+static inline int
+ctm_frame_complete(ctm_pyframe *f)
+{
+    (void)f;
+    return 1;
 }
 
 static inline PyCodeObject *

@@ -73,12 +73,6 @@ static struct {
 
 static atomic_int lock_word;
 
-#if defined(__GNUC__)
-#  define CTM_TLS __thread __attribute__((tls_model("initial-exec")))
-#else
-#  define CTM_TLS _Thread_local
-#endif
-
 static CTM_TLS int reentrant;
 /* Set while probing whether a domain's allocator reaches our hook; the
  * hooks set bit (1 << index) of probe_seen when they are reached. */
@@ -608,6 +602,7 @@ ctm_tracer_memory(void)
     }
     n += (size_t)T.nframe * sizeof(ctm_rawframe);
     tables_unlock();
+    n += ctm_capture_memory();
     return n;
 }
 

@@ -49,6 +49,13 @@ static inline void *ctm_realloc(void *p, size_t n)
 }
 static inline void ctm_free(void *p) { free(p); }
 
+/* Thread-local storage that the hooks can use without allocating. */
+#if defined(__GNUC__)
+#  define CTM_TLS __thread __attribute__((tls_model("initial-exec")))
+#else
+#  define CTM_TLS _Thread_local
+#endif
+
 /* The stdlib's limit on the traceback length and on total_nframe. */
 #define CTM_MAX_NFRAME 65535
 

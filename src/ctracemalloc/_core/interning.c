@@ -40,11 +40,17 @@ typedef struct {
     uint32_t count;
 } ctm_ix;
 
-#define STACK_CACHE_SIZE 2048   /* entries, a power of two: 32 KiB */
+#define STACK_CACHE_SIZE 1024   /* entries, a power of two: 32 KiB */
 
+/* The most recent frame is kept in the entry: with one frame per
+ * traceback, a hit is checked without reading the interner's arrays. */
 typedef struct {
     uint64_t key;               /* hash of the capture; 0: empty */
+    PyCodeObject *code;         /* frames[0] */
+    int32_t addr;
     uint32_t traceback;
+    uint16_t nframe;
+    uint16_t total_nframe;
 } stack_cache_entry;
 
 struct ctm_interner {
@@ -390,17 +396,20 @@ stack_key(const ctm_rawframe *frames, int nframe, int total_nframe)
     return h | 1;
 }
 
-/* Whether traceback id is made of exactly these code frames. */
-static int
-stack_matches(const ctm_interner *in, uint32_t id, const ctm_rawframe *frames,
-              int nframe, int total_nframe)
+/* Whether entry e names exactly these code frames. */
+static inline int
+stack_matches(const ctm_interner *in, const stack_cache_entry *e,
+              uint64_t key, const ctm_rawframe *frames, int nframe,
+              int total_nframe)
 {
-    const ctm_ttb *t = &in->tracebacks[id];
-    if (t->nframe != nframe || t->total_nframe != total_nframe) {
+    if (e->key != key || e->code != frames[0].code
+        || e->addr != frames[0].addr || e->nframe != nframe
+        || e->total_nframe != total_nframe) {
         return 0;
     }
+    const ctm_ttb *t = &in->tracebacks[e->traceback];
     const uint32_t *ids = &in->ids[t->first];
-    for (int i = 0; i < nframe; i++) {
+    for (int i = 1; i < nframe; i++) {
         const ctm_tframe *f = &in->frames[ids[i]];
         if (f->code != frames[i].code || f->addr != frames[i].addr) {
             return 0;
@@ -426,14 +435,17 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
     uint64_t key = stack_key(frames, nframe, total_nframe);
     stack_cache_entry *e = &in->stack_cache[(key >> 7)
                                             & (STACK_CACHE_SIZE - 1)];
-    if (e->key == key
-        && stack_matches(in, e->traceback, frames, nframe, total_nframe)) {
+    if (stack_matches(in, e, key, frames, nframe, total_nframe)) {
         return e->traceback;
     }
     int64_t id = intern_capture(in, frames, nframe, total_nframe, 1);
     if (id >= 0) {
         e->key = key;
+        e->code = frames[0].code;
+        e->addr = frames[0].addr;
         e->traceback = (uint32_t)id;
+        e->nframe = (uint16_t)nframe;
+        e->total_nframe = (uint16_t)total_nframe;
     }
     return id;
 }

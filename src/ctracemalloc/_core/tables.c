@@ -18,8 +18,9 @@
  *    even in the long runs that a pool of small blocks makes (identity
  *    hashing of dense offsets); a lookup stops after a full turn at
  *    most (small buckets may be full);
- *  - it grows past 7/8 full, shrinks below 1/8 full, and is freed (with
- *    its index slot) when its last trace goes.
+ *  - it doubles past 7/8 full, shrinks to a quarter below 1/32 full
+ *    (from 64 slots up), and is freed (with its index slot) when its last
+ *    trace goes.
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see internal.h.
  */
@@ -87,15 +88,15 @@ bucket_find(const ctm_bucket *b, uint32_t key)
     return -1;
 }
 
-/* Put a key known to be absent into b, which has a free slot; return the
- * slot where it went. Robin Hood: a key takes the slot of one nearer to
- * its home, which moves on. */
+/* Put key, absent from b, with value v, starting at slot i where it would
+ * sit at distance d (b has a free slot); return the slot where it went.
+ * Robin Hood: a key takes the slot of one nearer to its home, which moves
+ * on. */
 static uint32_t
-bucket_put(ctm_bucket *b, uint32_t key, ctm_value v)
+bucket_put_at(ctm_bucket *b, uint32_t i, uint32_t d, uint32_t key,
+              ctm_value v)
 {
     ctm_value *vals = bucket_values(b);
-    uint32_t i = bucket_home(b, key);
-    uint32_t d = 0;
     int64_t placed = -1;
     for (;;) {
         uint32_t k = b->keys[i];
@@ -120,6 +121,36 @@ bucket_put(ctm_bucket *b, uint32_t key, ctm_value v)
         i = (i + 1) & b->mask;
         d++;
     }
+}
+
+static inline uint32_t
+bucket_put(ctm_bucket *b, uint32_t key, ctm_value v)
+{
+    return bucket_put_at(b, bucket_home(b, key), 0, key, v);
+}
+
+/* The slot of key in b, which has a free slot, inserting key (with a
+ * zero value, *fresh set) when absent: one scan for both. */
+static inline uint32_t
+bucket_upsert(ctm_bucket *b, uint32_t key, int *fresh)
+{
+    uint32_t i = bucket_home(b, key);
+    uint32_t d = 0;
+    for (;;) {
+        uint32_t k = b->keys[i];
+        if (k == key) {
+            *fresh = 0;
+            return i;
+        }
+        if (k == NO_KEY || bucket_distance(b, k, i) < d) {
+            break;
+        }
+        i = (i + 1) & b->mask;
+        d++;
+    }
+    *fresh = 1;
+    ctm_value zero = {0, 0};
+    return bucket_put_at(b, i, d, key, zero);
 }
 
 /* Empty slot i of b: the keys after it move back one slot, up to the
@@ -285,13 +316,12 @@ store_get(const ctm_store *s, uintptr_t ptr)
     return i < 0 ? NULL : &bucket_values(r->bucket)[i];
 }
 
-/* Insert ptr, known to be absent, with value v. Return its value slot or
- * NULL when memory ran out (nothing changed then). */
+/* The value slot of ptr, inserted with a zero value (*fresh set) when
+ * absent; NULL when memory ran out (nothing changed then). */
 static ctm_value *
-store_insert(ctm_store *s, uintptr_t ptr, ctm_value v)
+store_upsert(ctm_store *s, uintptr_t ptr, int *fresh)
 {
     uintptr_t region = ptr >> CTM_REGION_BITS;
-    uint32_t key = (uint32_t)(ptr & OFFSET_MASK);
     ctm_region_slot *r = index_find(s, region);
     if (r == NULL) {
         ctm_bucket *b = bucket_new(BUCKET_MIN);
@@ -316,7 +346,8 @@ store_insert(ctm_store *s, uintptr_t ptr, ctm_value v)
         }
         r->bucket = b;
     }
-    return &bucket_values(b)[bucket_put(b, key, v)];
+    uint32_t i = bucket_upsert(b, (uint32_t)(ptr & OFFSET_MASK), fresh);
+    return &bucket_values(b)[i];
 }
 
 /* Remove ptr; return whether it was there, with its value in *v. */
@@ -340,9 +371,11 @@ store_remove(ctm_store *s, uintptr_t ptr, ctm_value *v)
         ctm_free(b);
         index_delete(s, r);
     }
-    else if (cap >= 16 && b->count * 8 < cap) {
-        /* Shrinking is an optimisation: on failure keep the bucket. */
-        ctm_bucket *nb = bucket_resize(s, b, cap / 2);
+    else if (cap >= 64 && b->count * 32 < cap) {
+        /* A quarter of the size: a bucket going up and down around a
+         * threshold must not be rehashed each time. Shrinking is an
+         * optimisation: on failure keep the bucket. */
+        ctm_bucket *nb = bucket_resize(s, b, cap / 4);
         if (nb != NULL) {
             r->bucket = nb;
         }
@@ -485,21 +518,25 @@ ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
         return -1;
     }
-    ctm_value *v = store_get(s, ptr);
-    if (v != NULL) {
+    int fresh;
+    ctm_value *v = store_upsert(s, ptr, &fresh);
+    if (v == NULL) {
+        return -1;
+    }
+    if (fresh) {
+        tr->ntraces++;
+    }
+    else {
         /* A block traced twice (track() again, or realloc in place):
          * the new trace replaces the old one. */
         tr->traced -= ctm_traces_value_size_unlocked(tr, domain, ptr, v);
     }
-    else {
-        ctm_value fresh = {0, traceback};
-        v = store_insert(s, ptr, fresh);
-        if (v == NULL) {
-            return -1;
-        }
-        tr->ntraces++;
+    if (size < CTM_BIG_SIZE && v->size != CTM_BIG_SIZE) {
+        v->size = (uint32_t)size;
     }
-    set_size(tr, domain, ptr, v, size);
+    else {
+        set_size(tr, domain, ptr, v, size);
+    }
     v->traceback = traceback;
     tr->traced += size;
     if (tr->traced > tr->peak) {

@@ -187,5 +187,7 @@ int ctm_tframe_lineno_unlocked(ctm_tframe *f);
  * recent first, and count the whole stack up to CTM_MAX_NFRAME. */
 void ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max,
                  int *nframe, int *total_nframe);
+/* Memory of the capture's per-thread chain memos. */
+size_t ctm_capture_memory(void);
 
 #endif /* CTM_TABLES_H */
