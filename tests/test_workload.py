@@ -10,7 +10,14 @@ object is reused from a free list (the stdlib then moves its trace to the
 new line); no other tracer can see that. A few small objects per line can
 so be counted on other lines, more in the third-party code, which reuses
 many. The tolerances below are a few of those objects; on 3.13, where both
-tracers see the reuse, they are smaller."""
+tracers see the reuse, they are smaller.
+
+The workload is not the same from one run to the next in the third-party
+code: docutils' cumulative line (46) varied from 394,310 to 401,221 bytes
+(1.7%) over six runs of the stdlib alone on 3.13 (iteration orders that
+depend on addresses). Two runs compared at 2% failed about one time in
+twenty-five, on 3.13 only, before and after any tracer change; the
+cumulative tolerance is twice that variation."""
 import json
 import os
 import subprocess
@@ -29,7 +36,7 @@ OLD = sys.version_info < (3, 13)
 # (bytes, blocks) allowed per line, plus a fraction of the line's total
 TOLERANCE = {
     "lineno": ((2048, 16) if OLD else (512, 4), 0.01),
-    "cumulative": ((8192, 128) if OLD else (2048, 32), 0.02),
+    "cumulative": ((8192, 128) if OLD else (2048, 32), 0.035),
 }
 
 
