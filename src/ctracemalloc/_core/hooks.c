@@ -154,23 +154,25 @@ traceback_unlocked(PyThreadState *ts, int gil)
     return ctm_intern_traceback_unlocked(T.interner, T.frames, n, total, gil);
 }
 
-/* Record a trace for (domain, ptr). Return 0, or -1 when the tables are
- * out of memory (then nothing was recorded). */
+/* Record a trace for (domain, ptr): a block the allocator just returned
+ * (block: domain 0, untraced so far), or any pointer (the track API).
+ * Return 0, or -1 when the tables are out of memory (then nothing was
+ * recorded). */
 static int
-add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known)
+add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known,
+          int block)
 {
     int gil;
     PyThreadState *ts = current_tstate(gil_known, &gil);
     int rc = 0;
     tables_lock();
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
-        if (domain == CTM_DEFAULT_DOMAIN) {
-            ctm_traces_prefetch_unlocked(&T.traces, ptr);
-        }
         int64_t tb = traceback_unlocked(ts, gil);
         if (tb < 0
-            || ctm_traces_add_unlocked(&T.traces, domain, ptr, size,
-                                       (uint32_t)tb) < 0) {
+            || (block ? ctm_traces_add_block_unlocked(&T.traces, ptr, size,
+                                                      (uint32_t)tb)
+                      : ctm_traces_add_unlocked(&T.traces, domain, ptr,
+                                                size, (uint32_t)tb)) < 0) {
             T.lost++;
             rc = -1;
         }
@@ -206,7 +208,7 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
     }
     reentrant = 1;
     if (add_trace(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, nelem * elsize,
-                  h->domain != PYMEM_DOMAIN_RAW) < 0) {
+                  h->domain != PYMEM_DOMAIN_RAW, 1) < 0) {
         /* No room to trace it: fail the allocation, as the stdlib does,
          * rather than hand out an untraced block. */
         a->free(a->ctx, ptr);
@@ -274,7 +276,7 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     /* Like the stdlib, a resized block gets the resizer's traceback. A
      * failure cannot be reported: the block has already changed. */
     add_trace(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr2, size,
-              h->domain != PYMEM_DOMAIN_RAW);
+              h->domain != PYMEM_DOMAIN_RAW, 1);
     reentrant = 0;
     return ptr2;
 }
@@ -620,7 +622,7 @@ ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
     }
     int was = reentrant;
     reentrant = 1;
-    int rc = add_trace(domain, ptr, size, 0) < 0 ? -2 : 0;
+    int rc = add_trace(domain, ptr, size, 0, 0) < 0 ? -2 : 0;
     reentrant = was;
     return rc;
 }

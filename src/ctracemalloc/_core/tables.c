@@ -22,6 +22,15 @@
  *    (from 64 slots up), and is freed (with its index slot) when its last
  *    trace goes.
  *
+ * Nursery (domain 0 only): most blocks a program allocates are freed
+ * soon after, and a trace that comes and goes without touching the store
+ * saves both of its updates. The nursery is a direct-mapped table of
+ * NURSERY_SIZE young traces in front of domain 0's store: a block from
+ * the allocator takes its slot, and the trace that held the slot moves to
+ * the store. A pointer is in the nursery or in the store, never both;
+ * lookups try the nursery's one slot first. Sizes of 4 GiB and more, and
+ * traces added by the track API, go to the store directly.
+ *
  * Memory comes from libc (ctm_malloc), never from PyMem: see internal.h.
  */
 #include "tables.h"
@@ -29,6 +38,8 @@
 #include <string.h>
 
 #define INDEX_MIN 64
+#define NURSERY_BITS 11
+#define NURSERY_SIZE (1u << NURSERY_BITS)     /* 2048 slots, 32 KiB */
 #define BUCKET_MIN 2
 #define NO_KEY 0xFFFFu
 #define OFFSET_MASK (((uintptr_t)1 << CTM_REGION_BITS) - 1)
@@ -316,15 +327,36 @@ store_get(const ctm_store *s, uintptr_t ptr)
     return i < 0 ? NULL : &bucket_values(r->bucket)[i];
 }
 
+/* Capacity of a new region's bucket, from the size of its first block:
+ * pymalloc carves a pool into blocks of one size (up to 512 bytes), and
+ * a pool fills up before the next is used, so the bucket starts at a
+ * quarter of the pool's blocks (at most 64 slots) rather than grow from
+ * two slots through every doubling. */
+static uint32_t
+first_capacity(uint64_t size)
+{
+    if (size == 0 || size > 512) {
+        return BUCKET_MIN;
+    }
+    uint64_t blocks = ((uint64_t)1 << CTM_REGION_BITS) / ((size + 15) & ~15u);
+    uint32_t cap = BUCKET_MIN;
+    while (cap < 64 && cap * 4 <= blocks) {
+        cap *= 2;
+    }
+    return cap;
+}
+
 /* The value slot of ptr, inserted with a zero value (*fresh set) when
- * absent; NULL when memory ran out (nothing changed then). */
+ * absent; NULL when memory ran out (nothing changed then). size sizes a
+ * new bucket. */
 static ctm_value *
-store_upsert(ctm_store *s, uintptr_t ptr, int *fresh)
+store_upsert(ctm_store *s, uintptr_t ptr, uint64_t size, int *fresh)
 {
     uintptr_t region = ptr >> CTM_REGION_BITS;
     ctm_region_slot *r = index_find(s, region);
     if (r == NULL) {
-        ctm_bucket *b = bucket_new(BUCKET_MIN);
+        uint32_t cap = first_capacity(size);
+        ctm_bucket *b = bucket_new(cap);
         if (b == NULL) {
             return NULL;
         }
@@ -335,7 +367,7 @@ store_upsert(ctm_store *s, uintptr_t ptr, int *fresh)
         }
         r->bucket = b;
         s->nregions++;
-        s->bucket_bytes += bucket_bytes(BUCKET_MIN);
+        s->bucket_bytes += bucket_bytes(cap);
     }
     ctm_bucket *b = r->bucket;
     uint32_t cap = b->mask + 1;
@@ -398,18 +430,6 @@ store_memory(const ctm_store *s)
 {
     size_t index = s->slots ? (s->mask + 1) * sizeof(ctm_region_slot) : 0;
     return index + s->bucket_bytes;
-}
-
-void
-ctm_traces_prefetch_unlocked(const ctm_traces *tr, uintptr_t ptr)
-{
-    ctm_region_slot *r = index_find(&tr->main, ptr >> CTM_REGION_BITS);
-    if (r != NULL) {
-        const ctm_bucket *b = r->bucket;
-        uint32_t i = bucket_home(b, (uint32_t)(ptr & OFFSET_MASK));
-        __builtin_prefetch(&b->keys[i], 1);
-        __builtin_prefetch(&bucket_values(b)[i], 1);
-    }
 }
 
 /* ---- domains and big sizes ---- */
@@ -510,16 +530,114 @@ set_size(ctm_traces *tr, uint32_t domain, uintptr_t ptr, ctm_value *v,
     v->size = CTM_BIG_SIZE;
 }
 
+/* ---- the nursery ---- */
+
+static inline ctm_young *
+nursery_slot(const ctm_traces *tr, uintptr_t ptr)
+{
+    return &tr->nursery[(ptr >> 4) & (NURSERY_SIZE - 1)];
+}
+
+/* The young trace of ptr, or NULL. */
+static inline ctm_young *
+nursery_find(const ctm_traces *tr, uintptr_t ptr)
+{
+    if (tr->nursery == NULL || ptr == 0) {
+        return NULL;
+    }
+    ctm_young *y = nursery_slot(tr, ptr);
+    return y->ptr == ptr ? y : NULL;
+}
+
+static void
+count_added(ctm_traces *tr, uint64_t size)
+{
+    tr->ntraces++;
+    tr->traced += size;
+    if (tr->traced > tr->peak) {
+        tr->peak = tr->traced;
+    }
+}
+
+int
+ctm_traces_add_block_unlocked(ctm_traces *tr, uintptr_t ptr, uint64_t size,
+                              uint32_t traceback)
+{
+    if (size >= CTM_BIG_SIZE || ptr == 0) {
+        return ctm_traces_add_unlocked(tr, CTM_DEFAULT_DOMAIN, ptr, size,
+                                       traceback);
+    }
+    if (tr->nursery == NULL) {
+        tr->nursery = ctm_calloc(NURSERY_SIZE, sizeof(ctm_young));
+        if (tr->nursery == NULL) {
+            return -1;
+        }
+    }
+    ctm_young *y = nursery_slot(tr, ptr);
+    if (y->ptr == ptr) {
+        /* Traced already (the allocator's caller broke the rules): the
+         * new trace replaces the old one. */
+        tr->traced -= y->value.size;
+        tr->ntraces--;
+    }
+    else if (y->ptr != 0) {
+        /* The slot's trace grows up into the store. */
+        int fresh;
+        ctm_value *v = store_upsert(&tr->main, y->ptr, y->value.size, &fresh);
+        if (v == NULL) {
+            return -1;
+        }
+        if (!fresh) {
+            tr->traced -= ctm_traces_value_size_unlocked(
+                tr, CTM_DEFAULT_DOMAIN, y->ptr, v);
+            tr->ntraces--;
+            if (v->size == CTM_BIG_SIZE) {
+                big_remove(tr, CTM_DEFAULT_DOMAIN, y->ptr);
+            }
+        }
+        *v = y->value;
+    }
+    y->ptr = ptr;
+    y->value.size = (uint32_t)size;
+    y->value.traceback = traceback;
+    count_added(tr, size);
+    return 0;
+}
+
 int
 ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                         uint64_t size, uint32_t traceback)
 {
+    if (domain == CTM_DEFAULT_DOMAIN) {
+        ctm_young *y = nursery_find(tr, ptr);
+        if (y != NULL) {
+            /* Replace the young trace: in place, or by one in the store
+             * when the size needs the big list. */
+            tr->traced -= y->value.size;
+            tr->ntraces--;
+            if (size < CTM_BIG_SIZE) {
+                y->value.size = (uint32_t)size;
+                y->value.traceback = traceback;
+                count_added(tr, size);
+                return 0;
+            }
+            ctm_young old = *y;
+            y->ptr = 0;
+            if (ctm_traces_add_unlocked(tr, domain, ptr, size,
+                                        traceback) < 0) {
+                *y = old;
+                count_added(tr, old.value.size);
+                return -1;
+            }
+            return 0;
+        }
+    }
     ctm_store *s = domain_store(tr, domain, 1);
     if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
         return -1;
     }
     int fresh;
-    ctm_value *v = store_upsert(s, ptr, &fresh);
+    ctm_value *v = store_upsert(s, ptr, size, &fresh);
     if (v == NULL) {
         return -1;
     }
@@ -538,10 +656,8 @@ ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
         set_size(tr, domain, ptr, v, size);
     }
     v->traceback = traceback;
-    tr->traced += size;
-    if (tr->traced > tr->peak) {
-        tr->peak = tr->traced;
-    }
+    tr->ntraces--;
+    count_added(tr, size);
     return 0;
 }
 
@@ -551,7 +667,13 @@ ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
 {
     ctm_store *s = domain_store(tr, domain, 0);
     ctm_value v;
-    if (s == NULL || !store_remove(s, ptr, &v)) {
+    ctm_young *y = domain == CTM_DEFAULT_DOMAIN ? nursery_find(tr, ptr)
+                                                : NULL;
+    if (y != NULL) {
+        v = y->value;
+        y->ptr = 0;
+    }
+    else if (s == NULL || !store_remove(s, ptr, &v)) {
         return 0;
     }
     uint64_t sz = ctm_traces_value_size_unlocked(tr, domain, ptr, &v);
@@ -572,6 +694,11 @@ ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
 ctm_value *
 ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 {
+    ctm_young *y = domain == CTM_DEFAULT_DOMAIN ? nursery_find(tr, ptr)
+                                                : NULL;
+    if (y != NULL) {
+        return &y->value;
+    }
     ctm_store *s = domain_store(tr, domain, 0);
     return s ? store_get(s, ptr) : NULL;
 }
@@ -579,6 +706,7 @@ ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 void
 ctm_traces_clear_unlocked(ctm_traces *tr)
 {
+    ctm_free(tr->nursery);
     store_release(&tr->main);
     for (size_t i = 0; i < tr->nothers; i++) {
         store_release(&tr->others[i].store);
@@ -592,6 +720,9 @@ size_t
 ctm_traces_memory_unlocked(const ctm_traces *tr)
 {
     size_t n = store_memory(&tr->main);
+    if (tr->nursery != NULL) {
+        n += NURSERY_SIZE * sizeof(ctm_young);
+    }
     for (size_t i = 0; i < tr->nothers; i++) {
         n += sizeof(ctm_domain_store) + store_memory(&tr->others[i].store);
     }
@@ -632,7 +763,18 @@ int
 ctm_traces_foreach_unlocked(const ctm_traces *tr, ctm_trace_visitor fn,
                             void *arg)
 {
-    int rc = store_foreach(tr, CTM_DEFAULT_DOMAIN, &tr->main, fn, arg);
+    int rc = 0;
+    for (uint32_t i = 0; tr->nursery != NULL && i < NURSERY_SIZE; i++) {
+        const ctm_young *y = &tr->nursery[i];
+        if (y->ptr != 0) {
+            rc = fn(CTM_DEFAULT_DOMAIN, y->value.size, y->value.traceback,
+                    arg);
+            if (rc) {
+                return rc;
+            }
+        }
+    }
+    rc = store_foreach(tr, CTM_DEFAULT_DOMAIN, &tr->main, fn, arg);
     for (size_t i = 0; rc == 0 && i < tr->nothers; i++) {
         rc = store_foreach(tr, tr->others[i].domain, &tr->others[i].store,
                            fn, arg);

@@ -63,7 +63,14 @@ typedef struct {
     uint64_t size;
 } ctm_big;
 
+/* A young trace of domain 0: see the nursery in tables.c. */
 typedef struct {
+    uintptr_t ptr;              /* 0 marks an empty slot */
+    ctm_value value;
+} ctm_young;
+
+typedef struct {
+    ctm_young *nursery;         /* domain 0's young traces, or NULL */
     ctm_store main;             /* domain 0: the allocator hooks */
     ctm_domain_store *others;   /* other domains: the track API */
     size_t nothers;
@@ -74,11 +81,11 @@ typedef struct {
     size_t ntraces;
 } ctm_traces;
 
-/* Start loading the bucket slot where a trace of ptr in domain 0 would
- * go, so that a cache miss overlaps the stack capture that comes before
- * the insert. */
-void ctm_traces_prefetch_unlocked(const ctm_traces *tr, uintptr_t ptr);
-
+/* Add the trace of a block the allocator just returned (domain 0): the
+ * block cannot be traced already, its trace goes to the nursery. Return 0,
+ * or -1 when memory for the tables ran out (nothing changed then). */
+int ctm_traces_add_block_unlocked(ctm_traces *t, uintptr_t ptr, uint64_t size,
+                                  uint32_t traceback);
 /* Add or replace the trace of (domain, ptr). Return 0, or -1 when memory
  * for the tables ran out (nothing changed then). */
 int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
