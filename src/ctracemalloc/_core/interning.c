@@ -64,6 +64,11 @@ struct ctm_interner {
 
     uint32_t *ids;              /* frame id arena for tracebacks */
     uint32_t nids, capids;
+    /* The same frames as (code, offset), beside ids: the stack cache
+     * checks a hit against them without going through frames[]. */
+    PyCodeObject **raw_codes;   /* NULL for a resolved frame */
+    int32_t *raw_addrs;
+    uint32_t cap_raw_codes, cap_raw_addrs;
 
     ctm_cstring *cstrings;
     uint32_t ncstrings, capcstrings;
@@ -343,7 +348,11 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
     if (grow((void **)&in->tracebacks, &in->captracebacks,
              (uint64_t)in->ntracebacks + 1, sizeof(ctm_ttb)) < 0
         || grow((void **)&in->ids, &in->capids,
-                (uint64_t)in->nids + (uint64_t)n, sizeof(uint32_t)) < 0) {
+                (uint64_t)in->nids + (uint64_t)n, sizeof(uint32_t)) < 0
+        || grow((void **)&in->raw_codes, &in->cap_raw_codes,
+                (uint64_t)in->nids + (uint64_t)n, sizeof(PyCodeObject *)) < 0
+        || grow((void **)&in->raw_addrs, &in->cap_raw_addrs,
+                (uint64_t)in->nids + (uint64_t)n, sizeof(int32_t)) < 0) {
         return -1;
     }
     uint32_t id = in->ntracebacks++;
@@ -353,6 +362,11 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
     t->total_nframe = (uint16_t)total;
     t->hash = h;
     memcpy(&in->ids[in->nids], ids, (size_t)n * sizeof(uint32_t));
+    for (int i = 0; i < n; i++) {
+        const ctm_tframe *f = &in->frames[ids[i]];
+        in->raw_codes[in->nids + (uint32_t)i] = f->code;
+        in->raw_addrs[in->nids + (uint32_t)i] = f->addr;
+    }
     in->nids += (uint32_t)n;
     in->tracebacks_ix.slots[j] = id + 1;
     in->tracebacks_ix.count++;
@@ -383,17 +397,24 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
 
 /* ---- the stack cache ---- */
 
+/* The frames are hashed one by one and the results added up, each with
+ * its position: the products do not wait on each other (a running hash,
+ * one multiply after another, was a third of the interning time with 25
+ * frames). */
 static inline uint64_t
 stack_key(const ctm_rawframe *frames, int nframe, int total_nframe)
 {
     uint64_t h = 0x243F6A8885A308D3ULL ^ ((uint64_t)(uint32_t)total_nframe
                                           << 20) ^ (uint32_t)nframe;
     for (int i = 0; i < nframe; i++) {
-        h = (h ^ (uint64_t)(uintptr_t)frames[i].code) * 0x9E3779B97F4A7C15ULL;
-        h = (h ^ (uint32_t)frames[i].addr) * 0xC2B2AE3D27D4EB4FULL;
-        h ^= h >> 29;
+        uint64_t x = (uint64_t)(uintptr_t)frames[i].code
+                     ^ ((uint64_t)(uint32_t)frames[i].addr << 32)
+                     ^ (uint64_t)i;
+        x *= 0x9E3779B97F4A7C15ULL;
+        h += x ^ (x >> 29);
     }
-    return h | 1;
+    h = (h ^ (h >> 31)) * 0xC2B2AE3D27D4EB4FULL;
+    return (h ^ (h >> 29)) | 1;
 }
 
 /* Whether entry e names exactly these code frames. */
@@ -407,15 +428,14 @@ stack_matches(const ctm_interner *in, const stack_cache_entry *e,
         || e->total_nframe != total_nframe) {
         return 0;
     }
-    const ctm_ttb *t = &in->tracebacks[e->traceback];
-    const uint32_t *ids = &in->ids[t->first];
+    uint32_t first = in->tracebacks[e->traceback].first;
+    PyCodeObject *const *codes = &in->raw_codes[first];
+    const int32_t *addrs = &in->raw_addrs[first];
+    int same = 1;
     for (int i = 1; i < nframe; i++) {
-        const ctm_tframe *f = &in->frames[ids[i]];
-        if (f->code != frames[i].code || f->addr != frames[i].addr) {
-            return 0;
-        }
+        same &= (codes[i] == frames[i].code) & (addrs[i] == frames[i].addr);
     }
-    return 1;
+    return same;
 }
 
 static int64_t intern_capture(ctm_interner *in, const ctm_rawframe *frames,
@@ -535,6 +555,8 @@ ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
     ctm_free(in->tracebacks);
     ctm_free(in->tracebacks_ix.slots);
     ctm_free(in->ids);
+    ctm_free(in->raw_codes);
+    ctm_free(in->raw_addrs);
     ctm_free(in->cstrings);
     ctm_free(in->cstrings_ix.slots);
     memset(in, 0, sizeof(*in));
@@ -549,6 +571,8 @@ ctm_interner_memory_unlocked(const ctm_interner *in)
     n += (size_t)in->capframes * sizeof(ctm_tframe);
     n += (size_t)in->captracebacks * sizeof(ctm_ttb);
     n += (size_t)in->capids * sizeof(uint32_t);
+    n += (size_t)in->cap_raw_codes * sizeof(PyCodeObject *);
+    n += (size_t)in->cap_raw_addrs * sizeof(int32_t);
     n += (size_t)in->capcstrings * sizeof(ctm_cstring);
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;

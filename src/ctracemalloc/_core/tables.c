@@ -27,7 +27,10 @@
  * saves both of its updates. The nursery is a direct-mapped table of
  * NURSERY_SIZE young traces in front of domain 0's store: a block from
  * the allocator takes its slot, and the trace that held the slot moves to
- * the store. A pointer is in the nursery or in the store, never both;
+ * the store. The slot is the block's 16-byte granule modulo the size, so
+ * a pool filling up pushes out the traces of an older pool in address
+ * order, and they reach the store in runs, while the bucket they go to
+ * is in cache. A pointer is in the nursery or in the store, never both;
  * lookups try the nursery's one slot first. Sizes of 4 GiB and more, and
  * traces added by the track API, go to the store directly.
  *
