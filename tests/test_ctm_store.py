@@ -98,13 +98,18 @@ def test_fill_and_empty_regions(ctm, stride):
     rng = random.Random(stride)
     ptrs = [BASE + off for off in range(0, 3 * REGION, stride)]
     for cycle in range(2):
-        full, empty = fill_and_empty(ctm, ptrs, rng, {})
+        fill_and_empty(ctm, ptrs, rng, {})
+    # Memory is compared in cycles without checks: a snapshot interns new
+    # tracebacks, and the interner's arrays grow meanwhile.
+    cycles = [fill_and_empty(ctm, ptrs, rng) for cycle in range(6)]
+    for full, empty in cycles:
         # 10 bytes per trace at least went back: the buckets are freed
         assert full - empty > 10 * len(ptrs) * 0.9
-    # Nothing is left behind by a cycle: a leak would add up. (Without
-    # checks: a snapshot interns new tracebacks, which stay.)
-    after = [fill_and_empty(ctm, ptrs, rng)[1] for cycle in range(6)]
-    assert after[-1] - after[1] < 512
+    # Nothing is left behind by a cycle: a leak of this domain's buckets
+    # (three regions or more a cycle) would add up to 8 KiB or more over
+    # four cycles. The Python side may start a new pool meanwhile: a few
+    # buckets of 648 bytes in domain 0.
+    assert cycles[-1][1] - cycles[1][1] < 2048
 
 
 def test_memory_per_trace_of_a_dense_pool(ctm):
