@@ -2,6 +2,7 @@
 ctracemalloc and by memray, interleaved in one run, as slowdown ratios.
 
     python benchmarks/overhead.py [--frames 1 25] [--repeat 5] [--quick]
+                                  [--tracers ctracemalloc ...]
 
 Needs: ctracemalloc installed, and for the third-party workloads and the
 memray column: pip install -r benchmarks/requirements.txt. A missing
@@ -78,6 +79,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true",
                         help="smaller workloads, 3 rounds: a smoke run")
+    parser.add_argument("--tracers", nargs="+", choices=MODES[1:],
+                        default=MODES[1:],
+                        help="the tracers to run (default: all)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     if args.quick:
@@ -87,11 +91,12 @@ def main():
     sys.path.insert(0, HERE)
     import workloads
 
-    modes = [m for m in MODES
+    wanted = [m for m in MODES if m == "untraced" or m in args.tracers]
+    modes = [m for m in wanted
              if m in ("untraced", "stdlib")
              or available({"ctracemalloc": "ctracemalloc",
                            "memray": "memray"}[m])]
-    for missing in sorted(set(MODES) - set(modes)):
+    for missing in sorted(set(wanted) - set(modes)):
         print("note: %s is not installed: no column for it" % missing)
     names = []
     for name, needs in workloads.WORKLOADS:
