@@ -1435,13 +1435,7 @@ mix64(uint64_t x)
 static uint64_t
 traceback_key(const uint32_t *frames, uint32_t nframe, uint32_t total)
 {
-    uint64_t k = (0x9e3779b97f4a7c15ULL ^ nframe)
-                 + (uint64_t)total * 0xff51afd7ed558ccdULL;
-    for (uint32_t i = 0; i < nframe; i++) {
-        k = (k ^ frames[i]) * 0x100000001b3ULL;
-        k ^= k >> 29;
-    }
-    return mix64(k);
+    return mix64(ctm_traceback_hash_state(frames, nframe, total));
 }
 
 static int

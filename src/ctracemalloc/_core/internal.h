@@ -150,6 +150,23 @@ int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);
 
+/* Final mix of a 64-bit hash down to 32 well-spread bits. */
+static inline uint32_t
+ctm_mix32(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return (uint32_t)x;
+}
+
+/* The traceback hash before its final mix: the loader takes 64 bits of it
+ * for its own index, the builder 32 (ctm_traceback_hash). */
+uint64_t ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
+                                  uint32_t total);
+
 /* The hash the builder keeps in ctm_stb.hash: a loader that makes the
  * arrays itself fills it with this, so they equal the builder's. */
 uint32_t ctm_traceback_hash(const uint32_t *frames, uint32_t nframe,

@@ -52,17 +52,6 @@ grow(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elsize)
     return 0;
 }
 
-static inline uint32_t
-mix32(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (uint32_t)x;
-}
-
 /* Make room in ix for count + 1 items; rehash with hash_of(item). */
 typedef uint32_t (*hash_fn)(const ctm_builder *b, uint32_t item);
 
@@ -106,14 +95,14 @@ index_reserve(ctm_builder *b, ctm_index *ix, Py_ssize_t count, hash_fn hash)
 static uint32_t
 string_hash(const ctm_builder *b, uint32_t i)
 {
-    return mix32((uint64_t)b->string_hashes[i]);
+    return ctm_mix32((uint64_t)b->string_hashes[i]);
 }
 
 static uint32_t
 frame_hash(const ctm_builder *b, uint32_t i)
 {
     const ctm_sframe *f = &b->d.frames[i];
-    return mix32(((uint64_t)f->filename << 32) ^ (uint32_t)f->lineno);
+    return ctm_mix32(((uint64_t)f->filename << 32) ^ (uint32_t)f->lineno);
 }
 
 static uint32_t
@@ -122,8 +111,9 @@ traceback_hash(const ctm_builder *b, uint32_t i)
     return b->d.tracebacks[i].hash;
 }
 
-uint32_t
-ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
+uint64_t
+ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
+                         uint32_t total)
 {
     /* total is multiplied in, not xored with the first frame: otherwise
      * (frame 5, total 1) and (frame 4, total 0) would collide. */
@@ -133,7 +123,13 @@ ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
         h = (h ^ frames[i]) * 0x100000001b3ULL;
         h ^= h >> 29;
     }
-    return mix32(h);
+    return h;
+}
+
+uint32_t
+ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
+{
+    return ctm_mix32(ctm_traceback_hash_state(frames, nframe, total));
 }
 
 ctm_builder *
@@ -184,7 +180,7 @@ ctm_builder_string(ctm_builder *b, PyObject *str)
         return -1;
     }
     uint32_t mask = b->strings_ix.mask;
-    uint32_t j = mix32((uint64_t)h) & mask;
+    uint32_t j = ctm_mix32((uint64_t)h) & mask;
     uint32_t v;
     while ((v = b->strings_ix.slots[j]) != 0) {
         PyObject *other = b->d.strings[v - 1];
@@ -228,7 +224,8 @@ ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
         return -1;
     }
     uint32_t mask = b->frames_ix.mask;
-    uint32_t j = mix32(((uint64_t)filename << 32) ^ (uint32_t)lineno) & mask;
+    uint32_t j = ctm_mix32(((uint64_t)filename << 32) ^ (uint32_t)lineno)
+                 & mask;
     uint32_t v;
     while ((v = b->frames_ix.slots[j]) != 0) {
         const ctm_sframe *f = &b->d.frames[v - 1];

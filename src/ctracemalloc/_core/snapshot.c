@@ -752,17 +752,6 @@ sum_tracebacks(const ctm_snapdata *d)
     return tbs;
 }
 
-static inline uint32_t
-mix64(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return (uint32_t)h;
-}
-
 static uint32_t
 seq_hash(const uint32_t *f, uint32_t n)
 {
@@ -771,7 +760,7 @@ seq_hash(const uint32_t *f, uint32_t n)
         h = (h ^ f[i]) * 0x100000001b3ULL;
         h ^= h >> 31;
     }
-    return mix64(h);
+    return ctm_mix32(h);
 }
 
 /* A zeroed open-addressing table for n items, at most half full. */
@@ -987,7 +976,7 @@ xlate_init(xlate_t *x, const ctm_snapdata *from, const ctm_snapdata *to)
 static inline uint32_t
 frame_hash(uint32_t filename, int32_t lineno)
 {
-    return mix64(((uint64_t)filename << 32) ^ (uint32_t)lineno);
+    return ctm_mix32(((uint64_t)filename << 32) ^ (uint32_t)lineno);
 }
 
 /* to's string index equal to from's string s, or -1; -2 on error. */
@@ -1012,7 +1001,7 @@ xlate_string(xlate_t *x, uint32_t s)
                 return -2;
             }
             x->shash[i] = h;
-            uint32_t j = mix64((uint64_t)h) & x->smask;
+            uint32_t j = ctm_mix32((uint64_t)h) & x->smask;
             while (x->stab[j]) {
                 j = (j + 1) & x->smask;
             }
@@ -1025,7 +1014,7 @@ xlate_string(xlate_t *x, uint32_t s)
         return -2;
     }
     int64_t res = -1;
-    uint32_t j = mix64((uint64_t)h) & x->smask, v;
+    uint32_t j = ctm_mix32((uint64_t)h) & x->smask, v;
     while ((v = x->stab[j]) != 0) {
         PyObject *cand = to->strings[v - 1];
         if (cand == str) {
@@ -1891,7 +1880,7 @@ fcache_free(fcache_t *c)
 static inline size_t
 ptr_slot(const fcache_t *c, PyObject *p)
 {
-    return mix64((uint64_t)(uintptr_t)p) & c->mask;
+    return ctm_mix32((uint64_t)(uintptr_t)p) & c->mask;
 }
 
 /* Make room for one more entry. */
