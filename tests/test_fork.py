@@ -60,7 +60,30 @@ def child_checks(tm, parent_obj, parent_frames):
     return 0
 
 
+def settle_threads(timeout=5.0):
+    """Wait until every thread Python has joined is gone from the process.
+
+    join() returns before a thread has finished exiting in C (thread-local
+    destructors, the C library's and sanitizers' bookkeeping). A fork at
+    that moment is legal, but GCC 12's AddressSanitizer has no fork
+    handlers: if the exiting thread holds one of its allocator locks, the
+    child deadlocks in its first malloc. That happens without any tracer
+    (fork in a loop while short threads come and go, under LD_PRELOAD of
+    libasan: the child waits on a futex inside ASan's allocator), so the
+    tests that fork from a thread wait for the process's own thread count
+    (Linux /proc) to match Python's first."""
+    try:
+        os.listdir("/proc/self/task")
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while (len(os.listdir("/proc/self/task")) > threading.active_count()
+           and time.monotonic() < deadline):
+        time.sleep(0.001)
+
+
 def fork_and_check(tm, parent_obj, parent_frames):
+    settle_threads()
     with warnings.catch_warnings():
         # 3.12+ warns about fork() in a process with threads
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -87,6 +110,7 @@ def test_fork_keeps_tracing(tm):
 def test_fork_not_tracing(tm):
     tm.start()
     tm.stop()
+    settle_threads()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
@@ -148,6 +172,7 @@ def test_fork_child_and_parent_are_separate(tm):
     tm.start()
     obj, frames = allocate_bytes(tm, 56789)
     r, w = os.pipe()
+    settle_threads()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         pid = os.fork()
