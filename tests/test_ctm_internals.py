@@ -188,3 +188,56 @@ def test_start_stop_cycles_do_not_leak(ctm):
     growth = heap_in_use() - before
     assert growth < 1024 * 1024, "C heap grew by %d bytes" % growth
     assert ctm.get_tracemalloc_memory() <= tracer_before
+
+
+def test_snapshot_sizeof(ctm):
+    """sys.getsizeof(snapshot) counts its arrays: 16 bytes a trace, plus
+    the tables of tracebacks and frames, which a copy without traces
+    keeps whole."""
+    ctm.start(5)
+    objects = [str(i) for i in range(50_000)]
+    snapshot = ctm.take_snapshot()
+    ctm.stop()
+    ntraces = len(snapshot.traces)
+    assert ntraces >= 50_000
+    empty = snapshot.filter_traces([ctm.DomainFilter(True, 12345)])
+    assert len(empty.traces) == 0
+    assert sys.getsizeof(snapshot) - sys.getsizeof(empty) == 16 * ntraces
+    # the tables: each distinct traceback takes at least its frames
+    tracebacks = {(t.traceback, t.traceback.total_nframe)
+                  for t in snapshot.traces}
+    frames = sum(len(tb) for tb, _ in tracebacks)
+    assert sys.getsizeof(empty) >= 4 * frames + 8 * len(tracebacks)
+    del objects
+
+
+def test_take_snapshot_groups_traces_by_traceback(ctm):
+    """take_snapshot emits traces grouped by traceback (the file format
+    and the analysis gain from runs) and loses none. Tracebacks are
+    grouped as the tracer sees them, by instruction, so one line's
+    traces may form a few runs, never one per trace."""
+    ctm.start(3)
+
+    def make(n):
+        return [bytes(100 + i % 7) for i in range(n)]  # the bytes line
+
+    line = make.__code__.co_firstlineno + 1
+    keep = [make(1000), [bytearray(50) for _ in range(500)], make(2000)]
+    keep += [make(10)]
+    snapshot = ctm.take_snapshot()
+    ctm.stop()
+    runs = {}
+    previous = None
+    for trace in snapshot.traces:
+        key = (trace.domain, trace.traceback, trace.traceback.total_nframe)
+        if key != previous:
+            runs[key] = runs.get(key, 0) + 1
+            previous = key
+    assert max(runs.values()) <= 4
+    assert len(snapshot.traces) > 10 * sum(runs.values())
+    made = [t for t in snapshot.traces
+            if t.traceback[-1].filename == __file__
+            and t.traceback[-1].lineno == line
+            and 100 + 33 <= t.size <= 106 + 33 + 8]
+    assert len(made) == 3010
+    del keep

@@ -667,9 +667,11 @@ tables_copy_free(tables_copy *c)
     ctm_free(c->cstrings);
 }
 
-/* Copy the interner's tracebacks and frames. Lock held. 0 or -1. */
+/* Copy what a snapshot needs of the interner: the tracebacks (those
+ * with counts[i] == 0 keep no frame ids: no trace names them) and the
+ * frames. Lock held. 0 or -1. */
 static int
-copy_interner_unlocked(tables_copy *c)
+copy_interner_unlocked(tables_copy *c, const uint64_t *counts)
 {
     ctm_interner *in = T.interner;
     memset(c, 0, sizeof(*c));
@@ -677,32 +679,34 @@ copy_interner_unlocked(tables_copy *c)
         return 0;
     }
     c->ntb = (uint32_t)ctm_interner_ntracebacks_unlocked(in);
-    uint32_t nids = 0;
+    size_t nids = 0;
     for (uint32_t i = 0; i < c->ntb; i++) {
-        const ctm_ttb *t = ctm_interner_traceback_unlocked(in, i);
-        if (t->first + t->nframe > nids) {
-            nids = t->first + t->nframe;
+        if (counts[i]) {
+            nids += ctm_interner_traceback_unlocked(in, i)->nframe;
         }
     }
-    uint32_t nframes = 0;
-    const uint32_t *ids = ctm_interner_frame_ids_unlocked(in);
-    for (uint32_t i = 0; i < nids; i++) {
-        if (ids[i] + 1 > nframes) {
-            nframes = ids[i] + 1;
-        }
-    }
+    uint32_t nframes = ctm_interner_nframes_unlocked(in);
     c->nframes = nframes;
     c->tbs = ctm_malloc((size_t)c->ntb * sizeof(ctm_ttb));
-    c->ids = ctm_malloc((size_t)nids * sizeof(uint32_t));
+    c->ids = ctm_malloc(nids * sizeof(uint32_t));
     c->frames = ctm_malloc((size_t)nframes * sizeof(frame_copy));
     if (!c->tbs || !c->ids || !c->frames) {
         return -1;
     }
+    const uint32_t *ids = ctm_interner_frame_ids_unlocked(in);
+    uint32_t pos = 0;
     for (uint32_t i = 0; i < c->ntb; i++) {
-        c->tbs[i] = *ctm_interner_traceback_unlocked(in, i);
-    }
-    if (nids) {
-        memcpy(c->ids, ids, (size_t)nids * sizeof(uint32_t));
+        ctm_ttb t = *ctm_interner_traceback_unlocked(in, i);
+        if (counts[i]) {
+            memcpy(&c->ids[pos], &ids[t.first], t.nframe * sizeof(uint32_t));
+            t.first = pos;
+            pos += t.nframe;
+        }
+        else {
+            t.nframe = 0;
+            t.first = 0;
+        }
+        c->tbs[i] = t;
     }
     uint32_t ncstrings = 0;
     for (uint32_t i = 0; i < nframes; i++) {
@@ -800,36 +804,13 @@ done:
     return r;
 }
 
-typedef struct {
-    ctm_strace *out;
-    uint64_t *next;             /* per traceback: next output position */
-    uint64_t *counts;
-    int counting;
-} gather;
-
-static int
-gather_visit(uint32_t domain, uint64_t size, uint32_t tb, void *arg)
-{
-    gather *g = arg;
-    if (g->counting) {
-        g->counts[tb]++;
-    }
-    else {
-        ctm_strace *o = &g->out[g->next[tb]++];
-        o->size = size;
-        o->traceback = tb;
-        o->domain = domain;
-    }
-    return 0;
-}
-
 ctm_snapdata *
 ctm_tracer_snapshot(void)
 {
     tables_copy c;
-    gather g = {0};
     ctm_snapdata *result = NULL;
     snap_maps m = {0};
+    uint64_t *counts = NULL, *next = NULL;
     ctm_strace *traces = NULL;
     Py_ssize_t ntraces = 0;
 
@@ -837,27 +818,30 @@ ctm_tracer_snapshot(void)
      * counting sort, so the analysis and the file format see runs), and
      * the tracebacks and frames they name. No Python call: the lock must
      * not be held while anything allocates through the hooks. */
+    memset(&c, 0, sizeof(c));
     tables_lock();
-    int rc = copy_interner_unlocked(&c);
-    if (rc == 0 && c.ntb) {
-        g.counts = ctm_calloc(c.ntb, sizeof(uint64_t));
-        g.next = ctm_malloc((size_t)c.ntb * sizeof(uint64_t));
+    int rc = 0;
+    size_t ntb = T.interner ? ctm_interner_ntracebacks_unlocked(T.interner)
+                            : 0;
+    if (ntb) {
+        counts = ctm_calloc(ntb, sizeof(uint64_t));
+        next = ctm_malloc(ntb * sizeof(uint64_t));
         ntraces = (Py_ssize_t)T.traces.ntraces;
-        traces = ctm_malloc((size_t)ntraces * sizeof(ctm_strace));
-        if (!g.counts || !g.next || !traces) {
+        traces = ctm_malloc_large((size_t)ntraces * sizeof(ctm_strace));
+        if (!counts || !next || !traces) {
             rc = -1;
         }
         else {
-            g.counting = 1;
-            ctm_traces_foreach_unlocked(&T.traces, gather_visit, &g);
+            ctm_traces_group_unlocked(&T.traces, counts, NULL, NULL);
+            rc = copy_interner_unlocked(&c, counts);
+        }
+        if (rc == 0) {
             uint64_t pos = 0;
             for (uint32_t i = 0; i < c.ntb; i++) {
-                g.next[i] = pos;
-                pos += g.counts[i];
+                next[i] = pos;
+                pos += counts[i];
             }
-            g.counting = 0;
-            g.out = traces;
-            ctm_traces_foreach_unlocked(&T.traces, gather_visit, &g);
+            ctm_traces_group_unlocked(&T.traces, NULL, next, traces);
         }
     }
     tables_unlock();
@@ -866,7 +850,9 @@ ctm_tracer_snapshot(void)
         goto done;
     }
 
-    /* With the GIL only: turn tracer ids into deduplicated values. */
+    /* With the GIL only: turn tracer ids into deduplicated values. The
+     * traces of tracer traceback i end at next[i], counts[i] of them;
+     * they are renamed in place, and become the snapshot's. */
     m.b = ctm_builder_new();
     if (m.b == NULL) {
         goto done;
@@ -874,20 +860,27 @@ ctm_tracer_snapshot(void)
     m.c = &c;
     m.frame_map = ctm_malloc((size_t)c.nframes * sizeof(int64_t));
     m.tb_map = ctm_malloc((size_t)c.ntb * sizeof(int64_t));
-    if (m.frame_map == NULL || m.tb_map == NULL
-        || ctm_builder_reserve_traces(m.b, ntraces) < 0) {
+    if (m.frame_map == NULL || m.tb_map == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     memset(m.frame_map, 0xff, (size_t)c.nframes * sizeof(int64_t));
     memset(m.tb_map, 0xff, (size_t)c.ntb * sizeof(int64_t));
-    for (Py_ssize_t i = 0; i < ntraces; i++) {
-        int64_t tb = map_traceback(&m, traces[i].traceback);
-        if (tb < 0
-            || ctm_builder_trace(m.b, traces[i].domain, traces[i].size,
-                                 (uint32_t)tb) < 0) {
+    for (uint32_t i = 0; i < c.ntb; i++) {
+        if (counts[i] == 0) {
+            continue;
+        }
+        int64_t tb = map_traceback(&m, i);
+        if (tb < 0) {
             goto done;
         }
+        for (uint64_t k = next[i] - counts[i]; k < next[i]; k++) {
+            traces[k].traceback = (uint32_t)tb;
+        }
+    }
+    if (traces != NULL) {
+        ctm_builder_adopt_traces(m.b, traces, ntraces);
+        traces = NULL;
     }
     result = ctm_builder_finish(m.b);
     m.b = NULL;
@@ -895,8 +888,8 @@ done:
     ctm_builder_free(m.b);
     ctm_free(m.frame_map);
     ctm_free(m.tb_map);
-    ctm_free(g.counts);
-    ctm_free(g.next);
+    ctm_free(counts);
+    ctm_free(next);
     ctm_free(traces);
     tables_copy_free(&c);
     return result;

@@ -48,6 +48,11 @@ static inline void *ctm_realloc(void *p, size_t n)
     return realloc(p, n ? n : 1);
 }
 static inline void ctm_free(void *p) { free(p); }
+/* Like ctm_malloc, for an array of megabytes that is about to be filled:
+ * its whole 2 MiB pages are backed by huge pages where the system allows
+ * them (transparent huge pages), so that filling it takes a few page
+ * faults instead of one per 4 KiB. Freed with ctm_free. */
+void *ctm_malloc_large(size_t n);
 
 /* Thread-local storage that the hooks can use without allocating. */
 #if defined(__GNUC__)
@@ -146,6 +151,11 @@ int ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
                       uint32_t traceback);
 /* Reserve room for n more traces. Return 0 or -1. */
 int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
+/* Make traces (n of them, allocated with ctm_malloc, each naming a
+ * traceback of the builder) the builder's traces, replacing any it had;
+ * the builder owns them from now on. */
+void ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces,
+                              Py_ssize_t n);
 /* Turn the builder into snapshot data; the builder is consumed even on
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);

@@ -605,6 +605,12 @@ ctm_interner_frame_ids_unlocked(const ctm_interner *in)
     return in->ids;
 }
 
+uint32_t
+ctm_interner_nframes_unlocked(const ctm_interner *in)
+{
+    return in->nframes;
+}
+
 ctm_tframe *
 ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id)
 {

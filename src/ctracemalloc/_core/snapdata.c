@@ -14,6 +14,29 @@
 #include "internal.h"
 
 #include <string.h>
+#if defined(__linux__)
+#  include <sys/mman.h>
+#endif
+
+#define HUGE_PAGE ((size_t)2 << 20)
+
+void *
+ctm_malloc_large(size_t n)
+{
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (n >= 2 * HUGE_PAGE) {
+        void *p;
+        if (posix_memalign(&p, HUGE_PAGE, n) != 0) {
+            return NULL;
+        }
+        /* The tail after the last whole huge page keeps small pages:
+         * rounding up could cost up to 2 MiB of memory per array. */
+        (void)madvise(p, n & ~(HUGE_PAGE - 1), MADV_HUGEPAGE);
+        return p;
+    }
+#endif
+    return ctm_malloc(n);
+}
 
 typedef struct {
     uint32_t *slots;
@@ -115,13 +138,17 @@ uint64_t
 ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
                          uint32_t total)
 {
-    /* total is multiplied in, not xored with the first frame: otherwise
-     * (frame 5, total 1) and (frame 4, total 0) would collide. */
+    /* A sum of one term per frame, each a bijective mix of (position,
+     * frame): the terms do not wait on each other, so the processor
+     * computes several at once, where a chained hash (h = mix(h, frame))
+     * waits a multiplication per frame. total is multiplied in, not
+     * xored with the first frame: otherwise (frame 5, total 1) and
+     * (frame 4, total 0) would collide. */
     uint64_t h = (0x9e3779b97f4a7c15ULL ^ nframe)
                  + (uint64_t)total * 0xff51afd7ed558ccdULL;
     for (uint32_t i = 0; i < nframe; i++) {
-        h = (h ^ frames[i]) * 0x100000001b3ULL;
-        h ^= h >> 29;
+        uint64_t x = ((uint64_t)i << 32 | frames[i]) * 0xc4ceb9fe1a85ec53ULL;
+        h += x ^ (x >> 29);
     }
     return h;
 }
@@ -316,6 +343,15 @@ ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
     t->domain = domain;
     b->d.ntraces = n + 1;
     return 0;
+}
+
+void
+ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces, Py_ssize_t n)
+{
+    ctm_free(b->d.traces);
+    b->d.traces = traces;
+    b->d.ntraces = n;
+    b->cap_traces = n;
 }
 
 ctm_snapdata *

@@ -2493,7 +2493,23 @@ done:
     return res;
 }
 
+/* sys.getsizeof(snapshot): the object and the arrays it owns (not the
+ * filename strs, which the interpreter's code objects share). */
+static PyObject *
+snapshot_sizeof(SnapshotObject *self, PyObject *unused)
+{
+    (void)unused;
+    size_t n = (size_t)Py_TYPE(self)->tp_basicsize;
+    if (self->traces != NULL) {
+        n += sizeof(TracesObject) + ctm_snapdata_memory(self->traces->data);
+    }
+    return PyLong_FromSize_t(n);
+}
+
 static PyMethodDef snapshot_methods[] = {
+    {"__sizeof__", (PyCFunction)snapshot_sizeof, METH_NOARGS,
+     "__sizeof__()\n--\n\nSize of the snapshot in memory, in bytes: the "
+     "object and\nthe arrays of traces, tracebacks and frames it holds."},
     {"statistics", (PyCFunction)(void (*)(void))snapshot_statistics,
      METH_VARARGS | METH_KEYWORDS,
      "statistics(key_type, cumulative=False)\n--\n\n"

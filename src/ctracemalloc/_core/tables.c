@@ -732,9 +732,26 @@ ctm_traces_memory_unlocked(const ctm_traces *tr)
     return n + tr->capbigs * sizeof(ctm_big);
 }
 
-static int
-store_foreach(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
-              ctm_trace_visitor fn, void *arg)
+/* One live trace for ctm_traces_group_unlocked: counted, or written to
+ * its traceback's next place. */
+static inline void
+group_one(uint32_t domain, uint64_t size, uint32_t tb, uint64_t *counts,
+          uint64_t *next, ctm_strace *out)
+{
+    if (out == NULL) {
+        counts[tb]++;
+    }
+    else {
+        ctm_strace *o = &out[next[tb]++];
+        o->size = size;
+        o->traceback = tb;
+        o->domain = domain;
+    }
+}
+
+static void
+store_group(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
+            uint64_t *counts, uint64_t *next, ctm_strace *out)
 {
     for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
         const ctm_bucket *b = s->slots[i].bucket;
@@ -753,34 +770,25 @@ store_foreach(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
                 size = ctm_traces_value_size_unlocked(tr, domain, ptr,
                                                       &vals[j]);
             }
-            int rc = fn(domain, size, vals[j].traceback, arg);
-            if (rc) {
-                return rc;
-            }
+            group_one(domain, size, vals[j].traceback, counts, next, out);
         }
     }
-    return 0;
 }
 
-int
-ctm_traces_foreach_unlocked(const ctm_traces *tr, ctm_trace_visitor fn,
-                            void *arg)
+void
+ctm_traces_group_unlocked(const ctm_traces *tr, uint64_t *counts,
+                          uint64_t *next, ctm_strace *out)
 {
-    int rc = 0;
     for (uint32_t i = 0; tr->nursery != NULL && i < NURSERY_SIZE; i++) {
         const ctm_young *y = &tr->nursery[i];
         if (y->ptr != 0) {
-            rc = fn(CTM_DEFAULT_DOMAIN, y->value.size, y->value.traceback,
-                    arg);
-            if (rc) {
-                return rc;
-            }
+            group_one(CTM_DEFAULT_DOMAIN, y->value.size, y->value.traceback,
+                      counts, next, out);
         }
     }
-    rc = store_foreach(tr, CTM_DEFAULT_DOMAIN, &tr->main, fn, arg);
-    for (size_t i = 0; rc == 0 && i < tr->nothers; i++) {
-        rc = store_foreach(tr, tr->others[i].domain, &tr->others[i].store,
-                           fn, arg);
+    store_group(tr, CTM_DEFAULT_DOMAIN, &tr->main, counts, next, out);
+    for (size_t i = 0; i < tr->nothers; i++) {
+        store_group(tr, tr->others[i].domain, &tr->others[i].store, counts,
+                    next, out);
     }
-    return rc;
 }

@@ -104,11 +104,13 @@ uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
 void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 
-/* Call fn for every live trace; stop early if it returns nonzero. */
-typedef int (*ctm_trace_visitor)(uint32_t domain, uint64_t size,
-                                 uint32_t traceback, void *arg);
-int ctm_traces_foreach_unlocked(const ctm_traces *t, ctm_trace_visitor fn,
-                                void *arg);
+/* The live traces grouped by traceback, for a snapshot, in two passes:
+ * with out NULL, counts[tb] is incremented for each live trace of
+ * traceback tb; then, with next[tb] the place of tb's first trace, each
+ * trace is written to out[next[tb]++]. counts and next have room for
+ * every traceback id. */
+void ctm_traces_group_unlocked(const ctm_traces *t, uint64_t *counts,
+                               uint64_t *next, ctm_strace *out);
 
 /* ---- interned frames and tracebacks (interning.c) ----
  *
@@ -182,6 +184,7 @@ size_t ctm_interner_ntracebacks_unlocked(const ctm_interner *in);
 const ctm_ttb *ctm_interner_traceback_unlocked(const ctm_interner *in,
                                                uint32_t id);
 const uint32_t *ctm_interner_frame_ids_unlocked(const ctm_interner *in);
+uint32_t ctm_interner_nframes_unlocked(const ctm_interner *in);
 ctm_tframe *ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id);
 const ctm_cstring *ctm_interner_cstring_unlocked(const ctm_interner *in,
                                                  uint32_t id);
