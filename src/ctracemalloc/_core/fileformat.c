@@ -1429,15 +1429,6 @@ mix64(uint64_t x)
     return (size_t)x;
 }
 
-/* The 64-bit key of the loader's duplicate index: its low bits pick the
- * slot and its high half tags it (ctm_traceback_hash, which ctm_stb.hash
- * must hold, has only 32 bits). */
-static uint64_t
-traceback_key(const uint32_t *frames, uint32_t nframe, uint32_t total)
-{
-    return mix64(ctm_traceback_hash_state(frames, nframe, total));
-}
-
 static int
 parse_counts(loader *st, cursor *c)
 {
@@ -1672,8 +1663,13 @@ parse_tracebacks(loader *st, cursor *c)
         t->nframe = (uint32_t)nframe;
         /* 0 is None (wraps to UINT32_MAX); else total_nframe + 1 */
         t->total_nframe = (uint32_t)total - 1;
-        t->hash = ctm_traceback_hash(refs, t->nframe, t->total_nframe);
-        keys[i] = traceback_key(refs, t->nframe, t->total_nframe);
+        /* One pass over the frames for both hashes: ctm_stb.hash (32
+         * bits) and the key of the duplicate index (its low bits pick
+         * the slot, its high half tags it). */
+        uint64_t state = ctm_traceback_hash_state(refs, t->nframe,
+                                                  t->total_nframe);
+        t->hash = ctm_mix32(state);
+        keys[i] = mix64(state);
         st->refs_done += nframe;
         d->nrefs = (Py_ssize_t)st->refs_done;
     }
