@@ -807,7 +807,7 @@ done:
 ctm_snapdata *
 ctm_tracer_snapshot(void)
 {
-    tables_copy c;
+    tables_copy c = {0};
     ctm_snapdata *result = NULL;
     snap_maps m = {0};
     uint64_t *counts = NULL, *next = NULL;
@@ -818,7 +818,6 @@ ctm_tracer_snapshot(void)
      * counting sort, so the analysis and the file format see runs), and
      * the tracebacks and frames they name. No Python call: the lock must
      * not be held while anything allocates through the hooks. */
-    memset(&c, 0, sizeof(c));
     tables_lock();
     int rc = 0;
     size_t ntb = T.interner ? ctm_interner_ntracebacks_unlocked(T.interner)

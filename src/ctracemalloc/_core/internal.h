@@ -151,9 +151,10 @@ int ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
                       uint32_t traceback);
 /* Reserve room for n more traces. Return 0 or -1. */
 int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
-/* Make traces (n of them, allocated with ctm_malloc, each naming a
- * traceback of the builder) the builder's traces, replacing any it had;
- * the builder owns them from now on. */
+/* Make traces (n of them, from ctm_malloc or ctm_malloc_large, each
+ * naming a traceback of the builder) the builder's traces, replacing any
+ * it had; the builder owns them from now on and frees them with
+ * ctm_free. */
 void ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces,
                               Py_ssize_t n);
 /* Turn the builder into snapshot data; the builder is consumed even on
