@@ -14,7 +14,9 @@ second one, and times:
   take_snapshot, statistics (lineno, filename, traceback; cumulative
   lineno and filename), compare_to (lineno, traceback, cumulative lineno),
   filter_traces (include a file pattern, exclude one with all_frames=True,
-  a DomainFilter), dump, load.
+  a DomainFilter), dump, load; and the stdlib's pickle format: dump as
+  pickle (the stdlib's dump, ctracemalloc's dump(format="pickle")) and
+  load of a pickle the stdlib wrote.
 
 An operation that takes under a second is repeated and its best time
 kept. Memory: the snapshot's resident memory per trace (measured around a
@@ -137,6 +139,20 @@ times["filter domain"], _ = timed(lambda: snap1.filter_traces(
 times["dump"], _ = timed(lambda: snap1.dump(path))
 size = os.path.getsize(path)
 times["load"], _ = timed(lambda: tm.Snapshot.load(path))
+
+# moving between the two: the stdlib's pickle format, written (by dump,
+# or by dump(format="pickle")), and read back from a file the stdlib wrote
+pickled = path + ".pickle"
+if module == "ctracemalloc":
+    times["dump as pickle"], _ = timed(
+        lambda: snap1.dump(pickled, format="pickle"))
+    import tracemalloc
+    tracemalloc.Snapshot(snap1.traces._traces, nframe).dump(pickled)
+else:
+    times["dump as pickle"], _ = timed(lambda: snap1.dump(pickled))
+times["load the stdlib's pickle"], _ = timed(
+    lambda: tm.Snapshot.load(pickled))
+os.unlink(pickled)
 
 # memory: what a snapshot costs, and what load adds at its peak
 trim()

@@ -18,4 +18,5 @@ clang -std=c11 -g -O1 -Wall -Wextra -Werror \
     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
     -I"$inc" -I"$core" \
     "$root/tests/fuzz/fuzz_load.c" "$core/fileformat.c" "$core/snapdata.c" \
+    "$core/stdpickle.c" \
     $ldflags -o "$out"

@@ -1,5 +1,6 @@
 """Write seed inputs for fuzz_load: small valid snapshot files made by
-the independent writer of tests/test_fileformat.py.
+the independent writer of tests/test_fileformat.py, and pickles of
+snapshots written by the stdlib.
 
     python tests/fuzz/make_corpus.py CORPUS_DIR
 """
@@ -29,6 +30,13 @@ def seeds():
                         rng.choice([0, 1, 200, 300, 70000, 2**24, 2**64 - 1]),
                         frames, rng.choice([None, len(frames), 7])))
     yield "random", assemble(Tables(raw).sections(3))
+    # the stdlib's pickle format (stdpickle.c), as the stdlib writes it
+    import pickle
+    import tracemalloc
+    snapshot = tracemalloc.Snapshot(raw, 3)
+    snapshot.tag = {"a": [1.5, None, b"x", (True, -2**70)]}
+    yield "stdlib-pickle", pickle.dumps(snapshot, pickle.HIGHEST_PROTOCOL)
+    yield "stdlib-pickle-2", pickle.dumps(tracemalloc.Snapshot(RAW, None), 2)
 
 
 def main():

@@ -87,6 +87,10 @@
  * memory once loaded (strings: their length plus the str object), so
  * the memory a file can make the loader allocate is linear in its size.
  *
+ * The stdlib's format: a file that starts with 0x80 (a pickle's PROTO
+ * opcode; the magic above starts with 0x89) is the stdlib's pickle, which
+ * stdpickle.c reads.
+ *
  * Reading another version: a different major version is refused
  * ("unsupported snapshot format version 2.0"). A newer minor version of
  * the same major only adds: the reader skips (after checking them)
@@ -730,8 +734,8 @@ blk_item(writer *w, uint8_t tag, size_t maxlen)
  * strings keep their UTF-8 cached (filenames are few, and the next dump
  * is faster). *tmp receives an owned bytes object for a string that has
  * no UTF-8 of its own (lone surrogates). */
-static int
-string_utf8(PyObject *str, const char **p, Py_ssize_t *n, PyObject **tmp)
+int
+ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n, PyObject **tmp)
 {
     *tmp = NULL;
     *p = PyUnicode_AsUTF8AndSize(str, n);
@@ -758,7 +762,7 @@ write_strings(writer *w, const ctm_snapdata *d)
         const char *s;
         Py_ssize_t n;
         PyObject *tmp;
-        if (string_utf8(d->strings[i], &s, &n, &tmp) < 0) {
+        if (ctm_str_utf8(d->strings[i], &s, &n, &tmp) < 0) {
             return -1;
         }
         int rc = blk_item(w, TAG_STRINGS, 10 + (size_t)n);
@@ -1149,6 +1153,26 @@ done:
     Py_XDECREF(fspath);
     Py_XDECREF(limit_payload);
     Py_XDECREF(extra_payload);
+    return rc;
+}
+
+int
+ctm_write_file(PyObject *path, PyObject *bytes)
+{
+    PyObject *fspath;
+    int fd = open_path(path, O_WRONLY | O_CREAT | O_TRUNC, &fspath);
+    if (fd < 0) {
+        return -1;
+    }
+    int rc = write_all(fd, fspath, (const uint8_t *)PyBytes_AS_STRING(bytes),
+                       (size_t)PyBytes_GET_SIZE(bytes));
+    if (rc < 0) {
+        close(fd);
+    }
+    else {
+        rc = close_fd(fd, fspath);
+    }
+    Py_DECREF(fspath);
     return rc;
 }
 
@@ -2075,17 +2099,8 @@ read_header(loader *st)
         return -1;
     }
     if (memcmp(h, ff_magic, cmp) != 0) {
-        if (h[0] == 0x80) {
-            PyErr_SetString(PyExc_ValueError,
-                            "not a ctracemalloc snapshot file (it looks "
-                            "like a pickle: a snapshot dumped by the "
-                            "stdlib's tracemalloc loads with "
-                            "tracemalloc.Snapshot.load)");
-        }
-        else {
-            PyErr_SetString(PyExc_ValueError,
-                            "not a ctracemalloc snapshot file");
-        }
+        PyErr_SetString(PyExc_ValueError,
+                        "not a ctracemalloc snapshot file");
         return -1;
     }
     if (have < FF_HEADER_SIZE) {
@@ -2214,6 +2229,20 @@ load(reader *r, PyObject **limit, PyObject **extra)
     *limit = NULL;
     *extra = NULL;
 
+    /* A pickle (its PROTO opcode, where our magic has 0x89): the
+     * stdlib's format, read whole. */
+    rc = rd_fill(r, 1);
+    if (rc < 0) {
+        goto error;
+    }
+    if (rc == 0 && r->data[r->pos] == 0x80) {
+        if (rd_fill(r, SIZE_MAX) < 0) {
+            goto error;
+        }
+        d = ctm_stdpickle_load(r->data + r->pos, r->len - r->pos, limit,
+                               extra);
+        goto done;
+    }
     if (read_header(&st) < 0) {
         goto error;
     }

@@ -16,6 +16,8 @@
  *   statistic.c    Statistic, StatisticDiff, _format_size
  *   filter.c       BaseFilter, Filter, DomainFilter and glob matching
  *   fileformat.c   Snapshot.dump / Snapshot.load, format documented there
+ *   stdpickle.c    the stdlib's snapshot pickle, read without unpickling
+ *                  and written
  *   module.c       module init and the module-level functions
  *
  * Conventions: functions shared between files start with ctm_; a function
@@ -149,6 +151,9 @@ int64_t ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
 /* Append one trace (traces are not deduplicated). Return 0 or -1. */
 int ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
                       uint32_t traceback);
+/* The number of traces so far; append a copy of trace k (< that). */
+Py_ssize_t ctm_builder_ntraces(const ctm_builder *b);
+int ctm_builder_repeat_trace(ctm_builder *b, Py_ssize_t k);
 /* Reserve room for n more traces. Return 0 or -1. */
 int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
 /* Make traces (n of them, from ctm_malloc or ctm_malloc_large, each
@@ -203,6 +208,28 @@ PyObject *ctm_snapdata_trace_tuple(const ctm_snapdata *data, Py_ssize_t i,
 /* Parse one raw trace tuple (domain, size, frames[, total_nframe]) into
  * the builder: the reverse of ctm_snapdata_trace_tuple. */
 int ctm_builder_add_raw_trace(ctm_builder *b, PyObject *raw);
+
+/* Snapshot data from an iterable of raw trace tuples, checked as
+ * Snapshot(raw_traces) checks them. */
+ctm_snapdata *ctm_snapdata_from_raw(PyObject *traces);
+/* The same one trace at a time: a raw trace tuple, or its n items
+ * (without making the tuple). hint: the expected number of traces. */
+typedef struct ctm_rawtraces ctm_rawtraces;
+ctm_rawtraces *ctm_rawtraces_new(Py_ssize_t hint);
+int ctm_rawtraces_add(ctm_rawtraces *r, PyObject *raw);
+int ctm_rawtraces_add_items(ctm_rawtraces *r, PyObject *const *items,
+                            Py_ssize_t n);
+/* The number of traces added so far; add a copy of trace k (< that). */
+Py_ssize_t ctm_rawtraces_count(const ctm_rawtraces *r);
+int ctm_rawtraces_repeat(ctm_rawtraces *r, Py_ssize_t k);
+/* Consumes r, even on failure. */
+ctm_snapdata *ctm_rawtraces_finish(ctm_rawtraces *r);
+void ctm_rawtraces_free(ctm_rawtraces *r);
+/* Pause the cyclic GC while many objects that hold no cycles are made:
+ * 1 if paused, 0 if it was off, -1 on error. ctm_gc_resume(that)
+ * undoes it, keeping any pending exception. */
+int ctm_gc_pause(void);
+void ctm_gc_resume(int paused);
 
 /* ---------------------------------------------------------------------
  * Module state and types
@@ -301,6 +328,22 @@ PyObject *ctm_dump_bytes(const ctm_snapdata *data, PyObject *traceback_limit,
                          PyObject *extra);
 ctm_snapdata *ctm_load_bytes(const char *buf, Py_ssize_t len,
                              PyObject **limit, PyObject **extra);
+/* UTF-8 of str with surrogatepass, so that any str round-trips: *p and *n
+ * stay valid while str (and *tmp, an owned bytes object or NULL, which
+ * the caller releases) live. */
+int ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n,
+                 PyObject **tmp);
+/* Write bytes (a bytes object) to the file at path. Return 0 or -1. */
+int ctm_write_file(PyObject *path, PyObject *bytes);
+
+/* stdpickle.c */
+/* The snapshot in a pickle written by the stdlib's Snapshot.dump (n bytes
+ * at data), read without unpickling; *limit and *extra as ctm_load. */
+ctm_snapdata *ctm_stdpickle_load(const uint8_t *data, size_t n,
+                                 PyObject **limit, PyObject **extra);
+/* A pickle of the snapshot that the stdlib's Snapshot.load reads. */
+PyObject *ctm_stdpickle_dumps(const ctm_snapdata *data,
+                              PyObject *traceback_limit, PyObject *extra);
 
 /* ---------------------------------------------------------------------
  * Tracer (hooks.c, capture.c, tables.c, interning.c)

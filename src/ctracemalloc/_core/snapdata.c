@@ -345,6 +345,19 @@ ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
     return 0;
 }
 
+Py_ssize_t
+ctm_builder_ntraces(const ctm_builder *b)
+{
+    return b->d.ntraces;
+}
+
+int
+ctm_builder_repeat_trace(ctm_builder *b, Py_ssize_t k)
+{
+    ctm_strace t = b->d.traces[k];
+    return ctm_builder_trace(b, t.domain, t.size, t.traceback);
+}
+
 void
 ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces, Py_ssize_t n)
 {
@@ -637,4 +650,383 @@ done:
     }
     Py_DECREF(frames);
     return rc;
+}
+
+/* ---------------------------------------------------------------------
+ * Raw traces in
+ * ------------------------------------------------------------------- */
+
+static const uint32_t no_refs[1];
+
+/* Snapshot(raw_traces): the builder resolves every frame of every
+ * trace, but raw trace lists share one frames tuple per traceback (the
+ * tracer's, and the stdlib's, do), so the frame indexes of each frames
+ * tuple are memoised by identity, with a strong reference so that no
+ * other object can take its address while the snapshot is built.
+ * Only plain input takes this path (exact tuples and ints in range);
+ * anything else goes through ctm_builder_add_raw_trace, which is the
+ * reference for validation and error messages. */
+typedef struct {
+    PyObject *frames;           /* strong; NULL for an empty slot */
+    uint32_t first;             /* into ids */
+    uint32_t n;
+    uint32_t total;             /* of tb */
+    uint32_t tb;                /* valid if has_tb */
+    int has_tb;
+} fcache_ent;
+
+typedef struct {
+    fcache_ent *slots;
+    size_t mask;
+    size_t count;
+    uint32_t *ids;
+    size_t nids;
+    size_t capids;
+} fcache_t;
+
+static void
+fcache_free(fcache_t *c)
+{
+    if (c->slots != NULL) {
+        for (size_t i = 0; i <= c->mask; i++) {
+            Py_XDECREF(c->slots[i].frames);
+        }
+    }
+    ctm_free(c->slots);
+    ctm_free(c->ids);
+}
+
+static inline size_t
+ptr_slot(const fcache_t *c, PyObject *p)
+{
+    return ctm_mix32((uint64_t)(uintptr_t)p) & c->mask;
+}
+
+/* Make room for one more entry. */
+static int
+fcache_reserve(fcache_t *c)
+{
+    size_t cap = c->slots ? c->mask + 1 : 0;
+    if ((c->count + 1) * 2 <= cap) {
+        return 0;
+    }
+    size_t ncap = cap ? cap * 2 : 1024;
+    fcache_ent *slots = ctm_calloc(ncap, sizeof(fcache_ent));
+    if (slots == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    fcache_ent *old = c->slots;
+    c->slots = slots;
+    c->mask = ncap - 1;
+    for (size_t i = 0; i < cap; i++) {
+        if (old[i].frames != NULL) {
+            size_t j = ptr_slot(c, old[i].frames);
+            while (slots[j].frames != NULL) {
+                j = (j + 1) & c->mask;
+            }
+            slots[j] = old[i];
+        }
+    }
+    ctm_free(old);
+    return 0;
+}
+
+/* An exact int in [0, max]: 1 with *out, else 0 (no exception). */
+static int
+plain_uint(PyObject *obj, uint64_t max, uint64_t *out)
+{
+    if (!PyLong_CheckExact(obj)) {
+        return 0;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    *out = v;
+    return v <= max;
+}
+
+/* The cache entry of a plain frames tuple, adding its frames to the
+ * builder on first sight; NULL without exception if frames is not
+ * plain; NULL with an exception on error (*err set). */
+static fcache_ent *
+fcache_get(fcache_t *c, ctm_builder *b, PyObject *frames, int *err)
+{
+    *err = 0;
+    if (fcache_reserve(c) < 0) {
+        *err = 1;
+        return NULL;
+    }
+    size_t j = ptr_slot(c, frames);
+    while (c->slots[j].frames != NULL) {
+        if (c->slots[j].frames == frames) {
+            return &c->slots[j];
+        }
+        j = (j + 1) & c->mask;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(frames);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, i);
+        if (!PyTuple_CheckExact(fr) || PyTuple_GET_SIZE(fr) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(fr, 0))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(fr, 1))) {
+            return NULL;
+        }
+    }
+    if ((uint64_t)c->nids + (uint64_t)n > UINT32_MAX) {
+        return NULL;
+    }
+    if (c->nids + (size_t)n > c->capids) {
+        size_t ncap = c->capids ? c->capids * 2 : 4096;
+        while (ncap < c->nids + (size_t)n) {
+            ncap *= 2;
+        }
+        uint32_t *p = ctm_realloc(c->ids, ncap * sizeof(uint32_t));
+        if (p == NULL) {
+            PyErr_NoMemory();
+            *err = 1;
+            return NULL;
+        }
+        c->ids = p;
+        c->capids = ncap;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, i);
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(fr, 1),
+                                          &overflow);
+        if (overflow || v < INT32_MIN || v > INT32_MAX) {
+            return NULL;
+        }
+        int64_t sidx = ctm_builder_string(b, PyTuple_GET_ITEM(fr, 0));
+        int64_t fidx = sidx < 0 ? -1
+                                : ctm_builder_frame(b, (uint32_t)sidx,
+                                                    (int32_t)v);
+        if (fidx < 0) {
+            *err = 1;
+            return NULL;
+        }
+        c->ids[c->nids + (size_t)i] = (uint32_t)fidx;
+    }
+    fcache_ent *e = &c->slots[j];
+    e->frames = Py_NewRef(frames);
+    e->first = (uint32_t)c->nids;
+    e->n = (uint32_t)n;
+    e->has_tb = 0;
+    c->nids += (size_t)n;
+    c->count++;
+    return e;
+}
+
+/* Add one raw trace, given as its items, through the cache: 1 if
+ * added, 0 if the trace is not plain (the caller uses
+ * ctm_builder_add_raw_trace), -1 on error. */
+static int
+add_plain_trace(fcache_t *c, ctm_builder *b, PyObject *const *items,
+                Py_ssize_t n)
+{
+    uint64_t domain, size, total = CTM_TOTAL_NONE;
+    if (n != 4
+        || !plain_uint(items[0], UINT32_MAX, &domain)
+        || !plain_uint(items[1], UINT64_MAX, &size)
+        || !PyTuple_CheckExact(items[2])) {
+        return 0;
+    }
+    if (items[3] != Py_None && !plain_uint(items[3], UINT32_MAX - 1, &total)) {
+        return 0;
+    }
+    int err;
+    fcache_ent *e = fcache_get(c, b, items[2], &err);
+    if (e == NULL) {
+        return err ? -1 : 0;
+    }
+    if (!e->has_tb || e->total != (uint32_t)total) {
+        const uint32_t *ids = e->n ? c->ids + e->first : no_refs;
+        int64_t tb = ctm_builder_traceback(b, ids, e->n, (uint32_t)total);
+        if (tb < 0) {
+            return -1;
+        }
+        e->tb = (uint32_t)tb;
+        e->total = (uint32_t)total;
+        e->has_tb = 1;
+    }
+    if (ctm_builder_trace(b, (uint32_t)domain, size, e->tb) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+struct ctm_rawtraces {
+    fcache_t cache;
+    ctm_builder *b;
+};
+
+ctm_rawtraces *
+ctm_rawtraces_new(Py_ssize_t hint)
+{
+    ctm_rawtraces *r = ctm_calloc(1, sizeof(*r));
+    if (r == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    r->b = ctm_builder_new();
+    /* a hint is only a hint: do not trust a huge one with memory */
+    if (hint > ((Py_ssize_t)1 << 24)) {
+        hint = (Py_ssize_t)1 << 24;
+    }
+    if (r->b == NULL || ctm_builder_reserve_traces(r->b, hint) < 0) {
+        ctm_rawtraces_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void
+ctm_rawtraces_free(ctm_rawtraces *r)
+{
+    if (r != NULL) {
+        fcache_free(&r->cache);
+        ctm_builder_free(r->b);
+        ctm_free(r);
+    }
+}
+
+int
+ctm_rawtraces_add_items(ctm_rawtraces *r, PyObject *const *items,
+                        Py_ssize_t n)
+{
+    int rc = add_plain_trace(&r->cache, r->b, items, n);
+    if (rc != 0) {
+        return rc < 0 ? -1 : 0;
+    }
+    PyObject *raw = PyTuple_New(n);
+    if (raw == NULL) {
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyTuple_SET_ITEM(raw, i, Py_NewRef(items[i]));
+    }
+    rc = ctm_builder_add_raw_trace(r->b, raw);
+    Py_DECREF(raw);
+    return rc;
+}
+
+int
+ctm_rawtraces_add(ctm_rawtraces *r, PyObject *raw)
+{
+    if (PyTuple_CheckExact(raw)) {
+        int rc = add_plain_trace(&r->cache, r->b,
+                                 &PyTuple_GET_ITEM(raw, 0),
+                                 PyTuple_GET_SIZE(raw));
+        if (rc != 0) {
+            return rc < 0 ? -1 : 0;
+        }
+    }
+    return ctm_builder_add_raw_trace(r->b, raw);
+}
+
+Py_ssize_t
+ctm_rawtraces_count(const ctm_rawtraces *r)
+{
+    return ctm_builder_ntraces(r->b);
+}
+
+int
+ctm_rawtraces_repeat(ctm_rawtraces *r, Py_ssize_t k)
+{
+    return ctm_builder_repeat_trace(r->b, k);
+}
+
+ctm_snapdata *
+ctm_rawtraces_finish(ctm_rawtraces *r)
+{
+    ctm_builder *b = r->b;
+    r->b = NULL;
+    ctm_rawtraces_free(r);
+    return ctm_builder_finish(b);
+}
+
+ctm_snapdata *
+ctm_snapdata_from_raw(PyObject *traces)
+{
+    Py_ssize_t hint = PyObject_LengthHint(traces, 0);
+    if (hint < 0) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(traces);
+    if (it == NULL) {
+        return NULL;
+    }
+    ctm_rawtraces *r = ctm_rawtraces_new(hint);
+    if (r == NULL) {
+        Py_DECREF(it);
+        return NULL;
+    }
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int rc = ctm_rawtraces_add(r, item);
+        Py_DECREF(item);
+        if (rc < 0) {
+            break;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        ctm_rawtraces_free(r);
+        return NULL;
+    }
+    return ctm_rawtraces_finish(r);
+}
+
+/* Pause the cyclic GC while a result of many container objects is
+ * made: the objects cannot form garbage cycles, yet every collection
+ * that their allocation triggers traverses all of them made so far,
+ * which costs several times the making itself on large results. No
+ * Python code runs while paused (the GIL is held throughout), so no
+ * other code sees the GC off. */
+int
+ctm_gc_pause(void)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    return PyGC_Disable();
+#else
+    PyObject *gc = PyImport_ImportModule("gc");
+    if (gc == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(gc, "isenabled", NULL);
+    int on = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    if (on == 1) {
+        r = PyObject_CallMethod(gc, "disable", NULL);
+        on = r == NULL ? -1 : 1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(gc);
+    return on;
+#endif
+}
+
+void
+ctm_gc_resume(int paused)
+{
+    if (paused != 1) {
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030A0000
+    PyGC_Enable();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *r = gc ? PyObject_CallMethod(gc, "enable", NULL) : NULL;
+    if (r == NULL) {
+        PyErr_WriteUnraisable(NULL);
+    }
+    Py_XDECREF(r);
+    Py_XDECREF(gc);
+    PyErr_Restore(type, value, tb);
+#endif
 }

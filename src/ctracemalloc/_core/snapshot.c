@@ -61,52 +61,6 @@ static PyTypeObject SnapshotType;
 
 static PyObject *iterable_abc;          /* collections.abc.Iterable */
 static PyObject *from_bytes_func;       /* _snapshot_from_bytes */
-static PyObject *gc_isenabled, *gc_disable, *gc_enable;
-
-/* Pause the cyclic GC while a result of many container objects is
- * made: the objects cannot form garbage cycles, yet every collection
- * that their allocation triggers traverses all of them made so far,
- * which costs several times the making itself on large results. No
- * Python code runs while paused (the GIL is held throughout), so no
- * other code sees the GC off. Return 1 if paused, 0 if the GC was
- * already off, -1 on error. The gc module's own functions, saved at
- * init, do it on every version (PyGC_Disable is 3.10+). */
-static int
-gc_pause(void)
-{
-    PyObject *r = PyObject_CallNoArgs(gc_isenabled);
-    if (r == NULL) {
-        return -1;
-    }
-    int on = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    if (on <= 0) {
-        return on;
-    }
-    r = PyObject_CallNoArgs(gc_disable);
-    if (r == NULL) {
-        return -1;
-    }
-    Py_DECREF(r);
-    return 1;
-}
-
-/* Undo gc_pause, keeping any pending exception. */
-static void
-gc_resume(int paused)
-{
-    if (paused != 1) {
-        return;
-    }
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = PyObject_CallNoArgs(gc_enable);
-    if (r == NULL) {
-        PyErr_WriteUnraisable(gc_enable);
-    }
-    Py_XDECREF(r);
-    PyErr_Restore(type, value, tb);
-}
 
 /* Frame references of a traceback; never NULL, even for an empty
  * traceback of data whose refs array is empty. */
@@ -597,7 +551,7 @@ traces_get_raw(TracesObject *self, void *Py_UNUSED(closure))
         return PyErr_NoMemory();
     }
     PyObject *list = NULL;
-    int paused = gc_pause();
+    int paused = ctm_gc_pause();
     if (paused < 0) {
         goto done;
     }
@@ -614,7 +568,7 @@ traces_get_raw(TracesObject *self, void *Py_UNUSED(closure))
         PyList_SET_ITEM(list, i, raw);
     }
 done:
-    gc_resume(paused);
+    ctm_gc_resume(paused);
     for (Py_ssize_t t = 0; t < d->ntracebacks; t++) {
         Py_XDECREF(cache[t]);
     }
@@ -1671,7 +1625,7 @@ build_result(grouping_t *gn, grouping_t *go, int out)
             }
         }
     }
-    paused = gc_pause();
+    paused = ctm_gc_pause();
     if (paused < 0) {
         goto done;
     }
@@ -1721,7 +1675,7 @@ build_result(grouping_t *gn, grouping_t *go, int out)
     memcpy(items, sorted, (size_t)nrows * sizeof(PyObject *));
 
 done:
-    gc_resume(paused);
+    ctm_gc_resume(paused);
     if (have_x) {
         xlate_free(&x);
     }
@@ -1839,255 +1793,6 @@ ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit)
     return snapshot_of_traces(&SnapshotType, traces, traceback_limit);
 }
 
-/* Snapshot(raw_traces): the builder resolves every frame of every
- * trace, but raw trace lists share one frames tuple per traceback (the
- * tracer's, and the stdlib's, do), so the frame indexes of each frames
- * tuple are memoised by identity, with a strong reference so that no
- * other object can take its address while the snapshot is built.
- * Only plain input takes this path (exact tuples and ints in range);
- * anything else goes through ctm_builder_add_raw_trace, which is the
- * reference for validation and error messages. */
-typedef struct {
-    PyObject *frames;           /* strong; NULL for an empty slot */
-    uint32_t first;             /* into ids */
-    uint32_t n;
-    uint32_t total;             /* of tb */
-    uint32_t tb;                /* valid if has_tb */
-    int has_tb;
-} fcache_ent;
-
-typedef struct {
-    fcache_ent *slots;
-    size_t mask;
-    size_t count;
-    uint32_t *ids;
-    size_t nids;
-    size_t capids;
-} fcache_t;
-
-static void
-fcache_free(fcache_t *c)
-{
-    if (c->slots != NULL) {
-        for (size_t i = 0; i <= c->mask; i++) {
-            Py_XDECREF(c->slots[i].frames);
-        }
-    }
-    ctm_free(c->slots);
-    ctm_free(c->ids);
-}
-
-static inline size_t
-ptr_slot(const fcache_t *c, PyObject *p)
-{
-    return ctm_mix32((uint64_t)(uintptr_t)p) & c->mask;
-}
-
-/* Make room for one more entry. */
-static int
-fcache_reserve(fcache_t *c)
-{
-    size_t cap = c->slots ? c->mask + 1 : 0;
-    if ((c->count + 1) * 2 <= cap) {
-        return 0;
-    }
-    size_t ncap = cap ? cap * 2 : 1024;
-    fcache_ent *slots = ctm_calloc(ncap, sizeof(fcache_ent));
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    fcache_ent *old = c->slots;
-    c->slots = slots;
-    c->mask = ncap - 1;
-    for (size_t i = 0; i < cap; i++) {
-        if (old[i].frames != NULL) {
-            size_t j = ptr_slot(c, old[i].frames);
-            while (slots[j].frames != NULL) {
-                j = (j + 1) & c->mask;
-            }
-            slots[j] = old[i];
-        }
-    }
-    ctm_free(old);
-    return 0;
-}
-
-/* An exact int in [0, max]: 1 with *out, else 0 (no exception). */
-static int
-plain_uint(PyObject *obj, uint64_t max, uint64_t *out)
-{
-    if (!PyLong_CheckExact(obj)) {
-        return 0;
-    }
-    unsigned long long v = PyLong_AsUnsignedLongLong(obj);
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = v;
-    return v <= max;
-}
-
-/* The cache entry of a plain frames tuple, adding its frames to the
- * builder on first sight; NULL without exception if frames is not
- * plain; NULL with an exception on error (*err set). */
-static fcache_ent *
-fcache_get(fcache_t *c, ctm_builder *b, PyObject *frames, int *err)
-{
-    *err = 0;
-    if (fcache_reserve(c) < 0) {
-        *err = 1;
-        return NULL;
-    }
-    size_t j = ptr_slot(c, frames);
-    while (c->slots[j].frames != NULL) {
-        if (c->slots[j].frames == frames) {
-            return &c->slots[j];
-        }
-        j = (j + 1) & c->mask;
-    }
-    Py_ssize_t n = PyTuple_GET_SIZE(frames);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        if (!PyTuple_CheckExact(fr) || PyTuple_GET_SIZE(fr) != 2
-            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(fr, 0))
-            || !PyLong_CheckExact(PyTuple_GET_ITEM(fr, 1))) {
-            return NULL;
-        }
-    }
-    if ((uint64_t)c->nids + (uint64_t)n > UINT32_MAX) {
-        return NULL;
-    }
-    if (c->nids + (size_t)n > c->capids) {
-        size_t ncap = c->capids ? c->capids * 2 : 4096;
-        while (ncap < c->nids + (size_t)n) {
-            ncap *= 2;
-        }
-        uint32_t *p = ctm_realloc(c->ids, ncap * sizeof(uint32_t));
-        if (p == NULL) {
-            PyErr_NoMemory();
-            *err = 1;
-            return NULL;
-        }
-        c->ids = p;
-        c->capids = ncap;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        int overflow;
-        long v = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(fr, 1),
-                                          &overflow);
-        if (overflow || v < INT32_MIN || v > INT32_MAX) {
-            return NULL;
-        }
-        int64_t sidx = ctm_builder_string(b, PyTuple_GET_ITEM(fr, 0));
-        int64_t fidx = sidx < 0 ? -1
-                                : ctm_builder_frame(b, (uint32_t)sidx,
-                                                    (int32_t)v);
-        if (fidx < 0) {
-            *err = 1;
-            return NULL;
-        }
-        c->ids[c->nids + (size_t)i] = (uint32_t)fidx;
-    }
-    fcache_ent *e = &c->slots[j];
-    e->frames = Py_NewRef(frames);
-    e->first = (uint32_t)c->nids;
-    e->n = (uint32_t)n;
-    e->has_tb = 0;
-    c->nids += (size_t)n;
-    c->count++;
-    return e;
-}
-
-/* Add one raw trace through the cache: 1 if added, 0 if the trace is
- * not plain (the caller uses ctm_builder_add_raw_trace), -1 on error. */
-static int
-add_plain_trace(fcache_t *c, ctm_builder *b, PyObject *item)
-{
-    uint64_t domain, size, total = CTM_TOTAL_NONE;
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 4
-        || !plain_uint(PyTuple_GET_ITEM(item, 0), UINT32_MAX, &domain)
-        || !plain_uint(PyTuple_GET_ITEM(item, 1), UINT64_MAX, &size)
-        || !PyTuple_CheckExact(PyTuple_GET_ITEM(item, 2))) {
-        return 0;
-    }
-    PyObject *t = PyTuple_GET_ITEM(item, 3);
-    if (t != Py_None && !plain_uint(t, UINT32_MAX - 1, &total)) {
-        return 0;
-    }
-    int err;
-    fcache_ent *e = fcache_get(c, b, PyTuple_GET_ITEM(item, 2), &err);
-    if (e == NULL) {
-        return err ? -1 : 0;
-    }
-    if (!e->has_tb || e->total != (uint32_t)total) {
-        const uint32_t *ids = e->n ? c->ids + e->first : no_refs;
-        int64_t tb = ctm_builder_traceback(b, ids, e->n, (uint32_t)total);
-        if (tb < 0) {
-            return -1;
-        }
-        e->tb = (uint32_t)tb;
-        e->total = (uint32_t)total;
-        e->has_tb = 1;
-    }
-    if (ctm_builder_trace(b, (uint32_t)domain, size, e->tb) < 0) {
-        return -1;
-    }
-    return 1;
-}
-
-/* Snapshot data from an iterable of raw trace tuples. */
-static ctm_snapdata *
-data_from_raw(PyObject *traces)
-{
-    fcache_t cache;
-    memset(&cache, 0, sizeof(cache));
-    ctm_builder *b = ctm_builder_new();
-    if (b == NULL) {
-        return NULL;
-    }
-    PyObject *it = PyObject_GetIter(traces);
-    if (it == NULL) {
-        goto error;
-    }
-    Py_ssize_t hint = PyObject_LengthHint(traces, 0);
-    if (hint < 0) {
-        goto error;
-    }
-    /* a hint is only a hint: do not trust a huge one with memory */
-    if (hint > ((Py_ssize_t)1 << 24)) {
-        hint = (Py_ssize_t)1 << 24;
-    }
-    if (ctm_builder_reserve_traces(b, hint) < 0) {
-        goto error;
-    }
-    PyObject *item;
-    while ((item = PyIter_Next(it)) != NULL) {
-        int rc = add_plain_trace(&cache, b, item);
-        if (rc == 0) {
-            rc = ctm_builder_add_raw_trace(b, item);
-        }
-        Py_DECREF(item);
-        if (rc < 0) {
-            goto error;
-        }
-    }
-    if (PyErr_Occurred()) {
-        goto error;
-    }
-    Py_DECREF(it);
-    fcache_free(&cache);
-    return ctm_builder_finish(b);
-
-error:
-    Py_XDECREF(it);
-    fcache_free(&cache);
-    ctm_builder_free(b);
-    return NULL;
-}
-
 static int
 snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
 {
@@ -2102,7 +1807,7 @@ snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
         obj = Py_NewRef(traces);
     }
     else {
-        ctm_snapdata *data = data_from_raw(traces);
+        ctm_snapdata *data = ctm_snapdata_from_raw(traces);
         if (data == NULL) {
             return -1;
         }
@@ -2232,7 +1937,7 @@ old_traces(PyObject *old)
     if (raw == NULL) {
         return NULL;
     }
-    ctm_snapdata *data = data_from_raw(raw);
+    ctm_snapdata *data = ctm_snapdata_from_raw(raw);
     Py_DECREF(raw);
     return data ? (TracesObject *)traces_wrap(data) : NULL;
 }
@@ -2360,17 +2065,42 @@ dump_extra(SnapshotObject *self, int *err)
     return extra;
 }
 
+/* dump(filename, format='ctracemalloc'): format 'pickle' writes the
+ * stdlib's format, which tracemalloc.Snapshot.load reads. */
 static PyObject *
-snapshot_dump(SnapshotObject *self, PyObject *filename)
+snapshot_dump(SnapshotObject *self, PyObject *args, PyObject *kwds)
 {
-    int err, rc = -1;
+    static char *kwlist[] = {"filename", "format", NULL};
+    PyObject *filename, *format = NULL;
+    int err, rc = -1, as_pickle = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$U:dump", kwlist,
+                                     &filename, &format)) {
+        return NULL;
+    }
+    if (format != NULL) {
+        if (PyUnicode_CompareWithASCIIString(format, "pickle") == 0) {
+            as_pickle = 1;
+        }
+        else if (PyUnicode_CompareWithASCIIString(format,
+                                                  "ctracemalloc") != 0) {
+            PyErr_Format(PyExc_ValueError,
+                         "format must be 'ctracemalloc' or 'pickle', not %R",
+                         format);
+            return NULL;
+        }
+    }
     TracesObject *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
     PyObject *limit = Py_NewRef(self->limit ? self->limit : Py_None);
     PyObject *extra = dump_extra(self, &err);
-    if (!err) {
+    if (!err && as_pickle) {
+        PyObject *bytes = ctm_stdpickle_dumps(t->data, limit, extra);
+        rc = bytes ? ctm_write_file(filename, bytes) : -1;
+        Py_XDECREF(bytes);
+    }
+    else if (!err) {
         rc = ctm_dump(filename, t->data, limit, extra);
     }
     Py_XDECREF(extra);
@@ -2400,9 +2130,14 @@ restore_extra(PyObject *snapshot, PyObject *extra)
 }
 
 static PyObject *
-snapshot_load(PyObject *Py_UNUSED(cls), PyObject *filename)
+snapshot_load(PyObject *Py_UNUSED(cls), PyObject *args, PyObject *kwds)
 {
-    PyObject *limit = NULL, *extra = NULL;
+    static char *kwlist[] = {"filename", NULL};
+    PyObject *filename, *limit = NULL, *extra = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:load", kwlist,
+                                     &filename)) {
+        return NULL;
+    }
     ctm_snapdata *d = ctm_load(filename, &limit, &extra);
     if (d == NULL) {
         return NULL;
@@ -2524,10 +2259,15 @@ static PyMethodDef snapshot_methods[] = {
      "filter_traces(filters)\n--\n\n"
      "Create a new Snapshot instance with the traces that pass filters,\n"
      "a list of Filter and DomainFilter instances."},
-    {"dump", (PyCFunction)snapshot_dump, METH_O,
-     "dump(filename)\n--\n\nWrite the snapshot into a file."},
-    {"load", (PyCFunction)snapshot_load, METH_O | METH_STATIC,
-     "load(filename)\n--\n\nLoad a snapshot from a file."},
+    {"dump", (PyCFunction)(void (*)(void))snapshot_dump,
+     METH_VARARGS | METH_KEYWORDS,
+     "dump($self, /, filename, *, format='ctracemalloc')\n--\n\n"
+     "Write the snapshot into a file. format='pickle' writes the stdlib's\n"
+     "format, which tracemalloc.Snapshot.load reads; load() reads both."},
+    {"load", (PyCFunction)(void (*)(void))snapshot_load,
+     METH_VARARGS | METH_KEYWORDS | METH_STATIC,
+     "load(filename)\n--\n\n"
+     "Load a snapshot from a file written by dump(), in either format."},
     {"_group_by", (PyCFunction)snapshot_group_by, METH_VARARGS,
      "Dict of Traceback to Statistic, unsorted."},
     {"__reduce__", (PyCFunction)snapshot_reduce, METH_NOARGS, NULL},
@@ -2594,17 +2334,6 @@ ctm_snapshot_types_init(PyObject *module)
     iterable_abc = PyObject_GetAttrString(abc, "Iterable");
     Py_DECREF(abc);
     if (iterable_abc == NULL) {
-        return -1;
-    }
-    PyObject *gc = PyImport_ImportModule("gc");
-    if (gc == NULL) {
-        return -1;
-    }
-    gc_isenabled = PyObject_GetAttrString(gc, "isenabled");
-    gc_disable = PyObject_GetAttrString(gc, "disable");
-    gc_enable = PyObject_GetAttrString(gc, "enable");
-    Py_DECREF(gc);
-    if (gc_isenabled == NULL || gc_disable == NULL || gc_enable == NULL) {
         return -1;
     }
     ctm_st.Traces = &TracesType;
