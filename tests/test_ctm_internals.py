@@ -1,5 +1,6 @@
 """What only ctracemalloc promises: its own memory is never traced, and it
 finds the block of an instance with a managed dict (3.12+)."""
+import collections
 import gc
 import os
 import sys
@@ -241,3 +242,33 @@ def test_take_snapshot_groups_traces_by_traceback(ctm):
             and 100 + 33 <= t.size <= 106 + 33 + 8]
     assert len(made) == 3010
     del keep
+
+
+def test_take_snapshot_large_tables(ctm):
+    """Past 2**17 live traces two threads group them (tables.c): every
+    trace is there once, in its domain, grouped by traceback."""
+    ctm.start(2)
+    keep = [bytes(20 + i % 50) for i in range(300_000)]
+    for i in range(3000):
+        ctm.track(7, 0x7000_0000 + 64 * i, 100 + i)
+    snapshot = ctm.take_snapshot()
+    expected = collections.Counter(
+        (sys.getsizeof(obj), ctm.get_object_traceback(obj)) for obj in keep)
+    ctm.stop()
+    wanted = {tb for _, tb in expected}
+    sizes = range(sys.getsizeof(bytes(20)), sys.getsizeof(bytes(69)) + 1)
+    found = collections.Counter((t.size, t.traceback) for t in snapshot.traces
+                                if t.domain == 0 and t.traceback in wanted
+                                and t.size in sizes)  # not the list's
+    assert found == expected
+    assert sorted(t.size for t in snapshot.traces if t.domain == 7) == \
+        list(range(100, 3100))
+    runs = collections.Counter()
+    previous = None
+    for trace in snapshot.traces:
+        key = (trace.domain, trace.traceback, trace.traceback.total_nframe)
+        if key != previous:
+            runs[key] += 1
+            previous = key
+    assert max(runs.values()) <= 4
+    assert len(snapshot.traces) > 10 * sum(runs.values())

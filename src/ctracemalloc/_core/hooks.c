@@ -810,7 +810,7 @@ ctm_tracer_snapshot(void)
     tables_copy c = {0};
     ctm_snapdata *result = NULL;
     snap_maps m = {0};
-    uint64_t *counts = NULL, *next = NULL;
+    uint64_t *counts = NULL;
     ctm_strace *traces = NULL;
     Py_ssize_t ntraces = 0;
 
@@ -824,23 +824,13 @@ ctm_tracer_snapshot(void)
                             : 0;
     if (ntb) {
         counts = ctm_calloc(ntb, sizeof(uint64_t));
-        next = ctm_malloc(ntb * sizeof(uint64_t));
         ntraces = (Py_ssize_t)T.traces.ntraces;
         traces = ctm_malloc_large((size_t)ntraces * sizeof(ctm_strace));
-        if (!counts || !next || !traces) {
-            rc = -1;
-        }
-        else {
-            ctm_traces_group_unlocked(&T.traces, counts, NULL, NULL);
-            rc = copy_interner_unlocked(&c, counts);
-        }
+        rc = counts && traces ? ctm_traces_group_unlocked(
+                                    &T.traces, (uint32_t)ntb, counts, traces)
+                              : -1;
         if (rc == 0) {
-            uint64_t pos = 0;
-            for (uint32_t i = 0; i < c.ntb; i++) {
-                next[i] = pos;
-                pos += counts[i];
-            }
-            ctm_traces_group_unlocked(&T.traces, NULL, next, traces);
+            rc = copy_interner_unlocked(&c, counts);
         }
     }
     tables_unlock();
@@ -850,8 +840,9 @@ ctm_tracer_snapshot(void)
     }
 
     /* With the GIL only: turn tracer ids into deduplicated values. The
-     * traces of tracer traceback i end at next[i], counts[i] of them;
-     * they are renamed in place, and become the snapshot's. */
+     * traces of tracer traceback i are the counts[i] after those of
+     * tracebacks 0 to i - 1; they are renamed in place, and become the
+     * snapshot's. */
     m.b = ctm_builder_new();
     if (m.b == NULL) {
         goto done;
@@ -865,6 +856,7 @@ ctm_tracer_snapshot(void)
     }
     memset(m.frame_map, 0xff, (size_t)c.nframes * sizeof(int64_t));
     memset(m.tb_map, 0xff, (size_t)c.ntb * sizeof(int64_t));
+    uint64_t pos = 0;
     for (uint32_t i = 0; i < c.ntb; i++) {
         if (counts[i] == 0) {
             continue;
@@ -873,8 +865,8 @@ ctm_tracer_snapshot(void)
         if (tb < 0) {
             goto done;
         }
-        for (uint64_t k = next[i] - counts[i]; k < next[i]; k++) {
-            traces[k].traceback = (uint32_t)tb;
+        for (uint64_t end = pos + counts[i]; pos < end; pos++) {
+            traces[pos].traceback = (uint32_t)tb;
         }
     }
     if (traces != NULL) {
@@ -888,7 +880,6 @@ done:
     ctm_free(m.frame_map);
     ctm_free(m.tb_map);
     ctm_free(counts);
-    ctm_free(next);
     ctm_free(traces);
     tables_copy_free(&c);
     return result;

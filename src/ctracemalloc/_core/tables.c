@@ -38,6 +38,8 @@
  */
 #include "tables.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
 
 #define INDEX_MIN 64
@@ -46,6 +48,10 @@
 #define BUCKET_MIN 2
 #define NO_KEY 0xFFFFu
 #define OFFSET_MASK (((uintptr_t)1 << CTM_REGION_BITS) - 1)
+/* Below this many live traces, grouping them for a snapshot takes less
+ * than a millisecond, and a second thread would cost more than it
+ * saves. */
+#define GROUP_PARALLEL_MIN (1u << 17)
 
 struct ctm_bucket {
     uint32_t mask;              /* capacity - 1 */
@@ -749,11 +755,13 @@ group_one(uint32_t domain, uint64_t size, uint32_t tb, uint64_t *counts,
     }
 }
 
+/* The traces of slots [from, to) of store s. */
 static void
 store_group(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
-            uint64_t *counts, uint64_t *next, ctm_strace *out)
+            size_t from, size_t to, uint64_t *counts, uint64_t *next,
+            ctm_strace *out)
 {
-    for (size_t i = 0; s->slots != NULL && i <= s->mask; i++) {
+    for (size_t i = from; i < to; i++) {
         const ctm_bucket *b = s->slots[i].bucket;
         if (b == NULL) {
             continue;
@@ -775,20 +783,124 @@ store_group(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
     }
 }
 
-void
-ctm_traces_group_unlocked(const ctm_traces *tr, uint64_t *counts,
-                          uint64_t *next, ctm_strace *out)
+static size_t
+store_slots(const ctm_store *s)
 {
-    for (uint32_t i = 0; tr->nursery != NULL && i < NURSERY_SIZE; i++) {
+    return s->slots != NULL ? s->mask + 1 : 0;
+}
+
+/* A share of the grouping: the nursery (first share), slots [from, to)
+ * of the main store, the other domains (last share). With counts, the
+ * count pass; with next and out, the placing pass. Read-only on the
+ * tables, which the caller has locked. */
+typedef struct {
+    const ctm_traces *tr;
+    size_t from, to;
+    int first, last;
+    uint64_t *counts, *next;
+    ctm_strace *out;
+} group_share;
+
+static void
+group_share_run(const group_share *g)
+{
+    const ctm_traces *tr = g->tr;
+    for (uint32_t i = 0; g->first && tr->nursery != NULL && i < NURSERY_SIZE;
+         i++) {
         const ctm_young *y = &tr->nursery[i];
         if (y->ptr != 0) {
             group_one(CTM_DEFAULT_DOMAIN, y->value.size, y->value.traceback,
-                      counts, next, out);
+                      g->counts, g->next, g->out);
         }
     }
-    store_group(tr, CTM_DEFAULT_DOMAIN, &tr->main, counts, next, out);
-    for (size_t i = 0; i < tr->nothers; i++) {
-        store_group(tr, tr->others[i].domain, &tr->others[i].store, counts,
-                    next, out);
+    store_group(tr, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to,
+                g->counts, g->next, g->out);
+    for (size_t i = 0; g->last && i < tr->nothers; i++) {
+        const ctm_store *s = &tr->others[i].store;
+        store_group(tr, tr->others[i].domain, s, 0, store_slots(s),
+                    g->counts, g->next, g->out);
     }
+}
+
+static void *
+group_thread(void *arg)
+{
+    group_share_run(arg);
+    return NULL;
+}
+
+/* Run shares a and b at once, b in a new thread, which blocks every
+ * signal (they are for the program's threads); if no thread can be
+ * made, one after the other here. */
+static void
+run_shares(const group_share *a, group_share *b)
+{
+    pthread_t th;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int made = pthread_create(&th, NULL, group_thread, b) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    group_share_run(a);
+    if (made) {
+        pthread_join(th, NULL);
+    }
+    else {
+        group_share_run(b);
+    }
+}
+
+int
+ctm_traces_group_unlocked(const ctm_traces *tr, uint32_t ntb,
+                          uint64_t *counts, ctm_strace *out)
+{
+    size_t nslots = store_slots(&tr->main);
+    uint64_t *next = ctm_malloc((size_t)ntb * sizeof(uint64_t));
+    uint64_t *counts2 = NULL, *next2 = NULL;
+    if (next == NULL) {
+        return -1;
+    }
+    if (tr->ntraces >= GROUP_PARALLEL_MIN) {
+        counts2 = ctm_calloc(ntb, sizeof(uint64_t));
+        next2 = ctm_malloc((size_t)ntb * sizeof(uint64_t));
+    }
+    group_share a = {tr, 0, nslots, 1, 1, counts, NULL, NULL};
+    if (counts2 == NULL || next2 == NULL) {
+        /* one thread: count, then place */
+        group_share_run(&a);
+        uint64_t pos = 0;
+        for (uint32_t i = 0; i < ntb; i++) {
+            next[i] = pos;
+            pos += counts[i];
+        }
+        a.counts = NULL;
+        a.next = next;
+        a.out = out;
+        group_share_run(&a);
+    }
+    else {
+        /* two: each counts its half, then places it after the other
+         * half's traces of the same traceback, which come first in the
+         * tables' order */
+        a.to = nslots / 2;
+        a.last = 0;
+        group_share b = {tr, nslots / 2, nslots, 0, 1, counts2, NULL, NULL};
+        run_shares(&a, &b);
+        uint64_t pos = 0;
+        for (uint32_t i = 0; i < ntb; i++) {
+            next[i] = pos;
+            next2[i] = pos + counts[i];
+            counts[i] += counts2[i];
+            pos += counts[i];
+        }
+        a.counts = b.counts = NULL;
+        a.next = next;
+        b.next = next2;
+        a.out = b.out = out;
+        run_shares(&a, &b);
+    }
+    ctm_free(next);
+    ctm_free(counts2);
+    ctm_free(next2);
+    return 0;
 }

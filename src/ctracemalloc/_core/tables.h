@@ -104,13 +104,15 @@ uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
 void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 
-/* The live traces grouped by traceback, for a snapshot, in two passes:
- * with out NULL, counts[tb] is incremented for each live trace of
- * traceback tb; then, with next[tb] the place of tb's first trace, each
- * trace is written to out[next[tb]++]. counts and next have room for
- * every traceback id. */
-void ctm_traces_group_unlocked(const ctm_traces *t, uint64_t *counts,
-                               uint64_t *next, ctm_strace *out);
+/* The live traces grouped by traceback, for a snapshot: out (room for
+ * every live trace) gets them in order of traceback id, and in the
+ * tables' order within a traceback; counts (ntb entries, zeroed, ntb
+ * above every traceback id) the number of traces of each traceback. A
+ * counting sort: a pass that counts, a pass that places; on large
+ * tables a second thread takes half of each pass. Return 0, or -1 if
+ * memory ran out. */
+int ctm_traces_group_unlocked(const ctm_traces *t, uint32_t ntb,
+                              uint64_t *counts, ctm_strace *out);
 
 /* ---- interned frames and tracebacks (interning.c) ----
  *
