@@ -163,7 +163,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0) {
         fail("cannot write the temporary file");
     }
-    ctm_snapdata *fd = ctm_load(tmp_path, &limit2, &extra2);
+    ctm_snapdata *fd = ctm_load(tmp_path, &limit2, &extra2, NULL);
     if (fd == NULL) {
         expect_value_error();
     }

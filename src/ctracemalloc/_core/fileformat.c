@@ -1232,7 +1232,26 @@ typedef struct {
     uint64_t offset;            /* input offset of data[pos] */
     uint64_t size;              /* input size */
     xxh64_state hash;
+    ctm_progress progress;
 } reader;
+
+int
+ctm_progress_report(ctm_progress *p, uint64_t done)
+{
+    if (p == NULL || p->callable == NULL || done < p->next) {
+        return 0;
+    }
+    uint64_t step = p->total / 100;
+    if (step < ((uint64_t)1 << 20)) {
+        step = (uint64_t)1 << 20;
+    }
+    p->next = done + step;
+    PyObject *r = PyObject_CallFunction(p->callable, "KK",
+                                        (unsigned long long)done,
+                                        (unsigned long long)p->total);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
 
 /* Make n bytes available at data[pos], if the file has them. Return 0,
  * 1 if the file ends first, -1 on error (OSError, MemoryError). The
@@ -1295,6 +1314,10 @@ rd_fill(reader *r, size_t n)
             return 1;
         }
         r->len += (size_t)got;
+        if (ctm_progress_report(&r->progress,
+                                r->offset + (r->len - r->pos)) < 0) {
+            return -1;
+        }
     }
     return 0;
 }
@@ -2236,11 +2259,14 @@ load(reader *r, PyObject **limit, PyObject **extra)
         goto error;
     }
     if (rc == 0 && r->data[r->pos] == 0x80) {
+        /* the parse takes longer than the read: report the parse */
+        ctm_progress progress = r->progress;
+        r->progress.callable = NULL;
         if (rd_fill(r, SIZE_MAX) < 0) {
             goto error;
         }
         d = ctm_stdpickle_load(r->data + r->pos, r->len - r->pos, limit,
-                               extra);
+                               extra, &progress);
         goto done;
     }
     if (read_header(&st) < 0) {
@@ -2301,7 +2327,8 @@ ctm_load_bytes(const char *buf, Py_ssize_t len, PyObject **limit,
 }
 
 ctm_snapdata *
-ctm_load(PyObject *path, PyObject **limit, PyObject **extra)
+ctm_load(PyObject *path, PyObject **limit, PyObject **extra,
+         PyObject *progress)
 {
     ctm_snapdata *d = NULL;
     PyObject *fspath = NULL;
@@ -2323,6 +2350,8 @@ ctm_load(PyObject *path, PyObject **limit, PyObject **extra)
     Py_END_ALLOW_THREADS
     if (ok && S_ISREG(stbuf.st_mode) && stbuf.st_size >= 0) {
         r.size = (uint64_t)stbuf.st_size;
+        r.progress.callable = progress;
+        r.progress.total = r.size;
     }
     else {
         /* A pipe or a device has no size to check counts against: read

@@ -15,6 +15,7 @@
  *   traceback.c    Frame, Traceback and Trace types
  *   statistic.c    Statistic, StatisticDiff, _format_size
  *   filter.c       BaseFilter, Filter, DomainFilter and glob matching
+ *   tree.c         the traceback tree of a snapshot, for flame graphs
  *   fileformat.c   Snapshot.dump / Snapshot.load, format documented there
  *   stdpickle.c    the stdlib's snapshot pickle, read without unpickling
  *                  and written
@@ -193,6 +194,17 @@ uint32_t ctm_traceback_hash(const uint32_t *frames, uint32_t nframe,
 ctm_snapdata *ctm_snapdata_select(const ctm_snapdata *data,
                                   const unsigned char *keep);
 
+/* A copy of data without the frames of a runner (ctracemalloc run) below
+ * the program: chain holds the k frame ids of the runner's stack, most
+ * recent first (-1 for a frame data lacks). A traceback whose k oldest
+ * frames are the chain loses them (and becomes the tracer's <unknown>
+ * traceback if nothing is left); one cut short before them keeps its
+ * frames; both lose k from total_nframe; then a traceback keeps its
+ * limit most recent frames. */
+ctm_snapdata *ctm_snapdata_strip_root(const ctm_snapdata *data,
+                                      const int64_t *chain, uint32_t k,
+                                      uint32_t limit);
+
 /* Raw tuple of a traceback's frames, most recent first:
  * ((filename, lineno), ...). cache, when not NULL, is an array of
  * ntracebacks borrowed-or-NULL slots owned by the caller that memoises
@@ -312,16 +324,32 @@ PyObject *ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit);
 /* The data of a Snapshot instance, or NULL with TypeError. Borrowed. */
 ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
 
+/* tree.c */
+/* The traceback tree of data, as Snapshot._tree() returns it. */
+PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
+
 /* fileformat.c */
 /* Write data, traceback_limit and the instance dict extra (NULL or an
  * empty dict for none) to the file at path (str, bytes or PathLike).
  * Return 0 or -1. */
 int ctm_dump(PyObject *path, const ctm_snapdata *data,
              PyObject *traceback_limit, PyObject *extra);
-/* Read a file written by ctm_dump. On success, *limit and *extra (NULL if
- * none) are new references. Raises on any damage; never crashes and
- * never allocates more than the file's content justifies. */
-ctm_snapdata *ctm_load(PyObject *path, PyObject **limit, PyObject **extra);
+/* Progress of a long load: callable(done, total), in bytes, every 1% of
+ * total (and at least 1 MiB) as the bytes are read; a NULL callable
+ * reports nothing. */
+typedef struct {
+    PyObject *callable;         /* borrowed, or NULL */
+    uint64_t total, next;
+} ctm_progress;
+/* Report done bytes if a report is due. Return 0, or -1 if the callable
+ * raised. */
+int ctm_progress_report(ctm_progress *p, uint64_t done);
+/* Read a file written by ctm_dump, or the stdlib's pickle. On success,
+ * *limit and *extra (NULL if none) are new references. Raises on any
+ * damage; never crashes and never allocates more than the file's
+ * content justifies. progress: a callable or NULL (see ctm_progress). */
+ctm_snapdata *ctm_load(PyObject *path, PyObject **limit, PyObject **extra,
+                       PyObject *progress);
 /* The same format in memory, for pickling: a bytes object, and its
  * reader. */
 PyObject *ctm_dump_bytes(const ctm_snapdata *data, PyObject *traceback_limit,
@@ -338,9 +366,11 @@ int ctm_write_file(PyObject *path, PyObject *bytes);
 
 /* stdpickle.c */
 /* The snapshot in a pickle written by the stdlib's Snapshot.dump (n bytes
- * at data), read without unpickling; *limit and *extra as ctm_load. */
+ * at data), read without unpickling; *limit and *extra as ctm_load;
+ * progress (or NULL) reports the bytes parsed. */
 ctm_snapdata *ctm_stdpickle_load(const uint8_t *data, size_t n,
-                                 PyObject **limit, PyObject **extra);
+                                 PyObject **limit, PyObject **extra,
+                                 ctm_progress *progress);
 /* A pickle of the snapshot that the stdlib's Snapshot.load reads. */
 PyObject *ctm_stdpickle_dumps(const ctm_snapdata *data,
                               PyObject *traceback_limit, PyObject *extra);

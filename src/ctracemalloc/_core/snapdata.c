@@ -653,6 +653,109 @@ done:
 }
 
 /* ---------------------------------------------------------------------
+ * The runner's frames out
+ * ------------------------------------------------------------------- */
+
+static const uint32_t chain_none[1];
+
+/* The frame ("<unknown>", 0) in b. */
+static int64_t
+unknown_frame(ctm_builder *b)
+{
+    PyObject *name = PyUnicode_FromString("<unknown>");
+    if (name == NULL) {
+        return -1;
+    }
+    int64_t s = ctm_builder_string(b, name);
+    Py_DECREF(name);
+    return s < 0 ? -1 : ctm_builder_frame(b, (uint32_t)s, 0);
+}
+
+ctm_snapdata *
+ctm_snapdata_strip_root(const ctm_snapdata *d, const int64_t *chain,
+                        uint32_t k, uint32_t limit)
+{
+    ctm_builder *b = ctm_builder_new();
+    int64_t *tb_map = ctm_malloc((size_t)d->ntracebacks * sizeof(int64_t));
+    int64_t unknown = -1;
+    if (b == NULL || tb_map == NULL) {
+        PyErr_NoMemory();
+        goto error;
+    }
+    /* strings and frames keep their indexes: they are distinct */
+    for (Py_ssize_t i = 0; i < d->nstrings; i++) {
+        if (ctm_builder_string(b, d->strings[i]) < 0) {
+            goto error;
+        }
+    }
+    for (Py_ssize_t i = 0; i < d->nframes; i++) {
+        if (ctm_builder_frame(b, d->frames[i].filename,
+                              d->frames[i].lineno) < 0) {
+            goto error;
+        }
+    }
+    for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
+        const ctm_stb *t = &d->tracebacks[i];
+        const uint32_t *ids = d->refs + t->first;
+        uint32_t n = t->nframe, total = t->total_nframe;
+        int under = 0;
+        if (k > 0 && n >= k) {
+            under = 1;
+            for (uint32_t j = 0; j < k && under; j++) {
+                under = chain[j] == (int64_t)ids[n - k + j];
+            }
+        }
+        if (under) {
+            n -= k;
+            if (n == 0) {
+                /* allocated below the program's first frame: what the
+                 * tracer records for a stack without Python frames */
+                if (unknown < 0 && (unknown = unknown_frame(b)) < 0) {
+                    goto error;
+                }
+                uint32_t u = (uint32_t)unknown;
+                tb_map[i] = ctm_builder_traceback(b, &u, 1, 1);
+                if (tb_map[i] < 0) {
+                    goto error;
+                }
+                continue;
+            }
+        }
+        else {
+            /* truncated before the runner's frames: below them too */
+            under = total != CTM_TOTAL_NONE && n < total && total > k;
+        }
+        if (under && total != CTM_TOTAL_NONE) {
+            total -= k;
+        }
+        if (n > limit) {
+            n = limit;          /* the most recent frames */
+        }
+        tb_map[i] = ctm_builder_traceback(b, n ? ids : chain_none, n, total);
+        if (tb_map[i] < 0) {
+            goto error;
+        }
+    }
+    if (ctm_builder_reserve_traces(b, d->ntraces) < 0) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
+        const ctm_strace *tr = &d->traces[i];
+        if (ctm_builder_trace(b, tr->domain, tr->size,
+                              (uint32_t)tb_map[tr->traceback]) < 0) {
+            goto error;
+        }
+    }
+    ctm_free(tb_map);
+    return ctm_builder_finish(b);
+
+error:
+    ctm_free(tb_map);
+    ctm_builder_free(b);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------
  * Raw traces in
  * ------------------------------------------------------------------- */
 

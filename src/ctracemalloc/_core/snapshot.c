@@ -1913,6 +1913,86 @@ snapshot_group_by(SnapshotObject *self, PyObject *args)
     return group_result(self, kind, cum, OUT_DICT);
 }
 
+/* _strip_root(frames, limit): a Snapshot without the runner's frames
+ * (raw (filename, lineno) pairs, most recent first) below the program's,
+ * with traceback_limit limit: see ctm_snapdata_strip_root. */
+static PyObject *
+snapshot_strip_root(SnapshotObject *self, PyObject *args)
+{
+    PyObject *frames, *res = NULL;
+    unsigned int limit;
+    if (!PyArg_ParseTuple(args, "O!I:_strip_root", &PyTuple_Type, &frames,
+                          &limit)) {
+        return NULL;
+    }
+    TracesObject *t = snapshot_traces(self);
+    if (t == NULL) {
+        return NULL;
+    }
+    const ctm_snapdata *d = t->data;
+    Py_ssize_t k = PyTuple_GET_SIZE(frames);
+    int64_t *chain = ctm_malloc((size_t)(k ? k : 1) * sizeof(int64_t));
+    if (chain == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < k; j++) {
+        PyObject *fr = PyTuple_GET_ITEM(frames, j);
+        PyObject *name;
+        int lineno;
+        if (!PyTuple_Check(fr)
+            || !PyArg_ParseTuple(fr, "Ui", &name, &lineno)) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_TypeError,
+                                "a frame must be (filename, lineno)");
+            }
+            goto done;
+        }
+        Py_hash_t h = PyObject_Hash(name);
+        Py_ssize_t s = h == -1 ? -1 : find_string(d, name, h);
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        chain[j] = -1;
+        for (Py_ssize_t f = 0; s >= 0 && f < d->nframes; f++) {
+            if (d->frames[f].filename == (uint32_t)s
+                && d->frames[f].lineno == lineno) {
+                chain[j] = f;
+                break;
+            }
+        }
+    }
+    ctm_snapdata *nd = ctm_snapdata_strip_root(d, chain, (uint32_t)k,
+                                               limit);
+    if (nd != NULL) {
+        PyObject *lim = PyLong_FromUnsignedLong(limit);
+        if (lim == NULL) {
+            ctm_snapdata_free(nd);
+        }
+        else {
+            res = ctm_snapshot_new(nd, lim);
+            Py_DECREF(lim);
+        }
+    }
+done:
+    ctm_free(chain);
+    Py_DECREF(t);
+    return res;
+}
+
+/* _tree(): the traceback tree (tree.c), for flame graphs. */
+static PyObject *
+snapshot_tree(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
+{
+    TracesObject *t = snapshot_traces(self);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject *res = ctm_snapdata_tree(t->data);
+    Py_DECREF(t);
+    return res;
+}
+
 /* The traces of compare_to's old snapshot: its own, or, for an object
  * that is not a Snapshot of this module (the stdlib's Snapshot, say),
  * new ones built from its traces._traces. */
@@ -2132,13 +2212,20 @@ restore_extra(PyObject *snapshot, PyObject *extra)
 static PyObject *
 snapshot_load(PyObject *Py_UNUSED(cls), PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"filename", NULL};
-    PyObject *filename, *limit = NULL, *extra = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:load", kwlist,
-                                     &filename)) {
+    static char *kwlist[] = {"filename", "progress", NULL};
+    PyObject *filename, *progress = Py_None, *limit = NULL, *extra = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$O:load", kwlist,
+                                     &filename, &progress)) {
         return NULL;
     }
-    ctm_snapdata *d = ctm_load(filename, &limit, &extra);
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_Format(PyExc_TypeError,
+                     "progress must be callable or None, not %.200s",
+                     Py_TYPE(progress)->tp_name);
+        return NULL;
+    }
+    ctm_snapdata *d = ctm_load(filename, &limit, &extra,
+                               progress == Py_None ? NULL : progress);
     if (d == NULL) {
         return NULL;
     }
@@ -2266,10 +2353,21 @@ static PyMethodDef snapshot_methods[] = {
      "format, which tracemalloc.Snapshot.load reads; load() reads both."},
     {"load", (PyCFunction)(void (*)(void))snapshot_load,
      METH_VARARGS | METH_KEYWORDS | METH_STATIC,
-     "load(filename)\n--\n\n"
-     "Load a snapshot from a file written by dump(), in either format."},
+     "load(filename, *, progress=None)\n--\n\n"
+     "Load a snapshot from a file written by dump(), in either format.\n"
+     "progress(done, total), if given, is called as the file is read,\n"
+     "every 1% (and MiB) of its bytes."},
     {"_group_by", (PyCFunction)snapshot_group_by, METH_VARARGS,
      "Dict of Traceback to Statistic, unsorted."},
+    {"_strip_root", (PyCFunction)snapshot_strip_root, METH_VARARGS,
+     "_strip_root(frames, limit): a copy without the runner's frames\n"
+     "(raw pairs, most recent first) below the program's, whose\n"
+     "tracebacks keep at most limit frames."},
+    {"_tree", (PyCFunction)snapshot_tree, METH_NOARGS,
+     "The traceback tree, oldest frames at the root's children, as lists\n"
+     "(parents, filenames, linenos, sizes, counts, names): node 0 is the\n"
+     "root, a node's filename indexes names, a parent precedes its\n"
+     "children, and a node totals the traces below it."},
     {"__reduce__", (PyCFunction)snapshot_reduce, METH_NOARGS, NULL},
     {NULL, NULL, 0, NULL},
 };

@@ -1108,7 +1108,7 @@ snapshot_of(machine *m, PyObject *result, PyObject **limit,
 
 ctm_snapdata *
 ctm_stdpickle_load(const uint8_t *data, size_t n, PyObject **limit,
-                   PyObject **extra)
+                   PyObject **extra, ctm_progress *progress)
 {
     machine m;
     memset(&m, 0, sizeof(m));
@@ -1130,7 +1130,15 @@ ctm_stdpickle_load(const uint8_t *data, size_t n, PyObject **limit,
     if (m.cls_snapshot == NULL || m.cls_traces == NULL || m.trace == NULL) {
         goto done;
     }
+    if (progress != NULL) {
+        progress->total = n;
+    }
     for (;;) {
+        uint64_t parsed = (uint64_t)(m.p - m.start);
+        if (progress != NULL && parsed >= progress->next
+            && ctm_progress_report(progress, parsed) < 0) {
+            goto done;
+        }
         int rc = step(&m);
         if (rc < 0) {
             if (!PyErr_ExceptionMatches(PyExc_ValueError)) {
