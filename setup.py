@@ -12,6 +12,23 @@ import glob
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+
+class build_py_with_pth(build_py):
+    """Also put ctracemalloc-startup.pth at the top of the build, so that
+    it is installed into site-packages itself, where site reads .pth
+    files: it starts tracing at startup when CTRACEMALLOC is set."""
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join("src", "ctracemalloc-startup.pth"),
+                       os.path.join(self.build_lib,
+                                    "ctracemalloc-startup.pth"))
+
+    def get_outputs(self, *args, **kwargs):
+        return super().get_outputs(*args, **kwargs) + [
+            os.path.join(self.build_lib, "ctracemalloc-startup.pth")]
 
 
 def flag(name):
@@ -47,4 +64,4 @@ core = Extension(
     extra_link_args=link_args,
 )
 
-setup(ext_modules=[core])
+setup(ext_modules=[core], cmdclass={"build_py": build_py_with_pth})

@@ -6,7 +6,9 @@ A drop-in for the standard library's tracemalloc module::
 
 Same functions, classes, reprs, output formats, exceptions and semantics;
 faster tracing and analysis. Beyond the stdlib: track()/untrack() for
-blocks in other domains, and a C API for extensions (get_include()).
+blocks in other domains, a C API for extensions (get_include()),
+install() to stand in for `import tracemalloc`, a command line
+(python -m ctracemalloc) and startup tracing (CTRACEMALLOC=NFRAME).
 """
 import atexit as _atexit
 import linecache  # noqa: F401  (Traceback.format reads linecache.getline)
@@ -50,6 +52,20 @@ Sequence.register(_Traces)
 
 _atexit.register(_ctracemalloc._at_exit)
 _watch_stdlib()
+
+
+def install():
+    """Make `import tracemalloc` give ctracemalloc from now on, so that code
+    written for the stdlib's module uses this one: the warnings module's
+    "Object allocated at" tracebacks of ResourceWarning, asyncio's debug
+    mode, test runners. Modules that imported tracemalloc before keep
+    what they imported. Returns what sys.modules held before (None if
+    tracemalloc was not imported yet)."""
+    import sys
+
+    previous = sys.modules.get("tracemalloc")
+    sys.modules["tracemalloc"] = sys.modules[__name__]
+    return previous
 
 
 def get_include():

@@ -1,0 +1,553 @@
+"""The ctracemalloc command line (python -m ctracemalloc, or ctracemalloc).
+
+    ctracemalloc run [-n NFRAME] [-o FILE] [--top N] SCRIPT [ARGS...]
+    ctracemalloc run [...] -m MODULE [ARGS...]
+    ctracemalloc run [...] -c CODE [ARGS...]
+    ctracemalloc top FILE [--key-type K] [--cumulative] [--limit N]
+                          [--include PATTERN]... [--exclude PATTERN]... [--json]
+    ctracemalloc compare OLD NEW [same options as top]
+    ctracemalloc flamegraph FILE [-o OUT.html]
+
+Glue only: tracing, snapshots, statistics, files and the flame graph's
+tree are the C core's. Bad input never shows a Python traceback: one line
+on stderr naming the problem, and exit status 2 for a bad command line, 1
+for a file that cannot be read or written.
+"""
+import argparse
+import json
+import linecache
+import os
+import signal
+import sys
+
+PROG = "ctracemalloc"
+KEY_TYPES = ("lineno", "filename", "traceback")
+KEY_NOUNS = {"lineno": "lines", "filename": "files",
+             "traceback": "tracebacks"}
+
+
+class UsageError(Exception):
+    """A bad command line: exit status 2."""
+
+
+class Failure(Exception):
+    """Something the command could not do: exit status 1."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with one line per error instead of a usage block."""
+
+    def error(self, message):
+        raise UsageError("%s (see %s --help)" % (message, self.prog))
+
+
+def tm():
+    import ctracemalloc
+    return ctracemalloc
+
+
+def nframe_arg(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(
+            "the number of frames must be from 1 to 65535, not %d" % n)
+    return n
+
+
+def count_arg(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must not be negative: %d" % n)
+    return n
+
+
+# -- reading snapshots -------------------------------------------------------
+
+def load(path):
+    """Snapshot.load, with progress on stderr when it is a terminal (the
+    loader reports every 1% of a file of more than a MiB)."""
+    shown = []
+
+    def progress(done, total):
+        sys.stderr.write("\rloading %s: %d%%" % (
+            os.path.basename(path), 100 * done // max(total, 1)))
+        sys.stderr.flush()
+        shown.append(done)
+
+    try:
+        return tm().Snapshot.load(
+            path, progress=progress if sys.stderr.isatty() else None)
+    except OSError as exc:
+        raise Failure("cannot read %s: %s" % (path, exc.strerror or exc))
+    except ValueError as exc:
+        raise Failure("cannot load %s: %s" % (path, exc))
+    finally:
+        if shown:
+            sys.stderr.write("\r\033[K")     # the line, cleared
+            sys.stderr.flush()
+
+
+def filtered(snapshot, include, exclude):
+    filters = ([tm().Filter(True, p) for p in include]
+               + [tm().Filter(False, p) for p in exclude])
+    return snapshot.filter_traces(filters) if filters else snapshot
+
+
+def statistics(args, snapshot, old=None):
+    try:
+        if old is None:
+            return snapshot.statistics(args.key_type, args.cumulative)
+        return snapshot.compare_to(old, args.key_type, args.cumulative)
+    except ValueError as exc:       # cumulative with 'traceback'
+        raise UsageError(str(exc))
+    except OverflowError as exc:    # sizes that add up beyond 64 bits
+        raise Failure(str(exc))
+
+
+def fmt_size(size, sign=False):
+    return tm()._format_size(size, sign)
+
+
+def source_lines(stat, key_type):
+    """What goes under an entry: the source line, or the traceback."""
+    if key_type == "traceback":
+        return stat.traceback.format()
+    if key_type == "lineno":
+        frame = stat.traceback[0]
+        line = linecache.getline(frame.filename, frame.lineno).strip()
+        return ["    " + line] if line else []
+    return []
+
+
+def report(args, stats, diff, out):
+    """The entries of stats in the documented format, most first, at most
+    args.limit of them (0: all), then the rest and the total."""
+    shown = stats[:args.limit] if args.limit else stats
+    noun = KEY_NOUNS[args.key_type]
+    print("Top %d %s%s" % (len(shown), noun,
+                           " (cumulative)" if args.cumulative else ""),
+          file=out)
+    for index, stat in enumerate(shown, 1):
+        print("#%d: %s" % (index, stat), file=out)
+        for line in source_lines(stat, args.key_type):
+            print(line, file=out)
+    rest = stats[len(shown):]
+    size = sum(s.size for s in rest)
+    count = sum(s.count for s in rest)
+    if rest:
+        print("%d other %s: size=%s, count=%d"
+              % (len(rest), noun, fmt_size(size), count), file=out)
+    if args.cumulative:
+        return      # cumulative entries overlap: they have no total
+    size = sum(s.size for s in stats)
+    count = sum(s.count for s in stats)
+    if diff:
+        size_diff = sum(s.size_diff for s in stats)
+        count_diff = sum(s.count_diff for s in stats)
+        print("Total: size=%s (%s), count=%d (%+d)"
+              % (fmt_size(size), fmt_size(size_diff, True), count,
+                 count_diff), file=out)
+    else:
+        print("Total: size=%s, count=%d" % (fmt_size(size), count),
+              file=out)
+
+
+def as_json(args, stats, diff, files):
+    shown = stats[:args.limit] if args.limit else stats
+    fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
+
+    def entry(stat):
+        d = {"traceback": [{"filename": f.filename, "lineno": f.lineno}
+                           for f in stat.traceback]}
+        d.update((k, getattr(stat, k)) for k in fields)
+        return d
+
+    result = {"files": files, "key_type": args.key_type,
+              "cumulative": args.cumulative,
+              "stats": [entry(s) for s in shown],
+              "other": {"entries": len(stats) - len(shown),
+                        "size": sum(s.size for s in stats[len(shown):]),
+                        "count": sum(s.count for s in stats[len(shown):])}}
+    if not args.cumulative:
+        result["total"] = {k: sum(getattr(s, k) for s in stats)
+                           for k in fields}
+    return json.dumps(result, indent=1)
+
+
+def cmd_top(args):
+    snapshot = filtered(load(args.file), args.include, args.exclude)
+    stats = statistics(args, snapshot)
+    if args.json:
+        print(as_json(args, stats, False, [args.file]))
+    else:
+        report(args, stats, False, sys.stdout)
+
+
+def cmd_compare(args):
+    old = filtered(load(args.old), args.include, args.exclude)
+    new = filtered(load(args.new), args.include, args.exclude)
+    stats = statistics(args, new, old)
+    if args.json:
+        print(as_json(args, stats, True, [args.old, args.new]))
+    else:
+        report(args, stats, True, sys.stdout)
+
+
+def cmd_flamegraph(args):
+    from . import _flamegraph
+    snapshot = load(args.file)
+    out = args.output or default_name(args.file, "-flamegraph.html")
+    html = _flamegraph.render(snapshot, title=os.path.basename(args.file))
+    try:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(html)
+    except OSError as exc:
+        raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
+    print("%s: wrote the flame graph of %s to %s" % (PROG, args.file, out),
+          file=sys.stderr)
+
+
+def default_name(path, suffix):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return stem + suffix
+
+
+# -- run ---------------------------------------------------------------------
+
+RUN_VALUE_OPTIONS = ("-n", "--nframe", "-o", "--output", "--top")
+
+
+def split_run(argv):
+    """Split run's arguments into ours and the program's: as for python,
+    everything after the script, or after -m MODULE or -c CODE, is the
+    program's."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return argv[:i], argv[i + 1:]
+        if arg in ("-m", "-c"):
+            return argv[:i + 2], argv[i + 2:]
+        if arg in RUN_VALUE_OPTIONS:
+            i += 2
+        elif arg.startswith("-") and arg != "-":
+            i += 1
+        else:
+            return argv[:i], argv[i:]
+    return argv, []
+
+
+def trim_traceback(tb):
+    """The traceback of the program's exception without the frames of the
+    runner (this module and runpy, which may be frozen) that python would
+    not show."""
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") in (
+            __name__, "runpy"):
+        tb = tb.tb_next
+    return tb
+
+
+def exit_status(code):
+    """The status python exits with for SystemExit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    print(code, file=sys.stderr)
+    return 1
+
+
+class Program:
+    """The program run runs: its code, compiled before tracing starts (as
+    python compiles before running), and the __main__ module it runs in.
+
+    The runner's own frames sit below the program's on the stack. run()
+    notes them (the chain), starts tracing with NFRAME more frames than
+    asked, and the snapshot drops them again (Snapshot._strip_root): the
+    tracebacks are those of `PYTHONTRACEMALLOC=NFRAME python SCRIPT`. A
+    directory or zip file goes through runpy, whose frames stay."""
+
+    def __init__(self, name, code=None, main=None, runpy_path=None):
+        self.name = name
+        self.code = code
+        self.main = main
+        self.runpy_path = runpy_path
+        self.chain = ()
+
+    def run(self, start):
+        """Run the program; start(extra_frames) starts tracing. Returns its
+        globals."""
+        if self.runpy_path is not None:
+            import runpy
+            start(0)
+            return runpy.run_path(self.runpy_path, run_name="__main__")
+        saved = sys.modules.get("__main__")
+        sys.modules["__main__"] = self.main
+        try:
+            # one line: the chain's most recent frame is at the line of exec
+            self.chain = frames_here(); start(len(self.chain)); exec(self.code, self.main.__dict__)  # noqa: E501,E702
+        finally:
+            sys.modules["__main__"] = saved
+        return self.main.__dict__
+
+
+def frames_here():
+    """The caller's stack as raw frames, most recent first."""
+    frame = sys._getframe(1)
+    frames = []
+    while frame is not None:
+        frames.append((frame.f_code.co_filename, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(frames)
+
+
+def main_module(**attributes):
+    import builtins
+    import types
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    for key, value in attributes.items():
+        setattr(main, key, value)
+    return main
+
+
+def compiled(source, filename):
+    try:
+        return compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        # as python reports it, before anything runs
+        import traceback
+        traceback.print_exception(type(exc), exc, None)
+        raise Failure("%s does not compile" % filename)
+
+
+def prepare(args, program):
+    """Set sys.argv and sys.path[0] as python would, and return the
+    Program to run."""
+    import importlib.machinery
+    import importlib.util
+    if args.code is not None:
+        sys.argv = ["-c"] + program
+        sys.path[0] = ""
+        return Program("c", compiled(args.code, "<string>"), main_module(
+            __loader__=importlib.machinery.BuiltinImporter, __spec__=None,
+            __package__=None))
+    if args.module is not None:
+        sys.path[0] = os.getcwd()
+        name = args.module
+        try:
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.submodule_search_locations:
+                name += ".__main__"         # a package: its __main__
+                spec = importlib.util.find_spec(name)
+            code = spec.loader.get_code(name) if spec is not None else None
+        except (ImportError, ValueError, AttributeError, OSError) as exc:
+            raise Failure("cannot run module %s: %s" % (args.module, exc))
+        if code is None:
+            raise Failure("no module named %s" % name)
+        sys.argv = [spec.origin] + program
+        return Program(args.module.rpartition(".")[2], code, main_module(
+            __file__=spec.origin, __cached__=spec.cached, __spec__=spec,
+            __loader__=spec.loader, __package__=spec.parent))
+    if not program:
+        raise UsageError("run: give a SCRIPT, -m MODULE or -c CODE "
+                         "(see %s run --help)" % PROG)
+    script = program[0]
+    name = os.path.splitext(os.path.basename(script))[0]
+    sys.argv = list(program)
+    sys.path[0] = os.path.dirname(os.path.realpath(script))
+    if os.path.isdir(script) or (os.path.isfile(script)
+                                 and zipfile_like(script)):
+        import pkgutil  # noqa: F401  (runpy imports it late)
+        return Program(name, runpy_path=script)
+    try:
+        with open(script, "rb") as f:
+            source = f.read()
+    except OSError as exc:
+        raise Failure("cannot open file %r: %s" % (script,
+                                                    exc.strerror or exc))
+    return Program(name, compiled(source, script), main_module(
+        __file__=script, __cached__=None, __spec__=None, __package__=None,
+        __loader__=importlib.machinery.SourceFileLoader("__main__", script)))
+
+
+def zipfile_like(path):
+    import zipfile
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def cmd_run(args, program):
+    prog = prepare(args, program)
+    out = args.output or "%s-%s-%d.snapshot" % (PROG, prog.name,
+                                                  os.getpid())
+    ctm = tm()
+    ctm.install()
+    interrupted = False
+    status = 0
+    error = None
+    # What the program holds when its main module ends, kept alive until
+    # the snapshot: its globals, or the exception that ended it, whose
+    # traceback holds the frames and their globals.
+    held = None
+    try:
+        held = prog.run(lambda extra: ctm.start(args.nframe + extra))
+    except SystemExit as exc:
+        status = exc.code
+        held = exc
+    except KeyboardInterrupt as exc:
+        interrupted = True
+        error = held = exc
+    except BaseException as exc:
+        status = 1
+        error = held = exc
+    snapshot = ctm.take_snapshot() if ctm.is_tracing() else None
+    ctm.stop()
+    del held
+    if snapshot is not None:
+        snapshot = snapshot._strip_root(prog.chain, args.nframe)
+    try:
+        sys.stdout.flush()      # the program's output before our report
+    except (OSError, ValueError):
+        pass
+    if error is not None:
+        tb = trim_traceback(error.__traceback__)
+        # some Pythons print the exception's own __traceback__
+        sys.excepthook(type(error), error.with_traceback(tb), tb)
+        error = None
+    if not interrupted:
+        status = exit_status(status)
+    if snapshot is None:
+        print("%s: the program stopped tracing: no snapshot" % PROG,
+              file=sys.stderr)
+    else:
+        try:
+            snapshot.dump(out)
+        except OSError as exc:
+            raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
+        stats = snapshot.statistics("lineno")
+        print("%s: wrote the snapshot to %s (%d traces, %s)"
+              % (PROG, out, len(snapshot.traces),
+                 fmt_size(sum(s.size for s in stats))), file=sys.stderr)
+        top = argparse.Namespace(key_type="lineno", cumulative=False,
+                                 limit=args.top)
+        report(top, stats, False, sys.stderr)
+    sys.stderr.flush()
+    if interrupted:
+        # as python does: die of SIGINT, so that the shell sees it
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    return status
+
+
+# -- the parser ----------------------------------------------------------------
+
+def analysis_options(p):
+    p.add_argument("--key-type", choices=KEY_TYPES, default="lineno",
+                   help="group by line (default), file or whole traceback")
+    p.add_argument("--cumulative", action="store_true",
+                   help="count a trace under every frame of its traceback, "
+                        "not only the most recent")
+    p.add_argument("--limit", type=count_arg, default=10, metavar="N",
+                   help="show the first N entries (default 10; 0: all)")
+    p.add_argument("--include", action="append", default=[],
+                   metavar="PATTERN",
+                   help="keep only traces allocated in files matching "
+                        "this fnmatch pattern (repeatable)")
+    p.add_argument("--exclude", action="append", default=[],
+                   metavar="PATTERN",
+                   help="drop traces allocated in files matching this "
+                        "pattern (repeatable)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of text")
+
+
+def make_parser():
+    parser = Parser(prog=PROG, description=(
+        "Trace a Python program's memory and read its snapshots: the "
+        "stdlib's tracemalloc, in C."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=Parser)
+    run = sub.add_parser(
+        "run", help="run a program traced, then write and show its snapshot",
+        description=(
+            "Run SCRIPT (or -m MODULE, or -c CODE) as python would, tracing "
+            "its memory from its first line. When it ends (normally, by "
+            "sys.exit, by an exception or by Ctrl-C), write the snapshot "
+            "and print the lines that allocated the most to stderr. Exit "
+            "with the program's status."),
+        usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] "
+              "(SCRIPT | -m MODULE | -c CODE) [ARGS...]")
+    run.add_argument("-n", "--nframe", type=nframe_arg, default=1,
+                     help="frames kept per traceback (default 1)")
+    run.add_argument("-o", "--output", metavar="FILE",
+                     help="snapshot file (default: "
+                          "ctracemalloc-NAME-PID.snapshot)")
+    run.add_argument("--top", type=count_arg, default=10, metavar="N",
+                     help="lines shown at the end (default 10; 0: all)")
+    run.add_argument("-m", dest="module", metavar="MODULE",
+                     help="run a library module as a script")
+    run.add_argument("-c", dest="code", metavar="CODE",
+                     help="run a program passed as a string")
+    top = sub.add_parser(
+        "top", help="show the statistics of a snapshot",
+        description="The entries that allocated the most in a snapshot, "
+                    "most first, in tracemalloc's format.")
+    top.add_argument("file", metavar="FILE")
+    analysis_options(top)
+    compare = sub.add_parser(
+        "compare", help="show what grew between two snapshots",
+        description="Snapshot NEW compared to OLD (compare_to), biggest "
+                    "change first, in tracemalloc's format.")
+    compare.add_argument("old", metavar="OLD")
+    compare.add_argument("new", metavar="NEW")
+    analysis_options(compare)
+    flame = sub.add_parser(
+        "flamegraph", help="write a snapshot's flame graph as HTML",
+        description="A single self-contained HTML file: the traceback "
+                    "tree as an interactive flame graph (hover for size, "
+                    "count and file:line; click to zoom).")
+    flame.add_argument("file", metavar="FILE")
+    flame.add_argument("-o", "--output", metavar="OUT.html",
+                       help="default: NAME-flamegraph.html")
+    return parser, run
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser, run_parser = make_parser()
+    try:
+        if argv and argv[0] == "run":
+            ours, program = split_run(argv[1:])
+            # as for python, what follows -m MODULE or -c CODE is the
+            # program's: the two never meet
+            return cmd_run(run_parser.parse_args(ours), program)
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return 2
+        {"top": cmd_top, "compare": cmd_compare,
+         "flamegraph": cmd_flamegraph}[args.command](args)
+        return 0
+    except UsageError as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 2
+    except Failure as exc:
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # the reader of our output went away (| head): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print("%s: interrupted" % PROG, file=sys.stderr)
+        return 130

@@ -1,0 +1,34 @@
+"""Startup tracing: CTRACEMALLOC=NFRAME traces from the interpreter's start.
+
+The file ctracemalloc-startup.pth, installed beside the package in
+site-packages, imports this module while site runs, before the program's
+first import, when the variable is set (and only then: the line costs
+nothing otherwise). Like PYTHONTRACEMALLOC: NFRAME is the number of frames
+kept per traceback, from 1 to 65535; unset or empty means off. An invalid
+value prints one warning on stderr and leaves tracing off. When tracing
+starts, install() makes `import tracemalloc` give ctracemalloc, so that
+code written for the stdlib's module sees the traces.
+"""
+import os
+import sys
+
+
+def _start():
+    value = os.environ.get("CTRACEMALLOC", "")
+    if not value:
+        return
+    try:
+        nframe = int(value)
+    except ValueError:
+        nframe = 0
+    if not 1 <= nframe <= 65535:
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC=%r is not a number of "
+                         "frames from 1 to 65535: tracing stays off\n"
+                         % value)
+        return
+    import ctracemalloc
+    ctracemalloc.install()
+    ctracemalloc.start(nframe)
+
+
+_start()

@@ -1,0 +1,587 @@
+"""The command line, startup tracing and install(), end to end: commands
+run as a user runs them, in subprocesses, on scripts the tests write. What
+they print must agree with the snapshot's own statistics.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tmhelpers import child_env
+
+pytestmark = pytest.mark.ctm_only
+
+
+@pytest.fixture
+def ctm():
+    from conftest import require_ctm
+    return require_ctm()
+
+
+def cli(*args, cwd=None, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "ctracemalloc"]
+                          + [str(a) for a in args], cwd=cwd,
+                          env=env or child_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def write(path, code):
+    path.write_text(textwrap.dedent(code))
+    return path
+
+
+def no_traceback(proc):
+    """Bad input: one line on stderr, no Python traceback."""
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr.strip()
+
+
+# A script whose biggest allocation is known: 2000 bytearrays of 1000 bytes
+# at line 3 ("data = ..."), 300 bytes objects at line 4.
+SCRIPT = """\
+import sys
+print("args", sys.argv[1:], __name__, sys.path[0])
+data = [bytearray(1000) for _ in range(2000)]
+more = [bytes(5000) for _ in range(300)]
+sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+"""
+
+
+@pytest.fixture
+def script(tmp_path):
+    return write(tmp_path / "prog.py", SCRIPT)
+
+
+def top_entries(text):
+    """The '#N: ...' lines of a report."""
+    return [line.split(": ", 1)[1] for line in text.splitlines()
+            if re.match(r"#\d+: ", line)]
+
+
+# -- run -------------------------------------------------------------------
+
+def test_run_script(ctm, tmp_path, script):
+    out = tmp_path / "out.snapshot"
+    proc = cli("run", "-o", out, "--top", 3, script, "7", "x", cwd=tmp_path)
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout.splitlines()[0] == "args %r __main__ %s" % (
+        ["7", "x"], str(tmp_path))
+    assert "wrote the snapshot to %s" % out in proc.stderr
+    snapshot = ctm.Snapshot.load(out)
+    stats = snapshot.statistics("lineno")
+    # the report is the snapshot's statistics, in the documented format
+    assert top_entries(proc.stderr) == [str(s) for s in stats[:3]]
+    first = stats[0]
+    assert (first.traceback[0].filename, first.traceback[0].lineno) == \
+        (str(script), 3)
+    assert first.count >= 2000
+    assert first.size >= 2000 * 1000
+    assert "    data = [bytearray(1000) for _ in range(2000)]" in proc.stderr
+    total = sum(s.size for s in stats)
+    assert "Total: size=%s, count=%d" % (
+        ctm._format_size(total, False), sum(s.count for s in stats)) \
+        in proc.stderr
+    assert snapshot.traceback_limit == 1
+
+
+def test_run_default_name(ctm, tmp_path, script):
+    proc = cli("run", script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    name = re.search(r"wrote the snapshot to (\S+) ", proc.stderr).group(1)
+    assert re.fullmatch(r"ctracemalloc-prog-\d+\.snapshot", name)
+    assert ctm.Snapshot.load(tmp_path / name).traceback_limit == 1
+
+
+DEEP = """\
+import os, sys
+def alloc(n):
+    return [bytearray(1000) for _ in range(n)]
+def down(depth, n):
+    return down(depth - 1, n) if depth else alloc(n)
+data = down(6, 500)
+more = [bytes(5000) for _ in range(300)]
+if os.environ.get("DIRECT"):
+    import tracemalloc
+    tracemalloc.take_snapshot().dump(sys.argv[1])
+"""
+
+
+def script_traces(snapshot, script):
+    """(frames, total_nframe, size) of the buffers allocated in alloc(), at
+    the bottom of a recursion. Not the module's own lines, which differ a
+    little (the runner made __main__'s dict, so it grows at other lines),
+    nor small objects, which may come from a free list the runner filled
+    (before 3.13: README, Differences from the stdlib)."""
+    return sorted(
+        (tuple((f.filename, f.lineno) for f in t.traceback),
+         t.traceback.total_nframe, t.size)
+        for t in snapshot.traces
+        if (t.traceback[-1].filename, t.traceback[-1].lineno) == (str(script),
+                                                                3)
+        and t.size >= 1000)
+
+
+@pytest.mark.parametrize("nframe", [1, 5, 25])
+def test_run_tracebacks_are_the_programs(ctm, tmp_path, nframe):
+    """The runner's frames are not in the tracebacks: they are those that
+    PYTHONTRACEMALLOC=NFRAME python SCRIPT records."""
+    import tracemalloc
+    prog = write(tmp_path / "deep.py", DEEP)
+    direct = tmp_path / "direct.pickle"
+    env = child_env()
+    env.update(PYTHONTRACEMALLOC=str(nframe), DIRECT="1")
+    subprocess.run([sys.executable, str(prog), str(direct)], env=env,
+                   check=True, timeout=120)
+    ours = tmp_path / "ours.snapshot"
+    proc = cli("run", "-n", nframe, "-o", ours, prog)
+    assert proc.returncode == 0, proc.stderr
+    snapshot = ctm.Snapshot.load(ours)
+    assert snapshot.traceback_limit == nframe
+    expected = script_traces(tracemalloc.Snapshot.load(str(direct)), prog)
+    assert expected
+    assert script_traces(snapshot, prog) == expected
+    assert max(len(t.traceback) for t in snapshot.traces) <= nframe
+
+
+def test_run_module_and_code(ctm, tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    write(pkg / "tool.py", """\
+        import sys
+        print(repr(sys.argv), __name__, sys.path[0])
+        keep = [bytearray(100) for _ in range(1000)]
+        """)
+    proc = cli("run", "-o", tmp_path / "m.snapshot", "-m", "pkg.tool",
+               "--top", "a", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "%r __main__ %s" % (
+        [str(pkg / "tool.py"), "--top", "a"], tmp_path)
+    stats = ctm.Snapshot.load(tmp_path / "m.snapshot").statistics("lineno")
+    assert any(s.traceback[0].filename == str(pkg / "tool.py")
+               and s.traceback[0].lineno == 3 for s in stats[:3])
+
+    proc = cli("run", "-o", tmp_path / "c.snapshot", "-c",
+               "import sys; print(sys.argv, __name__); "
+               "x = [bytearray(99) for _ in range(500)]", "a", "b",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "['-c', 'a', 'b'] __main__"
+    stats = ctm.Snapshot.load(tmp_path / "c.snapshot").statistics("lineno")
+    assert stats[0].traceback[0].filename == "<string>"
+
+
+def test_run_uncaught_exception(ctm, tmp_path):
+    prog = write(tmp_path / "boom.py", """\
+        keep = [bytearray(1000) for _ in range(100)]
+        def f():
+            return 1 / 0
+        f()
+        """)
+    proc = cli("run", "-o", tmp_path / "b.snapshot", prog, cwd=tmp_path)
+    assert proc.returncode == 1
+    # python's own report of the exception, without the runner's frames
+    assert "Traceback (most recent call last):" in proc.stderr
+    assert "ZeroDivisionError: division by zero" in proc.stderr
+    assert 'File "%s", line 4, in <module>' % prog in proc.stderr
+    report = proc.stderr.split("ZeroDivisionError")[0]
+    assert "runpy" not in report and "_cli.py" not in report
+    assert (tmp_path / "b.snapshot").exists()
+
+
+def test_run_sys_exit_message(ctm, tmp_path):
+    prog = write(tmp_path / "exit.py", "import sys\nsys.exit('bye now')\n")
+    proc = cli("run", "-o", tmp_path / "e.snapshot", prog, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[0] == "bye now"
+    assert (tmp_path / "e.snapshot").exists()
+
+
+def test_run_ctrl_c(ctm, tmp_path):
+    prog = write(tmp_path / "intr.py", """\
+        import os, signal
+        keep = [bytearray(1000) for _ in range(100)]
+        os.kill(os.getpid(), signal.SIGINT)
+        """)
+    proc = cli("run", "-o", tmp_path / "i.snapshot", prog, cwd=tmp_path)
+    assert proc.returncode == -signal.SIGINT
+    assert "KeyboardInterrupt" in proc.stderr
+    assert "wrote the snapshot" in proc.stderr
+    assert ctm.Snapshot.load(tmp_path / "i.snapshot").traces
+
+
+def test_run_console_script(ctm, tmp_path, script):
+    exe = shutil.which("ctracemalloc",
+                       path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("ctracemalloc is not installed in this environment "
+                    "(a development build): no console script")
+    proc = subprocess.run([exe, "run", "-o", tmp_path / "s.snapshot",
+                           script, "3"], cwd=tmp_path, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    assert (tmp_path / "s.snapshot").exists()
+
+
+# -- top and compare -------------------------------------------------------
+
+@pytest.fixture
+def snapshots(ctm, tmp_path, script):
+    """Two snapshots of the script: the second with more memory."""
+    old, new = tmp_path / "old.snapshot", tmp_path / "new.snapshot"
+    assert cli("run", "-n", 3, "-o", old, script).returncode == 0
+    grow = write(tmp_path / "grow.py", SCRIPT.replace(
+        "range(300)", "range(900)"))
+    assert cli("run", "-n", 3, "-o", new, grow).returncode == 0
+    return old, new
+
+
+def test_top(ctm, snapshots):
+    old, _ = snapshots
+    snapshot = ctm.Snapshot.load(old)
+    for key in ("lineno", "filename", "traceback"):
+        proc = cli("top", old, "--key-type", key, "--limit", 4)
+        assert proc.returncode == 0, proc.stderr
+        stats = snapshot.statistics(key)
+        shown = min(4, len(stats))
+        assert top_entries(proc.stdout) == [str(s) for s in stats[:4]]
+        lines = proc.stdout.splitlines()
+        noun = {"lineno": "lines", "filename": "files",
+                "traceback": "tracebacks"}[key]
+        assert lines[0] == "Top %d %s" % (shown, noun)
+        assert lines[-1] == "Total: size=%s, count=%d" % (
+            ctm._format_size(sum(s.size for s in stats), False),
+            sum(s.count for s in stats))
+        if len(stats) > 4:
+            assert lines[-2] == "%d other %s: size=%s, count=%d" % (
+                len(stats) - 4, noun,
+                ctm._format_size(sum(s.size for s in stats[4:]), False),
+                sum(s.count for s in stats[4:]))
+        else:
+            assert " other " not in proc.stdout
+    proc = cli("top", old, "--key-type", "traceback", "--limit", 1)
+    assert proc.stdout.splitlines()[2].startswith('  File "')
+    proc = cli("top", old, "--cumulative", "--limit", 0)
+    stats = snapshot.statistics("lineno", cumulative=True)
+    assert top_entries(proc.stdout) == [str(s) for s in stats]
+    assert "Total" not in proc.stdout
+
+
+def test_top_filters_and_json(ctm, snapshots, script):
+    old, _ = snapshots
+    snapshot = ctm.Snapshot.load(old)
+    proc = cli("top", old, "--include", "*prog.py", "--json", "--limit", 2)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    stats = snapshot.filter_traces(
+        [ctm.Filter(True, "*prog.py")]).statistics("lineno")
+    assert [(e["traceback"][0]["filename"], e["traceback"][0]["lineno"],
+             e["size"], e["count"]) for e in data["stats"]] == \
+        [(s.traceback[0].filename, s.traceback[0].lineno, s.size, s.count)
+         for s in stats[:2]]
+    assert data["total"] == {"size": sum(s.size for s in stats),
+                             "count": sum(s.count for s in stats)}
+    assert data["other"]["entries"] == len(stats) - 2
+    proc = cli("top", old, "--exclude", str(script), "--limit", 0)
+    assert str(script) not in proc.stdout
+
+
+def test_compare(ctm, snapshots):
+    old, new = snapshots
+    diffs = ctm.Snapshot.load(new).compare_to(ctm.Snapshot.load(old),
+                                              "lineno")
+    proc = cli("compare", old, new, "--limit", 3)
+    assert proc.returncode == 0, proc.stderr
+    assert top_entries(proc.stdout) == [str(d) for d in diffs[:3]]
+    assert "(+" in top_entries(proc.stdout)[0]
+    total = proc.stdout.splitlines()[-1]
+    assert total == "Total: size=%s (%s), count=%d (%+d)" % (
+        ctm._format_size(sum(d.size for d in diffs), False),
+        ctm._format_size(sum(d.size_diff for d in diffs), True),
+        sum(d.count for d in diffs), sum(d.count_diff for d in diffs))
+    data = json.loads(cli("compare", old, new, "--json").stdout)
+    assert data["stats"][0]["size_diff"] == diffs[0].size_diff
+
+
+# -- flamegraph ------------------------------------------------------------
+
+def flame_data(html):
+    m = re.search(r'<script id="data" type="application/json">(.*?)'
+                  r'</script>', html, re.S)
+    return json.loads(m.group(1))
+
+
+def test_flamegraph(ctm, snapshots, tmp_path):
+    _, new = snapshots
+    out = tmp_path / "f.html"
+    proc = cli("flamegraph", new, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    # self-contained: nothing fetched
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "<link" not in html
+    data = flame_data(html)
+    snapshot = ctm.Snapshot.load(new)
+    stats = snapshot.statistics("traceback")
+    assert data["size"][0] == sum(s.size for s in stats)
+    assert data["count"][0] == sum(s.count for s in stats)
+    # the tree: a node holds at least its children, and the most recent
+    # frames of every traceback are leaves holding their statistic
+    n = len(data["parent"])
+    child_sum = [0] * n
+    for i in range(1, n):
+        assert data["parent"][i] < i
+        child_sum[data["parent"][i]] += data["size"][i]
+    assert all(child_sum[i] <= data["size"][i] for i in range(n))
+    names = data["names"]
+    for stat in stats[:5]:
+        node = 0
+        for frame in stat.traceback:            # oldest first
+            node = next(i for i in range(n) if data["parent"][i] == node
+                        and names[data["file"][i]] == frame.filename
+                        and data["line"][i] == frame.lineno)
+        assert data["size"][node] >= stat.size
+    # the source line of the script's biggest line is in the page
+    assert "data = [bytearray(1000) for _ in range(2000)]" in \
+        data["sources"]
+    # the default name
+    proc = cli("flamegraph", new, cwd=tmp_path)
+    assert (tmp_path / "new-flamegraph.html").exists()
+
+
+def test_flamegraph_escapes(ctm, tmp_path):
+    raw = [(0, 10, (("</script><script>alert(1)</script>{{DATA}}", 1),), 1)]
+    path = tmp_path / "evil{{DATA}}.snapshot"
+    ctm.Snapshot(raw, 1).dump(path)
+    assert cli("flamegraph", path, "-o", tmp_path / "e.html").returncode == 0
+    html = (tmp_path / "e.html").read_text()
+    assert "<script>alert" not in html
+    assert html.count("{{DATA}}") == 0 or "evil{{DATA}}" in html
+    assert flame_data(html)["names"] == [raw[0][2][0][0]]
+
+
+def chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    return None
+
+
+def test_flamegraph_in_chromium(ctm, snapshots, tmp_path):
+    exe = chromium()
+    if exe is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install "
+                    "chromium): the page's own test cannot run")
+    _, new = snapshots
+    out = tmp_path / "f.html"
+    assert cli("flamegraph", new, "-o", out).returncode == 0
+    proc = subprocess.run(
+        [exe, "--headless", "--no-sandbox", "--disable-gpu",
+         "--window-size=1200,800", "--virtual-time-budget=5000",
+         "--dump-dom", out.as_uri() + "#selftest"],
+        capture_output=True, text=True, timeout=120)
+    title = re.search(r"<title>(.*?)</title>", proc.stdout)
+    assert title is not None, proc.stderr[-2000:]
+    assert title.group(1).startswith("selftest: ok"), title.group(1)
+
+
+# -- bad input ---------------------------------------------------------------
+
+def test_bad_input(ctm, tmp_path, script):
+    damaged = tmp_path / "damaged.snapshot"
+    ctm.Snapshot([(0, 1, (("a.py", 1),), 1)], 1).dump(damaged)
+    damaged.write_bytes(damaged.read_bytes()[:-3])
+    cases = [
+        (("top", tmp_path / "missing.snapshot"), 1, "No such file"),
+        (("top", damaged), 1, "truncated snapshot file"),
+        (("top", script), 1, "not a ctracemalloc snapshot"),
+        (("compare", damaged, damaged), 1, "truncated"),
+        (("flamegraph", tmp_path), 1, "cannot"),
+        (("top",), 2, "required: FILE"),
+        (("top", damaged, "--limit", "x"), 2, "not a number"),
+        (("top", damaged, "--limit", "-1"), 2, "must not be negative"),
+        (("top", damaged, "--key-type", "size"), 2, "invalid choice"),
+        (("top", damaged, "--bogus"), 2, "unrecognized arguments: --bogus"),
+        (("frobnicate",), 2, "invalid choice"),
+        (("run",), 2, "give a SCRIPT"),
+        (("run", "-n", "0", script), 2, "from 1 to 65535"),
+        (("run", "-n", "x", script), 2, "not a number"),
+        (("run", tmp_path / "nope.py"), 1, "cannot open file"),
+        (("run", "-m", "no_such_module_here"), 1, "no module named"),
+        (("run", "-m", "no_such_module_here", "-c", "y"), 1,
+         "no module named"),
+        (("run", "--output"), 2, "expected one argument"),
+    ]
+    for args, status, message in cases:
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == status, (args, proc.stderr)
+        line = no_traceback(proc)
+        assert line.startswith("ctracemalloc: error: "), line
+        assert message in line, (args, line)
+    good = tmp_path / "good.snapshot"
+    ctm.Snapshot([(0, 1, (("a.py", 1),), 1)], 1).dump(good)
+    proc = cli("top", good, "--key-type", "traceback", "--cumulative")
+    assert proc.returncode == 2
+    assert "cumulative" in no_traceback(proc)
+    assert cli().returncode == 2
+    for command in ("run", "top", "compare", "flamegraph"):
+        proc = cli(command, "--help")
+        assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+def test_top_into_closed_pipe(ctm, snapshots):
+    old, _ = snapshots
+    proc = subprocess.run(
+        "%s -m ctracemalloc top %s --limit 0 --key-type traceback | head -1"
+        % (sys.executable, old), shell=True, env=child_env(),
+        capture_output=True, text=True, timeout=120)
+    assert proc.stdout.startswith("Top")
+    assert "Traceback" not in proc.stderr
+
+
+# -- progress ----------------------------------------------------------------
+
+def big_snapshot(ctm, path):
+    """A file of several MiB: 400k traces of 5-byte sizes."""
+    raw = [(0, (i * 2654435761) % 2**40, (("a.py", i % 100),), 1)
+           for i in range(400_000)]
+    ctm.Snapshot(raw, 1).dump(path)
+    return path
+
+
+def test_load_progress(ctm, tmp_path):
+    path = big_snapshot(ctm, tmp_path / "big.snapshot")
+    size = path.stat().st_size
+    assert size > 3 * 2**20
+    calls = []
+    ctm.Snapshot.load(path, progress=lambda *a: calls.append(a))
+    assert calls and all(total == size for _, total in calls)
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] > size - 2**21
+    # the stdlib's pickle: the parse is reported
+    pickled = tmp_path / "big.pickle"
+    ctm.Snapshot.load(path).dump(pickled, format="pickle")
+    calls.clear()
+    ctm.Snapshot.load(pickled, progress=lambda *a: calls.append(a))
+    assert len(calls) > 5
+    assert all(total == pickled.stat().st_size for _, total in calls)
+
+    def stop(done, total):
+        raise RuntimeError("stop at %d" % done)
+
+    for p in (path, pickled):
+        with pytest.raises(RuntimeError, match="stop at"):
+            ctm.Snapshot.load(p, progress=stop)
+    with pytest.raises(TypeError, match="progress must be callable"):
+        ctm.Snapshot.load(path, progress=3)
+
+
+def test_cli_progress_on_terminal(ctm, tmp_path):
+    path = big_snapshot(ctm, tmp_path / "big.snapshot")
+    master, slave = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ctracemalloc", "top",
+                             str(path)], stdout=subprocess.PIPE,
+                            stderr=slave, env=child_env())
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:         # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=60) == 0
+    assert b"loading big.snapshot: " in seen and b"%" in seen
+    assert seen.endswith(b"\r\x1b[K")      # the line is cleared at the end
+    assert out.startswith("Top 10 lines")
+    # not a terminal: no progress
+    proc = cli("top", path)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+# -- startup tracing and install() -------------------------------------------
+
+STARTUP_PROBE = ("import tracemalloc, sys; "
+                 "print(tracemalloc.__name__, tracemalloc.is_tracing(), "
+                 "tracemalloc.get_traceback_limit())")
+
+
+def python(code, env_extra, cwd=None):
+    env = child_env()
+    env.pop("CTRACEMALLOC", None)
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def startup_installed(ctm):
+    site = os.path.dirname(os.path.dirname(ctm.__file__))
+    return os.path.exists(os.path.join(site, "ctracemalloc-startup.pth"))
+
+
+def test_startup_tracing(ctm, tmp_path):
+    if not startup_installed(ctm):
+        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
+                    "package (a development build)")
+    proc = python(STARTUP_PROBE, {"CTRACEMALLOC": "7"})
+    assert proc.stdout.split() == ["ctracemalloc", "True", "7"], proc.stderr
+    assert proc.stderr == ""
+    for value in ("", None):
+        env = {} if value is None else {"CTRACEMALLOC": value}
+        proc = python(STARTUP_PROBE, env)
+        assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+        assert proc.stderr == ""
+    for value in ("abc", "0", "-3", "70000"):
+        proc = python(STARTUP_PROBE, {"CTRACEMALLOC": value})
+        assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+        line = no_traceback(proc)
+        assert line == ("ctracemalloc: CTRACEMALLOC=%r is not a number of "
+                        "frames from 1 to 65535: tracing stays off" % value)
+    # before the program's first import: a module's import is traced
+    write(tmp_path / "heavy.py", "TABLE = [bytearray(100) for _ in "
+                                 "range(3000)]\n")
+    proc = python("import heavy, ctracemalloc; "
+                  "s = ctracemalloc.take_snapshot(); "
+                  "print(sum(st.count for st in s.statistics('lineno') "
+                  "if st.traceback[0].filename.endswith('heavy.py')))",
+                  {"CTRACEMALLOC": "1", "PYTHONPATH": "%s%s%s" % (
+                      tmp_path, os.pathsep, child_env()["PYTHONPATH"])},
+                  cwd=tmp_path)
+    assert int(proc.stdout) >= 3000, proc.stderr
+
+
+def test_install_resource_warning(ctm, tmp_path):
+    code = textwrap.dedent("""\
+        import ctracemalloc, warnings, gc
+        previous = ctracemalloc.install()
+        import tracemalloc
+        assert tracemalloc is ctracemalloc, tracemalloc
+        assert previous is None or previous.__name__ == "tracemalloc"
+        ctracemalloc.start(5)
+        def leak():
+            f = open(__file__ if False else %r)
+            return None
+        leak()
+        gc.collect()
+        """ % os.devnull)
+    prog = write(tmp_path / "leak.py", code)
+    env = child_env()
+    proc = subprocess.run([sys.executable, "-W", "always::ResourceWarning",
+                           str(prog)], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "ResourceWarning: unclosed file" in proc.stderr
+    assert "Object allocated at (most recent call last):" in proc.stderr
+    assert 'File "%s", lineno 8' % prog in proc.stderr
