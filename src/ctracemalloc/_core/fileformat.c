@@ -2239,6 +2239,19 @@ read_section(loader *st, unsigned *tag)
     }
 }
 
+/* The stdlib's pickle, read whole. (Not mapped: a file that another
+ * process truncates while it is read would kill this one with SIGBUS.) */
+static ctm_snapdata *
+load_pickle(reader *r, PyObject **limit, PyObject **extra,
+            ctm_progress *progress)
+{
+    if (rd_fill(r, SIZE_MAX) < 0) {
+        return NULL;
+    }
+    return ctm_stdpickle_load(r->data + r->pos, r->len - r->pos, limit,
+                              extra, progress);
+}
+
 static ctm_snapdata *
 load(reader *r, PyObject **limit, PyObject **extra)
 {
@@ -2262,11 +2275,7 @@ load(reader *r, PyObject **limit, PyObject **extra)
         /* the parse takes longer than the read: report the parse */
         ctm_progress progress = r->progress;
         r->progress.callable = NULL;
-        if (rd_fill(r, SIZE_MAX) < 0) {
-            goto error;
-        }
-        d = ctm_stdpickle_load(r->data + r->pos, r->len - r->pos, limit,
-                               extra, &progress);
+        d = load_pickle(r, limit, extra, &progress);
         goto done;
     }
     if (read_header(&st) < 0) {

@@ -1135,7 +1135,8 @@ ctm_stdpickle_load(const uint8_t *data, size_t n, PyObject **limit,
     }
     for (;;) {
         uint64_t parsed = (uint64_t)(m.p - m.start);
-        if (progress != NULL && parsed >= progress->next
+        if (progress != NULL && progress->callable != NULL
+            && parsed >= progress->next
             && ctm_progress_report(progress, parsed) < 0) {
             goto done;
         }
