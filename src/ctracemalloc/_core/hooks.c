@@ -32,6 +32,11 @@
  *    other in a loop, whatever other tracer is around.
  *  - fork: the lock is taken around fork() so the child inherits
  *    consistent tables, then reset in the child.
+ *  - Subinterpreters: only the interpreter that started tracing is
+ *    traced. A subinterpreter's objects, code objects included, belong to
+ *    it (from 3.12, its memory too) and go when it is destroyed: the
+ *    tracer must hold no reference into it, and its blocks are not ours
+ *    to explain.
  */
 #include "tables.h"
 
@@ -61,6 +66,9 @@ static atomic_int tracing;
 
 /* Set when the interpreter starts exiting (atexit). */
 static atomic_int exiting;
+
+/* The interpreter traced: the one that called start(). */
+static PyInterpreterState *traced_interp;
 
 /* Protected by the tables lock. */
 static struct {
@@ -165,6 +173,9 @@ add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known,
     int gil;
     PyThreadState *ts = current_tstate(gil_known, &gil);
     int rc = 0;
+    if (ts != NULL && ts->interp != traced_interp) {
+        return 0;               /* a subinterpreter's: see the top */
+    }
     tables_lock();
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
         int64_t tb = traceback_unlocked(ts, gil);
@@ -323,6 +334,9 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
              * it was first allocated; give it the current traceback. */
             int gil;
             PyThreadState *ts = current_tstate(1, &gil);
+            if (ts != NULL && ts->interp != traced_interp) {
+                goto chain;
+            }
             reentrant = 1;
             tables_lock();
             ctm_value *v = ctm_traces_get_unlocked(
@@ -337,6 +351,7 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
             reentrant = 0;
         }
     }
+chain:
     if (prev_reftracer != NULL) {
         return prev_reftracer(obj, event, prev_reftracer_data);
     }
@@ -510,6 +525,7 @@ ctm_tracer_start(int nframe)
         return -1;
     }
     tables_lock();
+    traced_interp = PyInterpreterState_Get();
     ctm_free(T.frames);
     T.frames = frames;
     T.nframe = nframe;
