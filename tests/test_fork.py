@@ -193,3 +193,57 @@ def test_fork_child_and_parent_are_separate(tm):
     assert wait_child(pid) == 0
     assert find_traces(tm.take_snapshot(), frames, 56789) == []
 
+
+
+# -- multiprocessing ----------------------------------------------------------
+
+def mp_child(module_name, results):
+    """In a multiprocessing child: trace (still, after fork; anew after
+    spawn), allocate, take a snapshot, and report."""
+    import importlib
+    tm = importlib.import_module(module_name)
+    inherited = tm.is_tracing()
+    if not inherited:
+        tm.start(3)
+    keep = [bytearray(4321) for _ in range(300)]
+    snapshot = tm.take_snapshot()
+    found = len([t for t in snapshot.traces
+                 if t.traceback[-1].filename == __file__
+                 and t.size >= 4321])
+    results.put((inherited, found, tm.get_traced_memory()[0] > 300 * 4321))
+    del keep
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_multiprocessing_from_threaded_parent(tm, method):
+    import multiprocessing
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip("no %s start method here" % method)
+    ctx = multiprocessing.get_context(method)
+    tm.start(5)
+    stop = threading.Event()
+    threads = [threading.Thread(target=busy, args=(stop,)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            results = ctx.Queue()
+            for _ in range(3):
+                settle_threads()
+                proc = ctx.Process(target=mp_child,
+                                   args=(tm.__name__, results))
+                proc.start()
+                inherited, found, counted = results.get(
+                    timeout=CHILD_TIMEOUT)
+                proc.join(CHILD_TIMEOUT)
+                assert proc.exitcode == 0
+                assert inherited == (method == "fork")
+                assert found >= 300 and counted
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    # the parent traced on, undisturbed
+    obj, frames = allocate_bytes(tm, 7777)
+    assert raw_frames(tm.get_object_traceback(obj)) == frames

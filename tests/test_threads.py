@@ -163,3 +163,129 @@ def test_stop_and_clear_while_threads_allocate(tm, action):
     current = tm.get_traced_memory()[0]
     assert abs(current - sum(t.size for t in tm.take_snapshot().traces)) \
         <= 1024
+
+
+# -- every operation while threads allocate ---------------------------------
+
+NWORKERS = 6
+PHASES = 100
+
+
+def phase_worker(barrier, stop, errors, seed, markers):
+    """Allocate and free in phases (with the GIL: objects and their
+    buffers; without: zlib, bz2 and lzma state), ending each phase with a
+    marker object and a wait at the barrier, where the main thread checks
+    the tracer and acts on it while every worker stands still."""
+    rng = random.Random(seed)
+    data = make_data(10_000, seed)
+    live = []
+    try:
+        while True:
+            for _ in range(rng.randrange(5, 20)):
+                r = rng.random()
+                if r < 0.25:
+                    assert zlib.decompress(zlib.compress(data, 1)) == data
+                elif r < 0.28:
+                    assert bz2.decompress(bz2.compress(data[:3000], 1)) \
+                        == data[:3000]
+                elif r < 0.31:
+                    lzma.compress(data[:3000], preset=0)
+                elif r < 0.75:
+                    live.append([bytes(rng.randrange(1, 300))
+                                 for _ in range(20)])
+                elif live:
+                    live.pop(rng.randrange(len(live)))
+                if len(live) > 100:
+                    del live[:50]
+            line = sys._getframe().f_lineno + 1
+            markers.append((bytearray(777), line))
+            barrier.wait()          # the main thread checks
+            barrier.wait()          # and acts
+            if stop.is_set():
+                return
+    except threading.BrokenBarrierError:
+        pass
+    except BaseException as exc:
+        errors.append(exc)
+        barrier.abort()
+
+
+def check_quiet_tracer(tm, markers):
+    """Checks while no worker runs: every marker of the phase is traced at
+    its line; the traced total is the sum of the live traces (but for
+    what this thread allocates between the two calls); peak >= current."""
+    for obj, line in markers:
+        tb = tm.get_object_traceback(obj)
+        assert tb is not None, "a block allocated while tracing is untraced"
+        assert (tb[-1].filename, tb[-1].lineno) == (__file__, line)
+    current, peak = tm.get_traced_memory()
+    snapshot = tm.take_snapshot()
+    total = sum(t.size for t in snapshot.traces)
+    assert abs(total - current) <= 4096, (total, current)
+    assert peak >= current
+    return len(snapshot.traces)
+
+
+def test_every_operation_while_threads_allocate(tm):
+    barrier = threading.Barrier(NWORKERS + 1, timeout=60)
+    stop, errors = threading.Event(), []
+    markers = [[] for _ in range(NWORKERS)]
+    rng = random.Random(5)
+    tm.start(5)
+    threads = run_threads(phase_worker,
+                          [(barrier, stop, errors, seed, markers[seed])
+                           for seed in range(NWORKERS)])
+    actions = []
+    done = False
+    try:
+        for phase in range(PHASES):
+            barrier.wait()
+            phase_markers = [m for ms in markers for m in ms]
+            for ms in markers:
+                ms.clear()
+            if tm.is_tracing():
+                assert check_quiet_tracer(tm, phase_markers) > NWORKERS
+            action = rng.choice(["none", "snapshot", "clear", "reset_peak",
+                                 "stop", "restart"])
+            actions.append(action)
+            if action == "clear":
+                tm.clear_traces()
+                assert tm.get_traced_memory()[0] < 4096
+            elif action == "reset_peak":
+                tm.reset_peak()
+                current, peak = tm.get_traced_memory()
+                assert 0 <= peak - current < 4096
+            elif action == "stop":
+                tm.stop()
+                assert tm.get_traced_memory() == (0, 0)
+            elif action == "restart":
+                tm.stop()
+                tm.start(rng.choice([1, 5, 25]))
+            elif action == "snapshot":
+                tm.take_snapshot() if tm.is_tracing() else None
+            if action in ("clear", "stop", "restart"):
+                # nothing from before is left: no trace invented
+                for obj, _ in phase_markers:
+                    assert tm.get_object_traceback(obj) is None
+            if not tm.is_tracing() and rng.random() < 0.5:
+                tm.start(rng.choice([1, 5, 25]))
+            del phase_markers
+            if phase == PHASES - 1:
+                stop.set()
+            barrier.wait()
+        done = True
+    except threading.BrokenBarrierError:
+        assert errors, "the barrier broke, yet no worker failed"
+    finally:
+        stop.set()
+        if not done:
+            barrier.abort()     # a failed check: let the workers go
+        for thread in threads:
+            thread.join(60)
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    assert {"clear", "stop", "restart", "reset_peak"} <= set(actions)
+    tm.clear_traces()
+    assert tm.get_traced_memory()[0] < 4096
+    tm.stop()
+    assert tm.get_traced_memory() == (0, 0)
