@@ -358,21 +358,30 @@ get_object_traceback(PyObject *self, PyObject *args, PyObject *kwargs)
 }
 
 static PyObject *
-format_size(PyObject *self, PyObject *args)
+format_size(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    /* Python functions in the stdlib: arguments may be keywords */
+    static char *kwlist[] = {"size", "sign", NULL};
     (void)self;
     PyObject *size;
     int sign;
-    if (!PyArg_ParseTuple(args, "Op:_format_size", &size, &sign)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "Op:_format_size", kwlist,
+                                     &size, &sign)) {
         return NULL;
     }
     return ctm_format_size(size, sign);
 }
 
 static PyObject *
-normalize_filename(PyObject *self, PyObject *filename)
+normalize_filename(PyObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"filename", NULL};
     (void)self;
+    PyObject *filename;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:_normalize_filename",
+                                     kwlist, &filename)) {
+        return NULL;
+    }
     return ctm_normalize_filename(filename);
 }
 
@@ -512,8 +521,10 @@ static PyMethodDef module_methods[] = {
     {"_get_traces", get_traces, METH_NOARGS,
      "_get_traces()\n--\n\n"
      "The live traces as a list of (domain, size, frames, total_nframe)."},
-    {"_format_size", format_size, METH_VARARGS, NULL},
-    {"_normalize_filename", normalize_filename, METH_O, NULL},
+    {"_format_size", (PyCFunction)(void (*)(void))format_size,
+     METH_VARARGS | METH_KEYWORDS, NULL},
+    {"_normalize_filename", (PyCFunction)(void (*)(void))normalize_filename,
+     METH_VARARGS | METH_KEYWORDS, NULL},
     {"track", track, METH_VARARGS, track_doc},
     {"untrack", untrack, METH_VARARGS, untrack_doc},
     {"_after_other_tracer", after_other_tracer, METH_O, NULL},

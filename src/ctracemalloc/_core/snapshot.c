@@ -2058,8 +2058,15 @@ snapshot_compare_to(SnapshotObject *self, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-snapshot_filter_traces(SnapshotObject *self, PyObject *filters)
+snapshot_filter_traces(SnapshotObject *self, PyObject *args,
+                       PyObject *kwargs)
 {
+    static char *kwlist[] = {"filters", NULL};
+    PyObject *filters;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:filter_traces", kwlist,
+                                     &filters)) {
+        return NULL;
+    }
     int r = PyObject_IsInstance(filters, iterable_abc);
     if (r < 0) {
         return NULL;
@@ -2342,7 +2349,8 @@ static PyMethodDef snapshot_methods[] = {
      "compare_to(old_snapshot, key_type, cumulative=False)\n--\n\n"
      "Compute the differences with an old snapshot. Return a sorted list\n"
      "of StatisticDiff instances grouped by key_type."},
-    {"filter_traces", (PyCFunction)snapshot_filter_traces, METH_O,
+    {"filter_traces", (PyCFunction)(void (*)(void))snapshot_filter_traces,
+     METH_VARARGS | METH_KEYWORDS,
      "filter_traces(filters)\n--\n\n"
      "Create a new Snapshot instance with the traces that pass filters,\n"
      "a list of Filter and DomainFilter instances."},
