@@ -1,0 +1,55 @@
+"""Every part of ctracemalloc once, for tests/test_valgrind.py: tracing
+with threads (zlib without the GIL), snapshots, every analysis, both file
+formats, pickling, the tree, the runner's strip, the track API, clear and
+stop. Prints "ok" at the end."""
+import os
+import pickle
+import sys
+import threading
+import zlib
+
+import ctracemalloc as tm
+
+out = sys.argv[1]
+tm.start(5)
+
+
+def work():
+    data = bytes(range(256)) * 100
+    for _ in range(20):
+        zlib.decompress(zlib.compress(data))
+        junk = [bytes(50) for _ in range(30)]
+        del junk
+
+
+threads = [threading.Thread(target=work) for _ in range(3)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+keep = [bytearray(100) for _ in range(2000)]
+s = tm.take_snapshot()
+for key in ("lineno", "filename", "traceback"):
+    s.statistics(key)
+s.statistics("lineno", cumulative=True)
+s2 = tm.take_snapshot()
+s2.compare_to(s, "lineno")
+s2.compare_to(s, "traceback")
+s.filter_traces([tm.Filter(False, "*zlib*"), tm.DomainFilter(True, 0)])
+path = os.path.join(out, "a.snapshot")
+s.dump(path)
+tm.Snapshot.load(path, progress=lambda done, total: None)
+s.dump(path + ".pickle", format="pickle")
+tm.Snapshot.load(path + ".pickle")
+pickle.loads(pickle.dumps(s))
+s._tree()
+s._strip_root(((__file__, 1),), 3)
+tm.get_object_traceback(keep[0])
+tm.track(5, 0x1000, 10)
+tm.untrack(5, 0x1000)
+tm.clear_traces()
+tm.reset_peak()
+tm.get_traced_memory()
+tm.get_tracemalloc_memory()
+tm.stop()
+print("ok")
