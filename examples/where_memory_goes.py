@@ -5,28 +5,10 @@
 The same code runs with the standard library's tracer if you replace the
 import by ``import tracemalloc``: that is the point of ctracemalloc.
 """
-import json
 import linecache
 
 import ctracemalloc as tracemalloc
-
-
-def build_index(words):
-    index = {}
-    for i, word in enumerate(words):
-        index.setdefault(word[:3], []).append((i, word))
-    return index
-
-
-def render(index):
-    return json.dumps({key: [w for _, w in items] for key, items in index.items()})
-
-
-def workload():
-    words = ["%s-%d" % (chr(97 + i % 26) * 3, i) for i in range(100_000)]
-    index = build_index(words)
-    text = render(index)
-    return words, index, text
+from workload import workload   # the program: build an index, render it
 
 
 def main():

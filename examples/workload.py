@@ -20,8 +20,14 @@ def render(index):
                        for key, items in index.items()})
 
 
-words = ["%s-%d" % (chr(97 + i % 26) * 3, i) for i in range(100_000)]
-index = build_index(words)
-text = render(index)
-print("indexed %d words into %d keys, %d characters of JSON"
-      % (len(words), len(index), len(text)))
+def workload():
+    words = ["%s-%d" % (chr(97 + i % 26) * 3, i) for i in range(100_000)]
+    index = build_index(words)
+    text = render(index)
+    return words, index, text
+
+
+if __name__ == "__main__":
+    words, index, text = workload()
+    print("indexed %d words into %d keys, %d characters of JSON"
+          % (len(words), len(index), len(text)))

@@ -46,25 +46,22 @@ def tm():
     return ctracemalloc
 
 
-def nframe_arg(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text)
-    if not 1 <= n <= 65535:
-        raise argparse.ArgumentTypeError(
-            "the number of frames must be from 1 to 65535, not %d" % n)
-    return n
+def int_arg(low, high, problem):
+    """An argparse type: an int from low to high (None: no bound)."""
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError("not a number: %r" % text)
+        if n < low or (high is not None and n > high):
+            raise argparse.ArgumentTypeError(problem % n)
+        return n
+    return parse
 
 
-def count_arg(text):
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text)
-    if n < 0:
-        raise argparse.ArgumentTypeError("must not be negative: %d" % n)
-    return n
+nframe_arg = int_arg(1, 65535, "the number of frames must be from 1 to "
+                               "65535, not %d")
+count_arg = int_arg(0, None, "must not be negative: %d")
 
 
 # -- reading snapshots -------------------------------------------------------
