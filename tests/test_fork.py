@@ -9,7 +9,7 @@ import zlib
 
 import pytest
 
-from tmhelpers import allocate_bytes, find_traces, raw_frames
+from tmhelpers import allocate_bytes, find_traces, raw_frames, settle_threads
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 
@@ -58,28 +58,6 @@ def child_checks(tm, parent_obj, parent_frames):
     if tm.is_tracing():
         return 9
     return 0
-
-
-def settle_threads(timeout=5.0):
-    """Wait until every thread Python has joined is gone from the process.
-
-    join() returns before a thread has finished exiting in C (thread-local
-    destructors, the C library's and sanitizers' bookkeeping). A fork at
-    that moment is legal, but GCC 12's AddressSanitizer has no fork
-    handlers: if the exiting thread holds one of its allocator locks, the
-    child deadlocks in its first malloc. That happens without any tracer
-    (fork in a loop while short threads come and go, under LD_PRELOAD of
-    libasan: the child waits on a futex inside ASan's allocator), so the
-    tests that fork from a thread wait for the process's own thread count
-    (Linux /proc) to match Python's first."""
-    try:
-        os.listdir("/proc/self/task")
-    except OSError:
-        return
-    deadline = time.monotonic() + timeout
-    while (len(os.listdir("/proc/self/task")) > threading.active_count()
-           and time.monotonic() < deadline):
-        time.sleep(0.001)
 
 
 def fork_and_check(tm, parent_obj, parent_frames):

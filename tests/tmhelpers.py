@@ -2,6 +2,8 @@
 puts tests/ on sys.path)."""
 import os
 import sys
+import threading
+import time
 
 import pytest
 
@@ -126,3 +128,25 @@ def outcome(func):
     except Exception as exc:
         return type(exc), str(exc)
     return None, result
+
+
+def settle_threads(timeout=5.0):
+    """Wait until every thread Python has joined is gone from the process.
+
+    join() returns before a thread has finished exiting in C (thread-local
+    destructors, the C library's and sanitizers' bookkeeping). A fork at
+    that moment is legal, but GCC 12's AddressSanitizer has no fork
+    handlers: if the exiting thread holds one of its allocator locks, the
+    child deadlocks in its first malloc. That happens without any tracer
+    (fork in a loop while short threads come and go, under LD_PRELOAD of
+    libasan: the child waits on a futex inside ASan's allocator), so the
+    tests that fork from a thread wait for the process's own thread count
+    (Linux /proc) to match Python's first."""
+    try:
+        os.listdir("/proc/self/task")
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while (len(os.listdir("/proc/self/task")) > threading.active_count()
+           and time.monotonic() < deadline):
+        time.sleep(0.001)
