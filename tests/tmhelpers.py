@@ -150,3 +150,24 @@ def settle_threads(timeout=5.0):
     while (len(os.listdir("/proc/self/task")) > threading.active_count()
            and time.monotonic() < deadline):
         time.sleep(0.001)
+
+
+def heap_in_use():
+    """Bytes of C heap in use: the sanitizer's count under ASan (whose
+    quarantine keeps freed memory mapped), else glibc's mallinfo2."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    if hasattr(libc, "__sanitizer_get_current_allocated_bytes"):
+        libc.__sanitizer_get_current_allocated_bytes.restype = ctypes.c_size_t
+        return libc.__sanitizer_get_current_allocated_bytes()
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("needs glibc's mallinfo2 or ASan")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+            "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc.mallinfo2.restype = Mallinfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
