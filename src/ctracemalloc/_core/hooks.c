@@ -173,10 +173,18 @@ add_trace(uint32_t domain, uintptr_t ptr, size_t size, int gil_known,
     int gil;
     PyThreadState *ts = current_tstate(gil_known, &gil);
     int rc = 0;
+    tables_lock();
+    if (!gil && ts != NULL
+        && atomic_load_explicit(&exiting, memory_order_relaxed)) {
+        /* Checked again under the lock: the interpreter began exiting
+         * after current_tstate looked, and it frees the thread states
+         * of threads like this one (see ctm_tracer_at_exit). */
+        ts = NULL;
+    }
     if (ts != NULL && ts->interp != traced_interp) {
+        tables_unlock();
         return 0;               /* a subinterpreter's: see the top */
     }
-    tables_lock();
     if (atomic_load_explicit(&tracing, memory_order_relaxed)) {
         int64_t tb = traceback_unlocked(ts, gil);
         if (tb < 0
@@ -628,6 +636,12 @@ void
 ctm_tracer_at_exit(void)
 {
     atomic_store(&exiting, 1);
+    /* A barrier: a hook of a thread without the GIL that looked before
+     * the store captures under the lock, and sees the flag once it has
+     * the lock (add_trace). After this returns, no hook reads a thread
+     * state that the interpreter's finalization is about to free. */
+    tables_lock();
+    tables_unlock();
 }
 
 int
