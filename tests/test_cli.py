@@ -217,6 +217,28 @@ def test_run_ctrl_c(ctm, tmp_path):
     assert ctm.Snapshot.load(tmp_path / "i.snapshot").traces
 
 
+def test_run_program_that_forks(ctm, tmp_path):
+    """A child the program forks and lets run to the end writes no
+    snapshot of its own: the parent's report is the one."""
+    prog = write(tmp_path / "forks.py", """\
+        import os, sys
+        keep = [bytearray(1000) for _ in range(100)]
+        pid = os.fork()
+        if pid == 0:
+            child_data = [bytearray(2000) for _ in range(50)]
+            sys.exit(5)         # ends through the runner, like the parent
+        _, status = os.waitpid(pid, 0)
+        print("child status", os.waitstatus_to_exitcode(status))
+        """)
+    proc = cli("run", "-o", tmp_path / "f.snapshot", prog, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "child status 5"
+    assert proc.stderr.count("wrote the snapshot") == 1
+    snapshot = ctm.Snapshot.load(tmp_path / "f.snapshot")
+    sizes = {t.size for t in snapshot.traces}
+    assert not any(2000 <= size < 2100 for size in sizes)   # no child data
+
+
 def test_run_console_script(ctm, tmp_path, script):
     exe = shutil.which("ctracemalloc",
                        path=os.path.dirname(sys.executable))

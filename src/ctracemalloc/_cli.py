@@ -395,6 +395,7 @@ def cmd_run(args, program):
     # the snapshot: its globals, or the exception that ended it, whose
     # traceback holds the frames and their globals.
     held = None
+    runner = os.getpid()
     try:
         held = prog.run(lambda extra: ctm.start(args.nframe + extra))
     except SystemExit as exc:
@@ -406,7 +407,12 @@ def cmd_run(args, program):
     except BaseException as exc:
         status = 1
         error = held = exc
-    snapshot = ctm.take_snapshot() if ctm.is_tracing() else None
+    # A child the program forked and let reach the end of the main module
+    # ends as python would, without a snapshot: the report is the
+    # parent's.
+    child = os.getpid() != runner
+    snapshot = (ctm.take_snapshot() if ctm.is_tracing() and not child
+                else None)
     ctm.stop()
     del held
     if snapshot is not None:
@@ -422,7 +428,9 @@ def cmd_run(args, program):
         error = None
     if not interrupted:
         status = exit_status(status)
-    if snapshot is None:
+    if child:
+        pass
+    elif snapshot is None:
         print("%s: the program stopped tracing: no snapshot" % PROG,
               file=sys.stderr)
     else:
