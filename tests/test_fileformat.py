@@ -126,7 +126,7 @@ def read_varint(data, pos):
             return value, pos
 
 
-def assemble(sections, major=1, minor=0):
+def assemble(sections, major=2, minor=0):
     """A file from (tag, payload) pairs, with correct checks."""
     out = bytearray(MAGIC + struct.pack("<HH", major, minor))
     for tag, payload in sections:
@@ -219,9 +219,11 @@ class Tables:
                 self.tracebacks.append(key)
             self.traces.append((t, domain, size))
 
-    def sections(self, limit=None, extra=None):
+    def sections(self, limit=None, extra=None, major=2):
         """The sections the C writer makes, in one block each (it cuts
-        them at 64 KiB or 16384 traces: keep test snapshots smaller)."""
+        them at 64 KiB or 16384 traces: keep test snapshots smaller).
+        major=1: those of format 1.0, whose frame references are
+        varints."""
         nrefs = sum(len(ids) for ids, _ in self.tracebacks)
         secs = [(COUNTS, b"".join(varint(n) for n in (
             len(self.strings), len(self.frames), len(self.tracebacks),
@@ -234,11 +236,19 @@ class Tables:
             secs.append((FRAMES, varint(len(self.frames)) + b"".join(
                 varint(s) + varint(zigzag(line)) for s, line in self.frames)))
         if self.tracebacks:
-            secs.append((TRACEBACKS, varint(len(self.tracebacks)) + b"".join(
-                varint(len(ids))
-                + varint(0 if total is None else total + 1)
-                + b"".join(varint(f) for f in ids)
-                for ids, total in self.tracebacks)))
+            if major == 1:
+                head, ref = b"", varint
+            else:
+                width = next(w for w in (1, 2, 4)
+                             if len(self.frames) <= 1 << (8 * w))
+                head = bytes([width])
+                ref = lambda f: f.to_bytes(width, "little")  # noqa: E731
+            secs.append((TRACEBACKS, varint(len(self.tracebacks)) + head
+                         + b"".join(
+                             varint(len(ids))
+                             + varint(0 if total is None else total + 1)
+                             + b"".join(ref(f) for f in ids)
+                             for ids, total in self.tracebacks)))
         if self.traces:
             secs.append((TRACES, traces_payload(self.traces)))
         secs.append((LIMIT, limit_payload(limit)))
@@ -334,11 +344,19 @@ def test_round_trip_values(ctm, tmp_path):
     assert dump_bytes(loaded) == (tmp_path / "a").read_bytes()
 
 
+def many_frames(n):
+    """Traces naming n distinct frames: frame references of one, two or
+    four bytes."""
+    return [(0, i, (("f%d.py" % (i % 7), i),) * (1 + i % 3), i % 5)
+            for i in range(n)]
+
+
 def test_matches_independent_writer(ctm):
     """The C writer produces exactly what the documented format says."""
     for raw, limit, extra in [
             (RAW, 5, None), ([], None, None), (RAW, "x", {"a": 1}),
-            ([(3, 5, (), None)] * 10, -7, None)]:
+            ([(3, 5, (), None)] * 10, -7, None),
+            (many_frames(256), 3, None), (many_frames(257), 3, None)]:
         snapshot = ctm.Snapshot(raw, limit)
         if extra:
             for key, value in extra.items():
@@ -347,6 +365,33 @@ def test_matches_independent_writer(ctm):
         assert dump_bytes(snapshot) == expected
         loaded = load_bytes(ctm, expected)
         assert plain_traces(loaded) == plain_traces(snapshot)
+
+
+def test_reads_version_1(ctm):
+    """Files of format 1.0 (frame references as varints) still load."""
+    for raw in (RAW, many_frames(300), many_frames(20000)):
+        data = assemble(Tables(raw).sections(5, major=1), major=1)
+        assert plain_traces(load_bytes(ctm, data)) == plain_traces(
+            ctm.Snapshot(raw, 5))
+    tables = Tables(RAW)
+    tables.tracebacks.append(((99,), 1))
+    with pytest.raises(ValueError, match="reference out of range"):
+        load_bytes(ctm, assemble(tables.sections(5, major=1), major=1))
+
+
+def test_four_byte_references(ctm):
+    """More than 65536 frames: the C writer's blocks (several, unlike the
+    independent writer's one a kind) say four-byte references, and both
+    files load to the same traces."""
+    raw = many_frames(65537)
+    data = dump_bytes(ctm.Snapshot(raw, 3))
+    widths = {payload[read_varint(payload, 0)[1]]
+              for tag, payload in split(data)[1] if tag == TRACEBACKS}
+    assert widths == {4}
+    expected = plain_traces(ctm.Snapshot(raw, 3))
+    assert plain_traces(load_bytes(ctm, data)) == expected
+    ours = assemble(Tables(raw).sections(3))
+    assert plain_traces(load_bytes(ctm, ours)) == expected
 
 
 def test_empty(ctm, tmp_path):
@@ -591,12 +636,21 @@ def test_versions(ctm):
         load_bytes(ctm, assemble(newer[1:]))
 
 
+def wide_reference(tables, ref):
+    """Enough frames for two-byte references, and one just past them."""
+    tables.frames.extend((0, line) for line in range(100, ref + 100
+                                                     - len(tables.frames)))
+    assert len(tables.frames) == ref
+    tables.tracebacks.append(((1, 0, ref), 1))
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda t: t.strings.append("a.py"), "duplicate string"),
     (lambda t: t.frames.append(t.frames[0]), "duplicate frame"),
     (lambda t: t.tracebacks.append(t.tracebacks[0]), "duplicate traceback"),
     (lambda t: t.frames.append((99, 1)), "filename index out of range"),
     (lambda t: t.tracebacks.append(((99,), 1)), "reference out of range"),
+    (lambda t: wide_reference(t, 300), "reference out of range"),
     (lambda t: t.traces.append((99, 0, 1)), "traceback index out of range"),
     (lambda t: t.traces.append((-5, 0, 1)), "traceback index out of range"),
     (lambda t: t.frames.append((0, 2**31)), "line number out of range"),
@@ -633,6 +687,11 @@ def test_invalid_structure(ctm):
     bad([(t, b"\x01\x80" if t == LIMIT else p) for t, p in secs],
         "malformed")
     bad([(t, p[:-1] if t == TRACES else p) for t, p in secs], "malformed")
+    for width in (0, 3, 8, 255):
+        bad([(t, p[:1] + bytes([width]) + p[2:] if t == TRACEBACKS else p)
+             for t, p in secs], "bad frame reference width")
+    bad([(t, p[:2] if t == TRACEBACKS else p) for t, p in secs],
+        "malformed")
     bad([(t, b"\x01\x01\x00\xff" if t == TRACES else p) for t, p in secs],
         "bad size codes|fewer traces")
     bad(secs[:-1] + [(EXTRA, pickle.dumps([1], 4)), (END, b"")],

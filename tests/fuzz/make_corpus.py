@@ -30,6 +30,8 @@ def seeds():
                         rng.choice([0, 1, 200, 300, 70000, 2**24, 2**64 - 1]),
                         frames, rng.choice([None, len(frames), 7])))
     yield "random", assemble(Tables(raw).sections(3))
+    # format 1.0 (varint frame references), which load still reads
+    yield "version-1", assemble(Tables(raw).sections(3, major=1), major=1)
     # the stdlib's pickle format (stdpickle.c), as the stdlib writes it
     import pickle
     import tracemalloc
