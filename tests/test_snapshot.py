@@ -340,6 +340,40 @@ def test_live_filter_all_frames(tm):
     del obj
 
 
+def test_live_filename_str_subclass(tm):
+    """A code object's filename may be a str subclass (code.replace):
+    its frames are named by its value, beside the frames of other code.
+    (Its hash may run Python code, so a tracer must not take it under
+    its tables lock: with a __hash__ written in Python that allocates,
+    the stdlib's tracer deadlocks on 3.11, so that is not tested.)"""
+    class Name(str):
+        pass
+
+    namespace = {}
+    exec(compile("def alloc(n):\n"
+                 "    out = []\n"
+                 "    for i in range(n):\n"
+                 "        out.append(bytearray(1000 + i))\n"
+                 "    return out\n", "original.py", "exec"), namespace)
+    alloc = namespace["alloc"]
+    alloc.__code__ = alloc.__code__.replace(co_filename=Name("renamed.py"))
+    tm.start(3)
+    objects, frames = allocate_bytes(tm, 4321)
+    renamed = alloc(50)
+    snapshot = tm.take_snapshot()
+    sizes = {t.size for t in snapshot.traces
+             if (t.traceback[-1].filename, t.traceback[-1].lineno)
+             == ("renamed.py", 4)}
+    # the bytearrays' buffers, n + 1 bytes each
+    assert sizes >= {1001 + i for i in range(50)}
+    assert len(find_traces(snapshot, frames, size=4321)) == 1
+    (stat,) = [s for s in snapshot.statistics("filename")
+               if s.traceback[0].filename == "renamed.py"]
+    assert stat.count >= 50
+    assert stat.size >= sum(1001 + i for i in range(50))
+    del objects, renamed
+
+
 # -- dump and load -----------------------------------------------------------------
 
 def test_dump_load_live(tm, tmp_path):
