@@ -5,25 +5,18 @@ whose stack or origin is in ctracemalloc. (CPython itself has a few
 reports of its own, about uninitialised digits of ints on some versions:
 they are not ours, and the test reads each report to tell.)"""
 import os
-import re
 import shutil
 import subprocess
 import sys
 
 import pytest
 
-from tmhelpers import child_env
+from tmhelpers import child_env, memcheck_reports
 
 pytestmark = pytest.mark.ctm_only
 
 WORKLOAD = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                         "helpers", "valgrind_workload.py")
-
-
-def reports(log):
-    """valgrind's reports: blocks of lines between blank ones."""
-    blocks = re.split(r"\n==\d+== ?\n", log)
-    return [re.sub(r"(?m)^==\d+== ?", "", b).strip() for b in blocks]
 
 
 def test_memcheck(tmp_path):
@@ -45,8 +38,5 @@ def test_memcheck(tmp_path):
     assert proc.stdout == "ok\n"
     text = log.read_text()
     assert "ERROR SUMMARY" in text
-    ours = [r for r in reports(text)
-            if "ctracemalloc" in r and re.match(
-                r"(Invalid|Conditional|Use of|Syscall|Mismatched|Source "
-                r"and|\d[\d,]* bytes in \d[\d,]* blocks are definitely)", r)]
+    _, ours = memcheck_reports(text)
     assert not ours, "\n\n".join(ours[:3])

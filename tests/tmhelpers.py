@@ -1,6 +1,7 @@
 """Helpers shared by the test modules (imported as a plain module: pytest
 puts tests/ on sys.path)."""
 import os
+import re
 import sys
 import threading
 import time
@@ -150,6 +151,19 @@ def settle_threads(timeout=5.0):
     while (len(os.listdir("/proc/self/task")) > threading.active_count()
            and time.monotonic() < deadline):
         time.sleep(0.001)
+
+
+def memcheck_reports(log):
+    """valgrind memcheck's reports in the text of its log (blocks of
+    lines between blank ones): the errors and definitely lost blocks, and
+    those of them with ctracemalloc in their stack or origin."""
+    blocks = [re.sub(r"(?m)^==\d+== ?", "", b).strip()
+              for b in re.split(r"\n==\d+== ?\n", log)]
+    kinds = re.compile(r"(Invalid|Conditional|Use of|Syscall|Mismatched|"
+                       r"Source and|\d[\d,]* bytes in \d[\d,]* blocks are "
+                       r"definitely)")
+    found = [b for b in blocks if kinds.match(b)]
+    return found, [b for b in found if "ctracemalloc" in b]
 
 
 def heap_in_use():
