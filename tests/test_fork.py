@@ -172,7 +172,6 @@ def test_fork_child_and_parent_are_separate(tm):
     assert find_traces(tm.take_snapshot(), frames, 56789) == []
 
 
-
 # -- multiprocessing ----------------------------------------------------------
 
 def mp_child(module_name, results):

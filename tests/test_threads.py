@@ -261,8 +261,8 @@ def test_every_operation_while_threads_allocate(tm):
             elif action == "restart":
                 tm.stop()
                 tm.start(rng.choice([1, 5, 25]))
-            elif action == "snapshot":
-                tm.take_snapshot() if tm.is_tracing() else None
+            elif action == "snapshot" and tm.is_tracing():
+                tm.take_snapshot()
             if action in ("clear", "stop", "restart"):
                 # nothing from before is left: no trace invented
                 for obj, _ in phase_markers:

@@ -428,11 +428,10 @@ def cmd_run(args, program):
         error = None
     if not interrupted:
         status = exit_status(status)
-    if child:
-        pass
-    elif snapshot is None:
-        print("%s: the program stopped tracing: no snapshot" % PROG,
-              file=sys.stderr)
+    if snapshot is None:
+        if not child:
+            print("%s: the program stopped tracing: no snapshot" % PROG,
+                  file=sys.stderr)
     else:
         try:
             snapshot.dump(out)
