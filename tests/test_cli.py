@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from tmhelpers import child_env
+from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
 
@@ -24,7 +24,7 @@ def ctm():
     return require_ctm()
 
 
-def cli(*args, cwd=None, env=None, timeout=120):
+def cli(*args, cwd=None, env=None, timeout=patience(120)):
     return subprocess.run([sys.executable, "-m", "ctracemalloc"]
                           + [str(a) for a in args], cwd=cwd,
                           env=env or child_env(), capture_output=True,
@@ -138,7 +138,7 @@ def test_run_tracebacks_are_the_programs(ctm, tmp_path, nframe):
     env = child_env()
     env.update(PYTHONTRACEMALLOC=str(nframe), DIRECT="1")
     subprocess.run([sys.executable, str(prog), str(direct)], env=env,
-                   check=True, timeout=120)
+                   check=True, timeout=patience(120))
     ours = tmp_path / "ours.snapshot"
     proc = cli("run", "-n", nframe, "-o", ours, prog)
     assert proc.returncode == 0, proc.stderr
@@ -247,7 +247,7 @@ def test_run_console_script(ctm, tmp_path, script):
                     "(a development build): no console script")
     proc = subprocess.run([exe, "run", "-o", tmp_path / "s.snapshot",
                            script, "3"], cwd=tmp_path, env=child_env(),
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=patience(120))
     assert proc.returncode == 3, proc.stderr
     assert (tmp_path / "s.snapshot").exists()
 
@@ -412,7 +412,7 @@ def test_flamegraph_in_chromium(ctm, snapshots, tmp_path):
         [exe, "--headless", "--no-sandbox", "--disable-gpu",
          "--window-size=1200,800", "--virtual-time-budget=5000",
          "--dump-dom", out.as_uri() + "#selftest"],
-        capture_output=True, text=True, timeout=120, env=env)
+        capture_output=True, text=True, timeout=patience(120), env=env)
     title = re.search(r"<title>(.*?)</title>", proc.stdout)
     assert title is not None, proc.stderr[-2000:]
     assert title.group(1).startswith("selftest: ok"), title.group(1)
@@ -467,7 +467,7 @@ def test_top_into_closed_pipe(ctm, snapshots):
     proc = subprocess.run(
         "%s -m ctracemalloc top %s --limit 0 --key-type traceback | head -1"
         % (sys.executable, old), shell=True, env=child_env(),
-        capture_output=True, text=True, timeout=120)
+        capture_output=True, text=True, timeout=patience(120))
     assert proc.stdout.startswith("Top")
     assert "Traceback" not in proc.stderr
 
@@ -527,7 +527,7 @@ def test_cli_progress_on_terminal(ctm, tmp_path):
         seen += chunk
     os.close(master)
     out = proc.stdout.read().decode()
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=patience(60)) == 0
     assert b"loading big.snapshot: " in seen and b"%" in seen
     assert seen.endswith(b"\r\x1b[K")      # the line is cleared at the end
     assert out.startswith("Top 10 lines")
@@ -548,7 +548,7 @@ def python(code, env_extra, cwd=None):
     env.pop("CTRACEMALLOC", None)
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=patience(120))
 
 
 def startup_installed(ctm):
@@ -605,7 +605,7 @@ def test_install_resource_warning(ctm, tmp_path):
     env = child_env()
     proc = subprocess.run([sys.executable, "-W", "always::ResourceWarning",
                            str(prog)], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=patience(120))
     assert proc.returncode == 0, proc.stderr
     assert "ResourceWarning: unclosed file" in proc.stderr
     assert "Object allocated at (most recent call last):" in proc.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tmhelpers import child_env
+from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
 
@@ -19,7 +19,7 @@ ORDERS = ["stdlib,ctm", "ctm,stdlib"]
 def run(*args):
     proc = subprocess.run([sys.executable, SCRIPT] + list(args),
                           env=child_env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=patience(120))
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert output.strip().endswith("ok"), output

@@ -9,11 +9,12 @@ import zlib
 
 import pytest
 
-from tmhelpers import allocate_bytes, find_traces, raw_frames, settle_threads
+from tmhelpers import (allocate_bytes, find_traces, patience, raw_frames,
+                       settle_threads)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork")
 
-CHILD_TIMEOUT = 60
+CHILD_TIMEOUT = patience(60)
 
 
 def wait_child(pid, timeout=CHILD_TIMEOUT):

@@ -15,6 +15,8 @@ import sysconfig
 
 import pytest
 
+from tmhelpers import patience
+
 pytestmark = pytest.mark.ctm_only
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,14 +49,14 @@ def test_fuzz_the_loader(tmp_path):
     target = tmp_path / "fuzz_load"
     build = subprocess.run(["bash", os.path.join(FUZZ, "build.sh"),
                             str(target), py], capture_output=True, text=True,
-                           timeout=600)
+                           timeout=patience(600))
     if build.returncode != 0 and "libclang_rt.fuzzer" in build.stderr:
         pytest.skip("clang has no libFuzzer runtime (apt-get install "
                     "libclang-rt-14-dev)")
     assert build.returncode == 0, build.stderr[-3000:]
     corpus = tmp_path / "corpus"
     subprocess.run([sys.executable, os.path.join(FUZZ, "make_corpus.py"),
-                    str(corpus)], check=True, timeout=300)
+                    str(corpus)], check=True, timeout=patience(300))
     seconds = int(os.environ.get("CTM_FUZZ_SECONDS", "15"))
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     env["ASAN_OPTIONS"] = "detect_leaks=0"
@@ -63,7 +65,7 @@ def test_fuzz_the_loader(tmp_path):
         [str(target), "-max_total_time=%d" % seconds,
          "-dict=" + os.path.join(FUZZ, "snapshot.dict"), "-rss_limit_mb=2048",
          str(corpus)], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=seconds + 300)
+        text=True, timeout=seconds + patience(300))
     runs = re.search(r"Done (\d+) runs in (\d+) second", proc.stderr)
     assert proc.returncode == 0 and runs, proc.stderr[-4000:]
     executions = int(runs.group(1))

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from tmhelpers import child_env
+from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
 
@@ -41,11 +41,11 @@ def ctm():
     return require_ctm()
 
 
-def run(code, tmp_path, timeout=60):
+def run(code, tmp_path):
     script = tmp_path / "case.py"
     script.write_text(textwrap.dedent(code))
     proc = subprocess.run([sys.executable, str(script)], env=child_env(),
-                          capture_output=True, text=True, timeout=timeout,
+                          capture_output=True, text=True, timeout=patience(60),
                           cwd=tmp_path)
     assert "Fatal Python error" not in proc.stderr, proc.stderr[-3000:]
     assert "Segmentation fault" not in proc.stderr

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from test_fileformat import RAW, check_valid, limit_st, trace_st
-from tmhelpers import plain_traces
+from tmhelpers import patience, plain_traces
 
 pytestmark = pytest.mark.ctm_only
 
@@ -274,7 +274,7 @@ def test_other_pythons(ctm, tmp_path):
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("PYTHON")}
         subprocess.run([exe, "-c", code, str(ours), str(theirs)], check=True,
-                       env=env, timeout=60)
+                       env=env, timeout=patience(60))
         loaded = ctm.Snapshot.load(theirs)
         assert plain_traces(loaded) == RAW, exe
         assert loaded.traceback_limit == 7

@@ -15,7 +15,7 @@ import zlib
 
 import pytest
 
-from tmhelpers import raw_frames
+from tmhelpers import patience, raw_frames
 
 NTHREADS = 4
 
@@ -227,7 +227,7 @@ def check_quiet_tracer(tm, markers):
 
 
 def test_every_operation_while_threads_allocate(tm):
-    barrier = threading.Barrier(NWORKERS + 1, timeout=60)
+    barrier = threading.Barrier(NWORKERS + 1, timeout=patience(60))
     stop, errors = threading.Event(), []
     markers = [[] for _ in range(NWORKERS)]
     rng = random.Random(5)

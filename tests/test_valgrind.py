@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tmhelpers import child_env, memcheck_reports
+from tmhelpers import child_env, memcheck_reports, patience
 
 pytestmark = pytest.mark.ctm_only
 
@@ -33,7 +33,7 @@ def test_memcheck(tmp_path):
          "--leak-check=full", "--show-leak-kinds=definite",
          "--num-callers=40", "--log-file=%s" % log,
          sys.executable, WORKLOAD, str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=900)
+        env=env, capture_output=True, text=True, timeout=patience(900))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "ok\n"
     text = log.read_text()

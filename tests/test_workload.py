@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from tmhelpers import child_env, require_ctm
+from tmhelpers import child_env, patience, require_ctm
 
 pytestmark = pytest.mark.ctm_only
 
@@ -51,7 +51,7 @@ def results():
              for name in ("stdlib", "ctm")}
     out = {}
     for name, proc in procs.items():
-        stdout, stderr = proc.communicate(timeout=300)
+        stdout, stderr = proc.communicate(timeout=patience(300))
         assert proc.returncode == 0, "%s run failed:\n%s" % (name, stderr)
         out[name] = json.loads(stdout)
     return out

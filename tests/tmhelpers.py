@@ -16,6 +16,17 @@ except Exception as exc:  # ImportError, or an error in its init
 else:
     CTM_IMPORT_ERROR = None
 
+# Every timeout in the suite is a net against a hang, sized for an ordinary
+# run. scripts/valgrind runs the suite (children included) under memcheck,
+# tens of times slower, and stretches them all with CTM_TIMEOUT_SCALE.
+TIMEOUT_SCALE = float(os.environ.get("CTM_TIMEOUT_SCALE", "1"))
+
+
+def patience(seconds):
+    """A timeout of `seconds` in an ordinary run, stretched by
+    CTM_TIMEOUT_SCALE."""
+    return seconds * TIMEOUT_SCALE
+
 
 def require_ctm():
     """ctracemalloc; the test fails if it is not importable (or is skipped
@@ -131,7 +142,7 @@ def outcome(func):
     return None, result
 
 
-def settle_threads(timeout=5.0):
+def settle_threads():
     """Wait until every thread Python has joined is gone from the process.
 
     join() returns before a thread has finished exiting in C (thread-local
@@ -147,7 +158,7 @@ def settle_threads(timeout=5.0):
         os.listdir("/proc/self/task")
     except OSError:
         return
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(5.0)
     while (len(os.listdir("/proc/self/task")) > threading.active_count()
            and time.monotonic() < deadline):
         time.sleep(0.001)
