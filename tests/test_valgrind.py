@@ -31,7 +31,7 @@ def test_memcheck(tmp_path):
     proc = subprocess.run(
         [valgrind, "--tool=memcheck", "--track-origins=yes",
          "--leak-check=full", "--show-leak-kinds=definite",
-         "--num-callers=40", "--log-file=%s" % log,
+         "--num-callers=40", "--fullpath-after=", "--log-file=%s" % log,
          sys.executable, WORKLOAD, str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=patience(900))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -40,3 +40,67 @@ def test_memcheck(tmp_path):
     assert "ERROR SUMMARY" in text
     _, ours = memcheck_reports(text)
     assert not ours, "\n\n".join(ours[:3])
+
+
+# memcheck_reports tells ctracemalloc's reports from the others'. Reports
+# as memcheck writes them (--fullpath-after=), abridged.
+OUR_SOURCE = "/build/src/ctracemalloc/_core"
+LOST = """\
+==7== 9,312 (6,240 direct, 3,072 indirect) bytes in 3 blocks are \
+definitely lost in loss record 15,376 of 15,708
+==7==    at 0x48465EF: calloc (in /usr/libexec/valgrind/vgpreload_memcheck-\
+amd64-linux.so)
+==7==    by 0x95C002F: %s
+==7==    by 0x95C9A81: add_trace (%s/hooks.c:189)
+==7==    by 0x95C9C5F: hook_alloc (%s/hooks.c:229)
+==7==    by 0x49D80C0: _PyLong_New (Objects/longobject.c:161)
+==7== 
+"""
+
+
+@pytest.mark.parametrize("caller, ours", [
+    ("ctm_calloc (%s/internal.h:47)" % OUR_SOURCE, True),
+    ("??? (in /venv/ctracemalloc/_ctracemalloc.cpython-311-x86_64-linux-"
+     "gnu.so)", True),
+    # the program's block, which the hook passed on to the allocator
+    ("hook_alloc (%s/hooks.c:223)" % OUR_SOURCE, False),
+    # the stdlib's tracer, chained behind ours
+    ("raw_malloc (Modules/_tracemalloc.c:260)", False),
+])
+def test_memcheck_reports_lost_blocks(caller, ours):
+    log = LOST % ((caller,) + (OUR_SOURCE,) * 2)
+    found, mine = memcheck_reports(log)
+    assert len(found) == 1
+    assert len(mine) == ours
+
+
+ERROR = """\
+==7== Invalid read of size 8
+==7==    at 0x4A0B22A: %s
+==7==    by 0x4ADEBEA: PyObject_Malloc (Objects/obmalloc.c:801)
+==7==    by 0x61AA164: %s
+==7==    by 0x4A0C607: _PyEval_EvalFrameDefault (Python/ceval.c:4769)
+==7==  Address 0x5c3a048 is 8 bytes inside a block of size 16 free'd
+==7==    at 0x484317B: free (in /usr/libexec/valgrind/vgpreload_memcheck-\
+amd64-linux.so)
+==7==    by 0x4ADED29: %s
+==7==    by 0x4ADF0F0: PyTuple_New (Objects/tupleobject.c:75)
+==7== 
+"""
+OURS_AT = "ctm_traces_get_unlocked (%s/tables.c:401)" % OUR_SOURCE
+HOOK_AT = "hook_malloc (%s/hooks.c:241)" % OUR_SOURCE
+CPYTHON_AT = "tuple_alloc (Objects/tupleobject.c:43)"
+HOOK_FREE = "hook_free (%s/hooks.c:304)" % OUR_SOURCE
+OUR_FREE = "ctm_free (%s/internal.h:53)" % OUR_SOURCE
+
+
+@pytest.mark.parametrize("where, caller, freed_by, ours", [
+    (OURS_AT, CPYTHON_AT, HOOK_FREE, True),       # the error is in our code
+    (CPYTHON_AT, OURS_AT, HOOK_FREE, True),       # ... or below a call of ours
+    (CPYTHON_AT, HOOK_AT, HOOK_FREE, False),      # the program's, passed on
+    (CPYTHON_AT, CPYTHON_AT, OUR_FREE, True),     # a block we freed
+])
+def test_memcheck_reports_errors(where, caller, freed_by, ours):
+    found, mine = memcheck_reports(ERROR % (where, caller, freed_by))
+    assert len(found) == 1
+    assert len(mine) == ours

@@ -164,17 +164,62 @@ def settle_threads():
         time.sleep(0.001)
 
 
+# valgrind memcheck's logs, as scripts/valgrind and test_valgrind write
+# them (--fullpath-after= shows source paths, so that a frame in
+# ctracemalloc's code says so even when the build has debug information).
+MEMCHECK_KINDS = re.compile(
+    r"(Invalid|Conditional|Use of|Syscall|Mismatched|Source and|"
+    r"[\d,]+ (\([\d,]+ direct, [\d,]+ indirect\) )?bytes in [\d,]+ "
+    r"blocks are definitely)")
+MEMCHECK_FRAME = re.compile(r"^\s*(at|by) 0x[0-9A-Fa-f]+: (.*)$")
+MEMCHECK_OURS = re.compile(r"/ctracemalloc/_core/|_ctracemalloc\.")
+MEMCHECK_ALLOCATOR = re.compile(r"^(malloc|calloc|realloc|free|memalign|"
+                                r"posix_memalign|aligned_alloc|operator) "
+                                r".*vgpreload")
+
+
+def memcheck_ours(report):
+    """Whether one memcheck report is about ctracemalloc: where an error
+    happened, a frame of ours (not counting the allocator hooks, which
+    pass the program's requests through); for a block (lost, or where an
+    error's memory was allocated or freed), the caller of the allocator
+    is our code, and not a hook passing the program's request on."""
+    stacks, stack = [], None
+    for line in report.splitlines():
+        m = MEMCHECK_FRAME.match(line)
+        if m is None:
+            stack = None
+        elif m.group(1) == "at" or stack is None:
+            stack = [m.group(2)]
+            stacks.append(stack)
+        else:
+            stack.append(m.group(2))
+
+    def ours(frame):
+        return MEMCHECK_OURS.search(frame) is not None
+
+    def passes_through(frame):
+        return ours(frame) and frame.startswith("hook_")
+
+    for frames in stacks:
+        if MEMCHECK_ALLOCATOR.match(frames[0]):
+            caller = next((f for f in frames
+                           if not MEMCHECK_ALLOCATOR.match(f)), "")
+            if ours(caller) and not passes_through(caller):
+                return True
+        elif any(ours(f) and not passes_through(f) for f in frames):
+            return True
+    return False
+
+
 def memcheck_reports(log):
     """valgrind memcheck's reports in the text of its log (blocks of
     lines between blank ones): the errors and definitely lost blocks, and
-    those of them with ctracemalloc in their stack or origin."""
+    those of them that are about ctracemalloc (memcheck_ours)."""
     blocks = [re.sub(r"(?m)^==\d+== ?", "", b).strip()
               for b in re.split(r"\n==\d+== ?\n", log)]
-    kinds = re.compile(r"(Invalid|Conditional|Use of|Syscall|Mismatched|"
-                       r"Source and|\d[\d,]* bytes in \d[\d,]* blocks are "
-                       r"definitely)")
-    found = [b for b in blocks if kinds.match(b)]
-    return found, [b for b in found if "ctracemalloc" in b]
+    found = [b for b in blocks if MEMCHECK_KINDS.match(b)]
+    return found, [b for b in found if memcheck_ours(b)]
 
 
 def heap_in_use():
