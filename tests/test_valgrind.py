@@ -27,19 +27,22 @@ def test_memcheck(tmp_path):
         pytest.skip("valgrind is not installed")
     env = child_env()
     env["PYTHONMALLOC"] = "malloc"
-    log = tmp_path / "valgrind.log"
     proc = subprocess.run(
         [valgrind, "--tool=memcheck", "--track-origins=yes",
          "--leak-check=full", "--show-leak-kinds=definite",
-         "--num-callers=40", "--fullpath-after=", "--log-file=%s" % log,
+         "--num-callers=40", "--fullpath-after=",
+         "--log-file=%s" % (tmp_path / "valgrind.%p.log"),
          sys.executable, WORKLOAD, str(tmp_path)],
         env=env, capture_output=True, text=True, timeout=patience(900))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout == "ok\n"
-    text = log.read_text()
-    assert "ERROR SUMMARY" in text
-    _, ours = memcheck_reports(text)
-    assert not ours, "\n\n".join(ours[:3])
+    logs = sorted(tmp_path.glob("valgrind.*.log"))
+    assert len(logs) == 2            # the workload and its forked child
+    for log in logs:
+        text = log.read_text()
+        assert "ERROR SUMMARY" in text
+        _, ours = memcheck_reports(text)
+        assert not ours, "%s:\n%s" % (log.name, "\n\n".join(ours[:3]))
 
 
 # memcheck_reports tells ctracemalloc's reports from the others'. Reports

@@ -1,7 +1,8 @@
 """Every part of ctracemalloc once, for tests/test_valgrind.py: tracing
 with threads (zlib without the GIL), snapshots, every analysis, both file
-formats, pickling, the tree, the runner's strip, the track API, clear and
-stop. Prints "ok" at the end."""
+formats, pickling, the tree, the runner's strip, the track API, a fork
+while another thread has traced (its capture state, which the child has
+no thread for), clear and stop. Prints "ok" at the end."""
 import os
 import pickle
 import sys
@@ -45,6 +46,28 @@ pickle.loads(pickle.dumps(s))
 s._tree()
 s._strip_root(((__file__, 1),), 3)
 tm.get_object_traceback(keep[0])
+
+ready, done = threading.Event(), threading.Event()
+
+
+def traced_then_waits():
+    junk = [bytes(50) for _ in range(30)]
+    ready.set()
+    done.wait()
+    del junk
+
+
+waiting = threading.Thread(target=traced_then_waits)
+waiting.start()
+ready.wait()
+pid = os.fork()
+if pid == 0:
+    junk = [bytes(50) for _ in range(30)]
+    code = 0 if len(tm.take_snapshot().traces) > 30 else 1
+    os._exit(code)
+done.set()
+waiting.join()
+assert os.waitpid(pid, 0)[1] == 0
 tm.track(5, 0x1000, 10)
 tm.untrack(5, 0x1000)
 tm.clear_traces()

@@ -32,16 +32,24 @@
 #define MEMO_MAX 8192           /* deeper stacks are walked plainly */
 #define MAP_BITS 10
 
-typedef struct {
+typedef struct chain_memo {
     PyThreadState *tstate;      /* the chain's thread state */
     uint32_t len;               /* chain[0] is the bottom frame */
     uint32_t cap;
     ctm_pyframe **chain;
     ctm_pyframe **scratch;      /* frames above the memo, top first */
     uint16_t map[1 << MAP_BITS];  /* address hash -> index; may be stale */
+    struct chain_memo *prev, *next;   /* all_memos */
 } chain_memo;
 
+/* A thread's memo is freed when the thread exits, by the key's
+ * destructor. Every memo is also on all_memos (under memos_lock, taken
+ * only when a thread makes or frees its memo), for the child of a fork:
+ * the other threads do not exist there, and their memos would be lost
+ * without it. */
 static CTM_TLS chain_memo *memo;
+static chain_memo *all_memos;
+static pthread_mutex_t memos_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_key_t memo_key;
 static pthread_once_t memo_once = PTHREAD_ONCE_INIT;
 static int memo_key_ok;
@@ -54,22 +62,55 @@ memo_size(uint32_t cap)
 }
 
 static void
-memo_free(void *p)
+memo_link(chain_memo *m)
 {
-    chain_memo *m = p;
-    if (m != NULL) {
-        atomic_fetch_sub(&memo_bytes, memo_size(m->cap));
-        ctm_free(m->chain);
-        ctm_free(m->scratch);
-        ctm_free(m);
+    pthread_mutex_lock(&memos_lock);
+    m->prev = NULL;
+    m->next = all_memos;
+    if (all_memos != NULL) {
+        all_memos->prev = m;
     }
+    all_memos = m;
+    pthread_mutex_unlock(&memos_lock);
+}
+
+static void
+memo_unlink(chain_memo *m)
+{
+    pthread_mutex_lock(&memos_lock);
+    if (m->prev != NULL) {
+        m->prev->next = m->next;
+    }
+    else {
+        all_memos = m->next;
+    }
+    if (m->next != NULL) {
+        m->next->prev = m->prev;
+    }
+    pthread_mutex_unlock(&memos_lock);
+}
+
+static void
+memo_release(chain_memo *m)
+{
+    atomic_fetch_sub(&memo_bytes, memo_size(m->cap));
+    ctm_free(m->chain);
+    ctm_free(m->scratch);
+    ctm_free(m);
+}
+
+/* The key's destructor, when a thread with a memo exits. */
+static void
+memo_exit(void *p)
+{
+    memo_unlink(p);
+    memo_release(p);
 }
 
 static void
 memo_key_create(void)
 {
-    /* The destructor frees a thread's memo when the thread exits. */
-    memo_key_ok = pthread_key_create(&memo_key, memo_free) == 0;
+    memo_key_ok = pthread_key_create(&memo_key, memo_exit) == 0;
 }
 
 /* Give m room for cap frames; 0, or -1 (m unchanged). */
@@ -108,9 +149,10 @@ memo_get(PyThreadState *tstate)
         atomic_fetch_add(&memo_bytes, memo_size(0));
         if (memo_reserve(m, MEMO_MIN) < 0
             || pthread_setspecific(memo_key, m) != 0) {
-            memo_free(m);
+            memo_release(m);
             return NULL;
         }
+        memo_link(m);
         memo = m;
     }
     if (m->tstate != tstate) {
@@ -232,6 +274,37 @@ ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max, int *nframe,
 mismatch:
     m->len = 0;
     plain_walk(top, out, max, nframe, total_nframe);
+}
+
+void
+ctm_capture_fork_prepare(void)
+{
+    pthread_mutex_lock(&memos_lock);
+}
+
+void
+ctm_capture_fork_parent(void)
+{
+    pthread_mutex_unlock(&memos_lock);
+}
+
+void
+ctm_capture_fork_child(void)
+{
+    pthread_mutex_init(&memos_lock, NULL);
+    chain_memo *m = all_memos;
+    all_memos = NULL;
+    while (m != NULL) {
+        chain_memo *next = m->next;
+        m->prev = m->next = NULL;
+        if (m == memo) {
+            all_memos = m;
+        }
+        else {
+            memo_release(m);
+        }
+        m = next;
+    }
 }
 
 size_t

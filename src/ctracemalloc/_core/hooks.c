@@ -113,11 +113,13 @@ static void
 fork_prepare(void)
 {
     tables_lock();
+    ctm_capture_fork_prepare();
 }
 
 static void
 fork_parent(void)
 {
+    ctm_capture_fork_parent();
     tables_unlock();
 }
 
@@ -125,7 +127,8 @@ static void
 fork_child(void)
 {
     /* Threads other than the forking one do not exist in the child; the
-     * forking thread held the lock, so the tables are consistent. */
+     * forking thread held the locks, so the tables are consistent. */
+    ctm_capture_fork_child();
     atomic_store(&lock_word, 0);
 }
 

@@ -201,5 +201,10 @@ void ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max,
                  int *nframe, int *total_nframe);
 /* Memory of the capture's per-thread chain memos. */
 size_t ctm_capture_memory(void);
+/* Around fork(), from the tracer's fork handlers (with the tables lock
+ * held): the child frees the memos of the threads it does not have. */
+void ctm_capture_fork_prepare(void);
+void ctm_capture_fork_parent(void);
+void ctm_capture_fork_child(void);
 
 #endif /* CTM_TABLES_H */
