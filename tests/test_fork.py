@@ -61,8 +61,9 @@ def child_checks(tm, parent_obj, parent_frames):
     return 0
 
 
-def fork_and_check(tm, parent_obj, parent_frames):
-    settle_threads()
+def fork_child(check):
+    """Fork; the child exits with check()'s result (1 if it raises). The
+    child's pid."""
     with warnings.catch_warnings():
         # 3.12+ warns about fork() in a process with threads
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -70,10 +71,16 @@ def fork_and_check(tm, parent_obj, parent_frames):
     if pid == 0:
         code = 1
         try:
-            code = child_checks(tm, parent_obj, parent_frames)
+            code = check()
         finally:
             os._exit(code)
-    return wait_child(pid)
+    return pid
+
+
+def fork_and_check(tm, parent_obj, parent_frames):
+    settle_threads()
+    return wait_child(fork_child(
+        lambda: child_checks(tm, parent_obj, parent_frames)))
 
 
 def test_fork_keeps_tracing(tm):
@@ -90,21 +97,16 @@ def test_fork_not_tracing(tm):
     tm.start()
     tm.stop()
     settle_threads()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            ok = (not tm.is_tracing()
-                  and tm.get_object_traceback(b"x" * 1000) is None)
-            tm.start()
-            obj, frames = allocate_bytes(tm, 1000)
-            ok = ok and raw_frames(tm.get_object_traceback(obj)) == frames
-            code = 0 if ok else 2
-        finally:
-            os._exit(code)
-    assert wait_child(pid) == 0
+
+    def check():
+        ok = (not tm.is_tracing()
+              and tm.get_object_traceback(b"x" * 1000) is None)
+        tm.start()
+        obj, frames = allocate_bytes(tm, 1000)
+        ok = ok and raw_frames(tm.get_object_traceback(obj)) == frames
+        return 0 if ok else 2
+
+    assert wait_child(fork_child(check)) == 0
 
 
 def busy(stop):
@@ -171,16 +173,8 @@ def test_fork_frees_capture_state_of_other_threads(ctm):
     try:
         ready.wait()
         before = ctm.get_tracemalloc_memory()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                dropped = before - ctm.get_tracemalloc_memory()
-                code = 0 if dropped >= nthreads * 2048 else 2
-            finally:
-                os._exit(code)
+        pid = fork_child(lambda: 0 if before - ctm.get_tracemalloc_memory()
+                         >= nthreads * 2048 else 2)
         assert wait_child(pid) == 0
     finally:
         done.set()
@@ -194,19 +188,14 @@ def test_fork_child_and_parent_are_separate(tm):
     obj, frames = allocate_bytes(tm, 56789)
     r, w = os.pipe()
     settle_threads()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(w)
-            os.read(r, 1)          # wait for the parent to free obj
-            snapshot = tm.take_snapshot()
-            code = 0 if len(find_traces(snapshot, frames, 56789)) == 1 \
-                else 2
-        finally:
-            os._exit(code)
+
+    def check():
+        os.close(w)
+        os.read(r, 1)          # wait for the parent to free obj
+        snapshot = tm.take_snapshot()
+        return 0 if len(find_traces(snapshot, frames, 56789)) == 1 else 2
+
+    pid = fork_child(check)
     os.close(r)
     del obj
     os.write(w, b"x")
