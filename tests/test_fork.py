@@ -150,11 +150,11 @@ def test_fork_from_a_thread(tm):
 
 @pytest.mark.ctm_only
 def test_fork_frees_capture_state_of_other_threads(ctm):
-    # Each thread that allocates while tracing gets capture state (a few
-    # KiB, counted by get_tracemalloc_memory) that its exit frees. In a
-    # child those threads do not exist: the child frees their state.
-    # With 32 threads their state (3 KiB or more each) outweighs what the
-    # child's own allocations add to the tracer's memory.
+    # Each thread that allocates while tracing gets capture state (3 KiB
+    # or more, counted by get_tracemalloc_memory) that its exit frees. In
+    # a child those threads do not exist: the child frees their state.
+    # After stop() the tracer's memory is little more than that state, so
+    # the parent's and the child's differ by the 32 threads' share.
     nthreads = 32
     ctm.start(5)
     ready = threading.Barrier(nthreads + 1)
@@ -170,13 +170,22 @@ def test_fork_frees_capture_state_of_other_threads(ctm):
                for _ in range(nthreads)]
     for thread in threads:
         thread.start()
+    r, w = os.pipe()
     try:
         ready.wait()
-        before = ctm.get_tracemalloc_memory()
-        pid = fork_child(lambda: 0 if before - ctm.get_tracemalloc_memory()
-                         >= nthreads * 2048 else 2)
-        assert wait_child(pid) == 0
+
+        def report():
+            ctm.stop()
+            os.write(w, b"%d" % ctm.get_tracemalloc_memory())
+            return 0
+
+        assert wait_child(fork_child(report)) == 0
+        in_child = int(os.read(r, 100))
+        ctm.stop()
+        assert ctm.get_tracemalloc_memory() - in_child >= nthreads * 2048
     finally:
+        os.close(r)
+        os.close(w)
         done.set()
         for thread in threads:
             thread.join()
