@@ -292,18 +292,17 @@ void
 ctm_capture_fork_child(void)
 {
     pthread_mutex_init(&memos_lock, NULL);
-    chain_memo *m = all_memos;
-    all_memos = NULL;
-    while (m != NULL) {
-        chain_memo *next = m->next;
-        m->prev = m->next = NULL;
-        if (m == memo) {
-            all_memos = m;
-        }
-        else {
+    for (chain_memo *m = all_memos, *next; m != NULL; m = next) {
+        next = m->next;
+        if (m != memo) {
             memo_release(m);
         }
-        m = next;
+    }
+    /* The calling thread's memo, if it has one, is the list's only one
+     * (memo is set once its memo is on the list). */
+    all_memos = memo;
+    if (memo != NULL) {
+        memo->prev = memo->next = NULL;
     }
 }
 
