@@ -247,7 +247,8 @@ def test_run_console_script(ctm, tmp_path, script):
                     "(a development build): no console script")
     proc = subprocess.run([exe, "run", "-o", tmp_path / "s.snapshot",
                            script, "3"], cwd=tmp_path, env=child_env(),
-                          capture_output=True, text=True, timeout=patience(120))
+                          capture_output=True, text=True,
+                          timeout=patience(120))
     assert proc.returncode == 3, proc.stderr
     assert (tmp_path / "s.snapshot").exists()
 
@@ -548,7 +549,8 @@ def python(code, env_extra, cwd=None):
     env.pop("CTRACEMALLOC", None)
     env.update(env_extra)
     return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=patience(120))
+                          capture_output=True, text=True,
+                          timeout=patience(120))
 
 
 def startup_installed(ctm):

@@ -182,7 +182,8 @@ def test_soak_returns_to_baseline(ctm):
     import subprocess
     helper = os.path.join(os.path.dirname(__file__), "helpers", "soak.py")
     proc = subprocess.run([sys.executable, helper], env=child_env(),
-                          capture_output=True, text=True, timeout=patience(600))
+                          capture_output=True, text=True,
+                          timeout=patience(600))
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     memory = result["tracer_memory"]
