@@ -114,8 +114,7 @@ def busy(stop):
     packed = zlib.compress(data)
     while not stop.is_set():
         zlib.decompress(packed)                  # RAW, without the GIL
-        objects = [bytes(64) for _ in range(50)]  # MEM and OBJ
-        del objects
+        [bytes(64) for _ in range(50)]           # MEM and OBJ
 
 
 def test_fork_while_threads_allocate(tm):

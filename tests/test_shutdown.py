@@ -3,7 +3,6 @@ daemon threads allocating, sys.exit from a thread, os._exit, a snapshot
 in an atexit handler, ctracemalloc in a subinterpreter. Each case is a
 child process that must end with the expected status, in time, without a
 crash. Every case runs several times: the races are at exit."""
-import os
 import subprocess
 import sys
 import textwrap

@@ -11,7 +11,6 @@ import os
 import pickle
 import random
 import subprocess
-import sys
 import tracemalloc
 
 import pytest

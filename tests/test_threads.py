@@ -131,8 +131,7 @@ def allocate_in_loop(stop, errors):
         packed = zlib.compress(data)
         while not stop.is_set():
             assert zlib.decompress(packed) == data
-            objects = [bytes(100) for _ in range(100)]
-            del objects
+            [bytes(100) for _ in range(100)]  # made and freed
     except BaseException as exc:
         errors.append(exc)
 
