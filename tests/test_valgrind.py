@@ -148,3 +148,15 @@ def test_memcheck_reports_errors(where, caller, freed_by, ours):
     found, mine = memcheck_reports(ERROR % (where, caller, freed_by))
     assert len(found) == 1
     assert len(mine) == ours
+
+
+def test_memcheck_reports_in_a_verbose_log():
+    # with -v, valgrind's messages come right before a report, without
+    # the blank line that ends the one before
+    log = ("--7-- Reading syms from /usr/lib/libffi.so.8\n"
+           "==7== WARNING: new redirection conflicts with existing\n"
+           "==7== Preferring higher priority redirection:\n"
+           + ERROR % (OURS_AT, CPYTHON_AT, HOOK_FREE))
+    found, mine = memcheck_reports(log)
+    assert [r.splitlines()[0] for r in found] == ["Invalid read of size 8"]
+    assert len(mine) == 1

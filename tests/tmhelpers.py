@@ -213,12 +213,20 @@ def memcheck_ours(report):
 
 
 def memcheck_reports(log):
-    """valgrind memcheck's reports in the text of its log (blocks of
-    lines between blank ones): the errors and definitely lost blocks, and
-    those of them that are about ctracemalloc (memcheck_ours)."""
-    blocks = [re.sub(r"(?m)^==\d+== ?", "", b).strip()
-              for b in re.split(r"\n==\d+== ?\n", log)]
-    found = [b for b in blocks if MEMCHECK_KINDS.match(b)]
+    """valgrind memcheck's reports in the text of its log: the errors and
+    definitely lost blocks, and those of them that are about ctracemalloc
+    (memcheck_ours). A report runs from the line that names its kind to
+    the next blank line; valgrind's own messages may come just before it
+    (with -v: "--pid--" lines, and redirection warnings)."""
+    found = []
+    for block in re.split(r"\n==\d+== ?\n", log):
+        lines = [re.sub(r"^==\d+== ?", "", line)
+                 for line in block.splitlines()
+                 if not re.match(r"--\d+--", line)]
+        first = next((i for i, line in enumerate(lines)
+                      if MEMCHECK_KINDS.match(line)), None)
+        if first is not None:
+            found.append("\n".join(lines[first:]).strip())
     return found, [b for b in found if memcheck_ours(b)]
 
 
