@@ -7,6 +7,10 @@ Build switches, read from the environment:
   CTRACEMALLOC_SANITIZE=1  AddressSanitizer and UndefinedBehaviorSanitizer,
                            no optimisation, frame pointers kept.
   CTRACEMALLOC_DEBUG=1     -O0 -g3 and assertions on.
+
+The sanitizer and debug builds also take paths that only races take
+otherwise (CTM_LATE_FILENAMES: see ctm_tracer_snapshot), so that the suite
+runs them.
 """
 import glob
 import os
@@ -47,9 +51,10 @@ if flag("CTRACEMALLOC_SANITIZE"):
            "-fno-omit-frame-pointer"]
     compile_args += san + ["-O1", "-g"]
     link_args += san
+    macros.append(("CTM_LATE_FILENAMES", "1"))
 elif flag("CTRACEMALLOC_DEBUG"):
     compile_args += ["-O0", "-g3"]
-    macros.append(("CTM_DEBUG", "1"))
+    macros += [("CTM_DEBUG", "1"), ("CTM_LATE_FILENAMES", "1")]
 else:
     compile_args += ["-O2"]
     macros.append(("NDEBUG", "1"))

@@ -672,7 +672,8 @@ ctm_tracer_untrack(uint32_t domain, uintptr_t ptr)
 
 /* ---- reading the tables (GIL held) ---- */
 
-/* What a snapshot needs of one tracer frame, copied under the lock. */
+/* What the snapshot of a traceback needs of one tracer frame, copied
+ * under the lock. */
 typedef struct {
     PyCodeObject *code;         /* borrowed: the interner owns it */
     uint32_t cstring;
@@ -680,93 +681,17 @@ typedef struct {
 } frame_copy;
 
 typedef struct {
-    uint32_t ntb;
-    uint32_t nframes;
-    ctm_ttb *tbs;
-    uint32_t *ids;
     frame_copy *frames;
     ctm_cstring *cstrings;      /* data pointers borrowed (owned by the
                                    interner until the next clear, which
                                    needs the GIL we hold) */
-    uint32_t ncstrings;
-} tables_copy;
-
-static void
-tables_copy_free(tables_copy *c)
-{
-    ctm_free(c->tbs);
-    ctm_free(c->ids);
-    ctm_free(c->frames);
-    ctm_free(c->cstrings);
-}
-
-/* Copy what a snapshot needs of the interner: the tracebacks (those
- * with counts[i] == 0 keep no frame ids: no trace names them) and the
- * frames. Lock held. 0 or -1. */
-static int
-copy_interner_unlocked(tables_copy *c, const uint64_t *counts)
-{
-    ctm_interner *in = T.interner;
-    memset(c, 0, sizeof(*c));
-    if (in == NULL) {
-        return 0;
-    }
-    c->ntb = (uint32_t)ctm_interner_ntracebacks_unlocked(in);
-    size_t nids = 0;
-    for (uint32_t i = 0; i < c->ntb; i++) {
-        if (counts[i]) {
-            nids += ctm_interner_traceback_unlocked(in, i)->nframe;
-        }
-    }
-    uint32_t nframes = ctm_interner_nframes_unlocked(in);
-    c->nframes = nframes;
-    c->tbs = ctm_malloc((size_t)c->ntb * sizeof(ctm_ttb));
-    c->ids = ctm_malloc(nids * sizeof(uint32_t));
-    c->frames = ctm_malloc((size_t)nframes * sizeof(frame_copy));
-    if (!c->tbs || !c->ids || !c->frames) {
-        return -1;
-    }
-    const uint32_t *ids = ctm_interner_frame_ids_unlocked(in);
-    uint32_t pos = 0;
-    for (uint32_t i = 0; i < c->ntb; i++) {
-        ctm_ttb t = *ctm_interner_traceback_unlocked(in, i);
-        if (counts[i]) {
-            memcpy(&c->ids[pos], &ids[t.first], t.nframe * sizeof(uint32_t));
-            t.first = pos;
-            pos += t.nframe;
-        }
-        else {
-            t.nframe = 0;
-            t.first = 0;
-        }
-        c->tbs[i] = t;
-    }
-    uint32_t ncstrings = 0;
-    for (uint32_t i = 0; i < nframes; i++) {
-        ctm_tframe *f = ctm_interner_frame_unlocked(in, i);
-        c->frames[i].code = f->code;
-        c->frames[i].cstring = f->filename;
-        c->frames[i].lineno = ctm_tframe_lineno_unlocked(f);
-        if (f->code == NULL && f->filename + 1 > ncstrings) {
-            ncstrings = f->filename + 1;
-        }
-    }
-    c->ncstrings = ncstrings;
-    c->cstrings = ctm_malloc((size_t)ncstrings * sizeof(ctm_cstring));
-    if (c->cstrings == NULL) {
-        return -1;
-    }
-    for (uint32_t i = 0; i < ncstrings; i++) {
-        c->cstrings[i] = *ctm_interner_cstring_unlocked(in, i);
-    }
-    return 0;
-}
+} frames_copy;
 
 /* Filename of a copied frame as a str (new reference). */
 static PyObject *
-frame_filename(const tables_copy *c, uint32_t id)
+frame_filename(const frames_copy *c, uint32_t i)
 {
-    const frame_copy *f = &c->frames[id];
+    const frame_copy *f = &c->frames[i];
     if (f->code != NULL) {
         PyObject *name = f->code->co_filename;
         if (name != NULL && PyUnicode_Check(name)) {
@@ -778,12 +703,100 @@ frame_filename(const tables_copy *c, uint32_t id)
     return PyUnicode_FromKindAndData(s->kind, s->data, s->length);
 }
 
-/* Maps from tracer ids to snapshot indexes, filled on demand. */
+/* ---- snapshots ----
+ *
+ * take_snapshot holds the GIL throughout, so the interner is not cleared
+ * under it, and its code objects and filenames stay alive; threads
+ * without the GIL may still add traces, frames, tracebacks and filenames
+ * until it takes the lock. Under the lock, it counts the live traces of
+ * each tracer traceback; turns each live one (frames by instruction)
+ * into a snapshot traceback (frames by line, deduplicated) in the
+ * builder, while a helper thread maps the pages of the traces array;
+ * then places the traces grouped by tracer traceback, each under its
+ * snapshot traceback.
+ *
+ * Nothing under the lock may allocate through PyMem (the hooks would
+ * wait for the lock it holds) or set a Python error. The filename of a
+ * code frame is its code object's co_filename, hashed and compared in C;
+ * those of resolved frames, copied as C strings by threads without the
+ * GIL, are made into str before the lock is taken. A resolved frame
+ * whose filename arrived since then sends the snapshot round again:
+ * filenames are interned, so that happens at most once per new filename.
+ */
+
+/* The interner's C string filenames as str, ids [0, n). */
+typedef struct {
+    PyObject **strs;
+    Py_hash_t *hashes;
+    uint32_t n;
+} cstring_strs;
+
+static void
+cstring_strs_free(cstring_strs *cs)
+{
+    for (uint32_t i = 0; i < cs->n; i++) {
+        Py_DECREF(cs->strs[i]);
+    }
+    ctm_free(cs->strs);
+    ctm_free(cs->hashes);
+}
+
+/* Make str of the filenames added since the last call. 0 or -1. */
+static int
+cstring_strs_update(cstring_strs *cs)
+{
+    tables_lock();
+    uint32_t n = T.interner ? ctm_interner_ncstrings_unlocked(T.interner)
+                            : 0;
+    ctm_cstring *copy = NULL;
+    if (n > cs->n) {
+        copy = ctm_malloc((size_t)(n - cs->n) * sizeof(ctm_cstring));
+        for (uint32_t i = cs->n; copy != NULL && i < n; i++) {
+            copy[i - cs->n] = *ctm_interner_cstring_unlocked(T.interner, i);
+        }
+    }
+    tables_unlock();
+    if (n <= cs->n) {
+        return 0;
+    }
+    PyObject **strs = copy ? ctm_realloc(cs->strs, n * sizeof(PyObject *))
+                           : NULL;
+    if (strs != NULL) {
+        cs->strs = strs;
+    }
+    Py_hash_t *hashes = strs ? ctm_realloc(cs->hashes, n * sizeof(Py_hash_t))
+                             : NULL;
+    if (hashes == NULL) {
+        ctm_free(copy);
+        PyErr_NoMemory();
+        return -1;
+    }
+    cs->hashes = hashes;
+    for (uint32_t i = cs->n, first = cs->n; i < n; i++) {
+        const ctm_cstring *c = &copy[i - first];
+        PyObject *str = PyUnicode_FromKindAndData(c->kind, c->data,
+                                                  c->length);
+        if (str == NULL) {
+            ctm_free(copy);
+            return -1;
+        }
+        cs->strs[i] = str;
+        cs->hashes[i] = PyObject_Hash(str);     /* a str's: cannot fail */
+        cs->n = i + 1;
+    }
+    ctm_free(copy);
+    return 0;
+}
+
+/* Tracer ids to snapshot indexes, filled under the lock. */
 typedef struct {
     ctm_builder *b;
-    const tables_copy *c;
-    int64_t *frame_map;         /* tracer frame -> snapshot frame */
-    int64_t *tb_map;            /* tracer traceback -> snapshot traceback */
+    ctm_interner *in;
+    const cstring_strs *cs;
+    uint32_t ncs;               /* filenames of cs usable this round */
+    int64_t *frame_map;         /* tracer frame -> snapshot frame, or -1 */
+    uint32_t *tb_map;           /* live tracer traceback -> snapshot's */
+    int retry;                  /* a filename is not in cs yet */
 } snap_maps;
 
 static int64_t
@@ -792,44 +805,55 @@ map_frame(snap_maps *m, uint32_t id)
     if (m->frame_map[id] >= 0) {
         return m->frame_map[id];
     }
-    PyObject *name = frame_filename(m->c, id);
-    if (name == NULL) {
+    ctm_tframe *f = ctm_interner_frame_unlocked(m->in, id);
+    PyObject *name;
+    Py_hash_t hash;
+    if (f->code != NULL) {
+        name = f->code->co_filename;
+        if (name == NULL || !PyUnicode_Check(name)) {
+            name = ctm_st.unknown_str;
+        }
+        /* str's own hash, in C even for a subclass */
+        hash = PyUnicode_Type.tp_hash(name);
+    }
+    else if (f->filename < m->ncs) {
+        name = m->cs->strs[f->filename];
+        hash = m->cs->hashes[f->filename];
+    }
+    else {
+        m->retry = 1;
         return -1;
     }
-    int64_t s = ctm_builder_string(m->b, name);
-    Py_DECREF(name);
+    int64_t s = ctm_builder_string_hashed(m->b, name, hash);
     if (s < 0) {
         return -1;
     }
-    int64_t f = ctm_builder_frame(m->b, (uint32_t)s, m->c->frames[id].lineno);
-    m->frame_map[id] = f;
-    return f;
+    int64_t r = ctm_builder_frame(m->b, (uint32_t)s,
+                                  ctm_tframe_lineno_unlocked(f));
+    m->frame_map[id] = r;
+    return r;
 }
 
 static int64_t
 map_traceback(snap_maps *m, uint32_t id)
 {
-    if (m->tb_map[id] >= 0) {
-        return m->tb_map[id];
-    }
-    const ctm_ttb *t = &m->c->tbs[id];
+    const ctm_ttb *t = ctm_interner_traceback_unlocked(m->in, id);
+    const uint32_t *tids = ctm_interner_frame_ids_unlocked(m->in) + t->first;
     uint32_t buf[128];
     uint32_t *ids = t->nframe <= 128 ? buf
         : ctm_malloc((size_t)t->nframe * sizeof(uint32_t));
     if (ids == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     int64_t r = -1;
     for (uint32_t i = 0; i < t->nframe; i++) {
-        int64_t f = map_frame(m, m->c->ids[t->first + i]);
+        int64_t f = map_frame(m, tids[i]);
         if (f < 0) {
             goto done;
         }
         ids[i] = (uint32_t)f;
     }
     r = ctm_builder_traceback(m->b, ids, t->nframe, t->total_nframe);
-    m->tb_map[id] = r;
 done:
     if (ids != buf) {
         ctm_free(ids);
@@ -837,84 +861,134 @@ done:
     return r;
 }
 
+typedef struct {
+    void *p;
+    size_t n;
+} page_range;
+
+static void
+touch_range(void *arg)
+{
+    page_range *r = arg;
+    ctm_touch_pages(r->p, r->n);
+}
+
+/* Below this many bytes of traces, mapping their pages as the placing
+ * pass goes is cheaper than a helper thread. */
+#define TOUCH_HELPER_MIN ((size_t)4 << 20)
+
+/* The lock held, b holding its errors: the live traces, grouped, in
+ * *traces (*ntraces of them), and their tracebacks in b, with the first
+ * ncs filenames of cs. 0; 1 to go round again (a filename was not
+ * there); -1 if memory ran out. */
+static int
+snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
+                ctm_strace **traces, Py_ssize_t *ntraces)
+{
+    ctm_interner *in = T.interner;
+    uint32_t ntb = in ? (uint32_t)ctm_interner_ntracebacks_unlocked(in) : 0;
+    *traces = NULL;
+    *ntraces = 0;
+    if (ntb == 0) {
+        return 0;
+    }
+    snap_maps m = {b, in, cs, ncs, NULL, NULL, 0};
+    ctm_grouping g;
+    ctm_strace *out = NULL;
+    int rc = -1;
+    if (ctm_traces_count_unlocked(&T.traces, ntb, &g) < 0) {
+        goto done;
+    }
+    size_t n = T.traces.ntraces;
+    uint32_t nframes = ctm_interner_nframes_unlocked(in);
+    out = ctm_malloc_large(n * sizeof(ctm_strace));
+    m.frame_map = ctm_malloc((size_t)nframes * sizeof(int64_t));
+    m.tb_map = ctm_malloc((size_t)ntb * sizeof(uint32_t));
+    if (out == NULL || m.frame_map == NULL || m.tb_map == NULL) {
+        goto done;
+    }
+    memset(m.frame_map, 0xff, (size_t)nframes * sizeof(int64_t));
+    ctm_helper helper;
+    page_range pages = {out, n * sizeof(ctm_strace)};
+    int helped = pages.n >= TOUCH_HELPER_MIN;
+    if (helped) {
+        ctm_helper_start(&helper, touch_range, &pages);
+    }
+    int mapped = 1;
+    for (uint32_t i = 0; i < ntb && mapped; i++) {
+        if (g.counts[i]) {
+            int64_t t = map_traceback(&m, i);
+            mapped = t >= 0;
+            m.tb_map[i] = (uint32_t)t;
+        }
+    }
+    if (helped) {
+        ctm_helper_join(&helper);
+    }
+    if (!mapped) {
+        rc = m.retry ? 1 : -1;
+        goto done;
+    }
+    if (ctm_traces_place_unlocked(&T.traces, &g, m.tb_map, out) < 0) {
+        goto done;
+    }
+    *traces = out;
+    *ntraces = (Py_ssize_t)n;
+    out = NULL;
+    rc = 0;
+done:
+    ctm_grouping_free(&g);
+    ctm_free(out);
+    ctm_free(m.frame_map);
+    ctm_free(m.tb_map);
+    return rc;
+}
+
 ctm_snapdata *
 ctm_tracer_snapshot(void)
 {
-    tables_copy c = {0};
+    cstring_strs cs = {0};
     ctm_snapdata *result = NULL;
-    snap_maps m = {0};
-    uint64_t *counts = NULL;
-    ctm_strace *traces = NULL;
-    Py_ssize_t ntraces = 0;
-
-    /* Under the lock: copy the live traces grouped by traceback (a
-     * counting sort, so the analysis and the file format see runs), and
-     * the tracebacks and frames they name. No Python call: the lock must
-     * not be held while anything allocates through the hooks. */
-    tables_lock();
-    int rc = 0;
-    size_t ntb = T.interner ? ctm_interner_ntracebacks_unlocked(T.interner)
-                            : 0;
-    if (ntb) {
-        counts = ctm_calloc(ntb, sizeof(uint64_t));
-        ntraces = (Py_ssize_t)T.traces.ntraces;
-        traces = ctm_malloc_large((size_t)ntraces * sizeof(ctm_strace));
-        rc = counts && traces ? ctm_traces_group_unlocked(
-                                    &T.traces, (uint32_t)ntb, counts, traces)
-                              : -1;
+    int rc = 1;
+#ifdef CTM_LATE_FILENAMES
+    /* Test builds: the first round leaves out the newest filename, as if
+     * it had arrived after cs was made, so that the suite takes the
+     * second round whenever a snapshot has resolved frames. */
+    uint32_t late = 1;
+#else
+    uint32_t late = 0;
+#endif
+    while (rc > 0) {
+        ctm_builder *b = NULL;
+        if (cstring_strs_update(&cs) < 0 || (b = ctm_builder_new()) == NULL) {
+            break;
+        }
+        ctm_strace *traces;
+        Py_ssize_t ntraces;
+        ctm_builder_hold_errors(b);
+        tables_lock();
+        rc = snapshot_locked(&cs, cs.n - (late < cs.n ? late : cs.n), b,
+                             &traces, &ntraces);
+        late = 0;
+        tables_unlock();
+        if (ctm_builder_release_errors(b) < 0 || rc < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_NoMemory();
+            }
+            ctm_builder_free(b);
+            break;
+        }
         if (rc == 0) {
-            rc = copy_interner_unlocked(&c, counts);
+            if (traces != NULL) {
+                ctm_builder_adopt_traces(b, traces, ntraces);
+            }
+            result = ctm_builder_finish(b);
+        }
+        else {
+            ctm_builder_free(b);
         }
     }
-    tables_unlock();
-    if (rc < 0) {
-        PyErr_NoMemory();
-        goto done;
-    }
-
-    /* With the GIL only: turn tracer ids into deduplicated values. The
-     * traces of tracer traceback i are the counts[i] after those of
-     * tracebacks 0 to i - 1; they are renamed in place, and become the
-     * snapshot's. */
-    m.b = ctm_builder_new();
-    if (m.b == NULL) {
-        goto done;
-    }
-    m.c = &c;
-    m.frame_map = ctm_malloc((size_t)c.nframes * sizeof(int64_t));
-    m.tb_map = ctm_malloc((size_t)c.ntb * sizeof(int64_t));
-    if (m.frame_map == NULL || m.tb_map == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memset(m.frame_map, 0xff, (size_t)c.nframes * sizeof(int64_t));
-    memset(m.tb_map, 0xff, (size_t)c.ntb * sizeof(int64_t));
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < c.ntb; i++) {
-        if (counts[i] == 0) {
-            continue;
-        }
-        int64_t tb = map_traceback(&m, i);
-        if (tb < 0) {
-            goto done;
-        }
-        for (uint64_t end = pos + counts[i]; pos < end; pos++) {
-            traces[pos].traceback = (uint32_t)tb;
-        }
-    }
-    if (traces != NULL) {
-        ctm_builder_adopt_traces(m.b, traces, ntraces);
-        traces = NULL;
-    }
-    result = ctm_builder_finish(m.b);
-    m.b = NULL;
-done:
-    ctm_builder_free(m.b);
-    ctm_free(m.frame_map);
-    ctm_free(m.tb_map);
-    ctm_free(counts);
-    ctm_free(traces);
-    tables_copy_free(&c);
+    cstring_strs_free(&cs);
     return result;
 }
 
@@ -963,9 +1037,7 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         PyErr_NoMemory();
         goto done;
     }
-    tables_copy c = {0};
-    c.frames = frames;
-    c.cstrings = cnames;
+    frames_copy c = {frames, cnames};
     res = PyTuple_New(n);
     if (res == NULL) {
         goto done;

@@ -56,6 +56,11 @@ static inline void ctm_free(void *p) { free(p); }
  * them (transparent huge pages), so that filling it takes a few page
  * faults instead of one per 4 KiB. Freed with ctm_free. */
 void *ctm_malloc_large(size_t n);
+/* Write to each page of [p, p + n), so that the kernel maps them now: a
+ * pass that then writes all over the array does not stop at each page
+ * it touches first (about twice as fast, measured filling a 32 MB
+ * array in grouped order). */
+void ctm_touch_pages(void *p, size_t n);
 
 /* Thread-local storage that the hooks can use without allocating. */
 #if defined(__GNUC__)
@@ -145,6 +150,10 @@ ctm_builder *ctm_builder_new(void);
 void ctm_builder_free(ctm_builder *b);
 /* str must be an exact str (the caller checks: raise TypeError). */
 int64_t ctm_builder_string(ctm_builder *b, PyObject *str);
+/* The same for a str whose hash is given: no Python code runs (but
+ * PyUnicode_Compare). */
+int64_t ctm_builder_string_hashed(ctm_builder *b, PyObject *str,
+                                  Py_hash_t hash);
 int64_t ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno);
 /* frames: nframe frame indexes, most recent first. */
 int64_t ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
@@ -163,6 +172,12 @@ int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
  * ctm_free. */
 void ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces,
                               Py_ssize_t n);
+/* Between these two, the adds set no Python error: while the tracer's
+ * tables are locked, making an exception could allocate through the
+ * hooks. A failed add returns -1 and is remembered; release returns -1
+ * with MemoryError set if one failed, else 0. */
+void ctm_builder_hold_errors(ctm_builder *b);
+int ctm_builder_release_errors(ctm_builder *b);
 /* Turn the builder into snapshot data; the builder is consumed even on
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);

@@ -307,6 +307,12 @@ ctm_interner_cstring_unlocked(const ctm_interner *in, uint32_t id)
     return &in->cstrings[id];
 }
 
+uint32_t
+ctm_interner_ncstrings_unlocked(const ctm_interner *in)
+{
+    return in->ncstrings;
+}
+
 /* ---- tracebacks ---- */
 
 static inline uint32_t

@@ -38,6 +38,15 @@ ctm_malloc_large(size_t n)
     return ctm_malloc(n);
 }
 
+void
+ctm_touch_pages(void *p, size_t n)
+{
+    volatile char *c = p;
+    for (size_t i = 0; i < n; i += 4096) {
+        c[i] = 0;
+    }
+}
+
 typedef struct {
     uint32_t *slots;
     uint32_t mask;              /* capacity - 1; capacity 0 when slots NULL */
@@ -46,11 +55,29 @@ typedef struct {
 struct ctm_builder {
     ctm_snapdata d;
     Py_ssize_t cap_strings, cap_frames, cap_tracebacks, cap_refs, cap_traces;
+    int hold_errors;            /* see ctm_builder_hold_errors */
+    int nomem;                  /* memory ran out while holding them */
     Py_hash_t *string_hashes;
     ctm_index strings_ix, frames_ix, tracebacks_ix;
 };
 
-/* Grow *array (of elsize items) to hold at least need items. */
+/* Out of memory in a builder method: MemoryError, or while errors are
+ * held, a note that ctm_builder_release_errors turns into one. Returns
+ * -1. */
+static int
+builder_nomem(ctm_builder *b)
+{
+    if (b->hold_errors) {
+        b->nomem = 1;
+    }
+    else {
+        PyErr_NoMemory();
+    }
+    return -1;
+}
+
+/* Grow *array (of elsize items) to hold at least need items. 0, or -1
+ * without an exception set. */
 static int
 grow(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elsize)
 {
@@ -62,12 +89,10 @@ grow(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elsize)
         ncap *= 2;
     }
     if ((size_t)ncap > PY_SSIZE_T_MAX / elsize) {
-        PyErr_NoMemory();
         return -1;
     }
     void *p = ctm_realloc(*array, (size_t)ncap * elsize);
     if (p == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     *array = p;
@@ -75,7 +100,8 @@ grow(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elsize)
     return 0;
 }
 
-/* Make room in ix for count + 1 items; rehash with hash_of(item). */
+/* Make room in ix for count + 1 items; rehash with hash_of(item). 0, or
+ * -1 without an exception set. */
 typedef uint32_t (*hash_fn)(const ctm_builder *b, uint32_t item);
 
 static int
@@ -90,12 +116,10 @@ index_reserve(ctm_builder *b, ctm_index *ix, Py_ssize_t count, hash_fn hash)
         ncap *= 2;
     }
     if (ncap > UINT32_MAX) {
-        PyErr_NoMemory();
         return -1;
     }
     uint32_t *slots = ctm_calloc(ncap, sizeof(uint32_t));
     if (slots == NULL) {
-        PyErr_NoMemory();
         return -1;
     }
     uint32_t mask = (uint32_t)(ncap - 1);
@@ -203,8 +227,14 @@ ctm_builder_string(ctm_builder *b, PyObject *str)
     if (h == -1) {
         return -1;
     }
+    return ctm_builder_string_hashed(b, str, h);
+}
+
+int64_t
+ctm_builder_string_hashed(ctm_builder *b, PyObject *str, Py_hash_t h)
+{
     if (index_reserve(b, &b->strings_ix, b->d.nstrings, string_hash) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     uint32_t mask = b->strings_ix.mask;
     uint32_t j = ctm_mix32((uint64_t)h) & mask;
@@ -216,11 +246,13 @@ ctm_builder_string(ctm_builder *b, PyObject *str)
                 return v - 1;
             }
             int eq = PyUnicode_Compare(other, str);
-            if (eq == -1 && PyErr_Occurred()) {
-                return -1;
-            }
             if (eq == 0) {
                 return v - 1;
+            }
+            /* only a str that is not one fails (never while holding
+             * errors: the tracer's filenames are str) */
+            if (eq == -1 && !b->hold_errors && PyErr_Occurred()) {
+                return -1;
             }
         }
         j = (j + 1) & mask;
@@ -228,12 +260,12 @@ ctm_builder_string(ctm_builder *b, PyObject *str)
     Py_ssize_t n = b->d.nstrings;
     Py_ssize_t cap = b->cap_strings;
     if (grow((void **)&b->d.strings, &cap, n + 1, sizeof(PyObject *)) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     Py_ssize_t hcap = b->cap_strings;
     if (grow((void **)&b->string_hashes, &hcap, n + 1,
              sizeof(Py_hash_t)) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     b->cap_strings = cap < hcap ? cap : hcap;
     Py_INCREF(str);
@@ -248,7 +280,7 @@ int64_t
 ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
 {
     if (index_reserve(b, &b->frames_ix, b->d.nframes, frame_hash) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     uint32_t mask = b->frames_ix.mask;
     uint32_t j = ctm_mix32(((uint64_t)filename << 32) ^ (uint32_t)lineno)
@@ -264,7 +296,7 @@ ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
     Py_ssize_t n = b->d.nframes;
     if (grow((void **)&b->d.frames, &b->cap_frames, n + 1,
              sizeof(ctm_sframe)) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     b->d.frames[n].filename = filename;
     b->d.frames[n].lineno = lineno;
@@ -279,7 +311,7 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
 {
     if (index_reserve(b, &b->tracebacks_ix, b->d.ntracebacks,
                       traceback_hash) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     uint32_t h = ctm_traceback_hash(frames, nframe, total_nframe);
     uint32_t mask = b->tracebacks_ix.mask;
@@ -299,14 +331,13 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
     Py_ssize_t n = b->d.ntracebacks;
     Py_ssize_t r = b->d.nrefs;
     if ((uint64_t)r + nframe > UINT32_MAX) {
-        PyErr_NoMemory();
-        return -1;
+        return builder_nomem(b);
     }
     if (grow((void **)&b->d.tracebacks, &b->cap_tracebacks, n + 1,
              sizeof(ctm_stb)) < 0
         || grow((void **)&b->d.refs, &b->cap_refs, r + nframe + 1,
                 sizeof(uint32_t)) < 0) {
-        return -1;
+        return builder_nomem(b);
     }
     if (nframe) {
         memcpy(&b->d.refs[r], frames, nframe * sizeof(uint32_t));
@@ -325,8 +356,29 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
 int
 ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n)
 {
-    return grow((void **)&b->d.traces, &b->cap_traces, b->d.ntraces + n,
-                sizeof(ctm_strace));
+    if (grow((void **)&b->d.traces, &b->cap_traces, b->d.ntraces + n,
+             sizeof(ctm_strace)) < 0) {
+        return builder_nomem(b);
+    }
+    return 0;
+}
+
+void
+ctm_builder_hold_errors(ctm_builder *b)
+{
+    b->hold_errors = 1;
+}
+
+int
+ctm_builder_release_errors(ctm_builder *b)
+{
+    b->hold_errors = 0;
+    if (b->nomem) {
+        b->nomem = 0;
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
 }
 
 int

@@ -38,7 +38,6 @@
  */
 #include "tables.h"
 
-#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 
@@ -738,11 +737,11 @@ ctm_traces_memory_unlocked(const ctm_traces *tr)
     return n + tr->capbigs * sizeof(ctm_big);
 }
 
-/* One live trace for ctm_traces_group_unlocked: counted, or written to
- * its traceback's next place. */
+/* One live trace for the grouping: counted, or written to its
+ * traceback's next place under its snapshot traceback id. */
 static inline void
 group_one(uint32_t domain, uint64_t size, uint32_t tb, uint64_t *counts,
-          uint64_t *next, ctm_strace *out)
+          uint64_t *next, const uint32_t *rename, ctm_strace *out)
 {
     if (out == NULL) {
         counts[tb]++;
@@ -750,7 +749,7 @@ group_one(uint32_t domain, uint64_t size, uint32_t tb, uint64_t *counts,
     else {
         ctm_strace *o = &out[next[tb]++];
         o->size = size;
-        o->traceback = tb;
+        o->traceback = rename[tb];
         o->domain = domain;
     }
 }
@@ -759,7 +758,7 @@ group_one(uint32_t domain, uint64_t size, uint32_t tb, uint64_t *counts,
 static void
 store_group(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
             size_t from, size_t to, uint64_t *counts, uint64_t *next,
-            ctm_strace *out)
+            const uint32_t *rename, ctm_strace *out)
 {
     for (size_t i = from; i < to; i++) {
         const ctm_bucket *b = s->slots[i].bucket;
@@ -778,7 +777,8 @@ store_group(const ctm_traces *tr, uint32_t domain, const ctm_store *s,
                 size = ctm_traces_value_size_unlocked(tr, domain, ptr,
                                                       &vals[j]);
             }
-            group_one(domain, size, vals[j].traceback, counts, next, out);
+            group_one(domain, size, vals[j].traceback, counts, next, rename,
+                      out);
         }
     }
 }
@@ -791,116 +791,155 @@ store_slots(const ctm_store *s)
 
 /* A share of the grouping: the nursery (first share), slots [from, to)
  * of the main store, the other domains (last share). With counts, the
- * count pass; with next and out, the placing pass. Read-only on the
- * tables, which the caller has locked. */
+ * count pass; with next, rename and out, the placing pass. Read-only on
+ * the tables, which the caller has locked. */
 typedef struct {
     const ctm_traces *tr;
     size_t from, to;
     int first, last;
     uint64_t *counts, *next;
+    const uint32_t *rename;
     ctm_strace *out;
 } group_share;
 
 static void
-group_share_run(const group_share *g)
+group_share_run(void *arg)
 {
+    const group_share *g = arg;
     const ctm_traces *tr = g->tr;
     for (uint32_t i = 0; g->first && tr->nursery != NULL && i < NURSERY_SIZE;
          i++) {
         const ctm_young *y = &tr->nursery[i];
         if (y->ptr != 0) {
             group_one(CTM_DEFAULT_DOMAIN, y->value.size, y->value.traceback,
-                      g->counts, g->next, g->out);
+                      g->counts, g->next, g->rename, g->out);
         }
     }
     store_group(tr, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to,
-                g->counts, g->next, g->out);
+                g->counts, g->next, g->rename, g->out);
     for (size_t i = 0; g->last && i < tr->nothers; i++) {
         const ctm_store *s = &tr->others[i].store;
         store_group(tr, tr->others[i].domain, s, 0, store_slots(s),
-                    g->counts, g->next, g->out);
+                    g->counts, g->next, g->rename, g->out);
     }
 }
 
 static void *
-group_thread(void *arg)
+helper_main(void *arg)
 {
-    group_share_run(arg);
+    ctm_helper *h = arg;
+    h->fn(h->arg);
     return NULL;
 }
 
-/* Run shares a and b at once, b in a new thread, which blocks every
- * signal (they are for the program's threads); if no thread can be
- * made, one after the other here. */
-static void
-run_shares(const group_share *a, group_share *b)
+void
+ctm_helper_start(ctm_helper *h, void (*fn)(void *), void *arg)
 {
-    pthread_t th;
     sigset_t all, old;
+    h->fn = fn;
+    h->arg = arg;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int made = pthread_create(&th, NULL, group_thread, b) == 0;
+    h->made = pthread_create(&h->thread, NULL, helper_main, h) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    group_share_run(a);
-    if (made) {
-        pthread_join(th, NULL);
+}
+
+void
+ctm_helper_join(ctm_helper *h)
+{
+    if (h->made) {
+        pthread_join(h->thread, NULL);
     }
     else {
-        group_share_run(b);
+        h->fn(h->arg);
     }
 }
 
-int
-ctm_traces_group_unlocked(const ctm_traces *tr, uint32_t ntb,
-                          uint64_t *counts, ctm_strace *out)
+/* Run shares a and b at once, b on a helper thread. */
+static void
+run_shares(group_share *a, group_share *b)
 {
-    size_t nslots = store_slots(&tr->main);
-    uint64_t *next = ctm_malloc((size_t)ntb * sizeof(uint64_t));
-    uint64_t *counts2 = NULL, *next2 = NULL;
-    if (next == NULL) {
+    ctm_helper h;
+    ctm_helper_start(&h, group_share_run, b);
+    group_share_run(a);
+    ctm_helper_join(&h);
+}
+
+void
+ctm_grouping_free(ctm_grouping *g)
+{
+    ctm_free(g->counts);
+    ctm_free(g->counts2);
+    g->counts = g->counts2 = NULL;
+}
+
+int
+ctm_traces_count_unlocked(const ctm_traces *tr, uint32_t ntb,
+                          ctm_grouping *g)
+{
+    memset(g, 0, sizeof(*g));
+    g->ntb = ntb;
+    g->nslots = store_slots(&tr->main);
+    g->counts = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
+    if (g->counts == NULL) {
         return -1;
     }
     if (tr->ntraces >= GROUP_PARALLEL_MIN) {
-        counts2 = ctm_calloc(ntb, sizeof(uint64_t));
-        next2 = ctm_malloc((size_t)ntb * sizeof(uint64_t));
+        g->counts2 = ctm_calloc(ntb, sizeof(uint64_t));
     }
-    group_share a = {tr, 0, nslots, 1, 1, counts, NULL, NULL};
-    if (counts2 == NULL || next2 == NULL) {
-        /* one thread: count, then place */
+    group_share a = {tr, 0, g->nslots, 1, 1, g->counts, NULL, NULL, NULL};
+    if (g->counts2 == NULL) {
         group_share_run(&a);
-        uint64_t pos = 0;
-        for (uint32_t i = 0; i < ntb; i++) {
-            next[i] = pos;
-            pos += counts[i];
+        return 0;
+    }
+    /* two threads, each counting its half; then counts holds the
+     * totals, counts2 the second half's share of them */
+    a.to = g->nslots / 2;
+    a.last = 0;
+    group_share b = {tr, g->nslots / 2, g->nslots, 0, 1, g->counts2, NULL,
+                     NULL, NULL};
+    run_shares(&a, &b);
+    for (uint32_t i = 0; i < ntb; i++) {
+        g->counts[i] += g->counts2[i];
+    }
+    return 0;
+}
+
+int
+ctm_traces_place_unlocked(const ctm_traces *tr, const ctm_grouping *g,
+                          const uint32_t *rename, ctm_strace *out)
+{
+    uint32_t ntb = g->ntb;
+    uint64_t *next = ctm_malloc((ntb ? ntb : 1) * sizeof(uint64_t));
+    uint64_t *next2 = g->counts2 == NULL ? NULL
+                    : ctm_malloc((size_t)ntb * sizeof(uint64_t));
+    if (next == NULL || (g->counts2 != NULL && next2 == NULL)) {
+        ctm_free(next);
+        ctm_free(next2);
+        return -1;
+    }
+    /* the second half's traces of a traceback follow the first half's,
+     * as in the tables' order */
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < ntb; i++) {
+        next[i] = pos;
+        pos += g->counts[i];
+        if (next2 != NULL) {
+            next2[i] = pos - g->counts2[i];
         }
-        a.counts = NULL;
-        a.next = next;
-        a.out = out;
+    }
+    group_share a = {tr, 0, g->nslots, 1, 1, NULL, next, rename, out};
+    if (next2 == NULL) {
         group_share_run(&a);
     }
     else {
-        /* two: each counts its half, then places it after the other
-         * half's traces of the same traceback, which come first in the
-         * tables' order */
-        a.to = nslots / 2;
+        a.to = g->nslots / 2;
         a.last = 0;
-        group_share b = {tr, nslots / 2, nslots, 0, 1, counts2, NULL, NULL};
-        run_shares(&a, &b);
-        uint64_t pos = 0;
-        for (uint32_t i = 0; i < ntb; i++) {
-            next[i] = pos;
-            next2[i] = pos + counts[i];
-            counts[i] += counts2[i];
-            pos += counts[i];
-        }
-        a.counts = b.counts = NULL;
-        a.next = next;
-        b.next = next2;
-        a.out = b.out = out;
+        group_share b = {tr, g->nslots / 2, g->nslots, 0, 1, NULL, next2,
+                         rename, out};
         run_shares(&a, &b);
     }
     ctm_free(next);
-    ctm_free(counts2);
     ctm_free(next2);
     return 0;
 }

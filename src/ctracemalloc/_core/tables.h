@@ -9,6 +9,8 @@
 
 #include "internal.h"
 
+#include <pthread.h>
+
 /* ---- live traces (tables.c) ----
  *
  * A trace store per domain, keyed by pointer, in two levels, so that
@@ -104,15 +106,41 @@ uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
 void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 
-/* The live traces grouped by traceback, for a snapshot: out (room for
- * every live trace) gets them in order of traceback id, and in the
- * tables' order within a traceback; counts (ntb entries, zeroed, ntb
- * above every traceback id) the number of traces of each traceback. A
- * counting sort: a pass that counts, a pass that places; on large
- * tables a second thread takes half of each pass. Return 0, or -1 if
- * memory ran out. */
-int ctm_traces_group_unlocked(const ctm_traces *t, uint32_t ntb,
-                              uint64_t *counts, ctm_strace *out);
+/* The live traces grouped by traceback, for a snapshot, by a counting
+ * sort: a pass that counts the traces of each traceback, then one that
+ * places each trace after those of the tracebacks before its own (in
+ * the tables' order within a traceback). On large tables a helper
+ * thread takes half of each pass. The tables must not change between
+ * the two passes. */
+typedef struct {
+    uint32_t ntb;               /* above every traceback id */
+    size_t nslots;              /* of the main store, when counted */
+    uint64_t *counts;           /* traces per traceback */
+    uint64_t *counts2;          /* the helper's half of them, or NULL */
+} ctm_grouping;
+
+/* The count pass: fills g. Return 0, or -1 if memory ran out; either
+ * way ctm_grouping_free(g) after. */
+int ctm_traces_count_unlocked(const ctm_traces *t, uint32_t ntb,
+                              ctm_grouping *g);
+/* The placing pass: out (room for every live trace) gets them grouped,
+ * each named rename[traceback id]. Return 0, or -1 if memory ran out. */
+int ctm_traces_place_unlocked(const ctm_traces *t, const ctm_grouping *g,
+                              const uint32_t *rename, ctm_strace *out);
+void ctm_grouping_free(ctm_grouping *g);
+
+/* fn(arg) on a helper thread that blocks every signal (they are for the
+ * program's threads), from start to join; if no thread can be made,
+ * join runs it. */
+typedef struct {
+    pthread_t thread;
+    int made;
+    void (*fn)(void *);
+    void *arg;
+} ctm_helper;
+
+void ctm_helper_start(ctm_helper *h, void (*fn)(void *), void *arg);
+void ctm_helper_join(ctm_helper *h);
 
 /* ---- interned frames and tracebacks (interning.c) ----
  *
@@ -190,6 +218,7 @@ uint32_t ctm_interner_nframes_unlocked(const ctm_interner *in);
 ctm_tframe *ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id);
 const ctm_cstring *ctm_interner_cstring_unlocked(const ctm_interner *in,
                                                  uint32_t id);
+uint32_t ctm_interner_ncstrings_unlocked(const ctm_interner *in);
 /* Line number of a frame (resolved and cached on first use). */
 int ctm_tframe_lineno_unlocked(ctm_tframe *f);
 
