@@ -861,16 +861,26 @@ done:
     return r;
 }
 
+/* The pages of an array, touched 2 MiB at a time (a huge page) by
+ * whichever thread takes the next chunk: the helper from the start, the
+ * snapshot's own thread once its mapping is done. */
 typedef struct {
-    void *p;
+    char *p;
     size_t n;
+    atomic_size_t next;         /* offset of the next chunk */
 } page_range;
+
+#define TOUCH_CHUNK ((size_t)2 << 20)
 
 static void
 touch_range(void *arg)
 {
     page_range *r = arg;
-    ctm_touch_pages(r->p, r->n);
+    size_t at;
+    while ((at = atomic_fetch_add(&r->next, TOUCH_CHUNK)) < r->n) {
+        ctm_touch_pages(r->p + at, r->n - at < TOUCH_CHUNK ? r->n - at
+                                                           : TOUCH_CHUNK);
+    }
 }
 
 /* Below this many bytes of traces, mapping their pages as the placing
@@ -909,7 +919,7 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
     }
     memset(m.frame_map, 0xff, (size_t)nframes * sizeof(int64_t));
     ctm_helper helper;
-    page_range pages = {out, n * sizeof(ctm_strace)};
+    page_range pages = {(char *)out, n * sizeof(ctm_strace), 0};
     int helped = pages.n >= TOUCH_HELPER_MIN;
     if (helped) {
         ctm_helper_start(&helper, touch_range, &pages);
@@ -923,6 +933,7 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
         }
     }
     if (helped) {
+        touch_range(&pages);
         ctm_helper_join(&helper);
     }
     if (!mapped) {
