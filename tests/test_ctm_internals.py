@@ -275,3 +275,61 @@ def test_take_snapshot_large_tables(ctm):
             previous = key
     assert max(runs.values()) <= 4
     assert len(snapshot.traces) > 10 * sum(runs.values())
+
+
+def expected_traces(ctm, objects):
+    """Counter of (size, traceback) over objects, as the tracer sees them."""
+    return collections.Counter(
+        (sys.getsizeof(obj), ctm.get_object_traceback(obj))
+        for obj in objects)
+
+
+def traces_of(snapshot, expected):
+    """Counter of (size, traceback) of the snapshot's traces that could be
+    one of the expected ones (same traceback and a size among theirs)."""
+    tracebacks = {tb for _, tb in expected}
+    sizes = {size for size, _ in expected}
+    return collections.Counter(
+        (t.size, t.traceback) for t in snapshot.traces
+        if t.domain == 0 and t.traceback in tracebacks and t.size in sizes)
+
+
+def test_snapshot_reuses_a_freed_snapshots_array(ctm):
+    """While tracing, the traces array of a large snapshot that is freed is
+    kept (counted in get_tracemalloc_memory) for the next take_snapshot,
+    which overwrites all of it: the next snapshot is right, with a live set
+    that changed in between. clear_traces() and stop() give it back."""
+    def fresh(n, size):
+        return [bytes(size + i % 7) for i in range(n)]
+
+    ctm.start(1)
+    first = fresh(300_000, 40)          # 16 B per trace: 4.8 MB and more
+    snapshot = ctm.take_snapshot()
+    assert traces_of(snapshot, expected_traces(ctm, first)) == \
+        expected_traces(ctm, first)
+    size = 16 * len(snapshot.traces)
+    before = ctm.get_tracemalloc_memory()
+    del snapshot
+    kept = ctm.get_tracemalloc_memory() - before
+    assert size <= kept <= size * 1.1, (size, kept)
+
+    # a live set of about the same size, changed: a third freed, as many
+    # others of other sizes from another line (stale traces left in the
+    # array would show as traces of the freed objects)
+    del first[::3]
+    second = fresh(100_000, 200)
+    snapshot = ctm.take_snapshot()
+    assert ctm.get_tracemalloc_memory() < before + kept - size // 2
+    for objects in (first, second):
+        expected = expected_traces(ctm, objects)
+        assert traces_of(snapshot, expected) == expected
+
+    del snapshot
+    spared = ctm.get_tracemalloc_memory()
+    ctm.clear_traces()
+    cleared = ctm.get_tracemalloc_memory()
+    assert spared - cleared >= 16 * (len(first) + len(second))
+    snapshot = ctm.take_snapshot()       # nothing to keep: all cleared
+    del snapshot
+    ctm.stop()
+    assert ctm.get_tracemalloc_memory() <= cleared

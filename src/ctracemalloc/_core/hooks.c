@@ -547,6 +547,7 @@ ctm_tracer_start(int nframe)
     tables_unlock();
     install_hooks();
     reftracer_install();
+    ctm_traces_array_keep_spare(1);
     return 0;
 }
 
@@ -567,6 +568,7 @@ ctm_tracer_clear(void)
         Py_DECREF(codes[i]);
     }
     ctm_free(codes);
+    ctm_traces_array_release_spare();
 }
 
 static void
@@ -577,6 +579,7 @@ stop_tracing(void)
     tables_unlock();
     uninstall_hooks();
     reftracer_uninstall();
+    ctm_traces_array_keep_spare(0);
     ctm_tracer_clear();
 }
 
@@ -631,7 +634,7 @@ ctm_tracer_memory(void)
     }
     n += (size_t)T.nframe * sizeof(ctm_rawframe);
     tables_unlock();
-    n += ctm_capture_memory();
+    n += ctm_capture_memory() + ctm_traces_array_spare_bytes();
     return n;
 }
 
@@ -893,7 +896,7 @@ touch_range(void *arg)
  * there); -1 if memory ran out. */
 static int
 snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
-                ctm_strace **traces, Py_ssize_t *ntraces)
+                ctm_strace **traces, Py_ssize_t *ntraces, size_t *bytes)
 {
     ctm_interner *in = T.interner;
     uint32_t ntb = in ? (uint32_t)ctm_interner_ntracebacks_unlocked(in) : 0;
@@ -911,7 +914,7 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
     }
     size_t n = T.traces.ntraces;
     uint32_t nframes = ctm_interner_nframes_unlocked(in);
-    out = ctm_malloc_large(n * sizeof(ctm_strace));
+    out = ctm_traces_array_new(n * sizeof(ctm_strace), bytes);
     m.frame_map = ctm_malloc((size_t)nframes * sizeof(int64_t));
     m.tb_map = ctm_malloc((size_t)ntb * sizeof(uint32_t));
     if (out == NULL || m.frame_map == NULL || m.tb_map == NULL) {
@@ -976,10 +979,11 @@ ctm_tracer_snapshot(void)
         }
         ctm_strace *traces;
         Py_ssize_t ntraces;
+        size_t bytes = 0;
         ctm_builder_hold_errors(b);
         tables_lock();
         rc = snapshot_locked(&cs, cs.n - (late < cs.n ? late : cs.n), b,
-                             &traces, &ntraces);
+                             &traces, &ntraces, &bytes);
         late = 0;
         tables_unlock();
         if (ctm_builder_release_errors(b) < 0 || rc < 0) {
@@ -994,6 +998,9 @@ ctm_tracer_snapshot(void)
                 ctm_builder_adopt_traces(b, traces, ntraces);
             }
             result = ctm_builder_finish(b);
+            if (result != NULL && result->traces != NULL) {
+                result->traces_bytes = bytes;
+            }
         }
         else {
             ctm_builder_free(b);

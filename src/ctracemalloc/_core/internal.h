@@ -56,6 +56,17 @@ static inline void ctm_free(void *p) { free(p); }
  * them (transparent huge pages), so that filling it takes a few page
  * faults instead of one per 4 KiB. Freed with ctm_free. */
 void *ctm_malloc_large(size_t n);
+/* An array of at least n bytes for take_snapshot's traces, *size of
+ * them: the spare (a large snapshot's traces array, kept when the
+ * snapshot was freed while tracing) if it fits, else ctm_malloc_large.
+ * Freed with ctm_free, or by the snapshot data that adopts it, whose
+ * traces_bytes it sets. */
+void *ctm_traces_array_new(size_t n, size_t *size);
+/* Whether a freed snapshot's array may become the spare (while tracing);
+ * 0 also releases the spare. */
+void ctm_traces_array_keep_spare(int keep);
+void ctm_traces_array_release_spare(void);
+size_t ctm_traces_array_spare_bytes(void);
 /* Write to each page of [p, p + n), so that the kernel maps them now: a
  * pass that then writes all over the array does not stop at each page
  * it touches first (about twice as fast, measured filling a 32 MB
@@ -130,6 +141,8 @@ typedef struct {
     uint32_t *refs;             /* frame indexes, see ctm_stb.first */
     Py_ssize_t ntraces;
     ctm_strace *traces;
+    size_t traces_bytes;        /* of traces, if ctm_traces_array_new made
+                                   it (it may become the spare), else 0 */
 } ctm_snapdata;
 
 /* Release everything data owns (strings, arrays) and the struct itself.
