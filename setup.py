@@ -10,7 +10,8 @@ Build switches, read from the environment:
 
 The sanitizer and debug builds also take paths that only races take
 otherwise (CTM_LATE_FILENAMES: see ctm_tracer_snapshot), so that the suite
-runs them.
+runs them. These three builds stop at a wrong count of live traces, which a
+release build mends (CTM_SELF_CHECK: see ctm_traces_place_unlocked).
 """
 import glob
 import os
@@ -46,6 +47,9 @@ macros = []
 if flag("CTRACEMALLOC_DEV") or flag("CTRACEMALLOC_SANITIZE"):
     compile_args += ["-Wall", "-Wextra", "-Werror", "-Wno-missing-field-initializers",
                      "-Wno-cast-function-type"]
+if (flag("CTRACEMALLOC_DEV") or flag("CTRACEMALLOC_SANITIZE")
+        or flag("CTRACEMALLOC_DEBUG")):
+    macros.append(("CTM_SELF_CHECK", "1"))
 if flag("CTRACEMALLOC_SANITIZE"):
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-fno-omit-frame-pointer"]

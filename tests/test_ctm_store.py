@@ -127,3 +127,101 @@ def test_memory_per_trace_of_a_dense_pool(ctm):
         ctm.track(DOMAIN, BASE + 32 * i, 32)
     per_trace = (ctm.get_tracemalloc_memory() - before) / n
     assert per_trace < 24
+
+
+# The tables keep a count of live traces per traceback, from which a
+# snapshot places the traces without counting them; test builds stop the
+# process when a snapshot finds a count wrong, and every build must place
+# each trace under its own traceback. Three call sites make three
+# tracebacks.
+
+def track_at(ctm, site, domain, ptr, size):
+    if site == 0:
+        ctm.track(domain, ptr, size)
+    elif site == 1:
+        ctm.track(domain, ptr, size)
+    else:
+        ctm.track(domain, ptr, size)
+
+
+def by_site(ctm, domains):
+    """Counter of (domain, size, line) of the snapshot's traces in
+    domains."""
+    snapshot = ctm.take_snapshot().filter_traces(
+        [ctm.DomainFilter(True, d) for d in domains])
+    return sorted((t.domain, t.size, t.traceback[0].lineno)
+                  for t in snapshot.traces)
+
+
+def site_lines():
+    import inspect
+    lines = inspect.getsource(track_at).splitlines()
+    first = track_at.__code__.co_firstlineno
+    return [first + k for k, text in enumerate(lines)
+            if "ctm.track(" in text]
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(
+    st.tuples(st.sampled_from(["track", "untrack"]),
+              st.sampled_from([DOMAIN, DOMAIN + 1]),
+              st.integers(0, len(POINTERS) - 1),
+              st.integers(0, 2),
+              st.booleans()),
+    max_size=300))
+def test_counts_per_traceback(ctm, operations):
+    """Traces replaced by others of another traceback (and of another
+    size, big or not), removed, in two domains: each snapshot places each
+    one under its own traceback."""
+    lines = site_lines()
+    ctm.start()
+    try:
+        model = {}
+        for k, (op, domain, i, site, big) in enumerate(operations):
+            ptr = POINTERS[i]
+            if op == "track":
+                track_at(ctm, site, domain, ptr, size_of(i, big))
+                model[domain, ptr] = (domain, size_of(i, big), lines[site])
+            else:
+                ctm.untrack(domain, ptr)
+                model.pop((domain, ptr), None)
+            if k % 50 == 0:
+                assert by_site(ctm, [DOMAIN, DOMAIN + 1]) == \
+                    sorted(model.values())
+        assert by_site(ctm, [DOMAIN, DOMAIN + 1]) == sorted(model.values())
+    finally:
+        ctm.stop()
+
+
+def test_counts_per_traceback_on_two_threads(ctm):
+    """Enough traces (over 131,072) that two threads place them, each its
+    half of the store: one from the start of a traceback's run, the other
+    from its end. Replacements move traces between tracebacks; after
+    clear_traces() the counts start again from nothing."""
+    lines = site_lines()
+    rng = random.Random(4)
+    ptrs = [BASE + 16 * k for k in range(200_000)]
+    ctm.start()
+    try:
+        model = {}
+        for k, ptr in enumerate(ptrs):
+            track_at(ctm, k % 3, DOMAIN, ptr, 1 + k % 1000)
+            model[ptr] = (DOMAIN, 1 + k % 1000, lines[k % 3])
+        for round in range(3):
+            for ptr in rng.sample(ptrs, 50_000):
+                site = rng.randrange(3)
+                big = rng.random() < 0.01
+                size = 2 ** 32 + 5 if big else rng.randrange(1, 100)
+                track_at(ctm, site, DOMAIN, ptr, size)
+                model[ptr] = (DOMAIN, size, lines[site])
+            for ptr in rng.sample(ptrs, 10_000):
+                ctm.untrack(DOMAIN, ptr)
+                model.pop(ptr, None)
+            assert by_site(ctm, [DOMAIN]) == sorted(model.values())
+        ctm.clear_traces()
+        for ptr in ptrs[:150_000]:
+            track_at(ctm, 2, DOMAIN, ptr, 3)
+        assert by_site(ctm, [DOMAIN]) == [(DOMAIN, 3, lines[2])] * 150_000
+    finally:
+        ctm.stop()

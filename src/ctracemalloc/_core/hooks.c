@@ -350,12 +350,12 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
             }
             reentrant = 1;
             tables_lock();
-            ctm_value *v = ctm_traces_get_unlocked(
-                &T.traces, CTM_DEFAULT_DOMAIN, block);
-            if (v != NULL) {
+            if (ctm_traces_get_unlocked(&T.traces, CTM_DEFAULT_DOMAIN,
+                                        block) != NULL) {
                 int64_t tb = traceback_unlocked(ts, gil);
                 if (tb >= 0) {
-                    v->traceback = (uint32_t)tb;
+                    (void)ctm_traces_retrace_unlocked(
+                        &T.traces, CTM_DEFAULT_DOMAIN, block, (uint32_t)tb);
                 }
             }
             tables_unlock();
@@ -711,8 +711,9 @@ frame_filename(const frames_copy *c, uint32_t i)
  * take_snapshot holds the GIL throughout, so the interner is not cleared
  * under it, and its code objects and filenames stay alive; threads
  * without the GIL may still add traces, frames, tracebacks and filenames
- * until it takes the lock. Under the lock, it counts the live traces of
- * each tracer traceback; turns each live one (frames by instruction)
+ * until it takes the lock. Under the lock, it takes the count of live
+ * traces of each tracer traceback (the tables keep them); turns each
+ * live one (frames by instruction)
  * into a snapshot traceback (frames by line, deduplicated) in the
  * builder, while a helper thread maps the pages of the traces array;
  * then places the traces grouped by tracer traceback, each under its
@@ -909,7 +910,7 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
     ctm_grouping g;
     ctm_strace *out = NULL;
     int rc = -1;
-    if (ctm_traces_count_unlocked(&T.traces, ntb, &g) < 0) {
+    if (ctm_traces_counts_unlocked(&T.traces, ntb, &g) < 0) {
         goto done;
     }
     size_t n = T.traces.ntraces;
@@ -1023,7 +1024,7 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
     PyObject *res = NULL;
 
     tables_lock();
-    ctm_value *v = atomic_load(&tracing)
+    const ctm_value *v = atomic_load(&tracing)
         ? ctm_traces_get_unlocked(&T.traces, domain, ptr) : NULL;
     if (v != NULL) {
         ctm_interner *in = T.interner;

@@ -81,6 +81,9 @@ typedef struct {
     size_t traced;              /* sum of the live sizes */
     size_t peak;
     size_t ntraces;
+    uint64_t *live;             /* live traces per traceback id, so that a
+                                   snapshot need not count them */
+    size_t live_cap;            /* entries of live (ids above: none) */
 } ctm_traces;
 
 /* Add the trace of a block the allocator just returned (domain 0): the
@@ -96,9 +99,14 @@ int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
  * (then *size and *traceback are set when not NULL), else 0. */
 int ctm_traces_remove_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
                                uint64_t *size, uint32_t *traceback);
-/* The value of (domain, ptr), or NULL; valid until the traces change. */
-ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
-                                   uintptr_t ptr);
+/* The value of (domain, ptr), or NULL; valid until the traces change.
+ * Read only: ctm_traces_retrace_unlocked changes a traceback. */
+const ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
+                                         uintptr_t ptr);
+/* Give the trace of (domain, ptr), if any, another traceback. Return 0,
+ * or -1 when memory for the tables ran out (nothing changed then). */
+int ctm_traces_retrace_unlocked(ctm_traces *t, uint32_t domain,
+                                uintptr_t ptr, uint32_t traceback);
 /* Size of the value v of (domain, ptr). */
 uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
                                         uintptr_t ptr, const ctm_value *v);
@@ -107,25 +115,25 @@ void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 
 /* The live traces grouped by traceback, for a snapshot, by a counting
- * sort: a pass that counts the traces of each traceback, then one that
- * places each trace after those of the tracebacks before its own (in
- * the tables' order within a traceback). On large tables a helper
- * thread takes half of each pass. The tables must not change between
- * the two passes. */
+ * sort whose counts the tables keep as traces come and go: one pass
+ * places each trace after those of the tracebacks before its own. On
+ * large tables a helper thread takes half of the store, and places its
+ * traces from the end of each traceback's run backwards. The tables
+ * must not change between the two calls. */
 typedef struct {
     uint32_t ntb;               /* above every traceback id */
-    size_t nslots;              /* of the main store, when counted */
     uint64_t *counts;           /* traces per traceback */
-    uint64_t *counts2;          /* the helper's half of them, or NULL */
 } ctm_grouping;
 
-/* The count pass: fills g. Return 0, or -1 if memory ran out; either
+/* The counts, copied into g. Return 0, or -1 if memory ran out; either
  * way ctm_grouping_free(g) after. */
-int ctm_traces_count_unlocked(const ctm_traces *t, uint32_t ntb,
-                              ctm_grouping *g);
+int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, ctm_grouping *g);
 /* The placing pass: out (room for every live trace) gets them grouped,
- * each named rename[traceback id]. Return 0, or -1 if memory ran out. */
-int ctm_traces_place_unlocked(const ctm_traces *t, const ctm_grouping *g,
+ * each named rename[traceback id]. It checks the counts as it goes; a
+ * wrong one (a bug) stops a test build, and a release build counts the
+ * traces, mends the tables' counts and places them again. Return 0, or
+ * -1 if memory ran out. */
+int ctm_traces_place_unlocked(ctm_traces *t, ctm_grouping *g,
                               const uint32_t *rename, ctm_strace *out);
 void ctm_grouping_free(ctm_grouping *g);
 
