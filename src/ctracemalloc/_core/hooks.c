@@ -922,6 +922,20 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
         goto done;
     }
     memset(m.frame_map, 0xff, (size_t)nframes * sizeof(int64_t));
+    /* the snapshot's tables hold at most what the live tracer tracebacks
+     * name: room for that at once */
+    size_t live = 0, refs = 0;
+    for (uint32_t i = 0; i < ntb; i++) {
+        if (g.counts[i]) {
+            live++;
+            refs += ctm_interner_traceback_unlocked(in, i)->nframe;
+        }
+    }
+    if (ctm_builder_reserve_tables(b, (Py_ssize_t)(refs < nframes ? refs
+                                                                  : nframes),
+                                   (Py_ssize_t)live, (Py_ssize_t)refs) < 0) {
+        goto done;
+    }
     ctm_helper helper;
     page_range pages = {(char *)out, n * sizeof(ctm_strace), 0};
     int helped = pages.n >= TOUCH_HELPER_MIN;

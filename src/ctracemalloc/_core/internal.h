@@ -179,6 +179,11 @@ Py_ssize_t ctm_builder_ntraces(const ctm_builder *b);
 int ctm_builder_repeat_trace(ctm_builder *b, Py_ssize_t k);
 /* Reserve room for n more traces. Return 0 or -1. */
 int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
+/* Reserve room for at least this many frames, tracebacks and frame
+ * references in all, so that adding them neither grows an array nor
+ * rehashes an index. Return 0 or -1. */
+int ctm_builder_reserve_tables(ctm_builder *b, Py_ssize_t nframes,
+                               Py_ssize_t ntracebacks, Py_ssize_t nrefs);
 /* Make traces (n of them, from ctm_malloc or ctm_malloc_large, each
  * naming a traceback of the builder) the builder's traces, replacing any
  * it had; the builder owns them from now on and frees them with

@@ -433,6 +433,26 @@ ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n)
     return 0;
 }
 
+int
+ctm_builder_reserve_tables(ctm_builder *b, Py_ssize_t nframes,
+                           Py_ssize_t ntracebacks, Py_ssize_t nrefs)
+{
+    /* the indexes stay at most half full while the count is below
+     * the reserved one */
+    if (grow((void **)&b->d.frames, &b->cap_frames, nframes,
+             sizeof(ctm_sframe)) < 0
+        || grow((void **)&b->d.tracebacks, &b->cap_tracebacks, ntracebacks,
+                sizeof(ctm_stb)) < 0
+        || grow((void **)&b->d.refs, &b->cap_refs, nrefs + 1,
+                sizeof(uint32_t)) < 0
+        || index_reserve(b, &b->frames_ix, nframes, frame_hash) < 0
+        || index_reserve(b, &b->tracebacks_ix, ntracebacks,
+                         traceback_hash) < 0) {
+        return builder_nomem(b);
+    }
+    return 0;
+}
+
 void
 ctm_builder_hold_errors(ctm_builder *b)
 {
