@@ -5,6 +5,7 @@ of insertions, replacements and removals.
 
 Each pointer gets its own size, so the sizes that a snapshot reports tell
 exactly which pointers the store holds."""
+import inspect
 import random
 
 import pytest
@@ -145,8 +146,7 @@ def track_at(ctm, site, domain, ptr, size):
 
 
 def by_site(ctm, domains):
-    """Counter of (domain, size, line) of the snapshot's traces in
-    domains."""
+    """Sorted (domain, size, line) of the snapshot's traces in domains."""
     snapshot = ctm.take_snapshot().filter_traces(
         [ctm.DomainFilter(True, d) for d in domains])
     return sorted((t.domain, t.size, t.traceback[0].lineno)
@@ -154,7 +154,6 @@ def by_site(ctm, domains):
 
 
 def site_lines():
-    import inspect
     lines = inspect.getsource(track_at).splitlines()
     first = track_at.__code__.co_firstlineno
     return [first + k for k, text in enumerate(lines)
@@ -208,7 +207,7 @@ def test_counts_per_traceback_on_two_threads(ctm):
         for k, ptr in enumerate(ptrs):
             track_at(ctm, k % 3, DOMAIN, ptr, 1 + k % 1000)
             model[ptr] = (DOMAIN, 1 + k % 1000, lines[k % 3])
-        for round in range(3):
+        for _ in range(3):
             for ptr in rng.sample(ptrs, 50_000):
                 site = rng.randrange(3)
                 big = rng.random() < 0.01

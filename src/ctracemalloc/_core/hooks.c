@@ -350,12 +350,15 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
             }
             reentrant = 1;
             tables_lock();
-            if (ctm_traces_get_unlocked(&T.traces, CTM_DEFAULT_DOMAIN,
-                                        block) != NULL) {
+            ctm_value *v = ctm_traces_get_unlocked(
+                &T.traces, CTM_DEFAULT_DOMAIN, block);
+            if (v != NULL) {
+                /* interning touches the interner, not the traces: v
+                 * stays valid */
                 int64_t tb = traceback_unlocked(ts, gil);
                 if (tb >= 0) {
-                    (void)ctm_traces_retrace_unlocked(
-                        &T.traces, CTM_DEFAULT_DOMAIN, block, (uint32_t)tb);
+                    (void)ctm_traces_retrace_unlocked(&T.traces, v,
+                                                      (uint32_t)tb);
                 }
             }
             tables_unlock();

@@ -732,8 +732,8 @@ ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     return 1;
 }
 
-static ctm_value *
-value_of(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
+ctm_value *
+ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 {
     ctm_young *y = domain == CTM_DEFAULT_DOMAIN ? nursery_find(tr, ptr)
                                                 : NULL;
@@ -744,20 +744,9 @@ value_of(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
     return s ? store_get(s, ptr) : NULL;
 }
 
-const ctm_value *
-ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
-{
-    return value_of(tr, domain, ptr);
-}
-
 int
-ctm_traces_retrace_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
-                            uint32_t traceback)
+ctm_traces_retrace_unlocked(ctm_traces *tr, ctm_value *v, uint32_t traceback)
 {
-    ctm_value *v = value_of(tr, domain, ptr);
-    if (v == NULL) {
-        return 0;
-    }
     if (live_reserve(tr, traceback) < 0) {
         return -1;
     }

@@ -100,13 +100,15 @@ int ctm_traces_add_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
 int ctm_traces_remove_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
                                uint64_t *size, uint32_t *traceback);
 /* The value of (domain, ptr), or NULL; valid until the traces change.
- * Read only: ctm_traces_retrace_unlocked changes a traceback. */
-const ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
-                                         uintptr_t ptr);
-/* Give the trace of (domain, ptr), if any, another traceback. Return 0,
- * or -1 when memory for the tables ran out (nothing changed then). */
-int ctm_traces_retrace_unlocked(ctm_traces *t, uint32_t domain,
-                                uintptr_t ptr, uint32_t traceback);
+ * Its traceback changes only through ctm_traces_retrace_unlocked, which
+ * keeps the counts per traceback. */
+ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
+                                   uintptr_t ptr);
+/* Give the trace whose value is v (from ctm_traces_get_unlocked) another
+ * traceback. Return 0, or -1 when memory for the tables ran out (nothing
+ * changed then). */
+int ctm_traces_retrace_unlocked(ctm_traces *t, ctm_value *v,
+                                uint32_t traceback);
 /* Size of the value v of (domain, ptr). */
 uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
                                         uintptr_t ptr, const ctm_value *v);
