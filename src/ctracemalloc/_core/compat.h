@@ -195,4 +195,49 @@ ctm_object_block(PyObject *obj)
     return (char *)obj - pre;
 }
 
+/* ---- the cyclic garbage collector ---- */
+
+/* Disable the cyclic GC: 1 if it was enabled, 0 if not, -1 on error. */
+static inline int
+ctm_gc_disable(void)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    return PyGC_Disable();
+#else
+    PyObject *gc = PyImport_ImportModule("gc");
+    if (gc == NULL) {
+        return -1;
+    }
+    PyObject *r = PyObject_CallMethod(gc, "isenabled", NULL);
+    int on = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    if (on == 1) {
+        r = PyObject_CallMethod(gc, "disable", NULL);
+        on = r == NULL ? -1 : 1;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(gc);
+    return on;
+#endif
+}
+
+/* Enable the cyclic GC. Return 0, or -1 with an exception set. */
+static inline int
+ctm_gc_enable(void)
+{
+#if PY_VERSION_HEX >= 0x030A0000
+    PyGC_Enable();
+    return 0;
+#else
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *r = gc ? PyObject_CallMethod(gc, "enable", NULL) : NULL;
+    Py_XDECREF(gc);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    return 0;
+#endif
+}
+
 #endif /* CTM_COMPAT_H */

@@ -814,7 +814,7 @@ write_tracebacks(writer *w, const ctm_snapdata *d)
     const unsigned width = d->nframes <= 0x100 ? 1
                            : d->nframes <= 0x10000 ? 2 : 4;
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
-        const ctm_stb *t = &d->tracebacks[i];
+        const ctm_snap_tb *t = &d->tracebacks[i];
         if (blk_item(w, TAG_TRACEBACKS, 21 + width * (size_t)t->nframe)
             < 0) {
             return -1;
@@ -882,7 +882,7 @@ put_run(runs_out *r, uint64_t count, uint32_t tb, uint32_t dom)
  * coded four at a time, without a branch on their lengths (sizes of
  * mixed lengths would make such branches mispredict). */
 static int
-write_traces_section(writer *w, const ctm_strace *tr, size_t n,
+write_traces_section(writer *w, const ctm_snap_trace *tr, size_t n,
                      uint8_t *runs, uint8_t *ctrl, uint8_t *data)
 {
     runs_out ro = {runs, 0, -1, 0};
@@ -1513,7 +1513,7 @@ parse_counts(loader *st, cursor *c)
     /* Indexes are uint32; the traces array is sized in bytes. */
     if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX
         || v[3] > UINT32_MAX
-        || v[4] > (uint64_t)PY_SSIZE_T_MAX / sizeof(ctm_strace)) {
+        || v[4] > (uint64_t)PY_SSIZE_T_MAX / sizeof(ctm_snap_trace)) {
         return corrupted(st, "impossible item counts");
     }
     /* Each item takes at least one byte of the file (frames and
@@ -1544,19 +1544,19 @@ parse_counts(loader *st, cursor *c)
     }
     st->d = d;
     d->strings = ctm_malloc((size_t)v[0] * sizeof(PyObject *));
-    d->frames = ctm_malloc((size_t)v[1] * sizeof(ctm_sframe));
-    d->tracebacks = ctm_malloc((size_t)v[2] * sizeof(ctm_stb));
+    d->frames = ctm_malloc((size_t)v[1] * sizeof(ctm_snap_frame));
+    d->tracebacks = ctm_malloc((size_t)v[2] * sizeof(ctm_snap_tb));
     d->refs = ctm_malloc((size_t)v[3] * sizeof(uint32_t));
-    d->traces = ctm_malloc((size_t)v[4] * sizeof(ctm_strace));
+    d->traces = ctm_malloc((size_t)v[4] * sizeof(ctm_snap_trace));
     if (d->strings == NULL || d->frames == NULL || d->tracebacks == NULL
         || d->refs == NULL || d->traces == NULL) {
         PyErr_NoMemory();
         return -1;
     }
-    prefault(d->frames, (size_t)v[1] * sizeof(ctm_sframe));
-    prefault(d->tracebacks, (size_t)v[2] * sizeof(ctm_stb));
+    prefault(d->frames, (size_t)v[1] * sizeof(ctm_snap_frame));
+    prefault(d->tracebacks, (size_t)v[2] * sizeof(ctm_snap_tb));
     prefault(d->refs, (size_t)v[3] * sizeof(uint32_t));
-    prefault(d->traces, (size_t)v[4] * sizeof(ctm_strace));
+    prefault(d->traces, (size_t)v[4] * sizeof(ctm_snap_trace));
     st->string_slots = slots_new(v[0], sizeof(uint32_t), &st->string_mask);
     st->frame_slots = slots_new(v[1], sizeof(uint64_t), &st->frame_mask);
     st->traceback_slots = slots_new(v[2], sizeof(uint64_t),
@@ -1624,7 +1624,7 @@ parse_strings(loader *st, cursor *c)
 }
 
 static inline uint64_t
-frame_key(const ctm_sframe *f)
+frame_key(const ctm_snap_frame *f)
 {
     return (((uint64_t)f->filename << 32) | (uint32_t)f->lineno) + 1;
 }
@@ -1643,7 +1643,7 @@ parse_frames(loader *st, cursor *c)
     /* Decode and check the section's frames, then look them up, with
      * the slots of later frames prefetched. */
     const uint64_t nstrings = (uint64_t)d->nstrings;
-    ctm_sframe *frames = d->frames + d->nframes;
+    ctm_snap_frame *frames = d->frames + d->nframes;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t filename, z;
         if (get_varint(c, &filename) < 0 || get_varint(c, &z) < 0) {
@@ -1748,7 +1748,7 @@ parse_tracebacks(loader *st, cursor *c)
     }
     uint64_t *keys = st->keys;
     const uint64_t nframes = (uint64_t)d->nframes;
-    ctm_stb *tbs = d->tracebacks + d->ntracebacks;
+    ctm_snap_tb *tbs = d->tracebacks + d->ntracebacks;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t nframe, total;
         if (get_varint(c, &nframe) < 0 || get_varint(c, &total) < 0) {
@@ -1782,12 +1782,12 @@ parse_tracebacks(loader *st, cursor *c)
                 refs[k] = (uint32_t)f;
             }
         }
-        ctm_stb *t = &tbs[i];
+        ctm_snap_tb *t = &tbs[i];
         t->first = (uint32_t)st->refs_done;
         t->nframe = (uint32_t)nframe;
         /* 0 is None (wraps to UINT32_MAX); else total_nframe + 1 */
         t->total_nframe = (uint32_t)total - 1;
-        /* One pass over the frames for both hashes: ctm_stb.hash (32
+        /* One pass over the frames for both hashes: ctm_snap_tb.hash (32
          * bits) and the key of the duplicate index (its low bits pick
          * the slot, its high half tags it). */
         uint64_t state = ctm_traceback_hash_state(refs, t->nframe,
@@ -1804,12 +1804,12 @@ parse_tracebacks(loader *st, cursor *c)
         if (i + PREFETCH_AHEAD < n) {
             __builtin_prefetch(&slots[keys[i + PREFETCH_AHEAD] & mask], 1);
         }
-        const ctm_stb *t = &tbs[i];
+        const ctm_snap_tb *t = &tbs[i];
         uint64_t hi = keys[i] & ~(uint64_t)UINT32_MAX;
         size_t j = keys[i] & mask;
         uint64_t v;
         while ((v = slots[j]) != 0) {
-            const ctm_stb *o = &d->tracebacks[(v & UINT32_MAX) - 1];
+            const ctm_snap_tb *o = &d->tracebacks[(v & UINT32_MAX) - 1];
             if ((v & ~(uint64_t)UINT32_MAX) == hi
                 && o->nframe == t->nframe
                 && o->total_nframe == t->total_nframe
@@ -1832,7 +1832,7 @@ parse_tracebacks(loader *st, cursor *c)
  * traffic of the load's largest cost (measured: 2.5 ms instead of 6 for
  * 2 million traces). stream: out is 16-byte aligned, as they need. */
 static inline void
-store_trace(ctm_strace *out, uint64_t size, uint64_t tbdom, int stream)
+store_trace(ctm_snap_trace *out, uint64_t size, uint64_t tbdom, int stream)
 {
 #if defined(__SSE2__) && CTM_STREAM_STORES
     if (stream) {
@@ -1935,7 +1935,7 @@ parse_traces(loader *st, cursor *c)
     if ((n & 3) && (ctrl[nctrl - 1] >> (2 * (n & 3))) != 0) {
         return corrupted(st, "bad size codes");
     }
-    ctm_strace *out = d->traces + d->ntraces;
+    ctm_snap_trace *out = d->traces + d->ntraces;
     const int stream = ((uintptr_t)out & 15) == 0;
     const run_t *run = runs;
     uint64_t run_left = run->count;

@@ -988,9 +988,9 @@ ctm_filter_types_init(PyObject *module)
         || add_type(module, &DomainFilterType) < 0) {
         return -1;
     }
-    ctm_st.BaseFilter = &BaseFilterType;
-    ctm_st.Filter = &FilterType;
-    ctm_st.DomainFilter = &DomainFilterType;
+    ctm_state.BaseFilter = &BaseFilterType;
+    ctm_state.Filter = &FilterType;
+    ctm_state.DomainFilter = &DomainFilterType;
     return 0;
 }
 
@@ -1084,7 +1084,7 @@ compile_filter(cfilter *cf, const ctm_snapdata *d)
         smatch[i] = (unsigned char)m;
     }
     for (Py_ssize_t i = 0; i < d->nframes; i++) {
-        const ctm_sframe *fr = &d->frames[i];
+        const ctm_snap_frame *fr = &d->frames[i];
         int m = smatch[fr->filename];
         if (m && lmode == 1) {
             m = fr->lineno == lval;
@@ -1108,7 +1108,7 @@ compile_filter(cfilter *cf, const ctm_snapdata *d)
         fmatch[i] = (unsigned char)m;
     }
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
-        const ctm_stb *tb = &d->tracebacks[i];
+        const ctm_snap_tb *tb = &d->tracebacks[i];
         const uint32_t *refs = d->refs + tb->first;
         if (all) {
             int found = 0;
@@ -1280,7 +1280,7 @@ keep_by_table(const ctm_snapdata *d, cfilter *const *order, Py_ssize_t ninc,
         }
     }
     for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        const ctm_strace *tr = &d->traces[i];
+        const ctm_snap_trace *tr = &d->traces[i];
         Py_ssize_t c = 0;
         while (c < m && doms[c] != tr->domain) {
             c++;
@@ -1310,7 +1310,7 @@ typedef struct {
 static int
 cfilter_eval(cfilter *cf, rawctx *ctx, Py_ssize_t i, PyObject **raw)
 {
-    const ctm_strace *tr = &ctx->d->traces[i];
+    const ctm_snap_trace *tr = &ctx->d->traces[i];
     if (cf->kind != CF_GENERIC) {
         int r = fast_eval(cf, tr->traceback, tr->domain);
         return r == TB_INDEX_ERROR ? index_error() : r;

@@ -550,7 +550,7 @@ ctm_tracer_start(int nframe)
     tables_unlock();
     install_hooks();
     reftracer_install();
-    ctm_traces_array_keep_spare(1);
+    ctm_large_keep_spare(1);
     return 0;
 }
 
@@ -571,7 +571,7 @@ ctm_tracer_clear(void)
         Py_DECREF(codes[i]);
     }
     ctm_free(codes);
-    ctm_traces_array_release_spare();
+    ctm_large_release_spare();
 }
 
 static void
@@ -582,7 +582,7 @@ stop_tracing(void)
     tables_unlock();
     uninstall_hooks();
     reftracer_uninstall();
-    ctm_traces_array_keep_spare(0);
+    ctm_large_keep_spare(0);
     ctm_tracer_clear();
 }
 
@@ -637,7 +637,7 @@ ctm_tracer_memory(void)
     }
     n += (size_t)T.nframe * sizeof(ctm_rawframe);
     tables_unlock();
-    n += ctm_capture_memory() + ctm_traces_array_spare_bytes();
+    n += ctm_capture_memory() + ctm_large_spare_bytes();
     return n;
 }
 
@@ -703,7 +703,7 @@ frame_filename(const frames_copy *c, uint32_t i)
         if (name != NULL && PyUnicode_Check(name)) {
             return Py_NewRef(name);
         }
-        return Py_NewRef(ctm_st.unknown_str);
+        return Py_NewRef(ctm_state.unknown_str);
     }
     const ctm_cstring *s = &c->cstrings[f->cstring];
     return PyUnicode_FromKindAndData(s->kind, s->data, s->length);
@@ -818,7 +818,7 @@ map_frame(snap_maps *m, uint32_t id)
     if (f->code != NULL) {
         name = f->code->co_filename;
         if (name == NULL || !PyUnicode_Check(name)) {
-            name = ctm_st.unknown_str;
+            name = ctm_state.unknown_str;
         }
         /* str's own hash, in C even for a subclass */
         hash = PyUnicode_Type.tp_hash(name);
@@ -900,7 +900,7 @@ touch_range(void *arg)
  * there); -1 if memory ran out. */
 static int
 snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
-                ctm_strace **traces, Py_ssize_t *ntraces, size_t *bytes)
+                ctm_snap_trace **traces, Py_ssize_t *ntraces, size_t *bytes)
 {
     ctm_interner *in = T.interner;
     uint32_t ntb = in ? (uint32_t)ctm_interner_ntracebacks_unlocked(in) : 0;
@@ -911,14 +911,14 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
     }
     snap_maps m = {b, in, cs, ncs, NULL, NULL, 0};
     ctm_grouping g;
-    ctm_strace *out = NULL;
+    ctm_snap_trace *out = NULL;
     int rc = -1;
     if (ctm_traces_counts_unlocked(&T.traces, ntb, &g) < 0) {
         goto done;
     }
     size_t n = T.traces.ntraces;
     uint32_t nframes = ctm_interner_nframes_unlocked(in);
-    out = ctm_traces_array_new(n * sizeof(ctm_strace), bytes);
+    out = ctm_large_new(n * sizeof(ctm_snap_trace), bytes);
     m.frame_map = ctm_malloc((size_t)nframes * sizeof(int64_t));
     m.tb_map = ctm_malloc((size_t)ntb * sizeof(uint32_t));
     if (out == NULL || m.frame_map == NULL || m.tb_map == NULL) {
@@ -940,7 +940,7 @@ snapshot_locked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
         goto done;
     }
     ctm_helper helper;
-    page_range pages = {(char *)out, n * sizeof(ctm_strace), 0};
+    page_range pages = {(char *)out, n * sizeof(ctm_snap_trace), 0};
     int helped = pages.n >= TOUCH_HELPER_MIN;
     if (helped) {
         ctm_helper_start(&helper, touch_range, &pages);
@@ -995,7 +995,7 @@ ctm_tracer_snapshot(void)
         if (cstring_strs_update(&cs) < 0 || (b = ctm_builder_new()) == NULL) {
             break;
         }
-        ctm_strace *traces;
+        ctm_snap_trace *traces;
         Py_ssize_t ntraces;
         size_t bytes = 0;
         ctm_builder_hold_errors(b);

@@ -30,55 +30,7 @@
 #ifndef CTM_INTERNAL_H
 #define CTM_INTERNAL_H
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <stddef.h>
-#include <stdlib.h>
-
-#include "compat.h"
-
-/* The tracer's own memory comes from libc, never from the PyMem
- * allocators that the hooks trace: it must never be traced, and the
- * hooks may need it while holding the tables lock. */
-static inline void *ctm_malloc(size_t n) { return malloc(n ? n : 1); }
-static inline void *ctm_calloc(size_t n, size_t sz)
-{
-    return calloc(n ? n : 1, sz ? sz : 1);
-}
-static inline void *ctm_realloc(void *p, size_t n)
-{
-    return realloc(p, n ? n : 1);
-}
-static inline void ctm_free(void *p) { free(p); }
-/* Like ctm_malloc, for an array of megabytes that is about to be filled:
- * its whole 2 MiB pages are backed by huge pages where the system allows
- * them (transparent huge pages), so that filling it takes a few page
- * faults instead of one per 4 KiB. Freed with ctm_free. */
-void *ctm_malloc_large(size_t n);
-/* An array of at least n bytes for take_snapshot's traces, *size of
- * them: the spare (a large snapshot's traces array, kept when the
- * snapshot was freed while tracing) if it fits, else ctm_malloc_large.
- * Freed with ctm_free, or by the snapshot data that adopts it, whose
- * traces_bytes it sets. */
-void *ctm_traces_array_new(size_t n, size_t *size);
-/* Whether a freed snapshot's array may become the spare (while tracing);
- * 0 also releases the spare. */
-void ctm_traces_array_keep_spare(int keep);
-void ctm_traces_array_release_spare(void);
-size_t ctm_traces_array_spare_bytes(void);
-/* Write to each page of [p, p + n), so that the kernel maps them now: a
- * pass that then writes all over the array does not stop at each page
- * it touches first (about twice as fast, measured filling a 32 MB
- * array in grouped order). */
-void ctm_touch_pages(void *p, size_t n);
-
-/* Thread-local storage that the hooks can use without allocating. */
-#if defined(__GNUC__)
-#  define CTM_TLS __thread __attribute__((tls_model("initial-exec")))
-#else
-#  define CTM_TLS _Thread_local
-#endif
+#include "util.h"
 
 /* The stdlib's limit on the traceback length and on total_nframe. */
 #define CTM_MAX_NFRAME 65535
@@ -112,7 +64,7 @@ void ctm_touch_pages(void *p, size_t n);
 typedef struct {
     uint32_t filename;          /* index into strings */
     int32_t lineno;
-} ctm_sframe;
+} ctm_snap_frame;
 
 /* total_nframe of a traceback whose total is None (Traceback(frames)). */
 #define CTM_TOTAL_NONE UINT32_MAX
@@ -122,27 +74,27 @@ typedef struct {
     uint32_t nframe;            /* number of frames (0 is allowed) */
     uint32_t total_nframe;      /* or CTM_TOTAL_NONE */
     uint32_t hash;              /* of frames and total, for the builder */
-} ctm_stb;
+} ctm_snap_tb;
 
 typedef struct {
     uint64_t size;
     uint32_t traceback;         /* index into tracebacks */
     uint32_t domain;
-} ctm_strace;
+} ctm_snap_trace;
 
 typedef struct {
     Py_ssize_t nstrings;
     PyObject **strings;         /* strong references */
     Py_ssize_t nframes;
-    ctm_sframe *frames;
+    ctm_snap_frame *frames;
     Py_ssize_t ntracebacks;
-    ctm_stb *tracebacks;
+    ctm_snap_tb *tracebacks;
     Py_ssize_t nrefs;
-    uint32_t *refs;             /* frame indexes, see ctm_stb.first */
+    uint32_t *refs;             /* frame indexes, see ctm_snap_tb.first */
     Py_ssize_t ntraces;
-    ctm_strace *traces;
-    size_t traces_bytes;        /* of traces, if ctm_traces_array_new made
-                                   it (it may become the spare), else 0 */
+    ctm_snap_trace *traces;
+    size_t traces_bytes;        /* of traces, if ctm_large_new made it (it
+                                   may become the spare), else 0 */
 } ctm_snapdata;
 
 /* Release everything data owns (strings, arrays) and the struct itself.
@@ -184,11 +136,11 @@ int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
  * rehashes an index. Return 0 or -1. */
 int ctm_builder_reserve_tables(ctm_builder *b, Py_ssize_t nframes,
                                Py_ssize_t ntracebacks, Py_ssize_t nrefs);
-/* Make traces (n of them, from ctm_malloc or ctm_malloc_large, each
+/* Make traces (n of them, from ctm_malloc or ctm_large_new, each
  * naming a traceback of the builder) the builder's traces, replacing any
  * it had; the builder owns them from now on and frees them with
  * ctm_free. */
-void ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces,
+void ctm_builder_adopt_traces(ctm_builder *b, ctm_snap_trace *traces,
                               Py_ssize_t n);
 /* Between these two, the adds set no Python error: while the tracer's
  * tables are locked, making an exception could allocate through the
@@ -200,24 +152,12 @@ int ctm_builder_release_errors(ctm_builder *b);
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);
 
-/* Final mix of a 64-bit hash down to 32 well-spread bits. */
-static inline uint32_t
-ctm_mix32(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return (uint32_t)x;
-}
-
 /* The traceback hash before its final mix: the loader takes 64 bits of it
  * for its own index, the builder 32 (ctm_traceback_hash). */
 uint64_t ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
                                   uint32_t total);
 
-/* The hash the builder keeps in ctm_stb.hash: a loader that makes the
+/* The hash the builder keeps in ctm_snap_tb.hash: a loader that makes the
  * arrays itself fills it with this, so they equal the builder's. */
 uint32_t ctm_traceback_hash(const uint32_t *frames, uint32_t nframe,
                             uint32_t total);
@@ -270,60 +210,16 @@ int ctm_rawtraces_repeat(ctm_rawtraces *r, Py_ssize_t k);
 /* Consumes r, even on failure. */
 ctm_snapdata *ctm_rawtraces_finish(ctm_rawtraces *r);
 void ctm_rawtraces_free(ctm_rawtraces *r);
-/* Pause the cyclic GC while many objects that hold no cycles are made:
- * 1 if paused, 0 if it was off, -1 on error. ctm_gc_resume(that)
- * undoes it, keeping any pending exception. */
-int ctm_gc_pause(void);
-void ctm_gc_resume(int paused);
-
 /* ---------------------------------------------------------------------
  * Module state and types
  * ------------------------------------------------------------------- */
 
-/* The module's types and cached objects. One instance: the tracer is
- * process-wide, like the allocator it hooks. Protected by the GIL. */
-typedef struct {
-    PyTypeObject *Frame;
-    PyTypeObject *Traceback;
-    PyTypeObject *Trace;
-    PyTypeObject *Traces;
-    PyTypeObject *Statistic;
-    PyTypeObject *StatisticDiff;
-    PyTypeObject *BaseFilter;
-    PyTypeObject *Filter;
-    PyTypeObject *DomainFilter;
-    PyTypeObject *Snapshot;
-    PyObject *unknown_str;      /* '<unknown>' */
-    PyObject *module;           /* borrowed: the extension module */
-} ctm_state;
-
-extern ctm_state ctm_st;
-
-/* Each type file registers its types into ctm_st and the module.
+/* Each type file registers its types into ctm_state and the module.
  * Return 0 or -1. */
 int ctm_traceback_types_init(PyObject *module);   /* traceback.c */
 int ctm_statistic_types_init(PyObject *module);   /* statistic.c */
 int ctm_filter_types_init(PyObject *module);      /* filter.c */
 int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
-
-/* module.c: helpers shared by the type files */
-/* Intern text into *slot once (a process-lifetime reference). */
-int ctm_intern_once(PyObject **slot, const char *text);
-/* Make a heap type from spec, keep it in *slot (a strong reference owned
- * by ctm_st) and add it to module. */
-int ctm_add_heap_type(PyObject *module, PyType_Spec *spec,
-                      PyTypeObject **slot);
-/* __reduce__ of a type whose constructor takes args: (type(self), args),
- * plus the instance __dict__ as the state when self is a subclass
- * instance with a non-empty one. Steals args (NULL allowed: returns
- * NULL). */
-PyObject *ctm_reduce_to_constructor(PyObject *self, PyTypeObject *base,
-                                    PyObject *args);
-/* Sequence.index's start and stop for a sequence of length n: NULL means
- * absent (start 0, stop end), a stop of None too; negative values count
- * from the end. The caller scans i in [start, min(stop, n)). */
-int ctm_sequence_bounds(PyObject *start_obj, PyObject *stop_obj,
-                        Py_ssize_t n, Py_ssize_t *start, Py_ssize_t *stop);
 
 /* traceback.c */
 /* Traceback from a raw frames tuple (most recent first), as the stdlib's

@@ -34,12 +34,6 @@
 
 #include <string.h>
 
-typedef struct {
-    uint32_t *slots;
-    uint32_t mask;
-    uint32_t count;
-} ctm_ix;
-
 #define STACK_CACHE_SIZE 1024   /* entries, a power of two: 32 KiB */
 
 /* The most recent frame is kept in the entry: with one frame per
@@ -55,114 +49,47 @@ typedef struct {
 
 struct ctm_interner {
     ctm_tframe *frames;
-    uint32_t nframes, capframes;
-    ctm_ix frames_ix;
+    uint32_t nframes;
+    size_t capframes;
+    ctm_index frames_ix;
 
     ctm_ttb *tracebacks;
-    uint32_t ntracebacks, captracebacks;
-    ctm_ix tracebacks_ix;
+    uint32_t ntracebacks;
+    size_t captracebacks;
+    ctm_index tracebacks_ix;
 
     uint32_t *ids;              /* frame id arena for tracebacks */
-    uint32_t nids, capids;
+    uint32_t nids;
+    size_t capids;
     /* The same frames as (code, offset), beside ids: the stack cache
      * checks a hit against them without going through frames[]. */
     PyCodeObject **raw_codes;   /* NULL for a resolved frame */
     int32_t *raw_addrs;
-    uint32_t cap_raw_codes, cap_raw_addrs;
+    size_t cap_raw_codes, cap_raw_addrs;
 
     ctm_cstring *cstrings;
-    uint32_t ncstrings, capcstrings;
-    ctm_ix cstrings_ix;
+    uint32_t ncstrings;
+    size_t capcstrings;
+    ctm_index cstrings_ix;
 
     int64_t unknown;            /* id of the <unknown> traceback or -1 */
 
     stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
 
-static inline uint32_t
-mix(uint64_t x)
-{
-    x ^= x >> 31;
-    x *= 0x7fb5d329728ea185ULL;
-    x ^= x >> 27;
-    x *= 0x81dadef4bc2dd44dULL;
-    x ^= x >> 33;
-    return (uint32_t)x;
-}
-
-/* Grow an array of elsize items to hold need items. 0 or -1. */
-static int
-grow(void **array, uint32_t *cap, uint64_t need, size_t elsize)
-{
-    if (need <= *cap) {
-        return 0;
-    }
-    if (need > UINT32_MAX - 1) {
-        return -1;
-    }
-    uint64_t ncap = *cap ? *cap : 64;
-    while (ncap < need) {
-        ncap *= 2;
-    }
-    if (ncap > UINT32_MAX) {
-        ncap = UINT32_MAX;
-    }
-    void *p = ctm_realloc(*array, (size_t)ncap * elsize);
-    if (p == NULL) {
-        return -1;
-    }
-    *array = p;
-    *cap = (uint32_t)ncap;
-    return 0;
-}
-
-typedef uint32_t (*hash_of_fn)(const ctm_interner *in, uint32_t id);
-
-/* Make room for one more id in ix; rehash with hash_of. 0 or -1. */
-static int
-ix_reserve(const ctm_interner *in, ctm_ix *ix, hash_of_fn hash_of)
-{
-    uint64_t cap = ix->slots ? (uint64_t)ix->mask + 1 : 0;
-    if (((uint64_t)ix->count + 1) * 2 <= cap) {
-        return 0;
-    }
-    uint64_t ncap = cap ? cap * 2 : 256;
-    if (ncap > ((uint64_t)1 << 31)) {
-        return -1;
-    }
-    uint32_t *slots = ctm_calloc((size_t)ncap, sizeof(uint32_t));
-    if (slots == NULL) {
-        return -1;
-    }
-    uint32_t mask = (uint32_t)(ncap - 1);
-    for (uint64_t i = 0; i < cap; i++) {
-        uint32_t v = ix->slots[i];
-        if (v) {
-            uint32_t j = hash_of(in, v - 1) & mask;
-            while (slots[j]) {
-                j = (j + 1) & mask;
-            }
-            slots[j] = v;
-        }
-    }
-    ctm_free(ix->slots);
-    ix->slots = slots;
-    ix->mask = mask;
-    return 0;
-}
-
 /* ---- frames ---- */
 
 static inline uint32_t
 frame_key_hash(const PyCodeObject *code, int32_t a, int32_t b)
 {
-    return mix((uint64_t)(uintptr_t)code * 31 ^ ((uint64_t)(uint32_t)a << 32)
+    return ctm_mix32((uint64_t)(uintptr_t)code * 31 ^ ((uint64_t)(uint32_t)a << 32)
                ^ (uint32_t)b);
 }
 
 static uint32_t
-frame_hash(const ctm_interner *in, uint32_t id)
+frame_hash(const void *owner, uint32_t id)
 {
+    const ctm_interner *in = owner;
     const ctm_tframe *f = &in->frames[id];
     if (f->code != NULL) {
         return frame_key_hash(f->code, f->addr, 0);
@@ -175,7 +102,8 @@ frame_hash(const ctm_interner *in, uint32_t id)
 static int64_t
 intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
 {
-    if (ix_reserve(in, &in->frames_ix, frame_hash) < 0) {
+    if (ctm_index_reserve(&in->frames_ix, in->nframes, frame_hash,
+                          in) < 0) {
         return -1;
     }
     uint32_t h = code ? frame_key_hash(code, a, 0)
@@ -191,8 +119,8 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
         }
         j = (j + 1) & in->frames_ix.mask;
     }
-    if (grow((void **)&in->frames, &in->capframes,
-             (uint64_t)in->nframes + 1, sizeof(ctm_tframe)) < 0) {
+    if (ctm_grow((void **)&in->frames, &in->capframes,
+                 (size_t)in->nframes + 1, sizeof(ctm_tframe)) < 0) {
         return -1;
     }
     uint32_t id = in->nframes++;
@@ -212,7 +140,6 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
         f->flags = CTM_FRAME_LINE_KNOWN;
     }
     in->frames_ix.slots[j] = id + 1;
-    in->frames_ix.count++;
     return id;
 }
 
@@ -242,9 +169,10 @@ cstring_hash(int kind, Py_ssize_t length, const void *data)
 }
 
 static uint32_t
-cstring_ix_hash(const ctm_interner *in, uint32_t id)
+cstring_ix_hash(const void *owner, uint32_t id)
 {
-    return mix(in->cstrings[id].hash);
+    const ctm_interner *in = owner;
+    return ctm_mix32(in->cstrings[id].hash);
 }
 
 /* Intern the characters of str (read without the GIL: a str's data never
@@ -267,10 +195,11 @@ intern_cstring(ctm_interner *in, PyObject *str)
         data = unknown;
     }
     uint64_t h = cstring_hash(kind, length, data);
-    if (ix_reserve(in, &in->cstrings_ix, cstring_ix_hash) < 0) {
+    if (ctm_index_reserve(&in->cstrings_ix, in->ncstrings, cstring_ix_hash,
+                          in) < 0) {
         return -1;
     }
-    uint32_t j = mix(h) & in->cstrings_ix.mask;
+    uint32_t j = ctm_mix32(h) & in->cstrings_ix.mask;
     uint32_t v;
     size_t nbytes = (size_t)length * (size_t)kind;
     while ((v = in->cstrings_ix.slots[j]) != 0) {
@@ -281,8 +210,8 @@ intern_cstring(ctm_interner *in, PyObject *str)
         }
         j = (j + 1) & in->cstrings_ix.mask;
     }
-    if (grow((void **)&in->cstrings, &in->capcstrings,
-             (uint64_t)in->ncstrings + 1, sizeof(ctm_cstring)) < 0) {
+    if (ctm_grow((void **)&in->cstrings, &in->capcstrings,
+                 (size_t)in->ncstrings + 1, sizeof(ctm_cstring)) < 0) {
         return -1;
     }
     void *copy = ctm_malloc(nbytes);
@@ -297,7 +226,6 @@ intern_cstring(ctm_interner *in, PyObject *str)
     c->data = copy;
     c->hash = h;
     in->cstrings_ix.slots[j] = id + 1;
-    in->cstrings_ix.count++;
     return id;
 }
 
@@ -324,19 +252,21 @@ tb_hash(const uint32_t *ids, int n, int total)
         h = (h ^ ids[i]) * 0x9E3779B97F4A7C15ULL;
         h ^= h >> 32;
     }
-    return mix(h);
+    return ctm_mix32(h);
 }
 
 static uint32_t
-tb_ix_hash(const ctm_interner *in, uint32_t id)
+tb_ix_hash(const void *owner, uint32_t id)
 {
+    const ctm_interner *in = owner;
     return in->tracebacks[id].hash;
 }
 
 static int64_t
 intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
 {
-    if (ix_reserve(in, &in->tracebacks_ix, tb_ix_hash) < 0) {
+    if (ctm_index_reserve(&in->tracebacks_ix, in->ntracebacks, tb_ix_hash,
+                          in) < 0) {
         return -1;
     }
     uint32_t h = tb_hash(ids, n, total);
@@ -351,14 +281,17 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
         }
         j = (j + 1) & in->tracebacks_ix.mask;
     }
-    if (grow((void **)&in->tracebacks, &in->captracebacks,
-             (uint64_t)in->ntracebacks + 1, sizeof(ctm_ttb)) < 0
-        || grow((void **)&in->ids, &in->capids,
-                (uint64_t)in->nids + (uint64_t)n, sizeof(uint32_t)) < 0
-        || grow((void **)&in->raw_codes, &in->cap_raw_codes,
-                (uint64_t)in->nids + (uint64_t)n, sizeof(PyCodeObject *)) < 0
-        || grow((void **)&in->raw_addrs, &in->cap_raw_addrs,
-                (uint64_t)in->nids + (uint64_t)n, sizeof(int32_t)) < 0) {
+    /* ids are uint32 indexes into the arena */
+    size_t nids = (size_t)in->nids + (size_t)n;
+    if (nids >= UINT32_MAX
+        || ctm_grow((void **)&in->tracebacks, &in->captracebacks,
+                    (size_t)in->ntracebacks + 1, sizeof(ctm_ttb)) < 0
+        || ctm_grow((void **)&in->ids, &in->capids, nids,
+                    sizeof(uint32_t)) < 0
+        || ctm_grow((void **)&in->raw_codes, &in->cap_raw_codes, nids,
+                    sizeof(PyCodeObject *)) < 0
+        || ctm_grow((void **)&in->raw_addrs, &in->cap_raw_addrs, nids,
+                    sizeof(int32_t)) < 0) {
         return -1;
     }
     uint32_t id = in->ntracebacks++;
@@ -375,7 +308,6 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
     }
     in->nids += (uint32_t)n;
     in->tracebacks_ix.slots[j] = id + 1;
-    in->tracebacks_ix.count++;
     return id;
 }
 
@@ -557,14 +489,14 @@ ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
         ctm_free(in->cstrings[i].data);
     }
     ctm_free(in->frames);
-    ctm_free(in->frames_ix.slots);
+    ctm_index_free(&in->frames_ix);
     ctm_free(in->tracebacks);
-    ctm_free(in->tracebacks_ix.slots);
+    ctm_index_free(&in->tracebacks_ix);
     ctm_free(in->ids);
     ctm_free(in->raw_codes);
     ctm_free(in->raw_addrs);
     ctm_free(in->cstrings);
-    ctm_free(in->cstrings_ix.slots);
+    ctm_index_free(&in->cstrings_ix);
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
     return rc;
@@ -583,13 +515,9 @@ ctm_interner_memory_unlocked(const ctm_interner *in)
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;
     }
-    const ctm_ix *ixs[] = {&in->frames_ix, &in->tracebacks_ix,
-                           &in->cstrings_ix};
-    for (size_t i = 0; i < 3; i++) {
-        if (ixs[i]->slots) {
-            n += ((size_t)ixs[i]->mask + 1) * sizeof(uint32_t);
-        }
-    }
+    n += (ctm_index_capacity(&in->frames_ix)
+          + ctm_index_capacity(&in->tracebacks_ix)
+          + ctm_index_capacity(&in->cstrings_ix)) * sizeof(uint32_t);
     return n;
 }
 

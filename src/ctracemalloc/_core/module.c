@@ -2,7 +2,7 @@
  * of the tracemalloc API.
  *
  * The tracer is process-wide, like the allocators it hooks, so there is
- * one module state (ctm_st) and the module refuses to load in a
+ * one module state (ctm_state) and the module refuses to load in a
  * subinterpreter rather than share it unsafely.
  *
  * Argument parsing uses the C API's own converters, so a wrong argument
@@ -12,102 +12,11 @@
 #include "internal.h"
 #include "ctracemalloc.h"
 
-ctm_state ctm_st;
-
 /* The module functions that take_snapshot calls through the package, so
  * that replacing them there (unittest.mock.patch) is honoured. */
 static PyObject *orig_is_tracing;
 static PyObject *orig_get_traceback_limit;
 static PyObject *orig_get_traces;
-
-/* ---- helpers shared by the type files ---- */
-
-int
-ctm_intern_once(PyObject **slot, const char *text)
-{
-    if (*slot == NULL) {
-        *slot = PyUnicode_InternFromString(text);
-    }
-    return *slot ? 0 : -1;
-}
-
-int
-ctm_add_heap_type(PyObject *module, PyType_Spec *spec, PyTypeObject **slot)
-{
-    PyObject *type = PyType_FromSpec(spec);
-    if (type == NULL) {
-        return -1;
-    }
-    Py_XSETREF(*slot, (PyTypeObject *)type);
-    return PyModule_AddType(module, (PyTypeObject *)type);
-}
-
-PyObject *
-ctm_reduce_to_constructor(PyObject *self, PyTypeObject *base,
-                          PyObject *args)
-{
-    static PyObject *str_dict;
-    PyObject *dict = NULL;
-    PyObject *res = NULL;
-
-    if (args == NULL) {
-        return NULL;
-    }
-    if (ctm_intern_once(&str_dict, "__dict__") < 0) {
-        Py_DECREF(args);
-        return NULL;
-    }
-    if (Py_TYPE(self) != base) {
-        dict = PyObject_GetAttr(self, str_dict);
-        if (dict == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                goto done;
-            }
-            PyErr_Clear();
-        }
-        else if (PyDict_Check(dict) && PyDict_GET_SIZE(dict) == 0) {
-            Py_CLEAR(dict);
-        }
-    }
-    if (dict != NULL) {
-        res = PyTuple_Pack(3, (PyObject *)Py_TYPE(self), args, dict);
-    }
-    else {
-        res = PyTuple_Pack(2, (PyObject *)Py_TYPE(self), args);
-    }
-
-done:
-    Py_XDECREF(dict);
-    Py_DECREF(args);
-    return res;
-}
-
-int
-ctm_sequence_bounds(PyObject *start_obj, PyObject *stop_obj, Py_ssize_t n,
-                    Py_ssize_t *start, Py_ssize_t *stop)
-{
-    *start = 0;
-    *stop = PY_SSIZE_T_MAX;
-    if (start_obj != NULL) {
-        *start = PyNumber_AsSsize_t(start_obj, PyExc_OverflowError);
-        if (*start == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (*start < 0) {
-            *start = *start + n > 0 ? *start + n : 0;
-        }
-    }
-    if (stop_obj != NULL && stop_obj != Py_None) {
-        *stop = PyNumber_AsSsize_t(stop_obj, PyExc_OverflowError);
-        if (*stop == -1 && PyErr_Occurred()) {
-            return -1;
-        }
-        if (*stop < 0) {
-            *stop += n;
-        }
-    }
-    return 0;
-}
 
 static PyObject *
 start(PyObject *self, PyObject *args)
@@ -222,7 +131,7 @@ take_snapshot_generic(PyObject *is_tracing_fn, PyObject *limit_fn,
     if (limit == NULL) {
         goto done;
     }
-    res = PyObject_CallFunctionObjArgs((PyObject *)ctm_st.Snapshot, traces,
+    res = PyObject_CallFunctionObjArgs((PyObject *)ctm_state.Snapshot, traces,
                                        limit, NULL);
 done:
     Py_XDECREF(traces);
@@ -570,18 +479,18 @@ PyInit__ctracemalloc(void)
                         "the tracer is process-wide");
         return NULL;
     }
-    if (ctm_st.module != NULL) {
+    if (ctm_state.module != NULL) {
         /* Imported again after its entry was removed from sys.modules:
          * the tracer and its types are process-wide, reuse them. */
-        return Py_NewRef(ctm_st.module);
+        return Py_NewRef(ctm_state.module);
     }
     PyObject *m = PyModule_Create(&module_def);
     if (m == NULL) {
         return NULL;
     }
-    ctm_st.module = m;
-    ctm_st.unknown_str = PyUnicode_InternFromString("<unknown>");
-    if (ctm_st.unknown_str == NULL
+    ctm_state.module = m;
+    ctm_state.unknown_str = PyUnicode_InternFromString("<unknown>");
+    if (ctm_state.unknown_str == NULL
         || ctm_traceback_types_init(m) < 0
         || ctm_statistic_types_init(m) < 0
         || ctm_filter_types_init(m) < 0
@@ -605,7 +514,7 @@ PyInit__ctracemalloc(void)
     Py_INCREF(m);
     return m;
 error:
-    ctm_st.module = NULL;
+    ctm_state.module = NULL;
     Py_DECREF(m);
     return NULL;
 }

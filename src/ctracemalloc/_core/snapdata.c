@@ -14,117 +14,10 @@
 #include "internal.h"
 
 #include <string.h>
-#if defined(__linux__)
-#  include <sys/mman.h>
-#endif
-
-#define HUGE_PAGE ((size_t)2 << 20)
-
-void *
-ctm_malloc_large(size_t n)
-{
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    if (n >= 2 * HUGE_PAGE) {
-        void *p;
-        if (posix_memalign(&p, HUGE_PAGE, n) != 0) {
-            return NULL;
-        }
-        /* The tail after the last whole huge page keeps small pages:
-         * rounding up could cost up to 2 MiB of memory per array. */
-        (void)madvise(p, n & ~(HUGE_PAGE - 1), MADV_HUGEPAGE);
-        return p;
-    }
-#endif
-    return ctm_malloc(n);
-}
-
-/* The spare: the traces array of the last large snapshot freed while
- * tracing, kept for the next take_snapshot. A program that hunts a leak
- * takes snapshot after snapshot of about the same size and drops the
- * old ones; without the spare, each new array comes fresh from the
- * kernel, which zeroes and maps every page of it on first touch (4.5 ms
- * for the 32 MB of 2 million traces, measured: a third of a snapshot).
- * The stdlib's snapshots, many small objects, get that reuse from the
- * allocator. Only while tracing (the tracer says when), counted in the
- * tracer's memory, and given back by stop() and clear_traces(). The GIL
- * guards it. */
-#define SPARE_MIN ((size_t)4 << 20)
-static void *spare;
-static size_t spare_bytes;
-static int keep_spare;
-
-void *
-ctm_traces_array_new(size_t n, size_t *size)
-{
-    /* about the same size: a spare much larger would keep its pages */
-    if (spare != NULL && spare_bytes >= n && spare_bytes - n <= n / 16) {
-        void *p = spare;
-        *size = spare_bytes;
-        spare = NULL;
-        spare_bytes = 0;
-        return p;
-    }
-    ctm_traces_array_release_spare();
-    /* room for a few more traces than now, so that the next snapshot
-     * of a program that grows a little still fits in this array; the
-     * pages past the traces are never touched, and cost nothing */
-    *size = n + n / 64;
-    return ctm_malloc_large(*size);
-}
-
-static void
-traces_array_free(void *p, size_t n)
-{
-    if (p != NULL && n >= SPARE_MIN && keep_spare) {
-        ctm_free(spare);
-        spare = p;
-        spare_bytes = n;
-    }
-    else {
-        ctm_free(p);
-    }
-}
-
-void
-ctm_traces_array_keep_spare(int keep)
-{
-    keep_spare = keep;
-    if (!keep) {
-        ctm_traces_array_release_spare();
-    }
-}
-
-void
-ctm_traces_array_release_spare(void)
-{
-    ctm_free(spare);
-    spare = NULL;
-    spare_bytes = 0;
-}
-
-size_t
-ctm_traces_array_spare_bytes(void)
-{
-    return spare_bytes;
-}
-
-void
-ctm_touch_pages(void *p, size_t n)
-{
-    volatile char *c = p;
-    for (size_t i = 0; i < n; i += 4096) {
-        c[i] = 0;
-    }
-}
-
-typedef struct {
-    uint32_t *slots;
-    uint32_t mask;              /* capacity - 1; capacity 0 when slots NULL */
-} ctm_index;
 
 struct ctm_builder {
     ctm_snapdata d;
-    Py_ssize_t cap_strings, cap_frames, cap_tracebacks, cap_refs, cap_traces;
+    size_t cap_strings, cap_frames, cap_tracebacks, cap_refs, cap_traces;
     int hold_errors;            /* see ctm_builder_hold_errors */
     int nomem;                  /* memory ran out while holding them */
     Py_hash_t *string_hashes;
@@ -146,85 +39,25 @@ builder_nomem(ctm_builder *b)
     return -1;
 }
 
-/* Grow *array (of elsize items) to hold at least need items. 0, or -1
- * without an exception set. */
-static int
-grow(void **array, Py_ssize_t *cap, Py_ssize_t need, size_t elsize)
-{
-    if (need <= *cap) {
-        return 0;
-    }
-    Py_ssize_t ncap = *cap ? *cap : 16;
-    while (ncap < need) {
-        ncap *= 2;
-    }
-    if ((size_t)ncap > PY_SSIZE_T_MAX / elsize) {
-        return -1;
-    }
-    void *p = ctm_realloc(*array, (size_t)ncap * elsize);
-    if (p == NULL) {
-        return -1;
-    }
-    *array = p;
-    *cap = ncap;
-    return 0;
-}
-
-/* Make room in ix for count + 1 items; rehash with hash_of(item). 0, or
- * -1 without an exception set. */
-typedef uint32_t (*hash_fn)(const ctm_builder *b, uint32_t item);
-
-static int
-index_reserve(ctm_builder *b, ctm_index *ix, Py_ssize_t count, hash_fn hash)
-{
-    size_t cap = ix->slots ? (size_t)ix->mask + 1 : 0;
-    if ((size_t)(count + 1) * 2 <= cap) {
-        return 0;
-    }
-    size_t ncap = cap ? cap * 2 : 64;
-    while ((size_t)(count + 1) * 2 > ncap) {
-        ncap *= 2;
-    }
-    if (ncap > UINT32_MAX) {
-        return -1;
-    }
-    uint32_t *slots = ctm_calloc(ncap, sizeof(uint32_t));
-    if (slots == NULL) {
-        return -1;
-    }
-    uint32_t mask = (uint32_t)(ncap - 1);
-    for (size_t i = 0; i < cap; i++) {
-        uint32_t v = ix->slots[i];
-        if (v) {
-            uint32_t j = hash(b, v - 1) & mask;
-            while (slots[j]) {
-                j = (j + 1) & mask;
-            }
-            slots[j] = v;
-        }
-    }
-    ctm_free(ix->slots);
-    ix->slots = slots;
-    ix->mask = mask;
-    return 0;
-}
-
 static uint32_t
-string_hash(const ctm_builder *b, uint32_t i)
+string_hash(const void *owner, uint32_t i)
 {
+    const ctm_builder *b = owner;
     return ctm_mix32((uint64_t)b->string_hashes[i]);
 }
 
 static uint32_t
-frame_hash(const ctm_builder *b, uint32_t i)
+frame_hash(const void *owner, uint32_t i)
 {
-    const ctm_sframe *f = &b->d.frames[i];
+    const ctm_builder *b = owner;
+    const ctm_snap_frame *f = &b->d.frames[i];
     return ctm_mix32(((uint64_t)f->filename << 32) ^ (uint32_t)f->lineno);
 }
 
 static uint32_t
-traceback_hash(const ctm_builder *b, uint32_t i)
+traceback_hash(const void *owner, uint32_t i)
 {
+    const ctm_builder *b = owner;
     return b->d.tracebacks[i].hash;
 }
 
@@ -267,9 +100,9 @@ static void
 builder_release_indexes(ctm_builder *b)
 {
     ctm_free(b->string_hashes);
-    ctm_free(b->strings_ix.slots);
-    ctm_free(b->frames_ix.slots);
-    ctm_free(b->tracebacks_ix.slots);
+    ctm_index_free(&b->strings_ix);
+    ctm_index_free(&b->frames_ix);
+    ctm_index_free(&b->tracebacks_ix);
 }
 
 void
@@ -303,7 +136,8 @@ ctm_builder_string(ctm_builder *b, PyObject *str)
 int64_t
 ctm_builder_string_hashed(ctm_builder *b, PyObject *str, Py_hash_t h)
 {
-    if (index_reserve(b, &b->strings_ix, b->d.nstrings, string_hash) < 0) {
+    if (ctm_index_reserve(&b->strings_ix, (size_t)b->d.nstrings,
+                          string_hash, b) < 0) {
         return builder_nomem(b);
     }
     uint32_t mask = b->strings_ix.mask;
@@ -328,13 +162,14 @@ ctm_builder_string_hashed(ctm_builder *b, PyObject *str, Py_hash_t h)
         j = (j + 1) & mask;
     }
     Py_ssize_t n = b->d.nstrings;
-    Py_ssize_t cap = b->cap_strings;
-    if (grow((void **)&b->d.strings, &cap, n + 1, sizeof(PyObject *)) < 0) {
+    size_t cap = b->cap_strings;
+    if (ctm_grow((void **)&b->d.strings, &cap, (size_t)n + 1,
+                 sizeof(PyObject *)) < 0) {
         return builder_nomem(b);
     }
-    Py_ssize_t hcap = b->cap_strings;
-    if (grow((void **)&b->string_hashes, &hcap, n + 1,
-             sizeof(Py_hash_t)) < 0) {
+    size_t hcap = b->cap_strings;
+    if (ctm_grow((void **)&b->string_hashes, &hcap, (size_t)n + 1,
+                 sizeof(Py_hash_t)) < 0) {
         return builder_nomem(b);
     }
     b->cap_strings = cap < hcap ? cap : hcap;
@@ -349,7 +184,8 @@ ctm_builder_string_hashed(ctm_builder *b, PyObject *str, Py_hash_t h)
 int64_t
 ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
 {
-    if (index_reserve(b, &b->frames_ix, b->d.nframes, frame_hash) < 0) {
+    if (ctm_index_reserve(&b->frames_ix, (size_t)b->d.nframes,
+                          frame_hash, b) < 0) {
         return builder_nomem(b);
     }
     uint32_t mask = b->frames_ix.mask;
@@ -357,15 +193,15 @@ ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
                  & mask;
     uint32_t v;
     while ((v = b->frames_ix.slots[j]) != 0) {
-        const ctm_sframe *f = &b->d.frames[v - 1];
+        const ctm_snap_frame *f = &b->d.frames[v - 1];
         if (f->filename == filename && f->lineno == lineno) {
             return v - 1;
         }
         j = (j + 1) & mask;
     }
     Py_ssize_t n = b->d.nframes;
-    if (grow((void **)&b->d.frames, &b->cap_frames, n + 1,
-             sizeof(ctm_sframe)) < 0) {
+    if (ctm_grow((void **)&b->d.frames, &b->cap_frames, n + 1,
+             sizeof(ctm_snap_frame)) < 0) {
         return builder_nomem(b);
     }
     b->d.frames[n].filename = filename;
@@ -379,8 +215,8 @@ int64_t
 ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
                       uint32_t nframe, uint32_t total_nframe)
 {
-    if (index_reserve(b, &b->tracebacks_ix, b->d.ntracebacks,
-                      traceback_hash) < 0) {
+    if (ctm_index_reserve(&b->tracebacks_ix, (size_t)b->d.ntracebacks,
+                          traceback_hash, b) < 0) {
         return builder_nomem(b);
     }
     uint32_t h = ctm_traceback_hash(frames, nframe, total_nframe);
@@ -388,7 +224,7 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
     uint32_t j = h & mask;
     uint32_t v;
     while ((v = b->tracebacks_ix.slots[j]) != 0) {
-        const ctm_stb *t = &b->d.tracebacks[v - 1];
+        const ctm_snap_tb *t = &b->d.tracebacks[v - 1];
         if (t->hash == h && t->nframe == nframe
             && t->total_nframe == total_nframe
             && (nframe == 0
@@ -403,16 +239,16 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
     if ((uint64_t)r + nframe > UINT32_MAX) {
         return builder_nomem(b);
     }
-    if (grow((void **)&b->d.tracebacks, &b->cap_tracebacks, n + 1,
-             sizeof(ctm_stb)) < 0
-        || grow((void **)&b->d.refs, &b->cap_refs, r + nframe + 1,
+    if (ctm_grow((void **)&b->d.tracebacks, &b->cap_tracebacks, n + 1,
+             sizeof(ctm_snap_tb)) < 0
+        || ctm_grow((void **)&b->d.refs, &b->cap_refs, r + nframe + 1,
                 sizeof(uint32_t)) < 0) {
         return builder_nomem(b);
     }
     if (nframe) {
         memcpy(&b->d.refs[r], frames, nframe * sizeof(uint32_t));
     }
-    ctm_stb *t = &b->d.tracebacks[n];
+    ctm_snap_tb *t = &b->d.tracebacks[n];
     t->first = (uint32_t)r;
     t->nframe = nframe;
     t->total_nframe = total_nframe;
@@ -426,8 +262,8 @@ ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
 int
 ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n)
 {
-    if (grow((void **)&b->d.traces, &b->cap_traces, b->d.ntraces + n,
-             sizeof(ctm_strace)) < 0) {
+    if (ctm_grow((void **)&b->d.traces, &b->cap_traces, b->d.ntraces + n,
+             sizeof(ctm_snap_trace)) < 0) {
         return builder_nomem(b);
     }
     return 0;
@@ -439,15 +275,16 @@ ctm_builder_reserve_tables(ctm_builder *b, Py_ssize_t nframes,
 {
     /* the indexes stay at most half full while the count is below
      * the reserved one */
-    if (grow((void **)&b->d.frames, &b->cap_frames, nframes,
-             sizeof(ctm_sframe)) < 0
-        || grow((void **)&b->d.tracebacks, &b->cap_tracebacks, ntracebacks,
-                sizeof(ctm_stb)) < 0
-        || grow((void **)&b->d.refs, &b->cap_refs, nrefs + 1,
+    if (ctm_grow((void **)&b->d.frames, &b->cap_frames, nframes,
+             sizeof(ctm_snap_frame)) < 0
+        || ctm_grow((void **)&b->d.tracebacks, &b->cap_tracebacks, ntracebacks,
+                sizeof(ctm_snap_tb)) < 0
+        || ctm_grow((void **)&b->d.refs, &b->cap_refs, nrefs + 1,
                 sizeof(uint32_t)) < 0
-        || index_reserve(b, &b->frames_ix, nframes, frame_hash) < 0
-        || index_reserve(b, &b->tracebacks_ix, ntracebacks,
-                         traceback_hash) < 0) {
+        || ctm_index_reserve(&b->frames_ix, (size_t)nframes, frame_hash,
+                             b) < 0
+        || ctm_index_reserve(&b->tracebacks_ix, (size_t)ntracebacks,
+                             traceback_hash, b) < 0) {
         return builder_nomem(b);
     }
     return 0;
@@ -476,10 +313,10 @@ ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
                   uint32_t traceback)
 {
     Py_ssize_t n = b->d.ntraces;
-    if (n >= b->cap_traces && ctm_builder_reserve_traces(b, 1) < 0) {
+    if ((size_t)n >= b->cap_traces && ctm_builder_reserve_traces(b, 1) < 0) {
         return -1;
     }
-    ctm_strace *t = &b->d.traces[n];
+    ctm_snap_trace *t = &b->d.traces[n];
     t->size = size;
     t->traceback = traceback;
     t->domain = domain;
@@ -496,17 +333,17 @@ ctm_builder_ntraces(const ctm_builder *b)
 int
 ctm_builder_repeat_trace(ctm_builder *b, Py_ssize_t k)
 {
-    ctm_strace t = b->d.traces[k];
+    ctm_snap_trace t = b->d.traces[k];
     return ctm_builder_trace(b, t.domain, t.size, t.traceback);
 }
 
 void
-ctm_builder_adopt_traces(ctm_builder *b, ctm_strace *traces, Py_ssize_t n)
+ctm_builder_adopt_traces(ctm_builder *b, ctm_snap_trace *traces, Py_ssize_t n)
 {
     ctm_free(b->d.traces);
     b->d.traces = traces;
     b->d.ntraces = n;
-    b->cap_traces = n;
+    b->cap_traces = (size_t)n;
 }
 
 ctm_snapdata *
@@ -537,7 +374,7 @@ ctm_snapdata_free(ctm_snapdata *d)
     ctm_free(d->frames);
     ctm_free(d->tracebacks);
     ctm_free(d->refs);
-    traces_array_free(d->traces, d->traces_bytes);
+    ctm_large_free(d->traces, d->traces_bytes);
     ctm_free(d);
 }
 
@@ -546,10 +383,10 @@ ctm_snapdata_memory(const ctm_snapdata *d)
 {
     return sizeof(*d)
            + (size_t)d->nstrings * sizeof(PyObject *)
-           + (size_t)d->nframes * sizeof(ctm_sframe)
-           + (size_t)d->ntracebacks * sizeof(ctm_stb)
+           + (size_t)d->nframes * sizeof(ctm_snap_frame)
+           + (size_t)d->ntracebacks * sizeof(ctm_snap_tb)
            + (size_t)d->nrefs * sizeof(uint32_t)
-           + (size_t)d->ntraces * sizeof(ctm_strace);
+           + (size_t)d->ntraces * sizeof(ctm_snap_trace);
 }
 
 /* Copy n items of elsize from src, or NULL with MemoryError. */
@@ -580,11 +417,11 @@ ctm_snapdata_select(const ctm_snapdata *src, const unsigned char *keep)
         kept += keep[i] != 0;
     }
     d->strings = dup_array(src->strings, src->nstrings, sizeof(PyObject *));
-    d->frames = dup_array(src->frames, src->nframes, sizeof(ctm_sframe));
+    d->frames = dup_array(src->frames, src->nframes, sizeof(ctm_snap_frame));
     d->tracebacks = dup_array(src->tracebacks, src->ntracebacks,
-                              sizeof(ctm_stb));
+                              sizeof(ctm_snap_tb));
     d->refs = dup_array(src->refs, src->nrefs, sizeof(uint32_t));
-    d->traces = ctm_malloc(kept ? (size_t)kept * sizeof(ctm_strace) : 1);
+    d->traces = ctm_malloc(kept ? (size_t)kept * sizeof(ctm_snap_trace) : 1);
     if (!d->strings || !d->frames || !d->tracebacks || !d->refs
         || !d->traces) {
         ctm_free(d->strings);
@@ -617,13 +454,13 @@ ctm_snapdata_frames_tuple(const ctm_snapdata *d, uint32_t tb,
     if (cache != NULL && cache[tb] != NULL) {
         return Py_NewRef(cache[tb]);
     }
-    const ctm_stb *t = &d->tracebacks[tb];
+    const ctm_snap_tb *t = &d->tracebacks[tb];
     PyObject *frames = PyTuple_New(t->nframe);
     if (frames == NULL) {
         return NULL;
     }
     for (uint32_t i = 0; i < t->nframe; i++) {
-        const ctm_sframe *f = &d->frames[d->refs[t->first + i]];
+        const ctm_snap_frame *f = &d->frames[d->refs[t->first + i]];
         PyObject *lineno = PyLong_FromLong(f->lineno);
         if (lineno == NULL) {
             Py_DECREF(frames);
@@ -647,7 +484,7 @@ PyObject *
 ctm_snapdata_trace_tuple(const ctm_snapdata *d, Py_ssize_t i,
                          PyObject **cache)
 {
-    const ctm_strace *tr = &d->traces[i];
+    const ctm_snap_trace *tr = &d->traces[i];
     PyObject *frames = ctm_snapdata_frames_tuple(d, tr->traceback, cache);
     if (frames == NULL) {
         return NULL;
@@ -837,7 +674,7 @@ ctm_snapdata_strip_root(const ctm_snapdata *d, const int64_t *chain,
         }
     }
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
-        const ctm_stb *t = &d->tracebacks[i];
+        const ctm_snap_tb *t = &d->tracebacks[i];
         const uint32_t *ids = d->refs + t->first;
         uint32_t n = t->nframe, total = t->total_nframe;
         int under = 0;
@@ -882,7 +719,7 @@ ctm_snapdata_strip_root(const ctm_snapdata *d, const int64_t *chain,
         goto error;
     }
     for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        const ctm_strace *tr = &d->traces[i];
+        const ctm_snap_trace *tr = &d->traces[i];
         if (ctm_builder_trace(b, tr->domain, tr->size,
                               (uint32_t)tb_map[tr->traceback]) < 0) {
             goto error;
@@ -1223,55 +1060,4 @@ ctm_snapdata_from_raw(PyObject *traces)
         return NULL;
     }
     return ctm_rawtraces_finish(r);
-}
-
-/* Pause the cyclic GC while a result of many container objects is
- * made: the objects cannot form garbage cycles, yet every collection
- * that their allocation triggers traverses all of them made so far,
- * which costs several times the making itself on large results. No
- * Python code runs while paused (the GIL is held throughout), so no
- * other code sees the GC off. */
-int
-ctm_gc_pause(void)
-{
-#if PY_VERSION_HEX >= 0x030A0000
-    return PyGC_Disable();
-#else
-    PyObject *gc = PyImport_ImportModule("gc");
-    if (gc == NULL) {
-        return -1;
-    }
-    PyObject *r = PyObject_CallMethod(gc, "isenabled", NULL);
-    int on = r == NULL ? -1 : PyObject_IsTrue(r);
-    Py_XDECREF(r);
-    if (on == 1) {
-        r = PyObject_CallMethod(gc, "disable", NULL);
-        on = r == NULL ? -1 : 1;
-        Py_XDECREF(r);
-    }
-    Py_DECREF(gc);
-    return on;
-#endif
-}
-
-void
-ctm_gc_resume(int paused)
-{
-    if (paused != 1) {
-        return;
-    }
-#if PY_VERSION_HEX >= 0x030A0000
-    PyGC_Enable();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *gc = PyImport_ImportModule("gc");
-    PyObject *r = gc ? PyObject_CallMethod(gc, "enable", NULL) : NULL;
-    if (r == NULL) {
-        PyErr_WriteUnraisable(NULL);
-    }
-    Py_XDECREF(r);
-    Py_XDECREF(gc);
-    PyErr_Restore(type, value, tb);
-#endif
 }

@@ -67,7 +67,7 @@ static PyObject *from_bytes_func;       /* _snapshot_from_bytes */
 static const uint32_t no_refs[1];
 
 static inline const uint32_t *
-tb_refs(const ctm_snapdata *d, const ctm_stb *t)
+tb_refs(const ctm_snapdata *d, const ctm_snap_tb *t)
 {
     return t->nframe ? d->refs + t->first : no_refs;
 }
@@ -318,7 +318,7 @@ compile_target(const ctm_snapdata *d, PyObject *raw, target_t *t)
         ids[i] = (uint32_t)f;
     }
     for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
-        const ctm_stb *tb = &d->tracebacks[k];
+        const ctm_snap_tb *tb = &d->tracebacks[k];
         if (tb->nframe == (uint32_t)n && tb->total_nframe == tot
             && memcmp(tb_refs(d, tb), ids, (size_t)n * sizeof(uint32_t))
                == 0) {
@@ -333,7 +333,7 @@ done:
 }
 
 static inline int
-target_is(const target_t *t, const ctm_strace *tr)
+target_is(const target_t *t, const ctm_snap_trace *tr)
 {
     return tr->traceback == t->tb && tr->size == t->size
            && tr->domain == t->domain;
@@ -389,7 +389,7 @@ traces_search(TracesObject *self, PyObject *value, Py_ssize_t start,
     if (stop > d->ntraces) {
         stop = d->ntraces;
     }
-    if (ctm_st.Trace != NULL && Py_TYPE(value) == ctm_st.Trace) {
+    if (ctm_state.Trace != NULL && Py_TYPE(value) == ctm_state.Trace) {
         PyObject *raw = PyObject_GetAttrString(value, "_trace");
         if (raw == NULL) {
             return -2;
@@ -466,13 +466,13 @@ static int
 tb_equal(const ctm_snapdata *a, uint32_t ta, const ctm_snapdata *b,
          uint32_t tb)
 {
-    const ctm_stb *x = &a->tracebacks[ta], *y = &b->tracebacks[tb];
+    const ctm_snap_tb *x = &a->tracebacks[ta], *y = &b->tracebacks[tb];
     if (x->nframe != y->nframe || x->total_nframe != y->total_nframe) {
         return 0;
     }
     const uint32_t *rx = tb_refs(a, x), *ry = tb_refs(b, y);
     for (uint32_t i = 0; i < x->nframe; i++) {
-        const ctm_sframe *fx = &a->frames[rx[i]], *fy = &b->frames[ry[i]];
+        const ctm_snap_frame *fx = &a->frames[rx[i]], *fy = &b->frames[ry[i]];
         if (fx->lineno != fy->lineno) {
             return 0;
         }
@@ -503,7 +503,7 @@ traces_equal(const ctm_snapdata *a, const ctm_snapdata *b)
     }
     int eq = 1;
     for (Py_ssize_t i = 0; i < a->ntraces && eq; i++) {
-        const ctm_strace *x = &a->traces[i], *y = &b->traces[i];
+        const ctm_snap_trace *x = &a->traces[i], *y = &b->traces[i];
         if (x->domain != y->domain || x->size != y->size) {
             eq = 0;
         }
@@ -689,7 +689,7 @@ sum_tracebacks(const ctm_snapdata *d)
         PyErr_NoMemory();
         return NULL;
     }
-    const ctm_strace *tr = d->traces;
+    const ctm_snap_trace *tr = d->traces;
     int overflow = 0;
     for (Py_ssize_t i = 0; i < d->ntraces; i++) {
         sums_t *s = &tbs[tr[i].traceback];
@@ -748,7 +748,7 @@ seq_find(const grouping_t *g, const uint32_t *frames, uint32_t n,
     uint32_t j = seq_hash(frames, n) & g->seq_mask;
     uint32_t v;
     while ((v = g->seq[j]) != 0) {
-        const ctm_stb *r = &d->tracebacks[g->groups[v - 1].key];
+        const ctm_snap_tb *r = &d->tracebacks[g->groups[v - 1].key];
         if (r->nframe == n
             && memcmp(tb_refs(d, r), frames, n * sizeof(uint32_t)) == 0) {
             break;
@@ -796,7 +796,7 @@ group_build(grouping_t *g, const ctm_snapdata *d, int kind, int cumulative)
             if (tbs[k].count == 0) {
                 continue;
             }
-            const ctm_stb *t = &d->tracebacks[k];
+            const ctm_snap_tb *t = &d->tracebacks[k];
             uint32_t j;
             uint32_t gi = seq_find(g, tb_refs(d, t), t->nframe, &j);
             if (gi == NO_GROUP) {
@@ -822,7 +822,7 @@ group_build(grouping_t *g, const ctm_snapdata *d, int kind, int cumulative)
             if (tbs[k].count == 0) {
                 continue;
             }
-            const ctm_stb *t = &d->tracebacks[k];
+            const ctm_snap_tb *t = &d->tracebacks[k];
             const uint32_t *refs = tb_refs(d, t);
             uint32_t n = cumulative ? t->nframe : (t->nframe ? 1 : 0);
             for (uint32_t j = 0; j < n; j++) {
@@ -1005,7 +1005,7 @@ xlate_frame(xlate_t *x, uint32_t f)
             return -2;
         }
         for (Py_ssize_t i = 0; i < to->nframes; i++) {
-            const ctm_sframe *fr = &to->frames[i];
+            const ctm_snap_frame *fr = &to->frames[i];
             uint32_t j = frame_hash(fr->filename, fr->lineno) & x->fmask;
             while (x->ftab[j]) {
                 j = (j + 1) & x->fmask;
@@ -1013,7 +1013,7 @@ xlate_frame(xlate_t *x, uint32_t f)
             x->ftab[j] = (uint32_t)i + 1;
         }
     }
-    const ctm_sframe *fr = &x->from->frames[f];
+    const ctm_snap_frame *fr = &x->from->frames[f];
     int64_t s = xlate_string(x, fr->filename);
     if (s < 0) {
         if (s == -1) {
@@ -1024,7 +1024,7 @@ xlate_frame(xlate_t *x, uint32_t f)
     int64_t res = -1;
     uint32_t j = frame_hash((uint32_t)s, fr->lineno) & x->fmask, v;
     while ((v = x->ftab[j]) != 0) {
-        const ctm_sframe *c = &to->frames[v - 1];
+        const ctm_snap_frame *c = &to->frames[v - 1];
         if (c->filename == (uint32_t)s && c->lineno == fr->lineno) {
             res = v - 1;
             break;
@@ -1057,7 +1057,7 @@ match_group(xlate_t *x, const grouping_t *gn, const grouping_t *go,
         r = xlate_frame(x, key);
         break;
     default: {
-        const ctm_stb *t = &od->tracebacks[key];
+        const ctm_snap_tb *t = &od->tracebacks[key];
         const uint32_t *refs = tb_refs(od, t);
         if (t->nframe > *bufcap) {
             uint32_t *p = ctm_realloc(*buf, t->nframe * sizeof(uint32_t));
@@ -1285,7 +1285,7 @@ order_rows(order_t *o, row_t *rows, Py_ssize_t nrows)
                 rows[r].k[4] = 0;       /* () sorts first */
                 continue;
             }
-            const ctm_sframe *f = kind == KEY_LINENO ? &d->frames[key] : NULL;
+            const ctm_snap_frame *f = kind == KEY_LINENO ? &d->frames[key] : NULL;
             u = string_uid(o, rows[r].side, f ? f->filename : key);
             if (u < 0) {
                 goto done;
@@ -1321,11 +1321,11 @@ order_rows(order_t *o, row_t *rows, Py_ssize_t nrows)
     for (Py_ssize_t r = 0; r < nrows; r++) {
         int side = (int)rows[r].side;
         const ctm_snapdata *d = o->g[side]->d;
-        const ctm_stb *t = &d->tracebacks[o->g[side]->groups[rows[r].group]
+        const ctm_snap_tb *t = &d->tracebacks[o->g[side]->groups[rows[r].group]
                                           .key];
         const uint32_t *refs = tb_refs(d, t);
         for (uint32_t i = 0; i < t->nframe; i++) {
-            const ctm_sframe *f = &d->frames[refs[i]];
+            const ctm_snap_frame *f = &d->frames[refs[i]];
             int64_t u = string_uid(o, side, f->filename);
             if (u < 0) {
                 goto done;
@@ -1381,7 +1381,7 @@ frame_pair(PyObject *filename, int32_t lineno)
 static PyObject *
 group_frames(const ctm_snapdata *d, uint32_t tb, PyObject **pairs)
 {
-    const ctm_stb *t = &d->tracebacks[tb];
+    const ctm_snap_tb *t = &d->tracebacks[tb];
     const uint32_t *refs = tb_refs(d, t);
     PyObject *frames = PyTuple_New(t->nframe);
     if (frames == NULL) {
@@ -1390,7 +1390,7 @@ group_frames(const ctm_snapdata *d, uint32_t tb, PyObject **pairs)
     for (uint32_t i = 0; i < t->nframe; i++) {
         uint32_t f = refs[i];
         if (pairs[f] == NULL) {
-            const ctm_sframe *fr = &d->frames[f];
+            const ctm_snap_frame *fr = &d->frames[f];
             pairs[f] = frame_pair(d->strings[fr->filename], fr->lineno);
             if (pairs[f] == NULL) {
                 Py_DECREF(frames);
@@ -1421,7 +1421,7 @@ group_traceback(const grouping_t *g, uint32_t gi, PyObject **pairs)
             pair = frame_pair(d->strings[key], 0);
         }
         else {
-            const ctm_sframe *f = &d->frames[key];
+            const ctm_snap_frame *f = &d->frames[key];
             pair = frame_pair(d->strings[f->filename], f->lineno);
         }
         if (pair == NULL) {
@@ -2442,7 +2442,7 @@ ctm_snapshot_types_init(PyObject *module)
     if (iterable_abc == NULL) {
         return -1;
     }
-    ctm_st.Traces = &TracesType;
-    ctm_st.Snapshot = &SnapshotType;
+    ctm_state.Traces = &TracesType;
+    ctm_state.Snapshot = &SnapshotType;
     return 0;
 }

@@ -51,7 +51,7 @@ typedef struct {
 
 /* What differs between the two types for the generic functions. */
 typedef struct {
-    PyTypeObject **type;        /* &ctm_st.Statistic or .StatisticDiff */
+    PyTypeObject **type;        /* &ctm_state.Statistic or .StatisticDiff */
     int nfields;
     const char *parse_format;   /* for PyArg_ParseTupleAndKeywords */
     char **kwlist;              /* field names, constructor order */
@@ -63,10 +63,10 @@ static char *statistic_diff_fields[] = {
 };
 
 static const stat_kind statistic_kind = {
-    &ctm_st.Statistic, 3, "OOO:Statistic", statistic_fields,
+    &ctm_state.Statistic, 3, "OOO:Statistic", statistic_fields,
 };
 static const stat_kind statistic_diff_kind = {
-    &ctm_st.StatisticDiff, 5, "OOOOO:StatisticDiff", statistic_diff_fields,
+    &ctm_state.StatisticDiff, 5, "OOOOO:StatisticDiff", statistic_diff_fields,
 };
 
 /* The stdlib's format strings, made once by ctm_statistic_types_init and
@@ -468,7 +468,7 @@ error:
 PyObject *
 ctm_statistic_new(PyObject *traceback, uint64_t size, uint64_t count)
 {
-    PyTypeObject *tp = ctm_st.Statistic;
+    PyTypeObject *tp = ctm_state.Statistic;
     StatObj *self = (StatObj *)tp->tp_alloc(tp, 0);
     if (self == NULL) {
         return NULL;
@@ -591,7 +591,7 @@ PyObject *
 ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
                        int64_t size_diff, uint64_t count, int64_t count_diff)
 {
-    PyTypeObject *tp = ctm_st.StatisticDiff;
+    PyTypeObject *tp = ctm_state.StatisticDiff;
     StatObj *self = (StatObj *)tp->tp_alloc(tp, 0);
     if (self == NULL) {
         return NULL;
@@ -756,9 +756,9 @@ ctm_statistic_types_init(PyObject *module)
     {
         return -1;
     }
-    if (ctm_add_heap_type(module, &statistic_spec, &ctm_st.Statistic) < 0
-        || ctm_add_heap_type(module, &statistic_diff_spec,
-                             &ctm_st.StatisticDiff) < 0)
+    if (ctm_add_type(module, &statistic_spec, NULL, &ctm_state.Statistic) < 0
+        || ctm_add_type(module, &statistic_diff_spec, NULL,
+                             &ctm_state.StatisticDiff) < 0)
     {
         return -1;
     }

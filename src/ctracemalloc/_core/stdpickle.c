@@ -1350,7 +1350,7 @@ write_frames(pwriter *w, const ctm_snapdata *d, uint32_t tb)
         done_at(w, get_memo(q, w->tb_memo[tb]));
         return 0;
     }
-    const ctm_stb *t = &d->tracebacks[tb];
+    const ctm_snap_tb *t = &d->tracebacks[tb];
     if (t->nframe > 3 && write_raw(w, "(", 1) < 0) {
         return -1;
     }
@@ -1388,7 +1388,7 @@ static int
 write_traces(pwriter *w, const ctm_snapdata *d)
 {
     for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        const ctm_strace *tr = &d->traces[i];
+        const ctm_snap_trace *tr = &d->traces[i];
         uint8_t *q;
         if (i % BATCH == 0 && write_raw(w, "(", 1) < 0) {
             return -1;

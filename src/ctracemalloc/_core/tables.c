@@ -799,7 +799,7 @@ typedef struct {
     uint64_t *counts;           /* COUNT */
     uint64_t *next;             /* FORWARDS, BACKWARDS */
     const uint32_t *rename;
-    ctm_strace *out;
+    ctm_snap_trace *out;
     uint64_t n;                 /* places in out */
 } group_share;
 
@@ -818,7 +818,7 @@ group_one(const group_share *g, uint32_t domain, uint64_t size, uint32_t tb)
         p = --g->next[tb];      /* wraps below 0: outside */
     }
     if (p < g->n) {
-        ctm_strace *o = &g->out[p];
+        ctm_snap_trace *o = &g->out[p];
         o->size = size;
         o->traceback = g->rename[tb];
         o->domain = domain;
@@ -880,37 +880,6 @@ group_share_run(void *arg)
     }
 }
 
-static void *
-helper_main(void *arg)
-{
-    ctm_helper *h = arg;
-    h->fn(h->arg);
-    return NULL;
-}
-
-void
-ctm_helper_start(ctm_helper *h, void (*fn)(void *), void *arg)
-{
-    sigset_t all, old;
-    h->fn = fn;
-    h->arg = arg;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    h->made = pthread_create(&h->thread, NULL, helper_main, h) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-}
-
-void
-ctm_helper_join(ctm_helper *h)
-{
-    if (h->made) {
-        pthread_join(h->thread, NULL);
-    }
-    else {
-        h->fn(h->arg);
-    }
-}
-
 /* Run shares a and b at once, b on a helper thread. */
 static void
 run_shares(group_share *a, group_share *b)
@@ -968,7 +937,7 @@ counts_right(const ctm_grouping *g, const uint64_t *next,
  * NULL). */
 static void
 place(const ctm_traces *tr, const ctm_grouping *g, uint64_t *next,
-      uint64_t *back, const uint32_t *rename, ctm_strace *out)
+      uint64_t *back, const uint32_t *rename, ctm_snap_trace *out)
 {
     uint64_t pos = 0;
     for (uint32_t i = 0; i < g->ntb; i++) {
@@ -996,7 +965,7 @@ place(const ctm_traces *tr, const ctm_grouping *g, uint64_t *next,
 
 int
 ctm_traces_place_unlocked(ctm_traces *tr, ctm_grouping *g,
-                          const uint32_t *rename, ctm_strace *out)
+                          const uint32_t *rename, ctm_snap_trace *out)
 {
     uint32_t ntb = g->ntb;
     uint64_t *next = ctm_malloc((ntb ? ntb : 1) * sizeof(uint64_t));

@@ -136,21 +136,8 @@ int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, ctm_grouping *g);
  * traces, mends the tables' counts and places them again. Return 0, or
  * -1 if memory ran out. */
 int ctm_traces_place_unlocked(ctm_traces *t, ctm_grouping *g,
-                              const uint32_t *rename, ctm_strace *out);
+                              const uint32_t *rename, ctm_snap_trace *out);
 void ctm_grouping_free(ctm_grouping *g);
-
-/* fn(arg) on a helper thread that blocks every signal (they are for the
- * program's threads), from start to join; if no thread can be made,
- * join runs it. */
-typedef struct {
-    pthread_t thread;
-    int made;
-    void (*fn)(void *);
-    void *arg;
-} ctm_helper;
-
-void ctm_helper_start(ctm_helper *h, void (*fn)(void *), void *arg);
-void ctm_helper_join(ctm_helper *h);
 
 /* ---- interned frames and tracebacks (interning.c) ----
  *

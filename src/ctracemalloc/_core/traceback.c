@@ -262,7 +262,7 @@ wrapper_dealloc(PyObject *op)
 static PyObject *
 frame_wrap(PyObject *raw)
 {
-    return wrapper_new(ctm_st.Frame, raw);
+    return wrapper_new(ctm_state.Frame, raw);
 }
 
 static int
@@ -299,7 +299,7 @@ frame_get_lineno(PyObject *op, void *Py_UNUSED(closure))
 static PyObject *
 frame_richcompare(PyObject *self, PyObject *other, int op)
 {
-    return slot_richcompare(self, other, op, ctm_st.Frame,
+    return slot_richcompare(self, other, op, ctm_state.Frame,
                             offsetof(FrameObj, raw), "_frame", 1);
 }
 
@@ -374,7 +374,7 @@ frame_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     PyObject *args = PyTuple_Pack(1, raw);
     Py_DECREF(raw);
-    return ctm_reduce_to_constructor(op, ctm_st.Frame, args);
+    return ctm_reduce_to_constructor(op, ctm_state.Frame, args);
 }
 
 static PyMethodDef frame_methods[] = {
@@ -494,7 +494,7 @@ done:
 PyObject *
 ctm_traceback_new(PyObject *frames, PyObject *total_nframe)
 {
-    PyTypeObject *tp = ctm_st.Traceback;
+    PyTypeObject *tp = ctm_state.Traceback;
     PyObject *rev = reversed_tuple(frames);
     if (rev == NULL) {
         return NULL;
@@ -671,7 +671,7 @@ traceback_hash(PyObject *op)
 static PyObject *
 traceback_richcompare(PyObject *self, PyObject *other, int op)
 {
-    return slot_richcompare(self, other, op, ctm_st.Traceback,
+    return slot_richcompare(self, other, op, ctm_state.Traceback,
                             offsetof(TracebackObj, frames), "_frames", 1);
 }
 
@@ -1003,7 +1003,7 @@ done:
     Py_XDECREF(total);
     Py_XDECREF(raw);
     /* NULL args (an error) passes through */
-    return ctm_reduce_to_constructor(op, ctm_st.Traceback, args);
+    return ctm_reduce_to_constructor(op, ctm_state.Traceback, args);
 }
 
 static PyMethodDef traceback_methods[] = {
@@ -1083,7 +1083,7 @@ static PyType_Spec traceback_spec = {
 PyObject *
 ctm_trace_new(PyObject *raw)
 {
-    return wrapper_new(ctm_st.Trace, raw);
+    return wrapper_new(ctm_state.Trace, raw);
 }
 
 static int
@@ -1163,7 +1163,7 @@ trace_get_traceback(PyObject *op, void *Py_UNUSED(closure))
     if (args == NULL) {
         goto done;
     }
-    res = PyObject_Call((PyObject *)ctm_st.Traceback, args, NULL);
+    res = PyObject_Call((PyObject *)ctm_state.Traceback, args, NULL);
 
 done:
     Py_DECREF(raw);
@@ -1177,7 +1177,7 @@ done:
 static PyObject *
 trace_richcompare(PyObject *self, PyObject *other, int op)
 {
-    return slot_richcompare(self, other, op, ctm_st.Trace,
+    return slot_richcompare(self, other, op, ctm_state.Trace,
                             offsetof(TraceObj, raw), "_trace", 0);
 }
 
@@ -1276,7 +1276,7 @@ trace_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     }
     PyObject *args = PyTuple_Pack(1, raw);
     Py_DECREF(raw);
-    return ctm_reduce_to_constructor(op, ctm_st.Trace, args);
+    return ctm_reduce_to_constructor(op, ctm_state.Trace, args);
 }
 
 static PyMethodDef trace_methods[] = {
@@ -1344,10 +1344,10 @@ ctm_traceback_types_init(PyObject *module)
     {
         return -1;
     }
-    if (ctm_add_heap_type(module, &frame_spec, &ctm_st.Frame) < 0
-        || ctm_add_heap_type(module, &traceback_spec,
-                             &ctm_st.Traceback) < 0
-        || ctm_add_heap_type(module, &trace_spec, &ctm_st.Trace) < 0)
+    if (ctm_add_type(module, &frame_spec, NULL, &ctm_state.Frame) < 0
+        || ctm_add_type(module, &traceback_spec, NULL,
+                             &ctm_state.Traceback) < 0
+        || ctm_add_type(module, &trace_spec, NULL, &ctm_state.Trace) < 0)
     {
         return -1;
     }

@@ -138,7 +138,7 @@ as_lists(const ctm_snapdata *d, const tree_t *t)
     }
     for (size_t i = 0; i < t->n; i++) {
         const node_t *nd = &t->nodes[i];
-        const ctm_sframe *f = i ? &d->frames[nd->frame] : NULL;
+        const ctm_snap_frame *f = i ? &d->frames[nd->frame] : NULL;
         PyObject *v[5] = {
             PyLong_FromLong(i ? (long)nd->parent : -1),
             PyLong_FromLong(i ? (long)f->filename : -1),
@@ -190,7 +190,7 @@ ctm_snapdata_tree(const ctm_snapdata *d)
     memset(&t.nodes[0], 0, sizeof(node_t));
     t.n = 1;
     for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        const ctm_strace *tr = &d->traces[i];
+        const ctm_snap_trace *tr = &d->traces[i];
         if (__builtin_add_overflow(tb_size[tr->traceback], tr->size,
                                    &tb_size[tr->traceback])) {
             PyErr_SetString(PyExc_OverflowError,
@@ -206,7 +206,7 @@ ctm_snapdata_tree(const ctm_snapdata *d)
         if (add(&t.nodes[0], tb_size[tb], tb_count[tb]) < 0) {
             goto done;
         }
-        const ctm_stb *s = &d->tracebacks[tb];
+        const ctm_snap_tb *s = &d->tracebacks[tb];
         uint32_t node = 0;
         /* oldest frame first: refs hold the most recent first */
         for (uint32_t k = s->nframe; k-- > 0;) {
