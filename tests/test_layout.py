@@ -25,9 +25,11 @@ MAX_LINES = 1200
 # into the layers before it, never into a later one.
 LAYERS = [
     ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c"]),
-    ("tracer tables", ["tables.c", "capture.c", "interning.c"]),
-    ("tracer", ["hooks.c"]),
-    ("snapshot data", ["snapdata.c"]),
+    ("tracer tables", ["capture.c", "interning.c", "store.c"]),
+    ("tracer", ["tracer.c"]),
+    ("tracer clients", ["hooks.c", "reftracer.c"]),
+    ("tracer control", ["control.c"]),
+    ("snapshot data", ["snapdata.c", "tracersnap.c"]),
     ("analysis", ["filter.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),

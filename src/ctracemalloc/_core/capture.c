@@ -23,7 +23,7 @@
  * what a plain walk gives; only frames already proven live are read.
  * When a check fails, the capture walks plainly and forgets the memo.
  */
-#include "tables.h"
+#include "capture.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

@@ -30,7 +30,7 @@
  * Nothing here allocates from PyMem or calls Python, except PyCode_Addr2Line
  * which only reads the code object's line table.
  */
-#include "tables.h"
+#include "interning.h"
 
 #include <string.h>
 

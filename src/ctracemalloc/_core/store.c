@@ -1,4 +1,4 @@
-/* Live traces: a two-level store per domain (tables.h says why).
+/* Live traces: a two-level store per domain (store.h says why).
  *
  * Region index (one per store):
  *  - open addressing, capacity a power of two, at least INDEX_MIN, at
@@ -36,7 +36,7 @@
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see internal.h.
  */
-#include "tables.h"
+#include "store.h"
 
 #include <signal.h>
 #include <string.h>
@@ -47,10 +47,10 @@
 #define BUCKET_MIN 2
 #define NO_KEY 0xFFFFu
 #define OFFSET_MASK (((uintptr_t)1 << CTM_REGION_BITS) - 1)
-/* Below this many live traces, grouping them for a snapshot takes less
+/* Below this many live traces, placing them for a snapshot takes less
  * than a millisecond, and a second thread would cost more than it
  * saves. */
-#define GROUP_PARALLEL_MIN (1u << 17)
+#define PLACE_PARALLEL_MIN (1u << 17)
 
 struct ctm_bucket {
     uint32_t mask;              /* capacity - 1 */
@@ -784,7 +784,7 @@ ctm_traces_memory_unlocked(const ctm_traces *tr)
         + tr->live_cap * sizeof(uint64_t);
 }
 
-/* How a share of the grouping handles each trace: counted, or written
+/* How a share of the placing handles each trace: counted, or written
  * to its traceback's next place (forwards) or previous place
  * (backwards), under its snapshot traceback id. A place is taken from
  * next[] even when it falls outside out (only wrong counts make that
@@ -801,10 +801,10 @@ typedef struct {
     const uint32_t *rename;
     ctm_snap_trace *out;
     uint64_t n;                 /* places in out */
-} group_share;
+} place_share;
 
 static inline void
-group_one(const group_share *g, uint32_t domain, uint64_t size, uint32_t tb)
+place_one(const place_share *g, uint32_t domain, uint64_t size, uint32_t tb)
 {
     uint64_t p;
     if (g->how == COUNT) {
@@ -827,7 +827,7 @@ group_one(const group_share *g, uint32_t domain, uint64_t size, uint32_t tb)
 
 /* The traces of slots [from, to) of store s. */
 static void
-store_group(const group_share *g, uint32_t domain, const ctm_store *s,
+store_place(const place_share *g, uint32_t domain, const ctm_store *s,
             size_t from, size_t to)
 {
     for (size_t i = from; i < to; i++) {
@@ -847,7 +847,7 @@ store_group(const group_share *g, uint32_t domain, const ctm_store *s,
                 size = ctm_traces_value_size_unlocked(g->tr, domain, ptr,
                                                       &vals[j]);
             }
-            group_one(g, domain, size, vals[j].traceback);
+            place_one(g, domain, size, vals[j].traceback);
         }
     }
 }
@@ -858,47 +858,47 @@ store_slots(const ctm_store *s)
     return s->slots != NULL ? s->mask + 1 : 0;
 }
 
-/* A share of the grouping. Read-only on the tables, which the caller
+/* A share of the placing. Read-only on the tables, which the caller
  * has locked. */
 static void
-group_share_run(void *arg)
+place_share_run(void *arg)
 {
-    const group_share *g = arg;
+    const place_share *g = arg;
     const ctm_traces *tr = g->tr;
     for (uint32_t i = 0; g->first && tr->nursery != NULL && i < NURSERY_SIZE;
          i++) {
         const ctm_young *y = &tr->nursery[i];
         if (y->ptr != 0) {
-            group_one(g, CTM_DEFAULT_DOMAIN, y->value.size,
+            place_one(g, CTM_DEFAULT_DOMAIN, y->value.size,
                       y->value.traceback);
         }
     }
-    store_group(g, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to);
+    store_place(g, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to);
     for (size_t i = 0; g->last && i < tr->nothers; i++) {
         const ctm_store *s = &tr->others[i].store;
-        store_group(g, tr->others[i].domain, s, 0, store_slots(s));
+        store_place(g, tr->others[i].domain, s, 0, store_slots(s));
     }
 }
 
 /* Run shares a and b at once, b on a helper thread. */
 static void
-run_shares(group_share *a, group_share *b)
+run_shares(place_share *a, place_share *b)
 {
     ctm_helper h;
-    ctm_helper_start(&h, group_share_run, b);
-    group_share_run(a);
+    ctm_helper_start(&h, place_share_run, b);
+    place_share_run(a);
     ctm_helper_join(&h);
 }
 
 void
-ctm_grouping_free(ctm_grouping *g)
+ctm_placement_free(ctm_placement *g)
 {
     ctm_free(g->counts);
     g->counts = NULL;
 }
 
 int
-ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, ctm_grouping *g)
+ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, ctm_placement *g)
 {
     g->ntb = ntb;
     g->counts = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
@@ -918,7 +918,7 @@ ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, ctm_grouping *g)
  * end, which add up to counts[i] if and only if that is its number of
  * traces. */
 static int
-counts_right(const ctm_grouping *g, const uint64_t *next,
+counts_right(const ctm_placement *g, const uint64_t *next,
              const uint64_t *back)
 {
     uint64_t pos = 0;
@@ -936,7 +936,7 @@ counts_right(const ctm_grouping *g, const uint64_t *next,
 /* Place every trace from counts[] (forwards, by one thread when back is
  * NULL). */
 static void
-place(const ctm_traces *tr, const ctm_grouping *g, uint64_t *next,
+place(const ctm_traces *tr, const ctm_placement *g, uint64_t *next,
       uint64_t *back, const uint32_t *rename, ctm_snap_trace *out)
 {
     uint64_t pos = 0;
@@ -948,28 +948,28 @@ place(const ctm_traces *tr, const ctm_grouping *g, uint64_t *next,
         }
     }
     size_t nslots = store_slots(&tr->main);
-    group_share a = {tr, 0, nslots, 1, 1, FORWARDS, NULL, next, rename, out,
+    place_share a = {tr, 0, nslots, 1, 1, FORWARDS, NULL, next, rename, out,
                      tr->ntraces};
     if (back == NULL) {
-        group_share_run(&a);
+        place_share_run(&a);
         return;
     }
     /* the helper's share of a traceback's traces fill its run from the
      * end, the other share's from the start: together they fill it */
     a.to = nslots / 2;
     a.last = 0;
-    group_share b = {tr, nslots / 2, nslots, 0, 1, BACKWARDS, NULL, back,
+    place_share b = {tr, nslots / 2, nslots, 0, 1, BACKWARDS, NULL, back,
                      rename, out, tr->ntraces};
     run_shares(&a, &b);
 }
 
 int
-ctm_traces_place_unlocked(ctm_traces *tr, ctm_grouping *g,
+ctm_traces_place_unlocked(ctm_traces *tr, ctm_placement *g,
                           const uint32_t *rename, ctm_snap_trace *out)
 {
     uint32_t ntb = g->ntb;
     uint64_t *next = ctm_malloc((ntb ? ntb : 1) * sizeof(uint64_t));
-    uint64_t *back = tr->ntraces < GROUP_PARALLEL_MIN ? NULL
+    uint64_t *back = tr->ntraces < PLACE_PARALLEL_MIN ? NULL
                    : ctm_malloc((size_t)ntb * sizeof(uint64_t));
     if (next == NULL) {
         ctm_free(back);
@@ -984,9 +984,9 @@ ctm_traces_place_unlocked(ctm_traces *tr, ctm_grouping *g,
         abort();
 #endif
         memset(g->counts, 0, (size_t)ntb * sizeof(uint64_t));
-        group_share c = {tr, 0, store_slots(&tr->main), 1, 1, COUNT,
+        place_share c = {tr, 0, store_slots(&tr->main), 1, 1, COUNT,
                          g->counts, NULL, NULL, NULL, 0};
-        group_share_run(&c);
+        place_share_run(&c);
         memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
         memcpy(tr->live, g->counts,
                (ntb < tr->live_cap ? ntb : tr->live_cap) * sizeof(uint64_t));

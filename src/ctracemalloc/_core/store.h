@@ -1,17 +1,4 @@
-/* The tracer's tables: live traces and interned tracebacks.
- *
- * Everything here is protected by the tables lock (hooks.c); functions
- * with "_unlocked" in their name expect the caller to hold it. None of
- * them calls into Python or the PyMem allocators: the hooks call them.
- */
-#ifndef CTM_TABLES_H
-#define CTM_TABLES_H
-
-#include "internal.h"
-
-#include <pthread.h>
-
-/* ---- live traces (tables.c) ----
+/* The live traces of the tracer (store.c).
  *
  * A trace store per domain, keyed by pointer, in two levels, so that
  * blocks close in memory are close in the store too: an allocator hands
@@ -31,6 +18,10 @@
  * A value is the size (CTM_BIG_SIZE meaning "look in the big-size list":
  * blocks of 4 GiB or more are rare) and the interned traceback id.
  */
+#ifndef CTM_STORE_H
+#define CTM_STORE_H
+
+#include "internal.h"
 #define CTM_REGION_BITS 14
 #define CTM_BIG_SIZE UINT32_MAX
 
@@ -125,112 +116,18 @@ size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 typedef struct {
     uint32_t ntb;               /* above every traceback id */
     uint64_t *counts;           /* traces per traceback */
-} ctm_grouping;
+} ctm_placement;
 
 /* The counts, copied into g. Return 0, or -1 if memory ran out; either
- * way ctm_grouping_free(g) after. */
-int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, ctm_grouping *g);
+ * way ctm_placement_free(g) after. */
+int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, ctm_placement *g);
 /* The placing pass: out (room for every live trace) gets them grouped,
  * each named rename[traceback id]. It checks the counts as it goes; a
  * wrong one (a bug) stops a test build, and a release build counts the
  * traces, mends the tables' counts and places them again. Return 0, or
  * -1 if memory ran out. */
-int ctm_traces_place_unlocked(ctm_traces *t, ctm_grouping *g,
+int ctm_traces_place_unlocked(ctm_traces *t, ctm_placement *g,
                               const uint32_t *rename, ctm_snap_trace *out);
-void ctm_grouping_free(ctm_grouping *g);
+void ctm_placement_free(ctm_placement *g);
 
-/* ---- interned frames and tracebacks (interning.c) ----
- *
- * A frame is either a code frame, (code object, byte offset), whose line
- * is resolved lazily, or a resolved frame, (filename, lineno), captured by
- * a thread that did not hold the GIL and so could not take a reference
- * to the code object. A traceback is a run of frame ids, most recent
- * first, with its total_nframe.
- */
-typedef struct {
-    PyCodeObject *code;         /* strong reference; NULL: resolved frame */
-    int32_t addr;               /* code frame: byte offset */
-    int32_t lineno;             /* resolved frame, or the cached line */
-    uint32_t filename;          /* resolved frame: string id */
-    uint32_t flags;             /* CTM_FRAME_LINE_KNOWN */
-} ctm_tframe;
-
-#define CTM_FRAME_LINE_KNOWN 1u
-
-typedef struct {
-    uint32_t first;             /* index into the frame id arena */
-    uint16_t nframe;
-    uint16_t total_nframe;
-    uint32_t hash;
-} ctm_ttb;
-
-/* A filename copied out of a str object without the GIL: its PEP 393
- * kind and raw data, enough to rebuild the str later. */
-typedef struct {
-    int kind;
-    Py_ssize_t length;
-    void *data;
-    uint64_t hash;
-} ctm_cstring;
-
-typedef struct {
-    PyCodeObject *code;
-    int addr;
-} ctm_rawframe;
-
-/* The capture of the current thread's stack. */
-typedef struct {
-    int gil;                    /* frames hold code objects (GIL held) */
-    uint16_t nframe;
-    uint16_t total_nframe;
-} ctm_capture_info;
-
-typedef struct ctm_interner ctm_interner;
-
-/* Intern the traceback made of frames[0..nframe) (most recent first).
- * gil says whether the caller holds the GIL: if not, frames are resolved
- * now and no reference is taken. Return the id, or -1 on memory error. */
-int64_t ctm_intern_traceback_unlocked(ctm_interner *in,
-                                      const ctm_rawframe *frames,
-                                      int nframe, int total_nframe, int gil);
-/* The id of the "<unknown>" traceback: no Python frame. -1 on memory
- * error. */
-int64_t ctm_intern_unknown_unlocked(ctm_interner *in);
-
-ctm_interner *ctm_interner_new(void);
-/* Forget every frame and traceback; the code objects whose references
- * the interner held are appended to *codes (an array the caller frees
- * after releasing them outside the lock). Return 0, -1 on memory error
- * (then the references are leaked, never freed twice). */
-int ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
-                                size_t *ncodes);
-size_t ctm_interner_memory_unlocked(const ctm_interner *in);
-
-/* Reading for snapshots. */
-size_t ctm_interner_ntracebacks_unlocked(const ctm_interner *in);
-const ctm_ttb *ctm_interner_traceback_unlocked(const ctm_interner *in,
-                                               uint32_t id);
-const uint32_t *ctm_interner_frame_ids_unlocked(const ctm_interner *in);
-uint32_t ctm_interner_nframes_unlocked(const ctm_interner *in);
-ctm_tframe *ctm_interner_frame_unlocked(ctm_interner *in, uint32_t id);
-const ctm_cstring *ctm_interner_cstring_unlocked(const ctm_interner *in,
-                                                 uint32_t id);
-uint32_t ctm_interner_ncstrings_unlocked(const ctm_interner *in);
-/* Line number of a frame (resolved and cached on first use). */
-int ctm_tframe_lineno_unlocked(ctm_tframe *f);
-
-/* ---- capture (capture.c) ---- */
-
-/* Walk tstate's frames (NULL: no frame): store up to max frames, most
- * recent first, and count the whole stack up to CTM_MAX_NFRAME. */
-void ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max,
-                 int *nframe, int *total_nframe);
-/* Memory of the capture's per-thread chain memos. */
-size_t ctm_capture_memory(void);
-/* Around fork(), from the tracer's fork handlers (with the tables lock
- * held): the child frees the memos of the threads it does not have. */
-void ctm_capture_fork_prepare(void);
-void ctm_capture_fork_parent(void);
-void ctm_capture_fork_child(void);
-
-#endif /* CTM_TABLES_H */
+#endif /* CTM_STORE_H */

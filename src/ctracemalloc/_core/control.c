@@ -1,0 +1,99 @@
+/* Start and stop: the tracer and its clients together, and keeping them
+ * in line with another tracer (the stdlib's) that comes and goes.
+ *
+ * Invariants, with the GIL held (every function here needs it):
+ *  - while tracing, every allocator domain reaches our hooks, or the next
+ *    reconcile either puts them back (right after the other tracer's
+ *    stop, when nothing can have been missed) or stops tracing (when what
+ *    was missed cannot be known);
+ *  - while not tracing, our hooks are in no chain where they are on top,
+ *    and the reference tracer is not ours;
+ *  - the spare large array is kept only while tracing.
+ */
+#include "hooks.h"
+#include "reftracer.h"
+#include "tracer.h"
+
+static void
+stop_tracing(void)
+{
+    ctm_tracer_end();
+    ctm_hooks_uninstall();
+    ctm_reftracer_uninstall();
+    ctm_large_keep_spare(0);
+    ctm_tracer_clear();
+}
+
+/* Bring the hooks in line with the tracing state: remove pass-through
+ * hooks that are on top again; if tracing and our hooks fell out of the
+ * chain, put them back (reinstall) or, when we cannot know what was
+ * missed in between, stop tracing rather than report stale traces. */
+static void
+reconcile(int reinstall)
+{
+    if (!atomic_load(&ctm_tracer.tracing)) {
+        ctm_hooks_uninstall();
+        return;
+    }
+    if (!ctm_hooks_reached()) {
+        if (reinstall) {
+            ctm_hooks_install();
+        }
+        else {
+            stop_tracing();
+        }
+    }
+}
+
+int
+ctm_tracer_start(int nframe)
+{
+    if (nframe < 1 || nframe > CTM_MAX_NFRAME) {
+        PyErr_Format(PyExc_ValueError,
+                     "the number of frames must be in range [1; %d]",
+                     CTM_MAX_NFRAME);
+        return -1;
+    }
+    /* Tracing with hooks another tracer dropped is stopped first. */
+    reconcile(0);
+    if (atomic_load(&ctm_tracer.tracing)) {
+        return 0;
+    }
+    if (ctm_tracer_begin(nframe) < 0) {
+        return -1;
+    }
+    ctm_hooks_install();
+    ctm_reftracer_install();
+    ctm_large_keep_spare(1);
+    return 0;
+}
+
+void
+ctm_tracer_stop(void)
+{
+    if (atomic_load(&ctm_tracer.tracing)) {
+        stop_tracing();
+    }
+    else {
+        reconcile(0);
+    }
+}
+
+void
+ctm_tracer_after_other_tracer(int stopped)
+{
+    if (stopped) {
+        /* Right after the other tracer's stop nothing was missed. */
+        reconcile(1);
+    }
+    if (atomic_load(&ctm_tracer.tracing)) {
+        /* Its start replaced our reference tracer, its stop cleared it. */
+        ctm_reftracer_install();
+    }
+}
+
+void
+ctm_tracer_reconcile(void)
+{
+    reconcile(0);
+}

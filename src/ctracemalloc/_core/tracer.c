@@ -1,0 +1,268 @@
+/* The tracer's state, recording and removing, and what keeps it whole
+ * across fork and exit (tracer.h states the rules).
+ *
+ * Invariants, under the tables lock:
+ *  - traces.traced is the sum of the live traces' sizes, never negative,
+ *    and traces.peak >= traces.traced;
+ *  - every live trace names a traceback of the interner;
+ *  - while tracing, nframe >= 1 and frames holds nframe frames.
+ *
+ * fork: the lock (and the capture's memo lock) is taken around fork(),
+ * so that the child inherits consistent tables, then reset in the child,
+ * where the forking thread is the only one left.
+ */
+#include "tracer.h"
+
+#include <pthread.h>
+
+ctm_tracer_state ctm_tracer;
+CTM_TLS int ctm_reentrant;
+CTM_TLS uintptr_t ctm_last_block;
+
+/* ---- fork ---- */
+
+static void
+fork_prepare(void)
+{
+    ctm_tables_lock();
+    ctm_capture_fork_prepare();
+}
+
+static void
+fork_parent(void)
+{
+    ctm_capture_fork_parent();
+    ctm_tables_unlock();
+}
+
+static void
+fork_child(void)
+{
+    /* Threads other than the forking one do not exist in the child; the
+     * forking thread held the locks, so the tables are consistent. */
+    ctm_capture_fork_child();
+#ifdef CTM_DEBUG
+    atomic_store(&ctm_tracer.owner, 0);
+#endif
+    atomic_store(&ctm_tracer.lock, 0);
+}
+
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ---- recording ---- */
+
+int64_t
+ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil)
+{
+    CTM_ASSERT_LOCKED();
+    int n, total;
+    ctm_capture(ts, ctm_tracer.frames, ctm_tracer.nframe, &n, &total);
+    return ctm_intern_traceback_unlocked(ctm_tracer.interner,
+                                         ctm_tracer.frames, n, total, gil);
+}
+
+int
+ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
+                  int gil_known, int block)
+{
+    int gil;
+    PyThreadState *ts = ctm_tracer_tstate(gil_known, &gil);
+    int rc = 0;
+    ctm_tables_lock();
+    if (!gil && ts != NULL
+        && atomic_load_explicit(&ctm_tracer.exiting, memory_order_relaxed)) {
+        /* Checked again under the lock: the interpreter began exiting
+         * after ctm_tracer_tstate looked, and it frees the thread states
+         * of threads like this one (see ctm_tracer_at_exit). */
+        ts = NULL;
+    }
+    if (ts != NULL && ts->interp != ctm_tracer.interp) {
+        ctm_tables_unlock();
+        return 0;               /* a subinterpreter's: see tracer.h */
+    }
+    if (ctm_tracer_tracing()) {
+        ctm_traces *t = &ctm_tracer.traces;
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+        if (tb < 0
+            || (block ? ctm_traces_add_block_unlocked(t, ptr, size,
+                                                      (uint32_t)tb)
+                      : ctm_traces_add_unlocked(t, domain, ptr, size,
+                                                (uint32_t)tb)) < 0) {
+            ctm_tracer.lost++;
+            rc = -1;
+        }
+        CTM_ASSERT(t->peak >= t->traced);
+    }
+    ctm_tables_unlock();
+    ctm_last_block = ptr;
+    return rc;
+}
+
+int
+ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
+                  uint32_t *traceback)
+{
+    ctm_tables_lock();
+    int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
+                                         size, traceback);
+    ctm_tables_unlock();
+    return had;
+}
+
+void
+ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
+                   uint32_t traceback)
+{
+    ctm_tables_lock();
+    if (ctm_traces_add_unlocked(&ctm_tracer.traces, domain, ptr, size,
+                                traceback) < 0) {
+        ctm_tracer.lost++;
+    }
+    ctm_tables_unlock();
+}
+
+/* ---- lifetime ---- */
+
+int
+ctm_tracer_begin(int nframe)
+{
+    CTM_ASSERT(nframe >= 1 && nframe <= CTM_MAX_NFRAME);
+    pthread_once(&atfork_once, register_atfork);
+    ctm_rawframe *frames = ctm_malloc((size_t)nframe * sizeof(ctm_rawframe));
+    ctm_interner *in = ctm_tracer.interner ? NULL : ctm_interner_new();
+    if (frames == NULL || (ctm_tracer.interner == NULL && in == NULL)) {
+        ctm_free(frames);
+        ctm_free(in);
+        PyErr_NoMemory();
+        return -1;
+    }
+    ctm_tables_lock();
+    ctm_tracer.interp = PyInterpreterState_Get();
+    ctm_free(ctm_tracer.frames);
+    ctm_tracer.frames = frames;
+    ctm_tracer.nframe = nframe;
+    if (in != NULL) {
+        ctm_tracer.interner = in;
+    }
+    atomic_store(&ctm_tracer.tracing, 1);
+    ctm_tables_unlock();
+    return 0;
+}
+
+void
+ctm_tracer_end(void)
+{
+    ctm_tables_lock();
+    atomic_store(&ctm_tracer.tracing, 0);
+    ctm_tables_unlock();
+}
+
+void
+ctm_tracer_clear(void)
+{
+    PyCodeObject **codes = NULL;
+    size_t ncodes = 0;
+    ctm_tables_lock();
+    ctm_traces_clear_unlocked(&ctm_tracer.traces);
+    CTM_ASSERT(ctm_tracer.traces.traced == 0
+               && ctm_tracer.traces.ntraces == 0);
+    if (ctm_tracer.interner != NULL) {
+        ctm_interner_clear_unlocked(ctm_tracer.interner, &codes, &ncodes);
+    }
+    ctm_tables_unlock();
+    /* Release the code objects outside the lock: their deallocation
+     * frees memory through the hooks. */
+    for (size_t i = 0; i < ncodes; i++) {
+        Py_DECREF(codes[i]);
+    }
+    ctm_free(codes);
+    ctm_large_release_spare();
+}
+
+int
+ctm_tracer_is_tracing(void)
+{
+    return atomic_load(&ctm_tracer.tracing);
+}
+
+int
+ctm_tracer_nframe(void)
+{
+    /* The stdlib reports the last limit even when stopped. */
+    return ctm_tracer.nframe ? ctm_tracer.nframe : 1;
+}
+
+void
+ctm_tracer_traced_memory(size_t *current, size_t *peak)
+{
+    ctm_tables_lock();
+    *current = ctm_tracer.traces.traced;
+    *peak = ctm_tracer.traces.peak;
+    ctm_tables_unlock();
+}
+
+void
+ctm_tracer_reset_peak(void)
+{
+    ctm_tables_lock();
+    ctm_tracer.traces.peak = ctm_tracer.traces.traced;
+    ctm_tables_unlock();
+}
+
+size_t
+ctm_tracer_memory(void)
+{
+    ctm_tables_lock();
+    size_t n = ctm_traces_memory_unlocked(&ctm_tracer.traces);
+    if (ctm_tracer.interner != NULL) {
+        n += ctm_interner_memory_unlocked(ctm_tracer.interner);
+    }
+    n += (size_t)ctm_tracer.nframe * sizeof(ctm_rawframe);
+    ctm_tables_unlock();
+    n += ctm_capture_memory() + ctm_large_spare_bytes();
+    return n;
+}
+
+void
+ctm_tracer_at_exit(void)
+{
+    atomic_store(&ctm_tracer.exiting, 1);
+    /* A barrier: a hook of a thread without the GIL that looked before
+     * the store captures under the lock, and sees the flag once it has
+     * the lock (ctm_tracer_record). After this returns, no hook reads a
+     * thread state that the interpreter's finalization is about to
+     * free. */
+    ctm_tables_lock();
+    ctm_tables_unlock();
+}
+
+/* ---- the track API ---- */
+
+int
+ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
+{
+    if (!atomic_load(&ctm_tracer.tracing)) {
+        return -1;
+    }
+    int was = ctm_reentrant;
+    ctm_reentrant = 1;
+    int rc = ctm_tracer_record(domain, ptr, size, 0, 0) < 0 ? -2 : 0;
+    ctm_reentrant = was;
+    return rc;
+}
+
+int
+ctm_tracer_untrack(uint32_t domain, uintptr_t ptr)
+{
+    if (!atomic_load(&ctm_tracer.tracing)) {
+        return -1;
+    }
+    ctm_tracer_remove(domain, ptr, NULL, NULL);
+    return 0;
+}

@@ -1,0 +1,191 @@
+/* The tracer: its state, the tables lock, and the recording and removing
+ * of traces (tracer.c). Its clients, above it, tell it what happened:
+ * the allocator hooks (hooks.c), the reference tracer (reftracer.c);
+ * control.c starts and stops it with them; tracersnap.c reads its tables
+ * for snapshots.
+ *
+ * Locking: one spinlock, the tables lock, protects the traces and the
+ * interner. Hooks on the MEM and OBJ domains run with the GIL held, but
+ * RAW hooks and every free may run on any thread, with or without the
+ * GIL, so the GIL alone cannot protect the tables. The lock is never held
+ * while calling an allocator or any Python API that could allocate or
+ * free, so it cannot deadlock against the hooks. A function whose name
+ * ends in _unlocked expects the caller to hold it (debug builds check).
+ *
+ * Reentrancy: a thread-local flag is set while a client records, so that
+ * an allocator that calls another (pymalloc falling back on the RAW
+ * allocator) is traced once, at the outermost level. The tracer's own
+ * memory comes from libc and never enters the hooks.
+ *
+ * Threads without the GIL: the thread's own frames are read (they cannot
+ * change while it is inside an allocator) but, unable to take
+ * references, the tracer resolves their lines at once. Once the
+ * interpreter is exiting, such threads get the "<unknown>" traceback:
+ * their thread states may be freed under them.
+ *
+ * Subinterpreters: only the interpreter that started tracing is traced.
+ * A subinterpreter's objects, code objects included, belong to it (from
+ * 3.12, its memory too) and go when it is destroyed: the tracer must hold
+ * no reference into it, and its blocks are not ours to explain.
+ */
+#ifndef CTM_TRACER_H
+#define CTM_TRACER_H
+
+#include "interning.h"
+#include "store.h"
+
+#include <sched.h>
+#include <stdatomic.h>
+
+/* All of the tracer's state. What protects each field is said beside
+ * it. */
+typedef struct {
+    /* Nonzero while tracing. Written under the tables lock and the GIL;
+     * read by the clients without the lock first (a cheap early exit),
+     * then again under the lock before touching the tables. */
+    atomic_int tracing;
+    /* Set when the interpreter starts exiting (atexit), never cleared.
+     * Read without the lock, then again under it. */
+    atomic_int exiting;
+    /* The tables lock. */
+    atomic_int lock;
+#ifdef CTM_DEBUG
+    /* The thread that holds the lock (0: none), for the assertions. */
+    atomic_uintptr_t owner;
+#endif
+    /* The interpreter traced, the one that called start(). Written by
+     * start with the GIL and the lock held. */
+    PyInterpreterState *interp;
+
+    /* Protected by the tables lock: */
+    int nframe;                 /* frames kept per traceback; 0 until the
+                                   first start */
+    ctm_rawframe *frames;       /* the capture buffer, nframe frames */
+    ctm_traces traces;          /* the live traces */
+    ctm_interner *interner;     /* their tracebacks; NULL until the first
+                                   start, then kept */
+    size_t lost;                /* traces that could not be recorded */
+} ctm_tracer_state;
+
+extern ctm_tracer_state ctm_tracer;
+
+/* Per thread: set while one of the thread's clients records (see
+ * reentrancy above). */
+extern CTM_TLS int ctm_reentrant;
+/* Per thread: the block the thread's hooks recorded last. The reference
+ * tracer skips an object made in it: it was just traced with the current
+ * traceback. */
+extern CTM_TLS uintptr_t ctm_last_block;
+
+/* ---- the tables lock ---- */
+
+#ifdef CTM_DEBUG
+static inline uintptr_t
+ctm_tracer_self(void)
+{
+    return (uintptr_t)pthread_self();
+}
+#endif
+
+static inline void
+ctm_tables_lock(void)
+{
+    unsigned spins = 0;
+    while (atomic_exchange_explicit(&ctm_tracer.lock, 1,
+                                    memory_order_acquire)) {
+        while (atomic_load_explicit(&ctm_tracer.lock,
+                                    memory_order_relaxed)) {
+            if (++spins > 64) {
+                sched_yield();
+            }
+        }
+    }
+#ifdef CTM_DEBUG
+    atomic_store_explicit(&ctm_tracer.owner, ctm_tracer_self(),
+                          memory_order_relaxed);
+#endif
+}
+
+static inline void
+ctm_tables_unlock(void)
+{
+#ifdef CTM_DEBUG
+    CTM_ASSERT(atomic_load_explicit(&ctm_tracer.owner, memory_order_relaxed)
+               == ctm_tracer_self());
+    atomic_store_explicit(&ctm_tracer.owner, 0, memory_order_relaxed);
+#endif
+    atomic_store_explicit(&ctm_tracer.lock, 0, memory_order_release);
+}
+
+/* CTM_ASSERT_LOCKED(): in debug builds, check that the calling thread
+ * holds the tables lock. */
+#ifdef CTM_DEBUG
+#  define CTM_ASSERT_LOCKED() \
+    CTM_ASSERT(atomic_load_explicit(&ctm_tracer.owner, \
+                                    memory_order_relaxed) \
+               == ctm_tracer_self())
+#else
+#  define CTM_ASSERT_LOCKED() ((void)0)
+#endif
+
+static inline int
+ctm_tracer_tracing(void)
+{
+    return atomic_load_explicit(&ctm_tracer.tracing, memory_order_relaxed);
+}
+
+/* ---- recording (tracer.c) ---- */
+
+/* The thread state whose frames to record, and in *gil whether the
+ * caller holds the GIL (gil_known: it is known to). Safe from any thread;
+ * never allocates. */
+static inline PyThreadState *
+ctm_tracer_tstate(int gil_known, int *gil)
+{
+    if (gil_known) {
+        *gil = 1;
+        return _PyThreadState_UncheckedGet();
+    }
+    PyThreadState *ts = NULL;
+    if (!atomic_load_explicit(&ctm_tracer.exiting, memory_order_relaxed)) {
+        ts = ctm_tstate_if_gil_held();
+        if (ts != NULL) {
+            *gil = 1;
+            return ts;
+        }
+        ts = PyGILState_GetThisThreadState();
+    }
+    *gil = 0;
+    return ts;
+}
+
+/* Capture the traceback of ts (NULL: no Python frame) and intern it: its
+ * id, or -1 if memory ran out. */
+int64_t ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil);
+
+/* Record a trace for (domain, ptr), with the caller's traceback: a block
+ * the allocator just returned (block: domain 0, untraced so far), or any
+ * pointer (the track API, which may replace a trace). gil_known: the
+ * caller holds the GIL. Nothing is recorded for a thread of another
+ * interpreter. Return 0, or -1 when the tables are out of memory (then
+ * nothing was recorded, and it is counted as lost). */
+int ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
+                      int gil_known, int block);
+/* Remove the trace of (domain, ptr), if any. 1 if there was one (then
+ * *size and *traceback are set when not NULL), else 0. */
+int ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
+                      uint32_t *traceback);
+/* Put back a trace that ctm_tracer_remove took out (a realloc that
+ * failed). */
+void ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
+                        uint32_t traceback);
+
+/* ---- lifetime (tracer.c; the GIL held) ---- */
+
+/* Make the state ready to trace with nframe frames (checked by the
+ * caller) and set the tracing flag. Return 0 or -1. */
+int ctm_tracer_begin(int nframe);
+/* Clear the tracing flag: from now on nothing new is recorded. */
+void ctm_tracer_end(void);
+
+#endif /* CTM_TRACER_H */

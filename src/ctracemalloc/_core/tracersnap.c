@@ -1,0 +1,429 @@
+/* The tracer's tables read for Python: the snapshot data of the live
+ * traces (take_snapshot) and the traceback of one block
+ * (get_object_traceback). Both hold the GIL throughout, so the interner
+ * is not cleared under them, and its code objects and filenames stay
+ * alive; threads without the GIL may still add traces, frames,
+ * tracebacks and filenames until they take the lock.
+ *
+ * take_snapshot, under the lock, takes the count of live traces of each
+ * tracer traceback (the tables keep them); turns each live one (frames
+ * by instruction) into a snapshot traceback (frames by line,
+ * deduplicated) in the builder, while a helper thread maps the pages of the traces array;
+ * then places the traces grouped by tracer traceback, each under its
+ * snapshot traceback.
+ *
+ * Nothing under the lock may allocate through PyMem (the hooks would
+ * wait for the lock it holds) or set a Python error. The filename of a
+ * code frame is its code object's co_filename, hashed and compared in C;
+ * those of resolved frames, copied as C strings by threads without the
+ * GIL, are made into str before the lock is taken. A resolved frame
+ * whose filename arrived since then sends the snapshot round again:
+ * filenames are interned, so that happens at most once per new filename.
+ */
+#include "tracer.h"
+
+#include <string.h>
+
+/* What the snapshot of a traceback needs of one tracer frame, copied
+ * under the lock. */
+typedef struct {
+    PyCodeObject *code;         /* borrowed: the interner owns it */
+    uint32_t cstring;
+    int32_t lineno;
+} frame_copy;
+
+typedef struct {
+    frame_copy *frames;
+    ctm_cstring *cstrings;      /* data pointers borrowed (owned by the
+                                   interner until the next clear, which
+                                   needs the GIL we hold) */
+} frames_copy;
+
+/* Filename of a copied frame as a str (new reference). */
+static PyObject *
+frame_filename(const frames_copy *c, uint32_t i)
+{
+    const frame_copy *f = &c->frames[i];
+    if (f->code != NULL) {
+        PyObject *name = f->code->co_filename;
+        if (name != NULL && PyUnicode_Check(name)) {
+            return Py_NewRef(name);
+        }
+        return Py_NewRef(ctm_state.unknown_str);
+    }
+    const ctm_cstring *s = &c->cstrings[f->cstring];
+    return PyUnicode_FromKindAndData(s->kind, s->data, s->length);
+}
+
+
+/* The interner's C string filenames as str, ids [0, n). */
+typedef struct {
+    PyObject **strs;
+    Py_hash_t *hashes;
+    uint32_t n;
+} cstring_strs;
+
+static void
+cstring_strs_free(cstring_strs *cs)
+{
+    for (uint32_t i = 0; i < cs->n; i++) {
+        Py_DECREF(cs->strs[i]);
+    }
+    ctm_free(cs->strs);
+    ctm_free(cs->hashes);
+}
+
+/* Make str of the filenames added since the last call. 0 or -1. */
+static int
+cstring_strs_update(cstring_strs *cs)
+{
+    ctm_tables_lock();
+    ctm_interner *in = ctm_tracer.interner;
+    uint32_t n = in ? ctm_interner_ncstrings_unlocked(in) : 0;
+    ctm_cstring *copy = NULL;
+    if (n > cs->n) {
+        copy = ctm_malloc((size_t)(n - cs->n) * sizeof(ctm_cstring));
+        for (uint32_t i = cs->n; copy != NULL && i < n; i++) {
+            copy[i - cs->n] = *ctm_interner_cstring_unlocked(in, i);
+        }
+    }
+    ctm_tables_unlock();
+    if (n <= cs->n) {
+        return 0;
+    }
+    PyObject **strs = copy ? ctm_realloc(cs->strs, n * sizeof(PyObject *))
+                           : NULL;
+    if (strs != NULL) {
+        cs->strs = strs;
+    }
+    Py_hash_t *hashes = strs ? ctm_realloc(cs->hashes, n * sizeof(Py_hash_t))
+                             : NULL;
+    if (hashes == NULL) {
+        ctm_free(copy);
+        PyErr_NoMemory();
+        return -1;
+    }
+    cs->hashes = hashes;
+    for (uint32_t i = cs->n, first = cs->n; i < n; i++) {
+        const ctm_cstring *c = &copy[i - first];
+        PyObject *str = PyUnicode_FromKindAndData(c->kind, c->data,
+                                                  c->length);
+        if (str == NULL) {
+            ctm_free(copy);
+            return -1;
+        }
+        cs->strs[i] = str;
+        cs->hashes[i] = PyObject_Hash(str);     /* a str's: cannot fail */
+        cs->n = i + 1;
+    }
+    ctm_free(copy);
+    return 0;
+}
+
+/* Tracer ids to snapshot indexes, filled under the lock. */
+typedef struct {
+    ctm_builder *b;
+    ctm_interner *in;
+    const cstring_strs *cs;
+    uint32_t ncs;               /* filenames of cs usable this round */
+    int64_t *frame_map;         /* tracer frame -> snapshot frame, or -1 */
+    uint32_t *tb_map;           /* live tracer traceback -> snapshot's */
+    int retry;                  /* a filename is not in cs yet */
+} snap_maps;
+
+static int64_t
+map_frame(snap_maps *m, uint32_t id)
+{
+    if (m->frame_map[id] >= 0) {
+        return m->frame_map[id];
+    }
+    ctm_tframe *f = ctm_interner_frame_unlocked(m->in, id);
+    PyObject *name;
+    Py_hash_t hash;
+    if (f->code != NULL) {
+        name = f->code->co_filename;
+        if (name == NULL || !PyUnicode_Check(name)) {
+            name = ctm_state.unknown_str;
+        }
+        /* str's own hash, in C even for a subclass */
+        hash = PyUnicode_Type.tp_hash(name);
+    }
+    else if (f->filename < m->ncs) {
+        name = m->cs->strs[f->filename];
+        hash = m->cs->hashes[f->filename];
+    }
+    else {
+        m->retry = 1;
+        return -1;
+    }
+    int64_t s = ctm_builder_string_hashed(m->b, name, hash);
+    if (s < 0) {
+        return -1;
+    }
+    int64_t r = ctm_builder_frame(m->b, (uint32_t)s,
+                                  ctm_tframe_lineno_unlocked(f));
+    m->frame_map[id] = r;
+    return r;
+}
+
+static int64_t
+map_traceback(snap_maps *m, uint32_t id)
+{
+    const ctm_ttb *t = ctm_interner_traceback_unlocked(m->in, id);
+    const uint32_t *tids = ctm_interner_frame_ids_unlocked(m->in) + t->first;
+    uint32_t buf[128];
+    uint32_t *ids = t->nframe <= 128 ? buf
+        : ctm_malloc((size_t)t->nframe * sizeof(uint32_t));
+    if (ids == NULL) {
+        return -1;
+    }
+    int64_t r = -1;
+    for (uint32_t i = 0; i < t->nframe; i++) {
+        int64_t f = map_frame(m, tids[i]);
+        if (f < 0) {
+            goto done;
+        }
+        ids[i] = (uint32_t)f;
+    }
+    r = ctm_builder_traceback(m->b, ids, t->nframe, t->total_nframe);
+done:
+    if (ids != buf) {
+        ctm_free(ids);
+    }
+    return r;
+}
+
+/* The pages of an array, touched 2 MiB at a time (a huge page) by
+ * whichever thread takes the next chunk: the helper from the start, the
+ * snapshot's own thread once its mapping is done. */
+typedef struct {
+    char *p;
+    size_t n;
+    atomic_size_t next;         /* offset of the next chunk */
+} page_range;
+
+#define TOUCH_CHUNK ((size_t)2 << 20)
+
+static void
+touch_range(void *arg)
+{
+    page_range *r = arg;
+    size_t at;
+    while ((at = atomic_fetch_add(&r->next, TOUCH_CHUNK)) < r->n) {
+        ctm_touch_pages(r->p + at, r->n - at < TOUCH_CHUNK ? r->n - at
+                                                           : TOUCH_CHUNK);
+    }
+}
+
+/* Below this many bytes of traces, mapping their pages as the placing
+ * pass goes is cheaper than a helper thread. */
+#define TOUCH_HELPER_MIN ((size_t)4 << 20)
+
+/* The lock held, b holding its errors: the live traces, grouped, in
+ * *traces (*ntraces of them), and their tracebacks in b, with the first
+ * ncs filenames of cs. 0; 1 to go round again (a filename was not
+ * there); -1 if memory ran out. */
+static int
+snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
+                ctm_snap_trace **traces, Py_ssize_t *ntraces, size_t *bytes)
+{
+    CTM_ASSERT_LOCKED();
+    ctm_interner *in = ctm_tracer.interner;
+    uint32_t ntb = in ? (uint32_t)ctm_interner_ntracebacks_unlocked(in) : 0;
+    *traces = NULL;
+    *ntraces = 0;
+    if (ntb == 0) {
+        return 0;
+    }
+    snap_maps m = {b, in, cs, ncs, NULL, NULL, 0};
+    ctm_placement g;
+    ctm_snap_trace *out = NULL;
+    int rc = -1;
+    if (ctm_traces_counts_unlocked(&ctm_tracer.traces, ntb, &g) < 0) {
+        goto done;
+    }
+    size_t n = ctm_tracer.traces.ntraces;
+    uint32_t nframes = ctm_interner_nframes_unlocked(in);
+    out = ctm_large_new(n * sizeof(ctm_snap_trace), bytes);
+    m.frame_map = ctm_malloc((size_t)nframes * sizeof(int64_t));
+    m.tb_map = ctm_malloc((size_t)ntb * sizeof(uint32_t));
+    if (out == NULL || m.frame_map == NULL || m.tb_map == NULL) {
+        goto done;
+    }
+    memset(m.frame_map, 0xff, (size_t)nframes * sizeof(int64_t));
+    /* the snapshot's tables hold at most what the live tracer tracebacks
+     * name: room for that at once */
+    size_t live = 0, refs = 0;
+    for (uint32_t i = 0; i < ntb; i++) {
+        if (g.counts[i]) {
+            live++;
+            refs += ctm_interner_traceback_unlocked(in, i)->nframe;
+        }
+    }
+    if (ctm_builder_reserve_tables(b, (Py_ssize_t)(refs < nframes ? refs
+                                                                  : nframes),
+                                   (Py_ssize_t)live, (Py_ssize_t)refs) < 0) {
+        goto done;
+    }
+    ctm_helper helper;
+    page_range pages = {(char *)out, n * sizeof(ctm_snap_trace), 0};
+    int helped = pages.n >= TOUCH_HELPER_MIN;
+    if (helped) {
+        ctm_helper_start(&helper, touch_range, &pages);
+    }
+    int mapped = 1;
+    for (uint32_t i = 0; i < ntb && mapped; i++) {
+        if (g.counts[i]) {
+            int64_t t = map_traceback(&m, i);
+            mapped = t >= 0;
+            m.tb_map[i] = (uint32_t)t;
+        }
+    }
+    if (helped) {
+        touch_range(&pages);
+        ctm_helper_join(&helper);
+    }
+    if (!mapped) {
+        rc = m.retry ? 1 : -1;
+        goto done;
+    }
+    if (ctm_traces_place_unlocked(&ctm_tracer.traces, &g, m.tb_map,
+                                  out) < 0) {
+        goto done;
+    }
+    *traces = out;
+    *ntraces = (Py_ssize_t)n;
+    out = NULL;
+    rc = 0;
+done:
+    ctm_placement_free(&g);
+    ctm_free(out);
+    ctm_free(m.frame_map);
+    ctm_free(m.tb_map);
+    return rc;
+}
+
+ctm_snapdata *
+ctm_tracer_snapshot(void)
+{
+    cstring_strs cs = {0};
+    ctm_snapdata *result = NULL;
+    int rc = 1;
+#ifdef CTM_LATE_FILENAMES
+    /* Test builds: the first round leaves out the newest filename, as if
+     * it had arrived after cs was made, so that the suite takes the
+     * second round whenever a snapshot has resolved frames. */
+    uint32_t late = 1;
+#else
+    uint32_t late = 0;
+#endif
+    while (rc > 0) {
+        ctm_builder *b = NULL;
+        if (cstring_strs_update(&cs) < 0 || (b = ctm_builder_new()) == NULL) {
+            break;
+        }
+        ctm_snap_trace *traces;
+        Py_ssize_t ntraces;
+        size_t bytes = 0;
+        ctm_builder_hold_errors(b);
+        ctm_tables_lock();
+        rc = snapshot_unlocked(&cs, cs.n - (late < cs.n ? late : cs.n), b,
+                             &traces, &ntraces, &bytes);
+        late = 0;
+        ctm_tables_unlock();
+        if (ctm_builder_release_errors(b) < 0 || rc < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_NoMemory();
+            }
+            ctm_builder_free(b);
+            break;
+        }
+        if (rc == 0) {
+            if (traces != NULL) {
+                ctm_builder_adopt_traces(b, traces, ntraces);
+            }
+            result = ctm_builder_finish(b);
+            if (result != NULL && result->traces != NULL) {
+                result->traces_bytes = bytes;
+            }
+        }
+        else {
+            ctm_builder_free(b);
+        }
+    }
+    cstring_strs_free(&cs);
+    return result;
+}
+
+PyObject *
+ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
+{
+    /* Copy the block's frames under the lock; build the tuple after. */
+    frame_copy buf[64];
+    frame_copy *frames = buf;
+    ctm_cstring names[64];
+    ctm_cstring *cnames = names;
+    uint32_t n = 0;
+    int found = 0, nomem = 0;
+    PyObject *res = NULL;
+
+    ctm_tables_lock();
+    const ctm_value *v = atomic_load(&ctm_tracer.tracing)
+        ? ctm_traces_get_unlocked(&ctm_tracer.traces, domain, ptr) : NULL;
+    if (v != NULL) {
+        ctm_interner *in = ctm_tracer.interner;
+        const ctm_ttb *t = ctm_interner_traceback_unlocked(in, v->traceback);
+        const uint32_t *ids = ctm_interner_frame_ids_unlocked(in);
+        found = 1;
+        n = t->nframe;
+        if (n > 64) {
+            frames = ctm_malloc(n * sizeof(frame_copy));
+            cnames = ctm_malloc(n * sizeof(ctm_cstring));
+            nomem = frames == NULL || cnames == NULL;
+        }
+        for (uint32_t i = 0; !nomem && i < n; i++) {
+            ctm_tframe *f = ctm_interner_frame_unlocked(in,
+                                                        ids[t->first + i]);
+            frames[i].code = f->code;
+            frames[i].cstring = i;
+            frames[i].lineno = ctm_tframe_lineno_unlocked(f);
+            if (f->code == NULL) {
+                cnames[i] = *ctm_interner_cstring_unlocked(in, f->filename);
+            }
+        }
+    }
+    ctm_tables_unlock();
+    if (!found) {
+        Py_RETURN_NONE;
+    }
+    if (nomem) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    frames_copy c = {frames, cnames};
+    res = PyTuple_New(n);
+    if (res == NULL) {
+        goto done;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        PyObject *name = frame_filename(&c, i);
+        if (name == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        PyObject *pair = Py_BuildValue("(Ni)", name, frames[i].lineno);
+        if (pair == NULL) {
+            Py_CLEAR(res);
+            goto done;
+        }
+        PyTuple_SET_ITEM(res, i, pair);
+    }
+done:
+    if (frames != buf) {
+        ctm_free(frames);
+    }
+    if (cnames != names) {
+        ctm_free(cnames);
+    }
+    return res;
+}
