@@ -6,12 +6,15 @@ Build switches, read from the environment:
                            test build uses this.
   CTRACEMALLOC_SANITIZE=1  AddressSanitizer and UndefinedBehaviorSanitizer,
                            no optimisation, frame pointers kept.
-  CTRACEMALLOC_DEBUG=1     -O0 -g3 and assertions on.
+  CTRACEMALLOC_DEBUG=1     -O0 -g3.
 
-The sanitizer and debug builds also take paths that only races take
-otherwise (CTM_LATE_FILENAMES: see ctm_tracer_snapshot), so that the suite
-runs them. These three builds stop at a wrong count of live traces, which a
-release build mends (CTM_SELF_CHECK: see ctm_traces_place_unlocked).
+These three builds check the core's invariants (CTM_DEBUG: CTM_ASSERT in
+util.h; traced memory never negative, the live trace counts, the tables
+lock held where a function says it is) and stop at a wrong count of live
+traces, which a release build mends (CTM_SELF_CHECK: see
+ctm_traces_place_unlocked). The sanitizer and debug builds also take paths
+that only races take otherwise (CTM_LATE_FILENAMES: see
+ctm_tracer_snapshot), so that the suite runs them.
 """
 import glob
 import os
@@ -49,7 +52,7 @@ if flag("CTRACEMALLOC_DEV") or flag("CTRACEMALLOC_SANITIZE"):
                      "-Wno-cast-function-type"]
 if (flag("CTRACEMALLOC_DEV") or flag("CTRACEMALLOC_SANITIZE")
         or flag("CTRACEMALLOC_DEBUG")):
-    macros.append(("CTM_SELF_CHECK", "1"))
+    macros += [("CTM_SELF_CHECK", "1"), ("CTM_DEBUG", "1")]
 if flag("CTRACEMALLOC_SANITIZE"):
     san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
            "-fno-omit-frame-pointer"]
@@ -58,7 +61,7 @@ if flag("CTRACEMALLOC_SANITIZE"):
     macros.append(("CTM_LATE_FILENAMES", "1"))
 elif flag("CTRACEMALLOC_DEBUG"):
     compile_args += ["-O0", "-g3"]
-    macros += [("CTM_DEBUG", "1"), ("CTM_LATE_FILENAMES", "1")]
+    macros.append(("CTM_LATE_FILENAMES", "1"))
 else:
     compile_args += ["-O2"]
     macros.append(("NDEBUG", "1"))

@@ -152,16 +152,6 @@ int ctm_builder_release_errors(ctm_builder *b);
  * failure. */
 ctm_snapdata *ctm_builder_finish(ctm_builder *b);
 
-/* The traceback hash before its final mix: the loader takes 64 bits of it
- * for its own index, the builder 32 (ctm_traceback_hash). */
-uint64_t ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
-                                  uint32_t total);
-
-/* The hash the builder keeps in ctm_snap_tb.hash: a loader that makes the
- * arrays itself fills it with this, so they equal the builder's. */
-uint32_t ctm_traceback_hash(const uint32_t *frames, uint32_t nframe,
-                            uint32_t total);
-
 /* Copy of data that keeps all strings, frames and tracebacks and only the
  * traces for which keep[i] is nonzero, in order. NULL on MemoryError. */
 ctm_snapdata *ctm_snapdata_select(const ctm_snapdata *data,

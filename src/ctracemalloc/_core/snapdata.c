@@ -61,31 +61,6 @@ traceback_hash(const void *owner, uint32_t i)
     return b->d.tracebacks[i].hash;
 }
 
-uint64_t
-ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
-                         uint32_t total)
-{
-    /* A sum of one term per frame, each a bijective mix of (position,
-     * frame): the terms do not wait on each other, so the processor
-     * computes several at once, where a chained hash (h = mix(h, frame))
-     * waits a multiplication per frame. total is multiplied in, not
-     * xored with the first frame: otherwise (frame 5, total 1) and
-     * (frame 4, total 0) would collide. */
-    uint64_t h = (0x9e3779b97f4a7c15ULL ^ nframe)
-                 + (uint64_t)total * 0xff51afd7ed558ccdULL;
-    for (uint32_t i = 0; i < nframe; i++) {
-        uint64_t x = ((uint64_t)i << 32 | frames[i]) * 0xc4ceb9fe1a85ec53ULL;
-        h += x ^ (x >> 29);
-    }
-    return h;
-}
-
-uint32_t
-ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
-{
-    return ctm_mix32(ctm_traceback_hash_state(frames, nframe, total));
-}
-
 ctm_builder *
 ctm_builder_new(void)
 {

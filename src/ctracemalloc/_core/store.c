@@ -584,6 +584,7 @@ live_reserve(ctm_traces *tr, uint32_t tb)
 static void
 count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
 {
+    CTM_ASSERT(tb < tr->live_cap);
     tr->ntraces++;
     tr->live[tb]++;
     tr->traced += size;
@@ -595,6 +596,9 @@ count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
 static void
 count_removed(ctm_traces *tr, uint64_t size, uint32_t tb)
 {
+    CTM_ASSERT(tr->ntraces > 0);
+    CTM_ASSERT(tb < tr->live_cap && tr->live[tb] > 0);
+    CTM_ASSERT(tr->traced >= size);
     tr->ntraces--;
     tr->live[tb]--;
     tr->traced -= size;

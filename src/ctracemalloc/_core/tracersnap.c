@@ -8,9 +8,9 @@
  * take_snapshot, under the lock, takes the count of live traces of each
  * tracer traceback (the tables keep them); turns each live one (frames
  * by instruction) into a snapshot traceback (frames by line,
- * deduplicated) in the builder, while a helper thread maps the pages of the traces array;
- * then places the traces grouped by tracer traceback, each under its
- * snapshot traceback.
+ * deduplicated) in the builder, while a helper thread maps the pages of
+ * the traces array; then places the traces grouped by tracer traceback,
+ * each under its snapshot traceback.
  *
  * Nothing under the lock may allocate through PyMem (the hooks would
  * wait for the lock it holds) or set a Python error. The filename of a

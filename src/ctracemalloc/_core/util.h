@@ -24,10 +24,10 @@
 /* ---------------------------------------------------------------------
  * Assertions
  *
- * CTM_ASSERT(cond) checks an invariant in the debug builds
- * (CTRACEMALLOC_DEBUG=1, and the sanitizer build, which defines
- * CTM_DEBUG): a false one prints where and aborts. In other builds it
- * compiles to nothing, so it may name fields that only exist for it.
+ * CTM_ASSERT(cond) checks an invariant in the builds that define
+ * CTM_DEBUG (the test, sanitizer and debug builds: setup.py): a false one
+ * prints where and aborts. In release builds it compiles to nothing, so
+ * it may name fields that only exist for it.
  * ------------------------------------------------------------------- */
 #ifdef CTM_DEBUG
 void ctm_assert_failed(const char *expr, const char *file, int line);
@@ -117,6 +117,42 @@ static inline uint32_t
 ctm_mix32(uint64_t x)
 {
     return (uint32_t)ctm_mix64(x);
+}
+
+/* A sequence is hashed as a sum of one term per item, each a bijective
+ * mix of (position, item): the terms do not wait on each other, so the
+ * processor computes several at once, where a chained hash
+ * (h = mix(h, item)) waits a multiplication per item. */
+static inline uint64_t
+ctm_hash_term(uint64_t x)
+{
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    return x ^ (x >> 29);
+}
+
+/* The hash of a traceback, nframe frame ids with total_nframe total,
+ * before its final mix: the file loader takes 64 bits of it for its own
+ * index, the interner and the snapshot builder 32 (ctm_traceback_hash).
+ * total is multiplied in, not xored with the first frame: otherwise
+ * (frame 5, total 1) and (frame 4, total 0) would collide. */
+static inline uint64_t
+ctm_traceback_hash_state(const uint32_t *frames, uint32_t nframe,
+                         uint32_t total)
+{
+    uint64_t h = (0x9e3779b97f4a7c15ULL ^ nframe)
+                 + (uint64_t)total * 0xff51afd7ed558ccdULL;
+    for (uint32_t i = 0; i < nframe; i++) {
+        h += ctm_hash_term((uint64_t)i << 32 | frames[i]);
+    }
+    return h;
+}
+
+/* The hash the builder keeps in ctm_snap_tb.hash: a loader that makes the
+ * arrays itself fills it with this, so they equal the builder's. */
+static inline uint32_t
+ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
+{
+    return ctm_mix32(ctm_traceback_hash_state(frames, nframe, total));
 }
 
 /* ---------------------------------------------------------------------
