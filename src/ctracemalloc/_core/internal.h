@@ -295,7 +295,7 @@ PyObject *ctm_stdpickle_dumps(const ctm_snapdata *data,
                               PyObject *traceback_limit, PyObject *extra);
 
 /* ---------------------------------------------------------------------
- * Tracer (hooks.c, capture.c, tables.c, interning.c)
+ * The tracer, for the module (tracer.c, control.c, tracersnap.c)
  * ------------------------------------------------------------------- */
 
 /* Start tracing with nframe frames per traceback. Return 0 or -1. */

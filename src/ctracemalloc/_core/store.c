@@ -34,7 +34,7 @@
  * lookups try the nursery's one slot first. Sizes of 4 GiB and more, and
  * traces added by the track API, go to the store directly.
  *
- * Memory comes from libc (ctm_malloc), never from PyMem: see internal.h.
+ * Memory comes from libc (ctm_malloc), never from PyMem: see util.h.
  */
 #include "store.h"
 

@@ -56,7 +56,7 @@ typedef struct {
     uint64_t size;
 } ctm_big;
 
-/* A young trace of domain 0: see the nursery in tables.c. */
+/* A young trace of domain 0: see the nursery in store.c. */
 typedef struct {
     uintptr_t ptr;              /* 0 marks an empty slot */
     ctm_value value;
