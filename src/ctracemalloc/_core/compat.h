@@ -54,6 +54,14 @@ Py_XNewRef(PyObject *obj)
 }
 #endif
 
+/* Heap types whose class attributes cannot be set, as static types'
+ * cannot: the flag exists from 3.10; on 3.9 a heap type is mutable. */
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+#  define CTM_TPFLAGS_IMMUTABLETYPE Py_TPFLAGS_IMMUTABLETYPE
+#else
+#  define CTM_TPFLAGS_IMMUTABLETYPE 0
+#endif
+
 #if PY_VERSION_HEX < 0x030D0000
 #  define CTM_HAVE_REFTRACER 0
 #else

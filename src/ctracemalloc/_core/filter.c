@@ -59,10 +59,6 @@ typedef struct {
     PyObject *domain;
 } DomainFilterObject;
 
-static PyTypeObject BaseFilterType;
-static PyTypeObject FilterType;
-static PyTypeObject DomainFilterType;
-
 /* fnmatch.fnmatchcase, imported on first use of a '[' pattern. */
 static PyObject *fnmatchcase_func;
 
@@ -220,10 +216,7 @@ static PyObject *
 field_get(PyObject *self, PyObject *value, const char *name)
 {
     if (value == NULL) {
-        PyErr_Format(PyExc_AttributeError,
-                     "'%.100s' object has no attribute '%s'",
-                     Py_TYPE(self)->tp_name, name);
-        return NULL;
+        return ctm_no_attribute(self, name);
     }
     return Py_NewRef(value);
 }
@@ -319,30 +312,26 @@ error:
     return -1;
 }
 
-static int
-add_type(PyObject *module, PyTypeObject *type)
-{
-    if (PyType_Ready(type) < 0) {
-        return -1;
-    }
-    return PyModule_AddType(module, type);
-}
-
 /* ------------------------------------------------------------------
  * BaseFilter
  * ---------------------------------------------------------------- */
 
+/* The three types' traverse: the type (they are heap types) and the
+ * fields of BaseFilter; Filter and DomainFilter visit theirs first. */
 static int
-basefilter_traverse(BaseFilterObject *self, visitproc visit, void *arg)
+basefilter_traverse(PyObject *op, visitproc visit, void *arg)
 {
+    BaseFilterObject *self = (BaseFilterObject *)op;
+    Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->dict);
     Py_VISIT(self->inclusive);
     return 0;
 }
 
 static int
-basefilter_clear(BaseFilterObject *self)
+basefilter_clear(PyObject *op)
 {
+    BaseFilterObject *self = (BaseFilterObject *)op;
     Py_CLEAR(self->dict);
     Py_CLEAR(self->inclusive);
     return 0;
@@ -352,25 +341,27 @@ static int filter_clear(PyObject *self);
 static int domainfilter_clear(PyObject *self);
 
 /* One dealloc for the three types (and their Python subclasses, whose
- * own slots subtype_dealloc has already cleared). */
+ * own slots subtype_dealloc has already cleared). The type is a heap
+ * type, which each instance holds a reference to. */
 static void
-basefilter_dealloc(BaseFilterObject *self)
+basefilter_dealloc(PyObject *obj)
 {
-    PyObject *obj = (PyObject *)self;
+    PyTypeObject *tp = Py_TYPE(obj);
     PyObject_GC_UnTrack(obj);
-    if (self->weakreflist != NULL) {
+    if (((BaseFilterObject *)obj)->weakreflist != NULL) {
         PyObject_ClearWeakRefs(obj);
     }
-    if (PyObject_TypeCheck(obj, &FilterType)) {
+    if (PyObject_TypeCheck(obj, ctm_state.Filter)) {
         filter_clear(obj);
     }
-    else if (PyObject_TypeCheck(obj, &DomainFilterType)) {
+    else if (PyObject_TypeCheck(obj, ctm_state.DomainFilter)) {
         domainfilter_clear(obj);
     }
     else {
-        basefilter_clear(self);
+        basefilter_clear(obj);
     }
-    Py_TYPE(obj)->tp_free(obj);
+    tp->tp_free(obj);
+    Py_DECREF(tp);
 }
 
 static void
@@ -382,8 +373,9 @@ set_field(PyObject **slot, PyObject *value)
 }
 
 static int
-basefilter_init(BaseFilterObject *self, PyObject *args, PyObject *kwds)
+basefilter_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
+    BaseFilterObject *self = (BaseFilterObject *)op;
     static char *kwlist[] = {"inclusive", NULL};
     PyObject *inclusive;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:BaseFilter", kwlist,
@@ -437,10 +429,10 @@ static const state_field domainfilter_fields[] = {
 static const state_field *
 fields_of(PyObject *self)
 {
-    if (PyObject_TypeCheck(self, &FilterType)) {
+    if (PyObject_TypeCheck(self, ctm_state.Filter)) {
         return filter_fields;
     }
-    if (PyObject_TypeCheck(self, &DomainFilterType)) {
+    if (PyObject_TypeCheck(self, ctm_state.DomainFilter)) {
         return domainfilter_fields;
     }
     return basefilter_fields;
@@ -529,16 +521,26 @@ error:
 }
 
 static PyMethodDef basefilter_methods[] = {
-    {"_match", (PyCFunction)basefilter_match, METH_O,
+    {"_match", basefilter_match, METH_O,
      "Return whether the raw trace matches the filter."},
-    {"__reduce__", (PyCFunction)basefilter_reduce, METH_NOARGS, NULL},
-    {"__setstate__", (PyCFunction)basefilter_setstate, METH_O, NULL},
+    {"__reduce__", basefilter_reduce, METH_NOARGS, NULL},
+    {"__setstate__", basefilter_setstate, METH_O, NULL},
     {NULL, NULL, 0, NULL},
 };
+
+/* The instance __dict__ and weak references: PyType_FromSpec takes
+ * their offsets from these two members, and the subclasses inherit
+ * them. */
+#define DICT_AND_WEAKREF_OFFSETS \
+    {"__dictoffset__", T_PYSSIZET, offsetof(BaseFilterObject, dict), \
+     READONLY, NULL}, \
+    {"__weaklistoffset__", T_PYSSIZET, \
+     offsetof(BaseFilterObject, weakreflist), READONLY, NULL}
 
 static PyMemberDef basefilter_members[] = {
     {"inclusive", T_OBJECT_EX, offsetof(BaseFilterObject, inclusive), 0,
      "True to include the matching traces, False to exclude them."},
+    DICT_AND_WEAKREF_OFFSETS,
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -548,22 +550,29 @@ static PyGetSetDef basefilter_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject BaseFilterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ctracemalloc.BaseFilter",
-    .tp_basicsize = sizeof(BaseFilterObject),
-    .tp_dealloc = (destructor)basefilter_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "BaseFilter(inclusive)\n\nBase class of the trace filters.",
-    .tp_traverse = (traverseproc)basefilter_traverse,
-    .tp_clear = (inquiry)basefilter_clear,
-    .tp_weaklistoffset = offsetof(BaseFilterObject, weakreflist),
-    .tp_methods = basefilter_methods,
-    .tp_members = basefilter_members,
-    .tp_getset = basefilter_getset,
-    .tp_dictoffset = offsetof(BaseFilterObject, dict),
-    .tp_init = (initproc)basefilter_init,
-    .tp_new = PyType_GenericNew,
+/* The three filter types were static types, whose classes are
+ * immutable: CTM_TPFLAGS_IMMUTABLETYPE keeps them so. */
+#define FILTER_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE \
+                      | Py_TPFLAGS_HAVE_GC | CTM_TPFLAGS_IMMUTABLETYPE)
+
+static PyType_Slot basefilter_slots[] = {
+    {Py_tp_doc, "BaseFilter(inclusive)\n\nBase class of the trace filters."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, basefilter_init},
+    {Py_tp_dealloc, basefilter_dealloc},
+    {Py_tp_traverse, basefilter_traverse},
+    {Py_tp_clear, basefilter_clear},
+    {Py_tp_methods, basefilter_methods},
+    {Py_tp_members, basefilter_members},
+    {Py_tp_getset, basefilter_getset},
+    {0, NULL},
+};
+
+PyType_Spec ctm_basefilter_spec = {
+    .name = "ctracemalloc.BaseFilter",
+    .basicsize = sizeof(BaseFilterObject),
+    .flags = FILTER_FLAGS,
+    .slots = basefilter_slots,
 };
 
 /* ------------------------------------------------------------------
@@ -571,13 +580,14 @@ static PyTypeObject BaseFilterType = {
  * ---------------------------------------------------------------- */
 
 static int
-filter_traverse(FilterObject *self, visitproc visit, void *arg)
+filter_traverse(PyObject *op, visitproc visit, void *arg)
 {
+    FilterObject *self = (FilterObject *)op;
     Py_VISIT(self->pattern);
     Py_VISIT(self->lineno);
     Py_VISIT(self->all_frames);
     Py_VISIT(self->domain);
-    return basefilter_traverse(&self->base, visit, arg);
+    return basefilter_traverse(op, visit, arg);
 }
 
 static int
@@ -588,12 +598,13 @@ filter_clear(PyObject *obj)
     Py_CLEAR(self->lineno);
     Py_CLEAR(self->all_frames);
     Py_CLEAR(self->domain);
-    return basefilter_clear(&self->base);
+    return basefilter_clear(obj);
 }
 
 static int
-filter_init(FilterObject *self, PyObject *args, PyObject *kwds)
+filter_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
+    FilterObject *self = (FilterObject *)op;
     static char *kwlist[] = {"inclusive", "filename_pattern", "lineno",
                              "all_frames", "domain", NULL};
     PyObject *inclusive, *pattern;
@@ -621,9 +632,9 @@ filter_init(FilterObject *self, PyObject *args, PyObject *kwds)
 }
 
 static PyObject *
-filter_get_pattern(FilterObject *self, void *Py_UNUSED(closure))
+filter_get_pattern(PyObject *op, void *Py_UNUSED(closure))
 {
-    return field_get((PyObject *)self, self->pattern, "filename_pattern");
+    return field_get(op, ((FilterObject *)op)->pattern, "filename_pattern");
 }
 
 /* _match_frame_impl on the exact type: normalise, glob, then lineno. */
@@ -660,7 +671,7 @@ frame_impl(FilterObject *self, PyObject *filename, PyObject *lineno)
 static PyObject *
 call_frame_impl(PyObject *self, PyObject *filename, PyObject *lineno)
 {
-    if (Py_TYPE(self) == &FilterType) {
+    if (Py_TYPE(self) == ctm_state.Filter) {
         return frame_impl((FilterObject *)self, filename, lineno);
     }
     return PyObject_CallMethod(self, "_match_frame_impl", "OO", filename,
@@ -675,7 +686,7 @@ match_frame(PyObject *self, PyObject *filename, PyObject *lineno)
     if (impl == NULL) {
         return NULL;
     }
-    int inc = attr_truth(self, &FilterType,
+    int inc = attr_truth(self, ctm_state.Filter,
                          ((BaseFilterObject *)self)->inclusive, "inclusive");
     if (inc < 0) {
         Py_DECREF(impl);
@@ -689,7 +700,7 @@ match_frame(PyObject *self, PyObject *filename, PyObject *lineno)
 static PyObject *
 call_match_frame(PyObject *self, PyObject *filename, PyObject *lineno)
 {
-    if (Py_TYPE(self) == &FilterType) {
+    if (Py_TYPE(self) == ctm_state.Filter) {
         return match_frame(self, filename, lineno);
     }
     return PyObject_CallMethod(self, "_match_frame", "OO", filename, lineno);
@@ -700,7 +711,7 @@ match_traceback(PyObject *self, PyObject *traceback)
 {
     FilterObject *f = (FilterObject *)self;
     PyObject *pair[2];
-    int all = attr_truth(self, &FilterType, f->all_frames, "all_frames");
+    int all = attr_truth(self, ctm_state.Filter, f->all_frames, "all_frames");
     if (all < 0) {
         return NULL;
     }
@@ -747,7 +758,7 @@ match_traceback(PyObject *self, PyObject *traceback)
     if (PyErr_Occurred()) {
         return NULL;
     }
-    PyObject *inclusive = attr_get(self, &FilterType, f->base.inclusive,
+    PyObject *inclusive = attr_get(self, ctm_state.Filter, f->base.inclusive,
                                    "inclusive");
     if (inclusive == NULL || found) {
         return inclusive;
@@ -763,7 +774,7 @@ match_traceback(PyObject *self, PyObject *traceback)
 static PyObject *
 call_match_traceback(PyObject *self, PyObject *traceback)
 {
-    if (Py_TYPE(self) == &FilterType) {
+    if (Py_TYPE(self) == ctm_state.Filter) {
         return match_traceback(self, traceback);
     }
     return PyObject_CallMethod(self, "_match_traceback", "(O)",
@@ -783,13 +794,13 @@ filter_match(PyObject *self, PyObject *trace)
     if (res == NULL) {
         goto done;
     }
-    domain = attr_get(self, &FilterType, f->domain, "domain");
+    domain = attr_get(self, ctm_state.Filter, f->domain, "domain");
     if (domain == NULL) {
         Py_CLEAR(res);
         goto done;
     }
     if (domain != Py_None) {
-        int inc = attr_truth(self, &FilterType, f->base.inclusive,
+        int inc = attr_truth(self, ctm_state.Filter, f->base.inclusive,
                              "inclusive");
         int r = inc < 0 ? -1 : PyObject_IsTrue(res);
         if (r < 0) {
@@ -834,13 +845,12 @@ filter_match_frame_meth(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef filter_methods[] = {
-    {"_match_frame_impl", (PyCFunction)filter_match_frame_impl_meth,
-     METH_VARARGS, NULL},
-    {"_match_frame", (PyCFunction)filter_match_frame_meth, METH_VARARGS,
+    {"_match_frame_impl", filter_match_frame_impl_meth, METH_VARARGS, NULL},
+    {"_match_frame", filter_match_frame_meth, METH_VARARGS,
      "Return whether the frame (filename, lineno) passes the filter."},
-    {"_match_traceback", (PyCFunction)match_traceback, METH_O,
+    {"_match_traceback", match_traceback, METH_O,
      "Return whether the raw frames (most recent first) pass the filter."},
-    {"_match", (PyCFunction)filter_match, METH_O,
+    {"_match", filter_match, METH_O,
      "Return whether the raw trace passes the filter."},
     {NULL, NULL, 0, NULL},
 };
@@ -856,30 +866,33 @@ static PyMemberDef filter_members[] = {
 };
 
 static PyGetSetDef filter_getset[] = {
-    {"filename_pattern", (getter)filter_get_pattern, NULL,
+    {"filename_pattern", filter_get_pattern, NULL,
      "Filename pattern (fnmatch syntax), normalised. Read-only.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject FilterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ctracemalloc.Filter",
-    .tp_basicsize = sizeof(FilterObject),
-    .tp_dealloc = (destructor)basefilter_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Filter(inclusive, filename_pattern, lineno=None, "
-              "all_frames=False, domain=None)\n\n"
-              "Filter traces by filename pattern, line number and domain.",
-    .tp_traverse = (traverseproc)filter_traverse,
-    .tp_clear = (inquiry)filter_clear,
-    .tp_weaklistoffset = offsetof(BaseFilterObject, weakreflist),
-    .tp_methods = filter_methods,
-    .tp_members = filter_members,
-    .tp_getset = filter_getset,
-    .tp_base = &BaseFilterType,
-    .tp_dictoffset = offsetof(BaseFilterObject, dict),
-    .tp_init = (initproc)filter_init,
-    .tp_new = PyType_GenericNew,
+static PyType_Slot filter_slots[] = {
+    {Py_tp_doc, "Filter(inclusive, filename_pattern, lineno=None, "
+                "all_frames=False, domain=None)\n\n"
+                "Filter traces by filename pattern, line number and "
+                "domain."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, filter_init},
+    {Py_tp_dealloc, basefilter_dealloc},
+    {Py_tp_traverse, filter_traverse},
+    {Py_tp_clear, filter_clear},
+    {Py_tp_methods, filter_methods},
+    {Py_tp_members, filter_members},
+    {Py_tp_getset, filter_getset},
+    {0, NULL},
+};
+
+/* Made with BaseFilter as its base. */
+PyType_Spec ctm_filter_spec = {
+    .name = "ctracemalloc.Filter",
+    .basicsize = sizeof(FilterObject),
+    .flags = FILTER_FLAGS,
+    .slots = filter_slots,
 };
 
 /* ------------------------------------------------------------------
@@ -887,10 +900,10 @@ static PyTypeObject FilterType = {
  * ---------------------------------------------------------------- */
 
 static int
-domainfilter_traverse(DomainFilterObject *self, visitproc visit, void *arg)
+domainfilter_traverse(PyObject *op, visitproc visit, void *arg)
 {
-    Py_VISIT(self->domain);
-    return basefilter_traverse(&self->base, visit, arg);
+    Py_VISIT(((DomainFilterObject *)op)->domain);
+    return basefilter_traverse(op, visit, arg);
 }
 
 static int
@@ -898,12 +911,13 @@ domainfilter_clear(PyObject *obj)
 {
     DomainFilterObject *self = (DomainFilterObject *)obj;
     Py_CLEAR(self->domain);
-    return basefilter_clear(&self->base);
+    return basefilter_clear(obj);
 }
 
 static int
-domainfilter_init(DomainFilterObject *self, PyObject *args, PyObject *kwds)
+domainfilter_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
+    DomainFilterObject *self = (DomainFilterObject *)op;
     static char *kwlist[] = {"inclusive", "domain", NULL};
     PyObject *inclusive, *domain;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:DomainFilter", kwlist,
@@ -925,7 +939,7 @@ domainfilter_match(PyObject *self, PyObject *trace)
     if (unpack(trace, 4, t) < 0) {
         return NULL;
     }
-    PyObject *domain = attr_get(self, &DomainFilterType, f->domain,
+    PyObject *domain = attr_get(self, ctm_state.DomainFilter, f->domain,
                                 "domain");
     if (domain == NULL) {
         goto done;
@@ -935,7 +949,7 @@ domainfilter_match(PyObject *self, PyObject *trace)
     if (eq == NULL) {
         goto done;
     }
-    int inc = attr_truth(self, &DomainFilterType, f->base.inclusive,
+    int inc = attr_truth(self, ctm_state.DomainFilter, f->base.inclusive,
                          "inclusive");
     if (inc < 0) {
         goto done;
@@ -950,7 +964,7 @@ done:
 }
 
 static PyMethodDef domainfilter_methods[] = {
-    {"_match", (PyCFunction)domainfilter_match, METH_O,
+    {"_match", domainfilter_match, METH_O,
      "Return whether the raw trace passes the filter."},
     {NULL, NULL, 0, NULL},
 };
@@ -961,38 +975,26 @@ static PyMemberDef domainfilter_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject DomainFilterType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ctracemalloc.DomainFilter",
-    .tp_basicsize = sizeof(DomainFilterObject),
-    .tp_dealloc = (destructor)basefilter_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "DomainFilter(inclusive, domain)\n\n"
-              "Filter traces by address space (domain).",
-    .tp_traverse = (traverseproc)domainfilter_traverse,
-    .tp_clear = (inquiry)domainfilter_clear,
-    .tp_weaklistoffset = offsetof(BaseFilterObject, weakreflist),
-    .tp_methods = domainfilter_methods,
-    .tp_members = domainfilter_members,
-    .tp_base = &BaseFilterType,
-    .tp_dictoffset = offsetof(BaseFilterObject, dict),
-    .tp_init = (initproc)domainfilter_init,
-    .tp_new = PyType_GenericNew,
+static PyType_Slot domainfilter_slots[] = {
+    {Py_tp_doc, "DomainFilter(inclusive, domain)\n\n"
+                "Filter traces by address space (domain)."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, domainfilter_init},
+    {Py_tp_dealloc, basefilter_dealloc},
+    {Py_tp_traverse, domainfilter_traverse},
+    {Py_tp_clear, domainfilter_clear},
+    {Py_tp_methods, domainfilter_methods},
+    {Py_tp_members, domainfilter_members},
+    {0, NULL},
 };
 
-int
-ctm_filter_types_init(PyObject *module)
-{
-    if (add_type(module, &BaseFilterType) < 0
-        || add_type(module, &FilterType) < 0
-        || add_type(module, &DomainFilterType) < 0) {
-        return -1;
-    }
-    ctm_state.BaseFilter = &BaseFilterType;
-    ctm_state.Filter = &FilterType;
-    ctm_state.DomainFilter = &DomainFilterType;
-    return 0;
-}
+/* Made with BaseFilter as its base. */
+PyType_Spec ctm_domainfilter_spec = {
+    .name = "ctracemalloc.DomainFilter",
+    .basicsize = sizeof(DomainFilterObject),
+    .flags = FILTER_FLAGS,
+    .slots = domainfilter_slots,
+};
 
 /* ------------------------------------------------------------------
  * Filters over snapshot data (Snapshot.filter_traces)
@@ -1137,7 +1139,7 @@ static int
 classify(cfilter *cf, const ctm_snapdata *d)
 {
     cf->kind = CF_GENERIC;
-    if (Py_TYPE(cf->obj) == &FilterType) {
+    if (Py_TYPE(cf->obj) == ctm_state.Filter) {
         FilterObject *f = (FilterObject *)cf->obj;
         if (f->pattern == NULL || f->lineno == NULL
             || f->all_frames == NULL || f->domain == NULL) {
@@ -1156,7 +1158,7 @@ classify(cfilter *cf, const ctm_snapdata *d)
         cf->kind = CF_FILTER;
         return compile_filter(cf, d);
     }
-    if (Py_TYPE(cf->obj) == &DomainFilterType) {
+    if (Py_TYPE(cf->obj) == ctm_state.DomainFilter) {
         DomainFilterObject *f = (DomainFilterObject *)cf->obj;
         if (f->domain == NULL) {
             return 0;

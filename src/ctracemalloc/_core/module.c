@@ -470,6 +470,38 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
+/* Every type of the module, made from its spec in one place, in order: a
+ * base before its subclasses, and the types the Snapshot types use
+ * before them. */
+static int
+add_types(PyObject *m)
+{
+    PyObject *base;
+
+    if (ctm_add_type(m, &ctm_frame_spec, NULL, &ctm_state.Frame) < 0
+        || ctm_add_type(m, &ctm_traceback_spec, NULL,
+                        &ctm_state.Traceback) < 0
+        || ctm_add_type(m, &ctm_trace_spec, NULL, &ctm_state.Trace) < 0
+        || ctm_add_type(m, &ctm_statistic_spec, NULL,
+                        &ctm_state.Statistic) < 0
+        || ctm_add_type(m, &ctm_statistic_diff_spec, NULL,
+                        &ctm_state.StatisticDiff) < 0
+        || ctm_add_type(m, &ctm_basefilter_spec, NULL,
+                        &ctm_state.BaseFilter) < 0)
+    {
+        return -1;
+    }
+    base = (PyObject *)ctm_state.BaseFilter;
+    if (ctm_add_type(m, &ctm_filter_spec, base, &ctm_state.Filter) < 0
+        || ctm_add_type(m, &ctm_domainfilter_spec, base,
+                        &ctm_state.DomainFilter) < 0)
+    {
+        return -1;
+    }
+    /* Snapshot and _Traces */
+    return ctm_snapshot_types_init(m);
+}
+
 PyMODINIT_FUNC
 PyInit__ctracemalloc(void)
 {
@@ -490,11 +522,7 @@ PyInit__ctracemalloc(void)
     }
     ctm_state.module = m;
     ctm_state.unknown_str = PyUnicode_InternFromString("<unknown>");
-    if (ctm_state.unknown_str == NULL
-        || ctm_traceback_types_init(m) < 0
-        || ctm_statistic_types_init(m) < 0
-        || ctm_filter_types_init(m) < 0
-        || ctm_snapshot_types_init(m) < 0) {
+    if (ctm_state.unknown_str == NULL || add_types(m) < 0) {
         goto error;
     }
     orig_is_tracing = PyObject_GetAttrString(m, "is_tracing");

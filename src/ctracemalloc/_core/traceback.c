@@ -58,8 +58,8 @@ typedef struct {
 } TracebackObj;
 
 
-/* Interned names and constants, made once by ctm_traceback_types_init and
- * kept for the life of the process, like the module state. */
+/* Interned names and constants, made on first use and kept for the life
+ * of the process, like the module state. */
 static PyObject *str_frame_attr;        /* "_frame" */
 static PyObject *str_filename;          /* "filename" */
 static PyObject *str_lineno;            /* "lineno" */
@@ -79,12 +79,7 @@ static PyObject *
 slot_value(PyObject *self, PyObject *value, const char *name)
 {
     if (value == NULL) {
-        /* the short name, as Python's message for an unset slot has it;
-         * these types and their subclasses are all heap types */
-        PyErr_Format(PyExc_AttributeError,
-                     "'%U' object has no attribute '%s'",
-                     ((PyHeapTypeObject *)Py_TYPE(self))->ht_name, name);
-        return NULL;
+        return ctm_no_attribute(self, name);
     }
     return Py_NewRef(value);
 }
@@ -414,7 +409,7 @@ static PyType_Slot frame_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec frame_spec = {
+PyType_Spec ctm_frame_spec = {
     .name = "ctracemalloc.Frame",
     .basicsize = sizeof(FrameObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -645,6 +640,9 @@ done:
 static int
 traceback_contains(PyObject *op, PyObject *frame)
 {
+    if (ctm_intern_once(&str_frame_attr, "_frame") < 0) {
+        return -1;
+    }
     PyObject *raw = PyObject_GetAttr(frame, str_frame_attr);
     if (raw == NULL) {
         return -1;
@@ -714,6 +712,9 @@ traceback_repr(PyObject *op)
         goto done;
     }
     /* an f-string field: format(total, "") */
+    if (ctm_intern_once(&str_empty, "") < 0) {
+        goto done;
+    }
     total_str = PyObject_Format(total, str_empty);
     if (total_str == NULL) {
         goto done;
@@ -738,6 +739,14 @@ format_frame(PyObject *lines, PyObject *frame, PyObject *linecache)
     PyObject *filename_str = NULL, *lineno_str = NULL;
     PyObject *getline = NULL, *line = NULL, *stripped = NULL;
     int res = -1;
+
+    if (ctm_intern_once(&str_filename, "filename") < 0
+        || ctm_intern_once(&str_lineno, "lineno") < 0
+        || ctm_intern_once(&str_getline, "getline") < 0
+        || ctm_intern_once(&str_strip, "strip") < 0)
+    {
+        return -1;
+    }
 
     /* read and convert one field after the other, as the f-string that
      * Python 3.11+ makes of the stdlib's % expression does */
@@ -1069,7 +1078,7 @@ static PyType_Slot traceback_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec traceback_spec = {
+PyType_Spec ctm_traceback_spec = {
     .name = "ctracemalloc.Traceback",
     .basicsize = sizeof(TracebackObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -1321,35 +1330,9 @@ static PyType_Slot trace_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec trace_spec = {
+PyType_Spec ctm_trace_spec = {
     .name = "ctracemalloc.Trace",
     .basicsize = sizeof(TraceObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = trace_slots,
 };
-
-/* ---------------------------------------------------------------------
- * Registration
- * ------------------------------------------------------------------- */
-
-int
-ctm_traceback_types_init(PyObject *module)
-{
-    if (ctm_intern_once(&str_frame_attr, "_frame") < 0
-        || ctm_intern_once(&str_filename, "filename") < 0
-        || ctm_intern_once(&str_lineno, "lineno") < 0
-        || ctm_intern_once(&str_getline, "getline") < 0
-        || ctm_intern_once(&str_strip, "strip") < 0
-        || ctm_intern_once(&str_empty, "") < 0)
-    {
-        return -1;
-    }
-    if (ctm_add_type(module, &frame_spec, NULL, &ctm_state.Frame) < 0
-        || ctm_add_type(module, &traceback_spec, NULL,
-                             &ctm_state.Traceback) < 0
-        || ctm_add_type(module, &trace_spec, NULL, &ctm_state.Trace) < 0)
-    {
-        return -1;
-    }
-    return 0;
-}

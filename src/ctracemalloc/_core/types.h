@@ -1,0 +1,66 @@
+/* The Python types of the core, and the analysis of snapshot data that
+ * they and the Snapshot type call. Included at the end of internal.h:
+ * everything declared there is available here.
+ *
+ * Each type file exports only its PyType_Spec (and the constructors the
+ * snapshot analysis calls per result); the module's init makes every
+ * type from its spec, in one place and in order, and keeps it in
+ * ctm_state, through which the files reach each other's types.
+ */
+#ifndef CTM_TYPES_H
+#define CTM_TYPES_H
+
+/* ---------------------------------------------------------------------
+ * Analysis (tree.c)
+ * ------------------------------------------------------------------- */
+
+/* tree.c */
+/* The traceback tree of data, as Snapshot._tree() returns it. */
+PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
+
+/* ---------------------------------------------------------------------
+ * Types (statistic.c, traceback.c, filter.c), made by the module's init
+ * in this order
+ * ------------------------------------------------------------------- */
+
+/* statistic.c */
+extern PyType_Spec ctm_statistic_spec;
+extern PyType_Spec ctm_statistic_diff_spec;
+PyObject *ctm_statistic_new(PyObject *traceback, uint64_t size,
+                            uint64_t count);
+PyObject *ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
+                                 int64_t size_diff, uint64_t count,
+                                 int64_t count_diff);
+/* The stdlib's _format_size(size, sign) for a Python int or float. */
+PyObject *ctm_format_size(PyObject *size, int sign);
+
+/* traceback.c */
+extern PyType_Spec ctm_frame_spec;
+extern PyType_Spec ctm_traceback_spec;
+extern PyType_Spec ctm_trace_spec;
+/* Traceback from a raw frames tuple (most recent first), as the stdlib's
+ * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
+PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
+/* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
+PyObject *ctm_trace_new(PyObject *raw);
+
+/* filter.c */
+/* BaseFilter, then Filter and DomainFilter, made with BaseFilter as
+ * their base. */
+extern PyType_Spec ctm_basefilter_spec;
+extern PyType_Spec ctm_filter_spec;
+extern PyType_Spec ctm_domainfilter_spec;
+/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
+ * ".pyc" becomes ".py". */
+PyObject *ctm_normalize_filename(PyObject *filename);
+/* Snapshot.filter_traces' selection: evaluate the filters (an iterable)
+ * over the traces of data with the stdlib's semantics, setting keep[i]
+ * to 1 for each trace kept and 0 otherwise. Return 0 or -1. */
+int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
+                    unsigned char *keep);
+
+/* Each type file that does not export its specs registers its types
+ * into ctm_state and the module. Return 0 or -1. */
+int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
+
+#endif /* CTM_TYPES_H */
