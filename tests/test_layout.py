@@ -28,9 +28,9 @@ LAYERS = [
     ("tracer tables", ["tables.c", "capture.c", "interning.c"]),
     ("tracer", ["hooks.c"]),
     ("snapshot data", ["snapdata.c"]),
-    ("analysis", ["filter.c", "tree.c"]),
+    ("analysis", ["glob.c", "selection.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
-    ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
+    ("types", ["statistic.c", "traceback.c", "filter.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]
 

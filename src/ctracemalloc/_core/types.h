@@ -11,8 +11,50 @@
 #define CTM_TYPES_H
 
 /* ---------------------------------------------------------------------
- * Analysis (tree.c)
+ * Analysis (glob.c, selection.c, tree.c): below the types, which call
+ * it; it reaches the types only through ctm_state
  * ------------------------------------------------------------------- */
+
+/* The filter objects (filter.c makes the types, selection.c reads the
+ * fields of the exact types). A field is NULL until __init__ sets it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *dict;
+    PyObject *weakreflist;
+    PyObject *inclusive;
+} ctm_basefilter_object;
+
+typedef struct {
+    ctm_basefilter_object base;
+    PyObject *pattern;          /* normalised str, or NULL */
+    PyObject *lineno;
+    PyObject *all_frames;
+    PyObject *domain;
+    int bracket;                /* pattern contains '[': use fnmatch */
+} ctm_filter_object;
+
+typedef struct {
+    ctm_basefilter_object base;
+    PyObject *domain;
+} ctm_domainfilter_object;
+
+/* glob.c */
+/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
+ * ".pyc" becomes ".py". */
+PyObject *ctm_normalize_filename(PyObject *filename);
+/* Does pattern (a ready str) contain '[' (matched by fnmatch)? 1 or 0. */
+int ctm_glob_has_bracket(PyObject *pattern);
+/* Does the ready str filename, normalised (".pyc" as ".py"), match
+ * pattern, fnmatch-style? bracket: ctm_glob_has_bracket(pattern).
+ * 1, 0, or -1 with an exception set. */
+int ctm_glob_match(PyObject *filename, PyObject *pattern, int bracket);
+
+/* selection.c */
+/* Snapshot.filter_traces' selection: evaluate the filters (an iterable)
+ * over the traces of data with the stdlib's semantics, setting keep[i]
+ * to 1 for each trace kept and 0 otherwise. Return 0 or -1. */
+int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
+                    unsigned char *keep);
 
 /* tree.c */
 /* The traceback tree of data, as Snapshot._tree() returns it. */
@@ -50,14 +92,6 @@ PyObject *ctm_trace_new(PyObject *raw);
 extern PyType_Spec ctm_basefilter_spec;
 extern PyType_Spec ctm_filter_spec;
 extern PyType_Spec ctm_domainfilter_spec;
-/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
- * ".pyc" becomes ".py". */
-PyObject *ctm_normalize_filename(PyObject *filename);
-/* Snapshot.filter_traces' selection: evaluate the filters (an iterable)
- * over the traces of data with the stdlib's semantics, setting keep[i]
- * to 1 for each trace kept and 0 otherwise. Return 0 or -1. */
-int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
-                    unsigned char *keep);
 
 /* Each type file that does not export its specs registers its types
  * into ctm_state and the module. Return 0 or -1. */
