@@ -30,7 +30,7 @@ LAYERS = [
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["glob.c", "selection.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
-    ("types", ["statistic.c", "traceback.c", "filter.c", "snapshot.c"]),
+    ("types", ["wrapper.c", "statistic.c", "traceback.c", "trace.c", "filter.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]
 

@@ -61,8 +61,8 @@ int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
 PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
 
 /* ---------------------------------------------------------------------
- * Types (statistic.c, traceback.c, filter.c), made by the module's init
- * in this order
+ * Types (wrapper.c, statistic.c, traceback.c, trace.c, filter.c), made
+ * by the module's init in this order
  * ------------------------------------------------------------------- */
 
 /* statistic.c */
@@ -76,13 +76,43 @@ PyObject *ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
 /* The stdlib's _format_size(size, sign) for a Python int or float. */
 PyObject *ctm_format_size(PyObject *size, int sign);
 
+/* wrapper.c: what Frame, Traceback and Trace share */
+/* A Frame or Trace: one raw tuple. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *raw;              /* Frame._frame: (filename, lineno);
+                                   Trace._trace: (domain, size, frames[,
+                                   total_nframe]) */
+} ctm_wrapper_object;
+/* A slot's value (a field of self) as a new reference, or NULL with the
+ * AttributeError that reading an unset __slots__ member raises. */
+PyObject *ctm_slot_value(PyObject *self, PyObject *value, const char *name);
+/* seq[i], with a fast path for tuples. */
+PyObject *ctm_item_at(PyObject *seq, Py_ssize_t i);
+/* The comparisons of a class with __slots__ that compares the slot at
+ * offset in __eq__ and __lt__ (NotImplemented for an other that is not a
+ * base), with functools.total_ordering when ordered is nonzero. */
+PyObject *ctm_slot_richcompare(PyObject *self, PyObject *other, int op,
+                               PyTypeObject *base, Py_ssize_t offset,
+                               const char *name, int ordered);
+/* A new wrapper of the exact type tp holding raw. */
+PyObject *ctm_wrapper_new(PyTypeObject *tp, PyObject *raw);
+/* __init__(raw): fmt and kwlist name the argument as the stdlib does. */
+int ctm_wrapper_init(PyObject *op, PyObject *args, PyObject *kwds,
+                     const char *fmt, char **kwlist);
+int ctm_wrapper_traverse(PyObject *op, visitproc visit, void *arg);
+int ctm_wrapper_clear(PyObject *op);
+void ctm_wrapper_dealloc(PyObject *op);
+
 /* traceback.c */
 extern PyType_Spec ctm_frame_spec;
 extern PyType_Spec ctm_traceback_spec;
-extern PyType_Spec ctm_trace_spec;
 /* Traceback from a raw frames tuple (most recent first), as the stdlib's
  * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
 PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
+
+/* trace.c */
+extern PyType_Spec ctm_trace_spec;
 /* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
 PyObject *ctm_trace_new(PyObject *raw);
 
