@@ -1,9 +1,11 @@
-/* The _ctracemalloc module: init, state, and the module-level functions
- * of the tracemalloc API.
+/* The _ctracemalloc module: init, which makes every type of the module
+ * in one place and in order, and the module-level functions of the
+ * tracemalloc API.
  *
  * The tracer is process-wide, like the allocators it hooks, so there is
- * one module state (ctm_state) and the module refuses to load in a
- * subinterpreter rather than share it unsafely.
+ * one module state (ctm_state, in pyutil.c), filled here once, and the
+ * module refuses to load in a subinterpreter rather than share it
+ * unsafely.
  *
  * Argument parsing uses the C API's own converters, so a wrong argument
  * raises exactly what the stdlib's _tracemalloc raises on the same

@@ -373,7 +373,8 @@ ctm_filter_keep(const ctm_snapdata *d, PyObject *filters,
                 unsigned char *keep)
 {
     cfilter *cfs = NULL;
-    Py_ssize_t n = 0, cap = 0, ninc = 0;
+    Py_ssize_t n = 0, ninc = 0;
+    size_t cap = 0;
     rawctx ctx = {d, NULL};
     PyObject *it = NULL, *item;
     cfilter **order = NULL;
@@ -393,16 +394,11 @@ ctm_filter_keep(const ctm_snapdata *d, PyObject *filters,
             Py_DECREF(item);
             goto done;
         }
-        if (n == cap) {
-            Py_ssize_t ncap = cap ? cap * 2 : 8;
-            cfilter *p = ctm_realloc(cfs, (size_t)ncap * sizeof(cfilter));
-            if (p == NULL) {
-                Py_DECREF(item);
-                PyErr_NoMemory();
-                goto done;
-            }
-            cfs = p;
-            cap = ncap;
+        if (ctm_grow((void **)&cfs, &cap, (size_t)n + 1,
+                     sizeof(cfilter)) < 0) {
+            Py_DECREF(item);
+            PyErr_NoMemory();
+            goto done;
         }
         memset(&cfs[n], 0, sizeof(cfilter));
         cfs[n].obj = item;

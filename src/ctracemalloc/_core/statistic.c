@@ -10,8 +10,8 @@
  *                  f[4] count_diff
  *
  * Both share one struct and one size: the two unused fields of a
- * Statistic stay NULL, which costs 16 bytes per object and lets traverse,
- * clear and dealloc be one set of functions. A field is NULL before
+ * Statistic stay NULL, so that traverse, clear and dealloc are one set
+ * of functions. A field is NULL before
  * __init__ runs or after del; reading it then raises AttributeError, like
  * an unset __slots__ member.
  *

@@ -123,8 +123,8 @@ extern PyType_Spec ctm_basefilter_spec;
 extern PyType_Spec ctm_filter_spec;
 extern PyType_Spec ctm_domainfilter_spec;
 
-/* Each type file that does not export its specs registers its types
- * into ctm_state and the module. Return 0 or -1. */
+/* snapshot.c makes its types (Snapshot, _Traces) itself, into ctm_state
+ * and the module, after the others. Return 0 or -1. */
 int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
 
 #endif /* CTM_TYPES_H */
