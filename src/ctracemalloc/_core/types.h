@@ -61,8 +61,8 @@ int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
 PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
 
 /* ---------------------------------------------------------------------
- * Types (wrapper.c, statistic.c, traceback.c, trace.c, filter.c), made
- * by the module's init in this order
+ * Types, bottom first (wrapper.c, statistic.c, traceback.c, trace.c,
+ * filter.c): a file calls only the ones before it
  * ------------------------------------------------------------------- */
 
 /* statistic.c */
