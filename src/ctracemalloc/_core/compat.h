@@ -54,6 +54,33 @@ Py_XNewRef(PyObject *obj)
 }
 #endif
 
+/* Heap types whose class attributes cannot be set, as static types'
+ * cannot: the flag exists from 3.10; on 3.9 a heap type is mutable. */
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+#  define CTM_TPFLAGS_IMMUTABLETYPE Py_TPFLAGS_IMMUTABLETYPE
+#else
+#  define CTM_TPFLAGS_IMMUTABLETYPE 0
+#endif
+
+/* PyType_FromSpecWithBases, whose bases may be NULL, a tuple or (3.9
+ * takes only a tuple) a single type. */
+static inline PyObject *
+ctm_type_from_spec(PyType_Spec *spec, PyObject *bases)
+{
+#if PY_VERSION_HEX < 0x030A0000
+    if (bases != NULL && !PyTuple_Check(bases)) {
+        PyObject *tuple = PyTuple_Pack(1, bases);
+        if (tuple == NULL) {
+            return NULL;
+        }
+        PyObject *type = PyType_FromSpecWithBases(spec, tuple);
+        Py_DECREF(tuple);
+        return type;
+    }
+#endif
+    return PyType_FromSpecWithBases(spec, bases);
+}
+
 #if PY_VERSION_HEX < 0x030D0000
 #  define CTM_HAVE_REFTRACER 0
 #else

@@ -204,48 +204,11 @@ void ctm_rawtraces_free(ctm_rawtraces *r);
  * Module state and types
  * ------------------------------------------------------------------- */
 
-/* Each type file registers its types into ctm_state and the module.
- * Return 0 or -1. */
-int ctm_traceback_types_init(PyObject *module);   /* traceback.c */
-int ctm_statistic_types_init(PyObject *module);   /* statistic.c */
-int ctm_filter_types_init(PyObject *module);      /* filter.c */
-int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
-
-/* traceback.c */
-/* Traceback from a raw frames tuple (most recent first), as the stdlib's
- * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
-PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
-/* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
-PyObject *ctm_trace_new(PyObject *raw);
-
-/* statistic.c */
-PyObject *ctm_statistic_new(PyObject *traceback, uint64_t size,
-                            uint64_t count);
-PyObject *ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
-                                 int64_t size_diff, uint64_t count,
-                                 int64_t count_diff);
-/* The stdlib's _format_size(size, sign) for a Python int or float. */
-PyObject *ctm_format_size(PyObject *size, int sign);
-
-/* filter.c */
-/* The stdlib's _normalize_filename: os.path.normcase, then a trailing
- * ".pyc" becomes ".py". */
-PyObject *ctm_normalize_filename(PyObject *filename);
-/* Snapshot.filter_traces' selection: evaluate the filters (an iterable)
- * over the traces of data with the stdlib's semantics, setting keep[i]
- * to 1 for each trace kept and 0 otherwise. Return 0 or -1. */
-int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
-                    unsigned char *keep);
-
 /* snapshot.c */
 /* A Snapshot that owns data (stolen, even on failure). */
 PyObject *ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit);
 /* The data of a Snapshot instance, or NULL with TypeError. Borrowed. */
 ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
-
-/* tree.c */
-/* The traceback tree of data, as Snapshot._tree() returns it. */
-PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
 
 /* fileformat.c */
 /* Write data, traceback_limit and the instance dict extra (NULL or an
@@ -328,5 +291,7 @@ void ctm_tracer_reconcile(void);
 /* The interpreter is exiting: stop reading the frames of threads that do
  * not hold the GIL. */
 void ctm_tracer_at_exit(void);
+
+#include "types.h"
 
 #endif /* CTM_INTERNAL_H */

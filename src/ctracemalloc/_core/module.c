@@ -1,9 +1,11 @@
-/* The _ctracemalloc module: init, state, and the module-level functions
- * of the tracemalloc API.
+/* The _ctracemalloc module: init, which makes every type of the module
+ * in one place and in order, and the module-level functions of the
+ * tracemalloc API.
  *
  * The tracer is process-wide, like the allocators it hooks, so there is
- * one module state (ctm_state) and the module refuses to load in a
- * subinterpreter rather than share it unsafely.
+ * one module state (ctm_state, in pyutil.c), filled here once, and the
+ * module refuses to load in a subinterpreter rather than share it
+ * unsafely.
  *
  * Argument parsing uses the C API's own converters, so a wrong argument
  * raises exactly what the stdlib's _tracemalloc raises on the same
@@ -470,6 +472,38 @@ static struct PyModuleDef module_def = {
     NULL, NULL, NULL, NULL,
 };
 
+/* Every type of the module, made from its spec in one place, in order: a
+ * base before its subclasses, and the types the Snapshot types use
+ * before them. */
+static int
+add_types(PyObject *m)
+{
+    PyObject *base;
+
+    if (ctm_add_type(m, &ctm_frame_spec, NULL, &ctm_state.Frame) < 0
+        || ctm_add_type(m, &ctm_traceback_spec, NULL,
+                        &ctm_state.Traceback) < 0
+        || ctm_add_type(m, &ctm_trace_spec, NULL, &ctm_state.Trace) < 0
+        || ctm_add_type(m, &ctm_statistic_spec, NULL,
+                        &ctm_state.Statistic) < 0
+        || ctm_add_type(m, &ctm_statistic_diff_spec, NULL,
+                        &ctm_state.StatisticDiff) < 0
+        || ctm_add_type(m, &ctm_basefilter_spec, NULL,
+                        &ctm_state.BaseFilter) < 0)
+    {
+        return -1;
+    }
+    base = (PyObject *)ctm_state.BaseFilter;
+    if (ctm_add_type(m, &ctm_filter_spec, base, &ctm_state.Filter) < 0
+        || ctm_add_type(m, &ctm_domainfilter_spec, base,
+                        &ctm_state.DomainFilter) < 0)
+    {
+        return -1;
+    }
+    /* Snapshot and _Traces */
+    return ctm_snapshot_types_init(m);
+}
+
 PyMODINIT_FUNC
 PyInit__ctracemalloc(void)
 {
@@ -490,11 +524,7 @@ PyInit__ctracemalloc(void)
     }
     ctm_state.module = m;
     ctm_state.unknown_str = PyUnicode_InternFromString("<unknown>");
-    if (ctm_state.unknown_str == NULL
-        || ctm_traceback_types_init(m) < 0
-        || ctm_statistic_types_init(m) < 0
-        || ctm_filter_types_init(m) < 0
-        || ctm_snapshot_types_init(m) < 0) {
+    if (ctm_state.unknown_str == NULL || add_types(m) < 0) {
         goto error;
     }
     orig_is_tracing = PyObject_GetAttrString(m, "is_tracing");

@@ -13,7 +13,7 @@ int
 ctm_add_type(PyObject *module, PyType_Spec *spec, PyObject *bases,
              PyTypeObject **slot)
 {
-    PyObject *type = PyType_FromSpecWithBases(spec, bases);
+    PyObject *type = ctm_type_from_spec(spec, bases);
     if (type == NULL) {
         return -1;
     }

@@ -10,8 +10,8 @@
  *                  f[4] count_diff
  *
  * Both share one struct and one size: the two unused fields of a
- * Statistic stay NULL, which costs 16 bytes per object and lets traverse,
- * clear and dealloc be one set of functions. A field is NULL before
+ * Statistic stay NULL, so that traverse, clear and dealloc are one set
+ * of functions. A field is NULL before
  * __init__ runs or after del; reading it then raises AttributeError, like
  * an unset __slots__ member.
  *
@@ -69,12 +69,17 @@ static const stat_kind statistic_diff_kind = {
     &ctm_state.StatisticDiff, 5, "OOOOO:StatisticDiff", statistic_diff_fields,
 };
 
-/* The stdlib's format strings, made once by ctm_statistic_types_init and
- * kept for the life of the process, like the module state. */
-static PyObject *fmt_statistic_str;
-static PyObject *fmt_statistic_repr;
-static PyObject *fmt_diff_str;
-static PyObject *fmt_diff_repr;
+/* The stdlib's format strings, interned on first use and kept for the
+ * life of the process, like the module state. */
+enum { FMT_STATISTIC_STR, FMT_STATISTIC_REPR, FMT_DIFF_STR, FMT_DIFF_REPR,
+       NFORMATS };
+static const char *const format_texts[NFORMATS] = {
+    "%s: size=%s, count=%i",
+    "<Statistic traceback=%r size=%i count=%i>",
+    "%s: size=%s (%s), count=%i (%+i)",
+    "<StatisticDiff traceback=%r size=%i (%+i) count=%i (%+i)>",
+};
+static PyObject *formats[NFORMATS];
 
 /* ---------------------------------------------------------------------
  * _format_size
@@ -225,13 +230,7 @@ stat_field(PyObject *self, const stat_kind *kind, int i)
 {
     PyObject *value = ((StatObj *)self)->f[i];
     if (value == NULL) {
-        /* the short name, as Python's message for an unset slot has it;
-         * these types and their subclasses are all heap types */
-        PyErr_Format(PyExc_AttributeError,
-                     "'%U' object has no attribute '%s'",
-                     ((PyHeapTypeObject *)Py_TYPE(self))->ht_name,
-                     kind->kwlist[i]);
-        return NULL;
+        return ctm_no_attribute(self, kind->kwlist[i]);
     }
     return Py_NewRef(value);
 }
@@ -428,13 +427,17 @@ done:
     return res;
 }
 
-/* fmt % args, with the fields of self at the given indexes, each
- * replaced by _format_size(field, sign) where sizes[k] is 0 (no sign) or
- * 1 (sign), and left as it is where sizes[k] is -1. */
+/* formats[which] % args, with the fields of self at the given indexes,
+ * each replaced by _format_size(field, sign) where sizes[k] is 0 (no
+ * sign) or 1 (sign), and left as it is where sizes[k] is -1. */
 static PyObject *
-stat_format(PyObject *self, const stat_kind *kind, PyObject *fmt,
+stat_format(PyObject *self, const stat_kind *kind, int which,
             const int *fields, const int *sizes, int n)
 {
+    if (ctm_intern_once(&formats[which], format_texts[which]) < 0) {
+        return NULL;
+    }
+    PyObject *fmt = formats[which];
     PyObject *args = PyTuple_New(n);
     if (args == NULL) {
         return NULL;
@@ -506,7 +509,7 @@ statistic_str(PyObject *op)
 {
     static const int fields[] = {ST_TRACEBACK, ST_SIZE, ST_COUNT};
     static const int sizes[] = {-1, 0, -1};
-    PyObject *text = stat_format(op, &statistic_kind, fmt_statistic_str,
+    PyObject *text = stat_format(op, &statistic_kind, FMT_STATISTIC_STR,
                                  fields, sizes, 3);
     return append_average(text, op, &statistic_kind, ST_SIZE, ST_COUNT);
 }
@@ -516,7 +519,7 @@ statistic_repr(PyObject *op)
 {
     static const int fields[] = {ST_TRACEBACK, ST_SIZE, ST_COUNT};
     static const int sizes[] = {-1, -1, -1};
-    return stat_format(op, &statistic_kind, fmt_statistic_repr, fields,
+    return stat_format(op, &statistic_kind, FMT_STATISTIC_REPR, fields,
                        sizes, 3);
 }
 
@@ -576,7 +579,7 @@ static PyType_Slot statistic_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec statistic_spec = {
+PyType_Spec ctm_statistic_spec = {
     .name = "ctracemalloc.Statistic",
     .basicsize = sizeof(StatObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -635,7 +638,7 @@ statistic_diff_str(PyObject *op)
         ST_TRACEBACK, ST_SIZE, SD_SIZE_DIFF, SD_COUNT, SD_COUNT_DIFF,
     };
     static const int sizes[] = {-1, 0, 1, -1, -1};
-    PyObject *text = stat_format(op, &statistic_diff_kind, fmt_diff_str,
+    PyObject *text = stat_format(op, &statistic_diff_kind, FMT_DIFF_STR,
                                  fields, sizes, 5);
     return append_average(text, op, &statistic_diff_kind, ST_SIZE,
                           SD_COUNT);
@@ -648,7 +651,7 @@ statistic_diff_repr(PyObject *op)
         ST_TRACEBACK, ST_SIZE, SD_SIZE_DIFF, SD_COUNT, SD_COUNT_DIFF,
     };
     static const int sizes[] = {-1, -1, -1, -1, -1};
-    return stat_format(op, &statistic_diff_kind, fmt_diff_repr, fields,
+    return stat_format(op, &statistic_diff_kind, FMT_DIFF_REPR, fields,
                        sizes, 5);
 }
 
@@ -731,36 +734,9 @@ static PyType_Slot statistic_diff_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec statistic_diff_spec = {
+PyType_Spec ctm_statistic_diff_spec = {
     .name = "ctracemalloc.StatisticDiff",
     .basicsize = sizeof(StatObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = statistic_diff_slots,
 };
-
-/* ---------------------------------------------------------------------
- * Registration
- * ------------------------------------------------------------------- */
-
-int
-ctm_statistic_types_init(PyObject *module)
-{
-    if (ctm_intern_once(&fmt_statistic_str, "%s: size=%s, count=%i") < 0
-        || ctm_intern_once(&fmt_statistic_repr,
-                           "<Statistic traceback=%r size=%i count=%i>") < 0
-        || ctm_intern_once(&fmt_diff_str,
-                           "%s: size=%s (%s), count=%i (%+i)") < 0
-        || ctm_intern_once(&fmt_diff_repr,
-                           "<StatisticDiff traceback=%r size=%i (%+i) "
-                           "count=%i (%+i)>") < 0)
-    {
-        return -1;
-    }
-    if (ctm_add_type(module, &statistic_spec, NULL, &ctm_state.Statistic) < 0
-        || ctm_add_type(module, &statistic_diff_spec, NULL,
-                             &ctm_state.StatisticDiff) < 0)
-    {
-        return -1;
-    }
-    return 0;
-}

@@ -1,18 +1,17 @@
-/* Frame, Traceback and Trace: the stdlib's Python classes as C heap types.
+/* Frame and Traceback: the stdlib's Python classes as C heap types.
  *
  * Each type wraps the raw tuples the snapshot data produces and builds the
  * richer objects only when asked: a Frame holds a (filename, lineno)
  * tuple, a Traceback a tuple of those (oldest first, the reverse of the
- * raw order) and a total_nframe, a Trace a raw (domain, size, frames[,
- * total_nframe]) tuple. Frames are made on each indexing and a Trace
- * makes a new Traceback on each access, as the stdlib does.
+ * raw order) and a total_nframe. Frames are made on each indexing, as the
+ * stdlib does.
  *
  * Invariants and behaviour kept from the stdlib classes:
  *
- *  - The slots (_frame, _frames, _total_nframe, _trace) are writable and
- *    may be any object, or unset (NULL) before __init__ runs: reading an
- *    unset slot raises AttributeError, like an unset __slots__ member.
- *    So every reader goes through slot_value() and never assumes a tuple;
+ *  - The slots (_frame, _frames, _total_nframe) are writable and may be
+ *    any object, or unset (NULL) before __init__ runs: reading an unset
+ *    slot raises AttributeError, like an unset __slots__ member. So every
+ *    reader goes through ctm_slot_value() and never assumes a tuple;
  *    tuples only get fast paths.
  *  - __new__ takes any arguments and __init__ parses them, so __init__
  *    can be called again and subclasses may have their own __new__.
@@ -20,7 +19,6 @@
  *    and __lt__: the derived comparisons go through type(self).__lt__, so
  *    a subclass that overrides __lt__ changes all of them, and they return
  *    the same objects (not just the same truth values) as the decorator.
- *    Trace only has __eq__.
  *  - The objects may hold arbitrary objects, so the types take part in the
  *    cyclic GC, like instances of Python classes with __slots__.
  *  - Pickling and copying go through __reduce__ to the constructor (the
@@ -31,25 +29,15 @@
  *    two orders differ only in which error wins when two fields are
  *    broken, and the newer one is kept.
  *
- * ctm_traceback_new and ctm_trace_new are the constructors the snapshot
- * analysis calls per result: for the tuples it passes, they fill the
- * slots directly, without calling any Python code.
+ * ctm_traceback_new is the constructor the snapshot analysis calls per
+ * result: for the tuple it passes, it fills the slots directly, without
+ * calling any Python code. The machinery shared with Trace is wrapper.c's.
  */
 #include "internal.h"
 
 #include "structmember.h"
 
-/* Frame and Trace each wrap one raw tuple, and share the code that
- * makes, traverses and frees such a wrapper. */
-typedef struct {
-    PyObject_HEAD
-    PyObject *raw;              /* Frame._frame: (filename, lineno);
-                                   Trace._trace: (domain, size, frames[,
-                                   total_nframe]) */
-} WrapperObj;
-
-typedef WrapperObj FrameObj;
-typedef WrapperObj TraceObj;
+typedef ctm_wrapper_object FrameObj;
 
 typedef struct {
     PyObject_HEAD
@@ -57,9 +45,8 @@ typedef struct {
     PyObject *total_nframe;     /* _total_nframe: int or None */
 } TracebackObj;
 
-
-/* Interned names and constants, made once by ctm_traceback_types_init and
- * kept for the life of the process, like the module state. */
+/* Interned names and constants, made on first use and kept for the life
+ * of the process, like the module state. */
 static PyObject *str_frame_attr;        /* "_frame" */
 static PyObject *str_filename;          /* "filename" */
 static PyObject *str_lineno;            /* "lineno" */
@@ -68,218 +55,31 @@ static PyObject *str_strip;             /* "strip" */
 static PyObject *str_empty;             /* "" */
 
 /* ---------------------------------------------------------------------
- * Helpers shared by the three types
- * ------------------------------------------------------------------- */
-
-/* A slot's value as a new reference, or NULL with the AttributeError that
- * reading an unset __slots__ member raises. New, not borrowed: Python code
- * that runs while the caller uses the value (a __hash__, an __eq__) may
- * assign or delete the slot. */
-static PyObject *
-slot_value(PyObject *self, PyObject *value, const char *name)
-{
-    if (value == NULL) {
-        /* the short name, as Python's message for an unset slot has it;
-         * these types and their subclasses are all heap types */
-        PyErr_Format(PyExc_AttributeError,
-                     "'%U' object has no attribute '%s'",
-                     ((PyHeapTypeObject *)Py_TYPE(self))->ht_name, name);
-        return NULL;
-    }
-    return Py_NewRef(value);
-}
-
-/* seq[i] for a small constant i: the stdlib's self._frame[0] and the like,
- * with a fast path for the tuples that are nearly always there. */
-static PyObject *
-item_at(PyObject *seq, Py_ssize_t i)
-{
-    if (PyTuple_CheckExact(seq) && i < PyTuple_GET_SIZE(seq)) {
-        return Py_NewRef(PyTuple_GET_ITEM(seq, i));
-    }
-    PyObject *index = PyLong_FromSsize_t(i);
-    if (index == NULL) {
-        return NULL;
-    }
-    PyObject *item = PyObject_GetItem(seq, index);
-    Py_DECREF(index);
-    return item;
-}
-
-/* Bool of the negated truth of r, or NULL if r is NULL or its truth
- * fails. Consumes r. */
-static PyObject *
-not_of(PyObject *r)
-{
-    if (r == NULL) {
-        return NULL;
-    }
-    int truth = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    if (truth < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(!truth);
-}
-
-/* The comparisons of a class with __slots__ that compares one slot (at
- * offset in the instance) in __eq__ and __lt__, returning NotImplemented
- * for instances that are not of base, and decorated with
- * functools.total_ordering when ordered is nonzero. != is the default
- * object.__ne__: the negation of type(self).__eq__. */
-static PyObject *
-slot_richcompare(PyObject *self, PyObject *other, int op,
-                 PyTypeObject *base, Py_ssize_t offset, const char *name,
-                 int ordered)
-{
-    PyObject *a, *b, *r;
-    int truth;
-
-    switch (op) {
-    case Py_EQ:
-    case Py_LT:
-        if (op == Py_LT && !ordered) {
-            Py_RETURN_NOTIMPLEMENTED;
-        }
-        if (!PyObject_TypeCheck(other, base)) {
-            Py_RETURN_NOTIMPLEMENTED;
-        }
-        a = slot_value(self, *(PyObject **)((char *)self + offset), name);
-        if (a == NULL) {
-            return NULL;
-        }
-        b = slot_value(other, *(PyObject **)((char *)other + offset),
-                       name);
-        if (b == NULL) {
-            Py_DECREF(a);
-            return NULL;
-        }
-        r = PyObject_RichCompare(a, b, op);
-        Py_DECREF(a);
-        Py_DECREF(b);
-        return r;
-    case Py_NE:
-        r = Py_TYPE(self)->tp_richcompare(self, other, Py_EQ);
-        if (r == Py_NotImplemented) {
-            return r;
-        }
-        return not_of(r);
-    default:
-        break;
-    }
-
-    if (!ordered) {
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    /* total_ordering derives >, <= and >= from type(self).__lt__, whose
-     * slot is tp_richcompare whether or not a subclass overrides it. */
-    r = Py_TYPE(self)->tp_richcompare(self, other, Py_LT);
-    if (r == NULL || r == Py_NotImplemented) {
-        return r;
-    }
-    truth = PyObject_IsTrue(r);
-    if (truth < 0) {
-        Py_DECREF(r);
-        return NULL;
-    }
-    switch (op) {
-    case Py_GT:
-        /* not (self < other) and self != other */
-        Py_DECREF(r);
-        if (truth) {
-            Py_RETURN_FALSE;
-        }
-        return PyObject_RichCompare(self, other, Py_NE);
-    case Py_LE:
-        /* (self < other) or self == other, which keeps the object */
-        if (truth) {
-            return r;
-        }
-        Py_DECREF(r);
-        return PyObject_RichCompare(self, other, Py_EQ);
-    default:
-        /* Py_GE: not (self < other) */
-        Py_DECREF(r);
-        return PyBool_FromLong(!truth);
-    }
-}
-
-/* ---------------------------------------------------------------------
  * Frame
  * ------------------------------------------------------------------- */
-
-/* A new wrapper of the exact type tp holding raw. */
-static PyObject *
-wrapper_new(PyTypeObject *tp, PyObject *raw)
-{
-    WrapperObj *self = (WrapperObj *)tp->tp_alloc(tp, 0);
-    if (self == NULL) {
-        return NULL;
-    }
-    self->raw = Py_NewRef(raw);
-    return (PyObject *)self;
-}
-
-/* __init__(raw): fmt and kwlist name the argument as the stdlib does. */
-static int
-wrapper_init(PyObject *op, PyObject *args, PyObject *kwds, const char *fmt,
-             char **kwlist)
-{
-    PyObject *raw;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &raw)) {
-        return -1;
-    }
-    Py_XSETREF(((WrapperObj *)op)->raw, Py_NewRef(raw));
-    return 0;
-}
-
-static int
-wrapper_traverse(PyObject *op, visitproc visit, void *arg)
-{
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((WrapperObj *)op)->raw);
-    return 0;
-}
-
-static int
-wrapper_clear(PyObject *op)
-{
-    Py_CLEAR(((WrapperObj *)op)->raw);
-    return 0;
-}
-
-static void
-wrapper_dealloc(PyObject *op)
-{
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    wrapper_clear(op);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
 
 /* A new Frame (the exact type) holding raw. */
 static PyObject *
 frame_wrap(PyObject *raw)
 {
-    return wrapper_new(ctm_state.Frame, raw);
+    return ctm_wrapper_new(ctm_state.Frame, raw);
 }
 
 static int
 frame_init(PyObject *op, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"frame", NULL};
-    return wrapper_init(op, args, kwds, "O:Frame", kwlist);
+    return ctm_wrapper_init(op, args, kwds, "O:Frame", kwlist);
 }
 
 static PyObject *
 frame_get_item(PyObject *op, Py_ssize_t i)
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
+    PyObject *raw = ctm_slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return NULL;
     }
-    PyObject *item = item_at(raw, i);
+    PyObject *item = ctm_item_at(raw, i);
     Py_DECREF(raw);
     return item;
 }
@@ -299,14 +99,14 @@ frame_get_lineno(PyObject *op, void *Py_UNUSED(closure))
 static PyObject *
 frame_richcompare(PyObject *self, PyObject *other, int op)
 {
-    return slot_richcompare(self, other, op, ctm_state.Frame,
-                            offsetof(FrameObj, raw), "_frame", 1);
+    return ctm_slot_richcompare(self, other, op, ctm_state.Frame,
+                                offsetof(FrameObj, raw), "_frame", 1);
 }
 
 static Py_hash_t
 frame_hash(PyObject *op)
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
+    PyObject *raw = ctm_slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return -1;
     }
@@ -368,7 +168,7 @@ frame_repr(PyObject *op)
 static PyObject *
 frame_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *raw = slot_value(op, ((FrameObj *)op)->raw, "_frame");
+    PyObject *raw = ctm_slot_value(op, ((FrameObj *)op)->raw, "_frame");
     if (raw == NULL) {
         return NULL;
     }
@@ -401,9 +201,9 @@ static PyType_Slot frame_slots[] = {
                 "tuple."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, frame_init},
-    {Py_tp_dealloc, wrapper_dealloc},
-    {Py_tp_traverse, wrapper_traverse},
-    {Py_tp_clear, wrapper_clear},
+    {Py_tp_dealloc, ctm_wrapper_dealloc},
+    {Py_tp_traverse, ctm_wrapper_traverse},
+    {Py_tp_clear, ctm_wrapper_clear},
     {Py_tp_richcompare, frame_richcompare},
     {Py_tp_hash, frame_hash},
     {Py_tp_str, frame_str},
@@ -414,7 +214,7 @@ static PyType_Slot frame_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec frame_spec = {
+PyType_Spec ctm_frame_spec = {
     .name = "ctracemalloc.Frame",
     .basicsize = sizeof(FrameObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
@@ -563,14 +363,14 @@ traceback_dealloc(PyObject *op)
 static PyObject *
 traceback_frames(PyObject *op)
 {
-    return slot_value(op, ((TracebackObj *)op)->frames, "_frames");
+    return ctm_slot_value(op, ((TracebackObj *)op)->frames, "_frames");
 }
 
 static PyObject *
 traceback_get_total_nframe(PyObject *op, void *Py_UNUSED(closure))
 {
-    return slot_value(op, ((TracebackObj *)op)->total_nframe,
-                      "_total_nframe");
+    return ctm_slot_value(op, ((TracebackObj *)op)->total_nframe,
+                          "_total_nframe");
 }
 
 static Py_ssize_t
@@ -630,7 +430,7 @@ traceback_item(PyObject *op, Py_ssize_t i)
         PyErr_SetString(PyExc_IndexError, "tuple index out of range");
         goto done;
     }
-    raw = item_at(frames, i);
+    raw = ctm_item_at(frames, i);
     if (raw == NULL) {
         goto done;
     }
@@ -645,6 +445,9 @@ done:
 static int
 traceback_contains(PyObject *op, PyObject *frame)
 {
+    if (ctm_intern_once(&str_frame_attr, "_frame") < 0) {
+        return -1;
+    }
     PyObject *raw = PyObject_GetAttr(frame, str_frame_attr);
     if (raw == NULL) {
         return -1;
@@ -671,8 +474,8 @@ traceback_hash(PyObject *op)
 static PyObject *
 traceback_richcompare(PyObject *self, PyObject *other, int op)
 {
-    return slot_richcompare(self, other, op, ctm_state.Traceback,
-                            offsetof(TracebackObj, frames), "_frames", 1);
+    return ctm_slot_richcompare(self, other, op, ctm_state.Traceback,
+                                offsetof(TracebackObj, frames), "_frames", 1);
 }
 
 /* str(self[0]): the first frame, which is the oldest one. */
@@ -704,8 +507,8 @@ traceback_repr(PyObject *op)
     if (frames == NULL) {
         goto done;
     }
-    total = slot_value(op, ((TracebackObj *)op)->total_nframe,
-                       "_total_nframe");
+    total = ctm_slot_value(op, ((TracebackObj *)op)->total_nframe,
+                           "_total_nframe");
     if (total == NULL) {
         goto done;
     }
@@ -714,6 +517,9 @@ traceback_repr(PyObject *op)
         goto done;
     }
     /* an f-string field: format(total, "") */
+    if (ctm_intern_once(&str_empty, "") < 0) {
+        goto done;
+    }
     total_str = PyObject_Format(total, str_empty);
     if (total_str == NULL) {
         goto done;
@@ -738,6 +544,14 @@ format_frame(PyObject *lines, PyObject *frame, PyObject *linecache)
     PyObject *filename_str = NULL, *lineno_str = NULL;
     PyObject *getline = NULL, *line = NULL, *stripped = NULL;
     int res = -1;
+
+    if (ctm_intern_once(&str_filename, "filename") < 0
+        || ctm_intern_once(&str_lineno, "lineno") < 0
+        || ctm_intern_once(&str_getline, "getline") < 0
+        || ctm_intern_once(&str_strip, "strip") < 0)
+    {
+        return -1;
+    }
 
     /* read and convert one field after the other, as the f-string that
      * Python 3.11+ makes of the stdlib's % expression does */
@@ -987,7 +801,7 @@ traceback_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (frames == NULL) {
         goto done;
     }
-    total = slot_value(op, self->total_nframe, "_total_nframe");
+    total = ctm_slot_value(op, self->total_nframe, "_total_nframe");
     if (total == NULL) {
         goto done;
     }
@@ -1069,287 +883,9 @@ static PyType_Slot traceback_slots[] = {
     {0, NULL},
 };
 
-static PyType_Spec traceback_spec = {
+PyType_Spec ctm_traceback_spec = {
     .name = "ctracemalloc.Traceback",
     .basicsize = sizeof(TracebackObj),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .slots = traceback_slots,
 };
-
-/* ---------------------------------------------------------------------
- * Trace
- * ------------------------------------------------------------------- */
-
-PyObject *
-ctm_trace_new(PyObject *raw)
-{
-    return wrapper_new(ctm_state.Trace, raw);
-}
-
-static int
-trace_init(PyObject *op, PyObject *args, PyObject *kwds)
-{
-    static char *kwlist[] = {"trace", NULL};
-    return wrapper_init(op, args, kwds, "O:Trace", kwlist);
-}
-
-/* _trace, a new reference. */
-static PyObject *
-trace_raw(PyObject *op)
-{
-    return slot_value(op, ((TraceObj *)op)->raw, "_trace");
-}
-
-static PyObject *
-trace_get_domain(PyObject *op, void *Py_UNUSED(closure))
-{
-    PyObject *raw = trace_raw(op);
-    if (raw == NULL) {
-        return NULL;
-    }
-    PyObject *item = item_at(raw, 0);
-    Py_DECREF(raw);
-    return item;
-}
-
-static PyObject *
-trace_get_size(PyObject *op, void *Py_UNUSED(closure))
-{
-    PyObject *raw = trace_raw(op);
-    if (raw == NULL) {
-        return NULL;
-    }
-    PyObject *item = item_at(raw, 1);
-    Py_DECREF(raw);
-    return item;
-}
-
-/* Traceback(*self._trace[2:]): the fast constructor for the 3- and
- * 4-tuples that raw traces are, a real call for anything else so that
- * the errors are the constructor's. */
-static PyObject *
-trace_get_traceback(PyObject *op, void *Py_UNUSED(closure))
-{
-    PyObject *raw, *two = NULL, *slice = NULL, *rest = NULL, *args = NULL;
-    PyObject *res = NULL;
-
-    raw = trace_raw(op);
-    if (raw == NULL) {
-        return NULL;
-    }
-    if (PyTuple_CheckExact(raw) && (PyTuple_GET_SIZE(raw) == 3
-                                    || PyTuple_GET_SIZE(raw) == 4))
-    {
-        PyObject *total = NULL;
-        if (PyTuple_GET_SIZE(raw) == 4) {
-            total = PyTuple_GET_ITEM(raw, 3);
-        }
-        res = ctm_traceback_new(PyTuple_GET_ITEM(raw, 2), total);
-        goto done;
-    }
-    two = PyLong_FromLong(2);
-    if (two == NULL) {
-        goto done;
-    }
-    slice = PySlice_New(two, NULL, NULL);
-    if (slice == NULL) {
-        goto done;
-    }
-    rest = PyObject_GetItem(raw, slice);
-    if (rest == NULL) {
-        goto done;
-    }
-    args = PySequence_Tuple(rest);
-    if (args == NULL) {
-        goto done;
-    }
-    res = PyObject_Call((PyObject *)ctm_state.Traceback, args, NULL);
-
-done:
-    Py_DECREF(raw);
-    Py_XDECREF(two);
-    Py_XDECREF(slice);
-    Py_XDECREF(rest);
-    Py_XDECREF(args);
-    return res;
-}
-
-static PyObject *
-trace_richcompare(PyObject *self, PyObject *other, int op)
-{
-    return slot_richcompare(self, other, op, ctm_state.Trace,
-                            offsetof(TraceObj, raw), "_trace", 0);
-}
-
-static Py_hash_t
-trace_hash(PyObject *op)
-{
-    PyObject *raw = trace_raw(op);
-    if (raw == NULL) {
-        return -1;
-    }
-    Py_hash_t h = PyObject_Hash(raw);
-    Py_DECREF(raw);
-    return h;
-}
-
-static PyObject *
-trace_str(PyObject *op)
-{
-    PyObject *tb = NULL, *tb_str = NULL, *size = NULL, *size_str = NULL;
-    PyObject *res = NULL;
-
-    /* each field converted before the next is read, as in the 3.11+
-     * stdlib (see frame_format_fields) */
-    tb = trace_get_traceback(op, NULL);
-    if (tb == NULL) {
-        goto done;
-    }
-    tb_str = PyObject_Str(tb);
-    if (tb_str == NULL) {
-        goto done;
-    }
-    size = trace_get_size(op, NULL);
-    if (size == NULL) {
-        goto done;
-    }
-    size_str = ctm_format_size(size, 0);
-    if (size_str == NULL) {
-        goto done;
-    }
-    res = PyUnicode_FromFormat("%U: %U", tb_str, size_str);
-
-done:
-    Py_XDECREF(tb);
-    Py_XDECREF(tb_str);
-    Py_XDECREF(size);
-    Py_XDECREF(size_str);
-    return res;
-}
-
-static PyObject *
-trace_repr(PyObject *op)
-{
-    PyObject *domain = NULL, *domain_str = NULL, *size = NULL;
-    PyObject *size_str = NULL, *tb = NULL, *res = NULL;
-
-    /* each field converted before the next is read, as in the 3.11+
-     * stdlib (see frame_format_fields) */
-    domain = trace_get_domain(op, NULL);
-    if (domain == NULL) {
-        goto done;
-    }
-    domain_str = PyObject_Str(domain);
-    if (domain_str == NULL) {
-        goto done;
-    }
-    size = trace_get_size(op, NULL);
-    if (size == NULL) {
-        goto done;
-    }
-    size_str = ctm_format_size(size, 0);
-    if (size_str == NULL) {
-        goto done;
-    }
-    tb = trace_get_traceback(op, NULL);
-    if (tb == NULL) {
-        goto done;
-    }
-    res = PyUnicode_FromFormat("<Trace domain=%U size=%U, traceback=%R>",
-                               domain_str, size_str, tb);
-
-done:
-    Py_XDECREF(domain);
-    Py_XDECREF(domain_str);
-    Py_XDECREF(size);
-    Py_XDECREF(size_str);
-    Py_XDECREF(tb);
-    return res;
-}
-
-static PyObject *
-trace_reduce(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    PyObject *raw = trace_raw(op);
-    if (raw == NULL) {
-        return NULL;
-    }
-    PyObject *args = PyTuple_Pack(1, raw);
-    Py_DECREF(raw);
-    return ctm_reduce_to_constructor(op, ctm_state.Trace, args);
-}
-
-static PyMethodDef trace_methods[] = {
-    {"__reduce__", trace_reduce, METH_NOARGS,
-     "Return the constructor call that recreates this trace."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyMemberDef trace_members[] = {
-    {"_trace", T_OBJECT_EX, offsetof(TraceObj, raw), 0,
-     "The (domain, size, frames, total_nframe) tuple."},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyGetSetDef trace_getset[] = {
-    {"domain", trace_get_domain, NULL,
-     "Address space of the memory block (int).", NULL},
-    {"size", trace_get_size, NULL,
-     "Size of the memory block in bytes (int).", NULL},
-    {"traceback", trace_get_traceback, NULL,
-     "Traceback where the memory block was allocated (a new Traceback "
-     "on each access).", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyType_Slot trace_slots[] = {
-    {Py_tp_doc, "Trace(trace)\n--\n\n"
-                "Trace of one memory block, from a (domain, size, frames, "
-                "total_nframe)\ntuple."},
-    {Py_tp_new, PyType_GenericNew},
-    {Py_tp_init, trace_init},
-    {Py_tp_dealloc, wrapper_dealloc},
-    {Py_tp_traverse, wrapper_traverse},
-    {Py_tp_clear, wrapper_clear},
-    {Py_tp_richcompare, trace_richcompare},
-    {Py_tp_hash, trace_hash},
-    {Py_tp_str, trace_str},
-    {Py_tp_repr, trace_repr},
-    {Py_tp_methods, trace_methods},
-    {Py_tp_members, trace_members},
-    {Py_tp_getset, trace_getset},
-    {0, NULL},
-};
-
-static PyType_Spec trace_spec = {
-    .name = "ctracemalloc.Trace",
-    .basicsize = sizeof(TraceObj),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .slots = trace_slots,
-};
-
-/* ---------------------------------------------------------------------
- * Registration
- * ------------------------------------------------------------------- */
-
-int
-ctm_traceback_types_init(PyObject *module)
-{
-    if (ctm_intern_once(&str_frame_attr, "_frame") < 0
-        || ctm_intern_once(&str_filename, "filename") < 0
-        || ctm_intern_once(&str_lineno, "lineno") < 0
-        || ctm_intern_once(&str_getline, "getline") < 0
-        || ctm_intern_once(&str_strip, "strip") < 0
-        || ctm_intern_once(&str_empty, "") < 0)
-    {
-        return -1;
-    }
-    if (ctm_add_type(module, &frame_spec, NULL, &ctm_state.Frame) < 0
-        || ctm_add_type(module, &traceback_spec, NULL,
-                             &ctm_state.Traceback) < 0
-        || ctm_add_type(module, &trace_spec, NULL, &ctm_state.Trace) < 0)
-    {
-        return -1;
-    }
-    return 0;
-}

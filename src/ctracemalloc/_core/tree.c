@@ -11,8 +11,8 @@
  * Built in one pass over the distinct tracebacks, after summing the
  * traces of each: a child is found by (parent, frame) in a hash table,
  * and nodes are numbered in order of creation, so a parent always comes
- * before its children. Memory: a few dozen bytes per node, and there are
- * at most as many nodes as frame references in the snapshot.
+ * before its children. There are at most as many nodes as frame
+ * references in the snapshot, plus the root.
  */
 #include "internal.h"
 
@@ -25,6 +25,9 @@ typedef struct {
     uint64_t count;
 } node_t;
 
+/* The children's table is the tree's own, not a ctm_index: its keys live
+ * in the table, so probing and rehashing read no node (a ctm_index reads
+ * a node at each step, which is slower on large trees). */
 typedef struct {
     node_t *nodes;
     size_t n, cap;
@@ -43,14 +46,8 @@ slot_of(const tree_t *t, uint64_t key)
 static int
 reserve(tree_t *t)
 {
-    if (t->n == t->cap) {
-        size_t ncap = t->cap ? t->cap * 2 : 1024;
-        node_t *p = ctm_realloc(t->nodes, ncap * sizeof(node_t));
-        if (p == NULL) {
-            return -1;
-        }
-        t->nodes = p;
-        t->cap = ncap;
+    if (ctm_grow((void **)&t->nodes, &t->cap, t->n + 1, sizeof(node_t)) < 0) {
+        return -1;
     }
     size_t slots = t->keys ? t->mask + 1 : 0;
     if ((t->n + 1) * 2 <= slots) {
