@@ -28,7 +28,7 @@ LAYERS = [
     ("tracer tables", ["tables.c", "capture.c", "interning.c"]),
     ("tracer", ["hooks.c"]),
     ("snapshot data", ["snapdata.c"]),
-    ("analysis", ["filter.c", "tree.c"]),
+    ("analysis", ["grouping.c", "filter.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
     ("module", ["module.c"]),

@@ -247,12 +247,6 @@ PyObject *ctm_normalize_filename(PyObject *filename);
 int ctm_filter_keep(const ctm_snapdata *data, PyObject *filters,
                     unsigned char *keep);
 
-/* snapshot.c */
-/* A Snapshot that owns data (stolen, even on failure). */
-PyObject *ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit);
-/* The data of a Snapshot instance, or NULL with TypeError. Borrowed. */
-ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
-
 /* tree.c */
 /* The traceback tree of data, as Snapshot._tree() returns it. */
 PyObject *ctm_snapdata_tree(const ctm_snapdata *data);
@@ -338,5 +332,8 @@ void ctm_tracer_reconcile(void);
 /* The interpreter is exiting: stop reading the frames of threads that do
  * not hold the GIL. */
 void ctm_tracer_at_exit(void);
+
+/* The snapshot part: grouping.c, traces.c, snapshot.c. */
+#include "snapshot.h"
 
 #endif /* CTM_INTERNAL_H */

@@ -11,32 +11,9 @@
  * A Snapshot made by __new__ without __init__ has no traces (NULL), as a
  * Python instance would have no attribute: methods then raise.
  *
- * statistics, compare_to and _group_by run over the arrays, never over
- * Python objects, in four steps:
- *
- *  1. sum size and count per traceback index (one pass over the traces,
- *     the only per-trace work);
- *  2. fold tracebacks into groups: by frame index ('lineno'; frames are
- *     unique by value so index equality is value equality), by string
- *     index ('filename'), or by frame sequence ('traceback': two
- *     tracebacks may differ only in total_nframe, which the key
- *     ignores, so they are merged through a hash table of sequences);
- *     cumulative mode adds a traceback's sums once per frame occurrence;
- *  3. compare_to joins the old snapshot's groups to the new one's by
- *     value, translating old string and frame indexes through hash
- *     tables over the new snapshot's strings and frames;
- *  4. sort with the stdlib's key (size, count, traceback) or (|size
- *     diff|, size, |count diff|, count, traceback), descending. The
- *     traceback comparison is the stdlib's tuple comparison of frames
- *     oldest first by (filename, lineno): the strings used by the result
- *     are ranked once by str order (over both snapshots, so that equal
- *     strings rank equal), a frame becomes the 64-bit key (rank,
- *     lineno), and a traceback key is a rank among the result's frame
- *     sequences. Every sort key is then an integer; as no two rows have
- *     equal tracebacks, the order is total and equals the stdlib's.
- *
- * Python objects are made only for the result rows. Sums are uint64;
- * an overflow raises OverflowError rather than giving a wrong result.
+ * statistics, compare_to and _group_by group the traces with the
+ * grouping engine (grouping.c), which returns C rows; this file makes
+ * the Python objects of a result from the rows.
  */
 #include "internal.h"
 
@@ -61,16 +38,6 @@ static PyTypeObject SnapshotType;
 
 static PyObject *iterable_abc;          /* collections.abc.Iterable */
 static PyObject *from_bytes_func;       /* _snapshot_from_bytes */
-
-/* Frame references of a traceback; never NULL, even for an empty
- * traceback of data whose refs array is empty. */
-static const uint32_t no_refs[1];
-
-static inline const uint32_t *
-tb_refs(const ctm_snapdata *d, const ctm_snap_tb *t)
-{
-    return t->nframe ? d->refs + t->first : no_refs;
-}
 
 static PyObject *
 index_error(void)
@@ -320,7 +287,7 @@ compile_target(const ctm_snapdata *d, PyObject *raw, target_t *t)
     for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
         const ctm_snap_tb *tb = &d->tracebacks[k];
         if (tb->nframe == (uint32_t)n && tb->total_nframe == tot
-            && memcmp(tb_refs(d, tb), ids, (size_t)n * sizeof(uint32_t))
+            && memcmp(ctm_tb_refs(d, tb), ids, (size_t)n * sizeof(uint32_t))
                == 0) {
             t->tb = (uint32_t)k;
             rc = TARGET_FOUND;
@@ -470,7 +437,7 @@ tb_equal(const ctm_snapdata *a, uint32_t ta, const ctm_snapdata *b,
     if (x->nframe != y->nframe || x->total_nframe != y->total_nframe) {
         return 0;
     }
-    const uint32_t *rx = tb_refs(a, x), *ry = tb_refs(b, y);
+    const uint32_t *rx = ctm_tb_refs(a, x), *ry = ctm_tb_refs(b, y);
     for (uint32_t i = 0; i < x->nframe; i++) {
         const ctm_snap_frame *fx = &a->frames[rx[i]], *fy = &b->frames[ry[i]];
         if (fx->lineno != fy->lineno) {
@@ -618,738 +585,10 @@ static PyTypeObject TracesType = {
 };
 
 /* ------------------------------------------------------------------
- * Grouping (statistics, compare_to, _group_by)
+ * Results: the Python objects of the grouping engine's rows
  * ---------------------------------------------------------------- */
 
-enum { KEY_TRACEBACK, KEY_FILENAME, KEY_LINENO };
-
-#define NO_GROUP UINT32_MAX
-
-typedef struct {
-    uint64_t size;
-    uint64_t count;
-} sums_t;
-
-typedef struct {
-    sums_t sum;
-    uint32_t key;               /* see grouping_t */
-    uint32_t other;             /* compare_to: the equal group of the
-                                 * other snapshot, or NO_GROUP */
-} group_t;
-
-/* The groups of one snapshot for one key type. A group's key is a
- * string index ('filename'), a frame index or nframes for the empty
- * traceback ('lineno'), or the index of its first traceback
- * ('traceback'). */
-typedef struct {
-    const ctm_snapdata *d;
-    int kind;
-    Py_ssize_t ngroups;
-    group_t *groups;
-    uint32_t *slot;             /* filename, lineno: key -> group */
-    uint32_t *seq;              /* traceback: hash table, group + 1 */
-    uint32_t seq_mask;
-} grouping_t;
-
-static void
-grouping_free(grouping_t *g)
-{
-    ctm_free(g->groups);
-    ctm_free(g->slot);
-    ctm_free(g->seq);
-    g->groups = NULL;
-    g->slot = NULL;
-    g->seq = NULL;
-}
-
-static void
-size_overflow(void)
-{
-    PyErr_SetString(PyExc_OverflowError,
-                    "sum of trace sizes does not fit in 64 bits");
-}
-
-/* acc += x; return 1 if the size overflowed. */
-static inline int
-sums_add(sums_t *acc, const sums_t *x)
-{
-    uint64_t s = acc->size + x->size;
-    int overflow = s < acc->size;
-    acc->size = s;
-    acc->count += x->count;
-    return overflow;
-}
-
-/* Step 1: size and count per traceback. */
-static sums_t *
-sum_tracebacks(const ctm_snapdata *d)
-{
-    sums_t *tbs = ctm_calloc((size_t)d->ntracebacks, sizeof(sums_t));
-    if (tbs == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    const ctm_snap_trace *tr = d->traces;
-    int overflow = 0;
-    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        sums_t *s = &tbs[tr[i].traceback];
-        uint64_t v = s->size + tr[i].size;
-        overflow |= v < s->size;
-        s->size = v;
-        s->count++;
-    }
-    if (overflow) {
-        ctm_free(tbs);
-        size_overflow();
-        return NULL;
-    }
-    return tbs;
-}
-
-static uint32_t
-seq_hash(const uint32_t *f, uint32_t n)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ULL ^ n;
-    for (uint32_t i = 0; i < n; i++) {
-        h = (h ^ f[i]) * 0x100000001b3ULL;
-        h ^= h >> 31;
-    }
-    return ctm_mix32(h);
-}
-
-/* A zeroed open-addressing table for n items, at most half full. */
-static uint32_t *
-table_new(Py_ssize_t n, uint32_t *mask)
-{
-    size_t cap = 16;
-    while (cap < (size_t)n * 2) {
-        cap *= 2;
-    }
-    if (cap > ((size_t)1 << 32)) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    uint32_t *t = ctm_calloc(cap, sizeof(uint32_t));
-    if (t == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    *mask = (uint32_t)(cap - 1);
-    return t;
-}
-
-/* The group of g (kind 'traceback') whose frame sequence is
- * frames[0..n), or NO_GROUP; *slot receives the probe's end. */
-static uint32_t
-seq_find(const grouping_t *g, const uint32_t *frames, uint32_t n,
-         uint32_t *slot)
-{
-    const ctm_snapdata *d = g->d;
-    uint32_t j = seq_hash(frames, n) & g->seq_mask;
-    uint32_t v;
-    while ((v = g->seq[j]) != 0) {
-        const ctm_snap_tb *r = &d->tracebacks[g->groups[v - 1].key];
-        if (r->nframe == n
-            && memcmp(tb_refs(d, r), frames, n * sizeof(uint32_t)) == 0) {
-            break;
-        }
-        j = (j + 1) & g->seq_mask;
-    }
-    if (slot != NULL) {
-        *slot = j;
-    }
-    return v ? v - 1 : NO_GROUP;
-}
-
-/* Step 2: the groups of d. */
-static int
-group_build(grouping_t *g, const ctm_snapdata *d, int kind, int cumulative)
-{
-    sums_t *acc = NULL;
-    int rc = -1, overflow = 0;
-
-    memset(g, 0, sizeof(*g));
-    g->d = d;
-    g->kind = kind;
-    if ((uint64_t)d->nframes >= NO_GROUP
-        || (uint64_t)d->ntracebacks >= NO_GROUP) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    sums_t *tbs = sum_tracebacks(d);
-    if (tbs == NULL) {
-        return -1;
-    }
-
-    if (kind == KEY_TRACEBACK) {
-        Py_ssize_t used = 0;
-        for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
-            used += tbs[k].count != 0;
-        }
-        g->seq = table_new(used, &g->seq_mask);
-        g->groups = ctm_malloc((size_t)(used ? used : 1) * sizeof(group_t));
-        if (g->seq == NULL || g->groups == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
-            if (tbs[k].count == 0) {
-                continue;
-            }
-            const ctm_snap_tb *t = &d->tracebacks[k];
-            uint32_t j;
-            uint32_t gi = seq_find(g, tb_refs(d, t), t->nframe, &j);
-            if (gi == NO_GROUP) {
-                gi = (uint32_t)g->ngroups++;
-                g->groups[gi].sum.size = 0;
-                g->groups[gi].sum.count = 0;
-                g->groups[gi].key = (uint32_t)k;
-                g->groups[gi].other = NO_GROUP;
-                g->seq[j] = gi + 1;
-            }
-            overflow |= sums_add(&g->groups[gi].sum, &tbs[k]);
-        }
-    }
-    else {
-        int by_file = kind == KEY_FILENAME;
-        Py_ssize_t nslots = by_file ? d->nstrings : d->nframes + 1;
-        acc = ctm_calloc((size_t)nslots, sizeof(sums_t));
-        if (acc == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
-            if (tbs[k].count == 0) {
-                continue;
-            }
-            const ctm_snap_tb *t = &d->tracebacks[k];
-            const uint32_t *refs = tb_refs(d, t);
-            uint32_t n = cumulative ? t->nframe : (t->nframe ? 1 : 0);
-            for (uint32_t j = 0; j < n; j++) {
-                uint32_t key = by_file ? d->frames[refs[j]].filename
-                                       : refs[j];
-                overflow |= sums_add(&acc[key], &tbs[k]);
-            }
-            if (!cumulative && t->nframe == 0) {
-                if (by_file) {
-                    /* the stdlib reads trace_traceback[0][0] */
-                    PyErr_SetString(PyExc_IndexError,
-                                    "tuple index out of range");
-                    goto done;
-                }
-                overflow |= sums_add(&acc[d->nframes], &tbs[k]);
-            }
-        }
-        Py_ssize_t n = 0;
-        for (Py_ssize_t key = 0; key < nslots; key++) {
-            n += acc[key].count != 0;
-        }
-        g->groups = ctm_malloc((size_t)(n ? n : 1) * sizeof(group_t));
-        g->slot = ctm_malloc((size_t)(nslots ? nslots : 1)
-                             * sizeof(uint32_t));
-        if (g->groups == NULL || g->slot == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        for (Py_ssize_t key = 0; key < nslots; key++) {
-            if (acc[key].count == 0) {
-                g->slot[key] = NO_GROUP;
-                continue;
-            }
-            group_t *gr = &g->groups[g->ngroups];
-            gr->sum = acc[key];
-            gr->key = (uint32_t)key;
-            gr->other = NO_GROUP;
-            g->slot[key] = (uint32_t)g->ngroups++;
-        }
-    }
-    if (overflow) {
-        size_overflow();
-        goto done;
-    }
-    rc = 0;
-done:
-    ctm_free(tbs);
-    ctm_free(acc);
-    if (rc < 0) {
-        grouping_free(g);
-    }
-    return rc;
-}
-
-/* Step 3: translation of string and frame indexes of one snapshot
- * ("from") into another ("to"), by value, memoised. */
-typedef struct {
-    const ctm_snapdata *from, *to;
-    int64_t *smap;              /* -2 unknown, -1 absent, else index */
-    int64_t *fmap;
-    Py_hash_t *shash;           /* hashes of to's strings */
-    uint32_t *stab, smask;      /* to's strings by hash */
-    uint32_t *ftab, fmask;      /* to's frames by (filename, lineno) */
-} xlate_t;
-
-static void
-xlate_free(xlate_t *x)
-{
-    ctm_free(x->smap);
-    ctm_free(x->fmap);
-    ctm_free(x->shash);
-    ctm_free(x->stab);
-    ctm_free(x->ftab);
-}
-
-static int64_t *
-memo_new(Py_ssize_t n)
-{
-    int64_t *m = ctm_malloc((size_t)(n ? n : 1) * sizeof(int64_t));
-    if (m == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        m[i] = -2;
-    }
-    return m;
-}
-
-static int
-xlate_init(xlate_t *x, const ctm_snapdata *from, const ctm_snapdata *to)
-{
-    memset(x, 0, sizeof(*x));
-    x->from = from;
-    x->to = to;
-    x->smap = memo_new(from->nstrings);
-    x->fmap = memo_new(from->nframes);
-    if (x->smap == NULL || x->fmap == NULL) {
-        xlate_free(x);
-        return -1;
-    }
-    return 0;
-}
-
-static inline uint32_t
-frame_hash(uint32_t filename, int32_t lineno)
-{
-    return ctm_mix32(((uint64_t)filename << 32) ^ (uint32_t)lineno);
-}
-
-/* to's string index equal to from's string s, or -1; -2 on error. */
-static int64_t
-xlate_string(xlate_t *x, uint32_t s)
-{
-    if (x->smap[s] != -2) {
-        return x->smap[s];
-    }
-    const ctm_snapdata *to = x->to;
-    if (x->stab == NULL) {
-        x->shash = ctm_malloc((size_t)(to->nstrings ? to->nstrings : 1)
-                              * sizeof(Py_hash_t));
-        x->stab = table_new(to->nstrings, &x->smask);
-        if (x->shash == NULL || x->stab == NULL) {
-            PyErr_NoMemory();
-            return -2;
-        }
-        for (Py_ssize_t i = 0; i < to->nstrings; i++) {
-            Py_hash_t h = PyObject_Hash(to->strings[i]);
-            if (h == -1) {
-                return -2;
-            }
-            x->shash[i] = h;
-            uint32_t j = ctm_mix32((uint64_t)h) & x->smask;
-            while (x->stab[j]) {
-                j = (j + 1) & x->smask;
-            }
-            x->stab[j] = (uint32_t)i + 1;
-        }
-    }
-    PyObject *str = x->from->strings[s];
-    Py_hash_t h = PyObject_Hash(str);
-    if (h == -1) {
-        return -2;
-    }
-    int64_t res = -1;
-    uint32_t j = ctm_mix32((uint64_t)h) & x->smask, v;
-    while ((v = x->stab[j]) != 0) {
-        PyObject *cand = to->strings[v - 1];
-        if (cand == str) {
-            res = v - 1;
-            break;
-        }
-        if (x->shash[v - 1] == h) {
-            int c = PyUnicode_Compare(cand, str);
-            if (c == -1 && PyErr_Occurred()) {
-                return -2;
-            }
-            if (c == 0) {
-                res = v - 1;
-                break;
-            }
-        }
-        j = (j + 1) & x->smask;
-    }
-    x->smap[s] = res;
-    return res;
-}
-
-/* to's frame index equal to from's frame f, or -1; -2 on error. */
-static int64_t
-xlate_frame(xlate_t *x, uint32_t f)
-{
-    if (x->fmap[f] != -2) {
-        return x->fmap[f];
-    }
-    const ctm_snapdata *to = x->to;
-    if (x->ftab == NULL) {
-        x->ftab = table_new(to->nframes, &x->fmask);
-        if (x->ftab == NULL) {
-            return -2;
-        }
-        for (Py_ssize_t i = 0; i < to->nframes; i++) {
-            const ctm_snap_frame *fr = &to->frames[i];
-            uint32_t j = frame_hash(fr->filename, fr->lineno) & x->fmask;
-            while (x->ftab[j]) {
-                j = (j + 1) & x->fmask;
-            }
-            x->ftab[j] = (uint32_t)i + 1;
-        }
-    }
-    const ctm_snap_frame *fr = &x->from->frames[f];
-    int64_t s = xlate_string(x, fr->filename);
-    if (s < 0) {
-        if (s == -1) {
-            x->fmap[f] = -1;
-        }
-        return s;
-    }
-    int64_t res = -1;
-    uint32_t j = frame_hash((uint32_t)s, fr->lineno) & x->fmask, v;
-    while ((v = x->ftab[j]) != 0) {
-        const ctm_snap_frame *c = &to->frames[v - 1];
-        if (c->filename == (uint32_t)s && c->lineno == fr->lineno) {
-            res = v - 1;
-            break;
-        }
-        j = (j + 1) & x->fmask;
-    }
-    x->fmap[f] = res;
-    return res;
-}
-
-/* The group of gn equal to group gi of go, or NO_GROUP; *err is set to
- * 1 on failure. buf is scratch room for a translated frame sequence. */
-static uint32_t
-match_group(xlate_t *x, const grouping_t *gn, const grouping_t *go,
-            uint32_t gi, uint32_t **buf, uint32_t *bufcap, int *err)
-{
-    const ctm_snapdata *od = go->d, *nd = gn->d;
-    uint32_t key = go->groups[gi].key;
-    int64_t r;
-
-    *err = 0;
-    switch (go->kind) {
-    case KEY_FILENAME:
-        r = xlate_string(x, key);
-        break;
-    case KEY_LINENO:
-        if (key == (uint32_t)od->nframes) {
-            return gn->slot[nd->nframes];
-        }
-        r = xlate_frame(x, key);
-        break;
-    default: {
-        const ctm_snap_tb *t = &od->tracebacks[key];
-        const uint32_t *refs = tb_refs(od, t);
-        if (t->nframe > *bufcap) {
-            uint32_t *p = ctm_realloc(*buf, t->nframe * sizeof(uint32_t));
-            if (p == NULL) {
-                PyErr_NoMemory();
-                *err = 1;
-                return NO_GROUP;
-            }
-            *buf = p;
-            *bufcap = t->nframe;
-        }
-        for (uint32_t i = 0; i < t->nframe; i++) {
-            r = xlate_frame(x, refs[i]);
-            if (r < 0) {
-                *err = r == -2;
-                return NO_GROUP;
-            }
-            (*buf)[i] = (uint32_t)r;
-        }
-        return seq_find(gn, t->nframe ? *buf : no_refs, t->nframe, NULL);
-    }
-    }
-    if (r < 0) {
-        *err = r == -2;
-        return NO_GROUP;
-    }
-    return gn->slot[r];
-}
-
-/* Step 4: result rows and their order. */
-typedef struct {
-    uint64_t k[5];              /* sort key, most significant first */
-    uint32_t group;
-    uint32_t side;              /* 0: new (or only) snapshot, 1: old */
-    Py_ssize_t pos;             /* position before sorting */
-} row_t;
-
-static int
-row_cmp(const void *a, const void *b)
-{
-    const row_t *x = a, *y = b;
-    for (int i = 0; i < 5; i++) {
-        if (x->k[i] != y->k[i]) {
-            /* descending, as sort(reverse=True) */
-            return x->k[i] > y->k[i] ? -1 : 1;
-        }
-    }
-    return 0;
-}
-
-typedef struct {
-    PyObject *str;
-    uint32_t uid;
-} strent_t;
-
-static int
-strent_cmp(const void *a, const void *b)
-{
-    /* exact str objects: PyUnicode_Compare cannot fail */
-    return PyUnicode_Compare(((const strent_t *)a)->str,
-                             ((const strent_t *)b)->str);
-}
-
-typedef struct {
-    uint64_t head;              /* key of the oldest frame, or 0 */
-    const uint32_t *refs;       /* most recent first */
-    const uint64_t *fkey;       /* frame keys of the snapshot */
-    uint32_t n;
-    uint32_t row;
-} seqent_t;
-
-/* Traceback order: tuples of frames oldest first, then length. The
- * oldest frame's key is inline, which decides most comparisons without
- * reading the frame arrays. */
-static int
-seqent_cmp(const void *a, const void *b)
-{
-    const seqent_t *x = a, *y = b;
-    if (x->n && y->n && x->head != y->head) {
-        return x->head < y->head ? -1 : 1;
-    }
-    uint32_t n = x->n < y->n ? x->n : y->n;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t fx = x->fkey[x->refs[x->n - 1 - i]];
-        uint64_t fy = y->fkey[y->refs[y->n - 1 - i]];
-        if (fx != fy) {
-            return fx < fy ? -1 : 1;
-        }
-    }
-    return x->n < y->n ? -1 : (x->n > y->n);
-}
-
-/* Unified string ids over both snapshots: a string of the new
- * snapshot is its index; a string of the old one is the index of the
- * equal new string, or nnew + its own index. */
-typedef struct {
-    const grouping_t *g[2];
-    xlate_t *x;                 /* old -> new, NULL without old */
-    Py_ssize_t nnew;
-    uint32_t *rank;             /* per uid: rank, UINT32_MAX if unused */
-    Py_ssize_t nuid;
-} order_t;
-
-#define UNRANKED UINT32_MAX
-
-static int64_t
-string_uid(order_t *o, int side, uint32_t s)
-{
-    if (side == 0) {
-        return s;
-    }
-    int64_t r = xlate_string(o->x, s);
-    if (r == -2) {
-        return -1;
-    }
-    return r >= 0 ? r : o->nnew + s;
-}
-
-/* Mark the strings the key of a row uses. */
-static int
-mark_row(order_t *o, const row_t *row)
-{
-    const grouping_t *g = o->g[row->side];
-    const ctm_snapdata *d = g->d;
-    uint32_t key = g->groups[row->group].key;
-    const uint32_t *refs;
-    uint32_t n;
-    uint32_t single;
-
-    switch (g->kind) {
-    case KEY_FILENAME: {
-        int64_t u = string_uid(o, row->side, key);
-        if (u < 0) {
-            return -1;
-        }
-        o->rank[u] = 0;
-        return 0;
-    }
-    case KEY_LINENO:
-        if (key == (uint32_t)d->nframes) {
-            return 0;
-        }
-        single = key;
-        refs = &single;
-        n = 1;
-        break;
-    default:
-        refs = tb_refs(d, &d->tracebacks[key]);
-        n = d->tracebacks[key].nframe;
-        break;
-    }
-    for (uint32_t i = 0; i < n; i++) {
-        int64_t u = string_uid(o, row->side, d->frames[refs[i]].filename);
-        if (u < 0) {
-            return -1;
-        }
-        o->rank[u] = 0;
-    }
-    return 0;
-}
-
-static inline uint64_t
-frame_key(uint32_t rank, int32_t lineno)
-{
-    /* (filename, lineno) order; the bias keeps negative linenos below */
-    return ((uint64_t)rank << 32) | ((uint32_t)lineno ^ 0x80000000u);
-}
-
-/* Fill k[4] of every row with its traceback's rank in the stdlib's
- * Traceback order. */
-static int
-order_rows(order_t *o, row_t *rows, Py_ssize_t nrows)
-{
-    strent_t *ents = NULL;
-    uint64_t *fkey[2] = {NULL, NULL};
-    seqent_t *seqs = NULL;
-    int rc = -1;
-
-    o->rank = ctm_malloc((size_t)(o->nuid ? o->nuid : 1)
-                         * sizeof(uint32_t));
-    if (o->rank == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t u = 0; u < o->nuid; u++) {
-        o->rank[u] = UNRANKED;
-    }
-    for (Py_ssize_t r = 0; r < nrows; r++) {
-        if (mark_row(o, &rows[r]) < 0) {
-            goto done;
-        }
-    }
-    Py_ssize_t nents = 0;
-    for (Py_ssize_t u = 0; u < o->nuid; u++) {
-        nents += o->rank[u] != UNRANKED;
-    }
-    ents = ctm_malloc((size_t)(nents ? nents : 1) * sizeof(strent_t));
-    if (ents == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    nents = 0;
-    for (Py_ssize_t u = 0; u < o->nuid; u++) {
-        if (o->rank[u] == UNRANKED) {
-            continue;
-        }
-        ents[nents].str = u < o->nnew ? o->g[0]->d->strings[u]
-                                      : o->g[1]->d->strings[u - o->nnew];
-        ents[nents].uid = (uint32_t)u;
-        nents++;
-    }
-    qsort(ents, (size_t)nents, sizeof(strent_t), strent_cmp);
-    for (Py_ssize_t i = 0; i < nents; i++) {
-        o->rank[ents[i].uid] = (uint32_t)i;
-    }
-
-    int kind = o->g[0]->kind;
-    if (kind != KEY_TRACEBACK) {
-        for (Py_ssize_t r = 0; r < nrows; r++) {
-            const grouping_t *g = o->g[rows[r].side];
-            const ctm_snapdata *d = g->d;
-            uint32_t key = g->groups[rows[r].group].key;
-            int64_t u;
-            if (kind == KEY_LINENO && key == (uint32_t)d->nframes) {
-                rows[r].k[4] = 0;       /* () sorts first */
-                continue;
-            }
-            const ctm_snap_frame *f = kind == KEY_LINENO ? &d->frames[key] : NULL;
-            u = string_uid(o, rows[r].side, f ? f->filename : key);
-            if (u < 0) {
-                goto done;
-            }
-            if (f == NULL) {
-                rows[r].k[4] = o->rank[u];
-            }
-            else {
-                rows[r].k[4] = frame_key(o->rank[u] + 1, f->lineno);
-            }
-        }
-        rc = 0;
-        goto done;
-    }
-
-    /* 'traceback': rank the frame sequences */
-    for (int side = 0; side < 2; side++) {
-        const grouping_t *g = o->g[side];
-        if (g == NULL) {
-            continue;
-        }
-        fkey[side] = ctm_calloc((size_t)g->d->nframes, sizeof(uint64_t));
-        if (fkey[side] == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-    }
-    seqs = ctm_malloc((size_t)(nrows ? nrows : 1) * sizeof(seqent_t));
-    if (seqs == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (Py_ssize_t r = 0; r < nrows; r++) {
-        int side = (int)rows[r].side;
-        const ctm_snapdata *d = o->g[side]->d;
-        const ctm_snap_tb *t = &d->tracebacks[o->g[side]->groups[rows[r].group]
-                                          .key];
-        const uint32_t *refs = tb_refs(d, t);
-        for (uint32_t i = 0; i < t->nframe; i++) {
-            const ctm_snap_frame *f = &d->frames[refs[i]];
-            int64_t u = string_uid(o, side, f->filename);
-            if (u < 0) {
-                goto done;
-            }
-            fkey[side][refs[i]] = frame_key(o->rank[u], f->lineno);
-        }
-        seqs[r].refs = refs;
-        seqs[r].fkey = fkey[side];
-        seqs[r].n = t->nframe;
-        seqs[r].row = (uint32_t)r;
-        seqs[r].head = t->nframe ? fkey[side][refs[t->nframe - 1]] : 0;
-    }
-    qsort(seqs, (size_t)nrows, sizeof(seqent_t), seqent_cmp);
-    for (Py_ssize_t i = 0; i < nrows; i++) {
-        rows[seqs[i].row].k[4] = (uint64_t)i;
-    }
-    rc = 0;
-done:
-    ctm_free(ents);
-    ctm_free(fkey[0]);
-    ctm_free(fkey[1]);
-    ctm_free(seqs);
-    return rc;
-}
+enum { OUT_STATS, OUT_DIFF, OUT_DICT };
 
 /* The tuples made for results hold only str and int objects (and such
  * tuples), so they can never be part of a cycle: they are untracked at
@@ -1375,14 +614,14 @@ frame_pair(PyObject *filename, int32_t lineno)
     return pair;
 }
 
-/* The raw frames tuple of a 'traceback' group. pairs (one slot per
- * frame of d, owned by the caller) shares the (filename, lineno) tuples
+/* The raw frames tuple of traceback tb of d. pairs (one slot per frame
+ * of d, owned by the caller) shares the (filename, lineno) tuples
  * between the rows, as the tracer's raw traces share them. */
 static PyObject *
 group_frames(const ctm_snapdata *d, uint32_t tb, PyObject **pairs)
 {
     const ctm_snap_tb *t = &d->tracebacks[tb];
-    const uint32_t *refs = tb_refs(d, t);
+    const uint32_t *refs = ctm_tb_refs(d, t);
     PyObject *frames = PyTuple_New(t->nframe);
     if (frames == NULL) {
         return NULL;
@@ -1403,21 +642,23 @@ group_frames(const ctm_snapdata *d, uint32_t tb, PyObject **pairs)
     return frames;
 }
 
-/* The Traceback of a group: total_nframe None, like _group_by's. */
+/* The Traceback of a row: total_nframe None, like _group_by's. */
 static PyObject *
-group_traceback(const grouping_t *g, uint32_t gi, PyObject **pairs)
+row_traceback(const ctm_group_result *res, const ctm_group_row *row,
+              PyObject **pairs)
 {
-    const ctm_snapdata *d = g->d;
-    uint32_t key = g->groups[gi].key;
+    const ctm_snapdata *d = res->data[row->side];
+    uint32_t key = row->key;
     PyObject *frames, *pair;
-    if (g->kind == KEY_TRACEBACK) {
+    if (res->key_type == CTM_KEY_TRACEBACK) {
         frames = group_frames(d, key, pairs);
     }
-    else if (g->kind == KEY_LINENO && key == (uint32_t)d->nframes) {
+    else if (res->key_type == CTM_KEY_LINENO
+             && key == (uint32_t)d->nframes) {
         frames = PyTuple_New(0);
     }
     else {
-        if (g->kind == KEY_FILENAME) {
+        if (res->key_type == CTM_KEY_FILENAME) {
             pair = frame_pair(d->strings[key], 0);
         }
         else {
@@ -1443,182 +684,48 @@ group_traceback(const grouping_t *g, uint32_t gi, PyObject **pairs)
     return tb;
 }
 
-/* |a - b| and its sign. */
-static inline uint64_t
-udiff(uint64_t a, uint64_t b, int *neg)
-{
-    *neg = a < b;
-    return a < b ? b - a : a - b;
-}
-
-static int
-to_int64(uint64_t mag, int neg, int64_t *out)
-{
-    if (mag > (uint64_t)INT64_MAX) {
-        PyErr_SetString(PyExc_OverflowError,
-                        "statistic difference does not fit in 64 bits");
-        return -1;
-    }
-    *out = neg ? -(int64_t)mag : (int64_t)mag;
-    return 0;
-}
-
-enum { OUT_STATS, OUT_DIFF, OUT_DICT };
-
 /* The Statistic (or StatisticDiff) of a row; *tb is its Traceback,
  * borrowed from the result. */
 static PyObject *
-make_item(const row_t *row, const grouping_t *gn, const grouping_t *go,
-          int out, PyObject **pairs[2], PyObject **tb)
+make_item(const ctm_group_result *res, const ctm_group_row *row, int out,
+          PyObject **pairs[2], PyObject **tb)
 {
-    const grouping_t *g = row->side ? go : gn;
-    const group_t *gr = &g->groups[row->group];
     PyObject *item;
 
-    *tb = group_traceback(g, row->group, pairs[row->side]);
+    *tb = row_traceback(res, row, pairs[row->side]);
     if (*tb == NULL) {
         return NULL;
     }
     if (out != OUT_DIFF) {
-        item = ctm_statistic_new(*tb, gr->sum.size, gr->sum.count);
+        item = ctm_statistic_new(*tb, row->size, row->count);
     }
     else {
-        /* new rows: (size, size - old size, count, count - old count),
-         * with nothing old for a new group; old-only rows: (0, -size,
-         * 0, -count) */
-        sums_t cur = {0, 0}, old = {0, 0};
-        int64_t sd, cd;
-        int neg;
-        if (row->side == 0) {
-            cur = gr->sum;
-            if (gr->other != NO_GROUP) {
-                old = go->groups[gr->other].sum;
-            }
-        }
-        else {
-            old = gr->sum;
-        }
-        uint64_t m = udiff(cur.size, old.size, &neg);
-        if (to_int64(m, neg, &sd) < 0) {
-            Py_DECREF(*tb);
-            return NULL;
-        }
-        m = udiff(cur.count, old.count, &neg);
-        if (to_int64(m, neg, &cd) < 0) {
-            Py_DECREF(*tb);
-            return NULL;
-        }
-        item = ctm_statistic_diff_new(*tb, cur.size, sd, cur.count, cd);
+        item = ctm_statistic_diff_new(*tb, row->size, row->size_diff,
+                                      row->count, row->count_diff);
     }
     /* the item holds the traceback: hand out a borrowed reference */
     Py_DECREF(*tb);
     return item;
 }
 
-/* Join (compare_to), order and make the result objects. go is NULL
- * except for OUT_DIFF. */
+/* The result objects of the rows: a list in res->order (OUT_STATS,
+ * OUT_DIFF) or a dict (OUT_DICT). */
 static PyObject *
-build_result(grouping_t *gn, grouping_t *go, int out)
+result_objects(const ctm_group_result *res, int out)
 {
-    xlate_t x;
-    int have_x = 0;
-    row_t *rows = NULL;
-    uint32_t *buf = NULL, bufcap = 0;
-    order_t o;
-    PyObject *res = NULL;
+    PyObject *list = NULL;
     PyObject **pairs[2] = {NULL, NULL};
     PyObject **sorted = NULL;
     int paused = 0;
-    Py_ssize_t nrows = gn->ngroups;
+    Py_ssize_t r, nrows = res->nrows;
 
-    memset(&o, 0, sizeof(o));
-    if (go != NULL) {
-        if (xlate_init(&x, go->d, gn->d) < 0) {
-            return NULL;
-        }
-        have_x = 1;
-        for (Py_ssize_t i = 0; i < go->ngroups; i++) {
-            int err;
-            uint32_t m = match_group(&x, gn, go, (uint32_t)i, &buf, &bufcap,
-                                     &err);
-            if (err) {
-                goto done;
-            }
-            go->groups[i].other = m;
-            if (m != NO_GROUP) {
-                gn->groups[m].other = (uint32_t)i;
-            }
-            else {
-                nrows++;
-            }
-        }
-    }
-
-    rows = ctm_malloc((size_t)(nrows ? nrows : 1) * sizeof(row_t));
-    if (rows == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t r = 0;
-    for (Py_ssize_t i = 0; i < gn->ngroups; i++, r++) {
-        const group_t *g = &gn->groups[i];
-        row_t *row = &rows[r];
-        row->group = (uint32_t)i;
-        row->side = 0;
-        if (go == NULL) {
-            row->k[0] = g->sum.size;
-            row->k[1] = g->sum.count;
-            row->k[2] = row->k[3] = 0;
-        }
-        else {
-            sums_t old = {0, 0};
-            int neg;
-            if (g->other != NO_GROUP) {
-                old = go->groups[g->other].sum;
-            }
-            row->k[0] = udiff(g->sum.size, old.size, &neg);
-            row->k[1] = g->sum.size;
-            row->k[2] = udiff(g->sum.count, old.count, &neg);
-            row->k[3] = g->sum.count;
-        }
-        row->k[4] = 0;
-    }
-    for (Py_ssize_t i = 0; go != NULL && i < go->ngroups; i++) {
-        const group_t *g = &go->groups[i];
-        if (g->other != NO_GROUP) {
-            continue;
-        }
-        row_t *row = &rows[r++];
-        row->group = (uint32_t)i;
-        row->side = 1;
-        row->k[0] = g->sum.size;
-        row->k[1] = 0;
-        row->k[2] = g->sum.count;
-        row->k[3] = 0;
-        row->k[4] = 0;
-    }
-
-    if (out != OUT_DICT) {
-        o.g[0] = gn;
-        o.g[1] = go;
-        o.x = have_x ? &x : NULL;
-        o.nnew = gn->d->nstrings;
-        o.nuid = o.nnew + (go ? go->d->nstrings : 0);
-        if (order_rows(&o, rows, nrows) < 0) {
-            goto done;
-        }
-    }
-    for (r = 0; r < nrows; r++) {
-        rows[r].pos = r;
-    }
-    if (gn->kind == KEY_TRACEBACK) {
+    if (res->key_type == CTM_KEY_TRACEBACK) {
         for (int side = 0; side < 2; side++) {
-            const grouping_t *g = side ? go : gn;
-            if (g == NULL) {
+            const ctm_snapdata *d = res->data[side];
+            if (d == NULL) {
                 continue;
             }
-            pairs[side] = ctm_calloc((size_t)g->d->nframes,
-                                     sizeof(PyObject *));
+            pairs[side] = ctm_calloc((size_t)d->nframes, sizeof(PyObject *));
             if (pairs[side] == NULL) {
                 PyErr_NoMemory();
                 goto done;
@@ -1629,71 +736,77 @@ build_result(grouping_t *gn, grouping_t *go, int out)
     if (paused < 0) {
         goto done;
     }
-    /* The items are made in group order, which reads the group, frame
-     * and string arrays sequentially, then put in sorted order: making
-     * them in sorted order costs cache misses on every read. */
+    /* The items are made in row order, which reads the frame and string
+     * arrays sequentially, then put in sorted order: making them in
+     * sorted order costs cache misses on every read. */
     if (out == OUT_DICT) {
-        res = PyDict_New();
-        for (r = 0; res != NULL && r < nrows; r++) {
+        list = PyDict_New();        /* a dict, in this case */
+        for (r = 0; list != NULL && r < nrows; r++) {
             PyObject *tb;
-            PyObject *item = make_item(&rows[r], gn, go, out, pairs, &tb);
-            int rc = item ? PyDict_SetItem(res, tb, item) : -1;
+            PyObject *item = make_item(res, &res->rows[r], out, pairs, &tb);
+            int rc = item ? PyDict_SetItem(list, tb, item) : -1;
             Py_XDECREF(item);
             if (rc < 0) {
-                Py_CLEAR(res);
+                Py_CLEAR(list);
             }
         }
         goto done;
     }
-    res = PyList_New(nrows);
-    if (res == NULL) {
+    list = PyList_New(nrows);
+    if (list == NULL) {
         goto done;
     }
     /* the list's own array holds the items until they are sorted */
-    PyObject **items = ((PyListObject *)res)->ob_item;
+    PyObject **items = ((PyListObject *)list)->ob_item;
     for (r = 0; r < nrows; r++) {
         PyObject *tb;
-        items[r] = make_item(&rows[r], gn, go, out, pairs, &tb);
+        items[r] = make_item(res, &res->rows[r], out, pairs, &tb);
         if (items[r] == NULL) {
-            Py_CLEAR(res);
+            Py_CLEAR(list);
             goto done;
         }
     }
     if (nrows < 2) {
         goto done;      /* nothing to sort; an empty list has no array */
     }
-    qsort(rows, (size_t)nrows, sizeof(row_t), row_cmp);
     sorted = ctm_malloc((size_t)nrows * sizeof(PyObject *));
     if (sorted == NULL) {
         PyErr_NoMemory();
-        Py_CLEAR(res);
+        Py_CLEAR(list);
         goto done;
     }
     for (r = 0; r < nrows; r++) {
-        sorted[r] = items[rows[r].pos];
+        sorted[r] = items[res->order[r]];
     }
     memcpy(items, sorted, (size_t)nrows * sizeof(PyObject *));
 
 done:
     ctm_gc_resume(paused);
-    if (have_x) {
-        xlate_free(&x);
-    }
     for (int side = 0; side < 2; side++) {
-        const grouping_t *g = side ? go : gn;
         if (pairs[side] == NULL) {
             continue;
         }
-        for (Py_ssize_t f = 0; f < g->d->nframes; f++) {
+        for (Py_ssize_t f = 0; f < res->data[side]->nframes; f++) {
             Py_XDECREF(pairs[side][f]);
         }
         ctm_free(pairs[side]);
     }
-    ctm_free(o.rank);
-    ctm_free(rows);
-    ctm_free(buf);
     ctm_free(sorted);
-    return res;
+    return list;
+}
+
+/* The result of g (statistics, _group_by) or of g compared with old
+ * (compare_to). */
+static PyObject *
+groups_result(ctm_groups *g, ctm_groups *old, int out)
+{
+    ctm_group_result res;
+    if (ctm_groups_result(g, old, out != OUT_DICT, &res) < 0) {
+        return NULL;
+    }
+    PyObject *obj = result_objects(&res, out);
+    ctm_group_result_free(&res);
+    return obj;
 }
 
 /* key_type and cumulative, validated in the stdlib's order. */
@@ -1703,15 +816,15 @@ parse_key(PyObject *key_type, PyObject *cumulative, int *kind, int *cum)
     *kind = -1;
     if (PyUnicode_Check(key_type)) {
         if (PyUnicode_CompareWithASCIIString(key_type, "traceback") == 0) {
-            *kind = KEY_TRACEBACK;
+            *kind = CTM_KEY_TRACEBACK;
         }
         else if (PyUnicode_CompareWithASCIIString(key_type,
                                                   "filename") == 0) {
-            *kind = KEY_FILENAME;
+            *kind = CTM_KEY_FILENAME;
         }
         else if (PyUnicode_CompareWithASCIIString(key_type,
                                                   "lineno") == 0) {
-            *kind = KEY_LINENO;
+            *kind = CTM_KEY_LINENO;
         }
     }
     if (*kind < 0) {
@@ -1722,7 +835,7 @@ parse_key(PyObject *key_type, PyObject *cumulative, int *kind, int *cum)
     if (*cum < 0) {
         return -1;
     }
-    if (*cum && *kind == KEY_TRACEBACK) {
+    if (*cum && *kind == CTM_KEY_TRACEBACK) {
         PyErr_Format(PyExc_ValueError,
                      "cumulative mode cannot by used with key type %R",
                      key_type);
@@ -1873,15 +986,15 @@ snapshot_set_traces(SnapshotObject *self, PyObject *value,
 static PyObject *
 group_result(SnapshotObject *self, int kind, int cum, int out)
 {
-    grouping_t g;
     PyObject *res = NULL;
     TracesObject *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
-    if (group_build(&g, t->data, kind, cum) == 0) {
-        res = build_result(&g, NULL, out);
-        grouping_free(&g);
+    ctm_groups *g = ctm_groups_new(t->data, kind, cum);
+    if (g != NULL) {
+        res = groups_result(g, NULL, out);
+        ctm_groups_free(g);
     }
     Py_DECREF(t);
     return res;
@@ -2031,7 +1144,7 @@ snapshot_compare_to(SnapshotObject *self, PyObject *args, PyObject *kwds)
     PyObject *res = NULL;
     TracesObject *t, *ot = NULL;
     int kind, cum;
-    grouping_t gn, go;
+    ctm_groups *gn, *go;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:compare_to", kwlist,
                                      &old, &key_type, &cumulative)
         || parse_key(key_type, cumulative, &kind, &cum) < 0) {
@@ -2042,16 +1155,17 @@ snapshot_compare_to(SnapshotObject *self, PyObject *args, PyObject *kwds)
     if (t == NULL) {
         return NULL;
     }
-    if (group_build(&gn, t->data, kind, cum) < 0) {
+    gn = ctm_groups_new(t->data, kind, cum);
+    if (gn == NULL) {
         Py_DECREF(t);
         return NULL;
     }
     ot = old_traces(old);
-    if (ot != NULL && group_build(&go, ot->data, kind, cum) == 0) {
-        res = build_result(&gn, &go, OUT_DIFF);
-        grouping_free(&go);
+    if (ot != NULL && (go = ctm_groups_new(ot->data, kind, cum)) != NULL) {
+        res = groups_result(gn, go, OUT_DIFF);
+        ctm_groups_free(go);
     }
-    grouping_free(&gn);
+    ctm_groups_free(gn);
     Py_DECREF(t);
     Py_XDECREF(ot);
     return res;
