@@ -30,7 +30,7 @@ LAYERS = [
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["grouping.c", "filter.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
-    ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
+    ("types", ["traceback.c", "statistic.c", "traces.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]
 

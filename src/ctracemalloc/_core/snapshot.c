@@ -22,567 +22,16 @@
 
 typedef struct {
     PyObject_HEAD
-    ctm_snapdata *data;         /* owned, never NULL */
-} TracesObject;
-
-typedef struct {
-    PyObject_HEAD
     PyObject *dict;
     PyObject *weakreflist;
-    TracesObject *traces;       /* NULL until __init__ */
+    ctm_traces_object *traces;       /* NULL until __init__ */
     PyObject *limit;            /* traceback_limit, any object */
 } SnapshotObject;
 
-static PyTypeObject TracesType;
 static PyTypeObject SnapshotType;
 
 static PyObject *iterable_abc;          /* collections.abc.Iterable */
 static PyObject *from_bytes_func;       /* _snapshot_from_bytes */
-
-static PyObject *
-index_error(void)
-{
-    PyErr_SetString(PyExc_IndexError, "list index out of range");
-    return NULL;
-}
-
-/* ------------------------------------------------------------------
- * _Traces
- * ---------------------------------------------------------------- */
-
-/* A _Traces owning data (stolen, even on failure). */
-static PyObject *
-traces_wrap(ctm_snapdata *data)
-{
-    TracesObject *t = PyObject_New(TracesObject, &TracesType);
-    if (t == NULL) {
-        ctm_snapdata_free(data);
-        return NULL;
-    }
-    t->data = data;
-    return (PyObject *)t;
-}
-
-static void
-traces_dealloc(TracesObject *self)
-{
-    ctm_snapdata_free(self->data);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
-static Py_ssize_t
-traces_len(TracesObject *self)
-{
-    return self->data->ntraces;
-}
-
-static PyObject *
-make_trace(const ctm_snapdata *d, Py_ssize_t i)
-{
-    PyObject *raw = ctm_snapdata_trace_tuple(d, i, NULL);
-    if (raw == NULL) {
-        return NULL;
-    }
-    PyObject *trace = ctm_trace_new(raw);
-    Py_DECREF(raw);
-    return trace;
-}
-
-static PyObject *
-traces_item(TracesObject *self, Py_ssize_t i)
-{
-    if (i < 0 || i >= self->data->ntraces) {
-        return index_error();
-    }
-    return make_trace(self->data, i);
-}
-
-static PyObject *
-traces_subscript(TracesObject *self, PyObject *key)
-{
-    Py_ssize_t n = self->data->ntraces;
-    if (PyIndex_Check(key)) {
-        Py_ssize_t i = PyNumber_AsSsize_t(key, PyExc_IndexError);
-        if (i == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (i < 0) {
-            i += n;
-        }
-        return traces_item(self, i);
-    }
-    if (PySlice_Check(key)) {
-        Py_ssize_t start, stop, step;
-        if (PySlice_Unpack(key, &start, &stop, &step) < 0) {
-            return NULL;
-        }
-        Py_ssize_t len = PySlice_AdjustIndices(n, &start, &stop, step);
-        PyObject *res = PyTuple_New(len);
-        if (res == NULL) {
-            return NULL;
-        }
-        for (Py_ssize_t k = 0, i = start; k < len; k++, i += step) {
-            PyObject *trace = make_trace(self->data, i);
-            if (trace == NULL) {
-                Py_DECREF(res);
-                return NULL;
-            }
-            PyTuple_SET_ITEM(res, k, trace);
-        }
-        return res;
-    }
-    PyErr_Format(PyExc_TypeError,
-                 "list indices must be integers or slices, not %.200s",
-                 Py_TYPE(key)->tp_name);
-    return NULL;
-}
-
-/* A raw trace tuple resolved against d, so that finding equal traces
- * is integer comparisons. */
-typedef struct {
-    uint32_t domain;
-    uint64_t size;
-    uint32_t tb;
-} target_t;
-
-#define TARGET_NONE 0           /* no trace of d can be equal */
-#define TARGET_FOUND 1          /* *t holds the trace to look for */
-#define TARGET_GENERIC 2        /* not exact types: compare with == */
-
-/* An exact int as an integer in [lo, hi]: 1 with *out, 0 out of range
- * (so never equal to a value of d), -1 if obj is not an exact int. */
-static int
-exact_int(PyObject *obj, long long lo, unsigned long long hi,
-          unsigned long long *out)
-{
-    if (!PyLong_CheckExact(obj) && !PyBool_Check(obj)) {
-        return -1;
-    }
-    int overflow;
-    long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
-    if (overflow == 1 && hi > (unsigned long long)LLONG_MAX) {
-        unsigned long long u = PyLong_AsUnsignedLongLong(obj);
-        if (u == (unsigned long long)-1 && PyErr_Occurred()) {
-            PyErr_Clear();
-            return 0;
-        }
-        *out = u;
-        return u <= hi;
-    }
-    if (overflow || v < lo || (v >= 0 && (unsigned long long)v > hi)) {
-        return 0;
-    }
-    *out = (unsigned long long)v;
-    return 1;
-}
-
-/* Find the index of the string equal to s in d, or -1. */
-static Py_ssize_t
-find_string(const ctm_snapdata *d, PyObject *s, Py_hash_t h)
-{
-    for (Py_ssize_t i = 0; i < d->nstrings; i++) {
-        PyObject *c = d->strings[i];
-        if (c == s) {
-            return i;
-        }
-        if (PyObject_Hash(c) == h && PyUnicode_Compare(c, s) == 0) {
-            return i;
-        }
-    }
-    return -1;
-}
-
-static int
-compile_target(const ctm_snapdata *d, PyObject *raw, target_t *t)
-{
-    unsigned long long v;
-    uint32_t *ids = NULL;
-    int rc;
-
-    if (!PyTuple_CheckExact(raw)) {
-        return TARGET_GENERIC;
-    }
-    if (PyTuple_GET_SIZE(raw) != 4) {
-        return TARGET_NONE;
-    }
-    PyObject *frames = PyTuple_GET_ITEM(raw, 2);
-    PyObject *total = PyTuple_GET_ITEM(raw, 3);
-    uint32_t tot = CTM_TOTAL_NONE;
-    if ((rc = exact_int(PyTuple_GET_ITEM(raw, 0), 0, UINT32_MAX, &v)) < 1) {
-        return rc < 0 ? TARGET_GENERIC : TARGET_NONE;
-    }
-    t->domain = (uint32_t)v;
-    if ((rc = exact_int(PyTuple_GET_ITEM(raw, 1), 0, UINT64_MAX, &v)) < 1) {
-        return rc < 0 ? TARGET_GENERIC : TARGET_NONE;
-    }
-    t->size = v;
-    if (total != Py_None) {
-        rc = exact_int(total, 0, UINT32_MAX - 1, &v);
-        if (rc < 1) {
-            return rc < 0 ? TARGET_GENERIC : TARGET_NONE;
-        }
-        tot = (uint32_t)v;
-    }
-    if (PyList_CheckExact(frames)) {
-        return TARGET_NONE;
-    }
-    if (!PyTuple_CheckExact(frames)) {
-        return TARGET_GENERIC;
-    }
-    Py_ssize_t n = PyTuple_GET_SIZE(frames);
-    /* check the types first: a generic compare must not depend on the
-     * order in which frames are looked up */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        if (!PyTuple_CheckExact(fr)) {
-            return TARGET_GENERIC;
-        }
-        if (PyTuple_GET_SIZE(fr) != 2) {
-            continue;
-        }
-        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(fr, 0))
-            || exact_int(PyTuple_GET_ITEM(fr, 1), 0, 0, &v) < 0) {
-            return TARGET_GENERIC;
-        }
-    }
-    if (n > UINT32_MAX) {
-        return TARGET_NONE;
-    }
-    ids = ctm_malloc((size_t)(n ? n : 1) * sizeof(uint32_t));
-    if (ids == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    rc = TARGET_NONE;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *fr = PyTuple_GET_ITEM(frames, i);
-        if (PyTuple_GET_SIZE(fr) != 2) {
-            goto done;
-        }
-        PyObject *name = PyTuple_GET_ITEM(fr, 0);
-        if (exact_int(PyTuple_GET_ITEM(fr, 1), INT32_MIN, INT32_MAX,
-                      &v) < 1) {
-            goto done;
-        }
-        int32_t lineno = (int32_t)(long long)v;
-        Py_hash_t h = PyObject_Hash(name);
-        if (h == -1) {
-            rc = -1;
-            goto done;
-        }
-        Py_ssize_t s = find_string(d, name, h);
-        if (s < 0) {
-            goto done;
-        }
-        Py_ssize_t f = 0;
-        while (f < d->nframes && (d->frames[f].filename != (uint32_t)s
-                                  || d->frames[f].lineno != lineno)) {
-            f++;
-        }
-        if (f == d->nframes) {
-            goto done;
-        }
-        ids[i] = (uint32_t)f;
-    }
-    for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
-        const ctm_snap_tb *tb = &d->tracebacks[k];
-        if (tb->nframe == (uint32_t)n && tb->total_nframe == tot
-            && memcmp(ctm_tb_refs(d, tb), ids, (size_t)n * sizeof(uint32_t))
-               == 0) {
-            t->tb = (uint32_t)k;
-            rc = TARGET_FOUND;
-            break;
-        }
-    }
-done:
-    ctm_free(ids);
-    return rc;
-}
-
-static inline int
-target_is(const target_t *t, const ctm_snap_trace *tr)
-{
-    return tr->traceback == t->tb && tr->size == t->size
-           && tr->domain == t->domain;
-}
-
-/* x in self: self._traces contains value._trace */
-static int
-traces_contains(TracesObject *self, PyObject *value)
-{
-    const ctm_snapdata *d = self->data;
-    target_t t;
-    PyObject *raw = PyObject_GetAttrString(value, "_trace");
-    if (raw == NULL) {
-        return -1;
-    }
-    int rc = compile_target(d, raw, &t);
-    if (rc == TARGET_FOUND) {
-        rc = 0;
-        for (Py_ssize_t i = 0; i < d->ntraces && !rc; i++) {
-            rc = target_is(&t, &d->traces[i]);
-        }
-    }
-    else if (rc == TARGET_GENERIC) {
-        rc = 0;
-        for (Py_ssize_t i = 0; i < d->ntraces && rc == 0; i++) {
-            PyObject *item = ctm_snapdata_trace_tuple(d, i, NULL);
-            if (item == NULL) {
-                rc = -1;
-                break;
-            }
-            rc = PyObject_RichCompareBool(item, raw, Py_EQ);
-            Py_DECREF(item);
-        }
-    }
-    Py_DECREF(raw);
-    return rc;
-}
-
-/* Sequence.index and Sequence.count: "v is value or v == value" over
- * the Trace items. For an exact Trace, v == value compares the _trace
- * tuples, so the search runs on the arrays; anything else compares
- * Trace objects one by one. Return the first index in [start, stop)
- * (count_all: the number of matches), -1 if none, -2 on error. */
-static Py_ssize_t
-traces_search(TracesObject *self, PyObject *value, Py_ssize_t start,
-              Py_ssize_t stop, int count_all)
-{
-    const ctm_snapdata *d = self->data;
-    Py_ssize_t found = 0;
-    target_t t;
-    int mode = TARGET_GENERIC;
-
-    if (stop > d->ntraces) {
-        stop = d->ntraces;
-    }
-    if (ctm_state.Trace != NULL && Py_TYPE(value) == ctm_state.Trace) {
-        PyObject *raw = PyObject_GetAttrString(value, "_trace");
-        if (raw == NULL) {
-            return -2;
-        }
-        mode = compile_target(d, raw, &t);
-        Py_DECREF(raw);
-        if (mode < 0) {
-            return -2;
-        }
-        if (mode == TARGET_NONE) {
-            return count_all ? 0 : -1;
-        }
-    }
-    for (Py_ssize_t i = start; i < stop; i++) {
-        int eq;
-        if (mode == TARGET_FOUND) {
-            eq = target_is(&t, &d->traces[i]);
-        }
-        else {
-            PyObject *v = make_trace(d, i);
-            if (v == NULL) {
-                return -2;
-            }
-            eq = v == value ? 1 : PyObject_RichCompareBool(v, value, Py_EQ);
-            Py_DECREF(v);
-            if (eq < 0) {
-                return -2;
-            }
-        }
-        if (eq) {
-            if (!count_all) {
-                return i;
-            }
-            found++;
-        }
-    }
-    return count_all ? found : -1;
-}
-
-static PyObject *
-traces_count(TracesObject *self, PyObject *value)
-{
-    Py_ssize_t n = traces_search(self, value, 0, PY_SSIZE_T_MAX, 1);
-    return n == -2 ? NULL : PyLong_FromSsize_t(n);
-}
-
-static PyObject *
-traces_index(TracesObject *self, PyObject *args)
-{
-    PyObject *value, *start_obj = Py_None, *stop_obj = Py_None;
-    Py_ssize_t start, stop;
-    if (!PyArg_ParseTuple(args, "O|OO:index", &value, &start_obj,
-                          &stop_obj)) {
-        return NULL;
-    }
-    if (ctm_sequence_bounds(start_obj == Py_None ? NULL : start_obj,
-                            stop_obj, self->data->ntraces, &start,
-                            &stop) < 0) {
-        return NULL;
-    }
-    Py_ssize_t i = traces_search(self, value, start, stop, 0);
-    if (i == -2) {
-        return NULL;
-    }
-    if (i == -1) {
-        PyErr_SetNone(PyExc_ValueError);
-        return NULL;
-    }
-    return PyLong_FromSsize_t(i);
-}
-
-/* Are traceback ta of a and tb of b equal as raw tuples? */
-static int
-tb_equal(const ctm_snapdata *a, uint32_t ta, const ctm_snapdata *b,
-         uint32_t tb)
-{
-    const ctm_snap_tb *x = &a->tracebacks[ta], *y = &b->tracebacks[tb];
-    if (x->nframe != y->nframe || x->total_nframe != y->total_nframe) {
-        return 0;
-    }
-    const uint32_t *rx = ctm_tb_refs(a, x), *ry = ctm_tb_refs(b, y);
-    for (uint32_t i = 0; i < x->nframe; i++) {
-        const ctm_snap_frame *fx = &a->frames[rx[i]], *fy = &b->frames[ry[i]];
-        if (fx->lineno != fy->lineno) {
-            return 0;
-        }
-        PyObject *sx = a->strings[fx->filename];
-        PyObject *sy = b->strings[fy->filename];
-        if (sx != sy && PyUnicode_Compare(sx, sy) != 0) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* self._traces == other._traces, element by element. */
-static int
-traces_equal(const ctm_snapdata *a, const ctm_snapdata *b)
-{
-    if (a == b) {
-        return 1;
-    }
-    if (a->ntraces != b->ntraces) {
-        return 0;
-    }
-    /* known[ta] = tb + 1 once ta of a was found equal to tb of b */
-    uint32_t *known = ctm_calloc((size_t)a->ntracebacks, sizeof(uint32_t));
-    if (known == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    int eq = 1;
-    for (Py_ssize_t i = 0; i < a->ntraces && eq; i++) {
-        const ctm_snap_trace *x = &a->traces[i], *y = &b->traces[i];
-        if (x->domain != y->domain || x->size != y->size) {
-            eq = 0;
-        }
-        else if (known[x->traceback] != y->traceback + 1) {
-            eq = tb_equal(a, x->traceback, b, y->traceback);
-            if (eq) {
-                known[x->traceback] = y->traceback + 1;
-            }
-        }
-    }
-    ctm_free(known);
-    return eq;
-}
-
-static PyObject *
-traces_richcompare(PyObject *self, PyObject *other, int op)
-{
-    if (!PyObject_TypeCheck(other, &TracesType)
-        || (op != Py_EQ && op != Py_NE)) {
-        Py_RETURN_NOTIMPLEMENTED;
-    }
-    int eq = traces_equal(((TracesObject *)self)->data,
-                          ((TracesObject *)other)->data);
-    if (eq < 0) {
-        return NULL;
-    }
-    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
-}
-
-static PyObject *
-traces_repr(TracesObject *self)
-{
-    return PyUnicode_FromFormat("<Traces len=%zd>", self->data->ntraces);
-}
-
-/* _traces: a new list of the raw trace tuples; equal tracebacks share
- * one frames tuple, as in the lists _get_traces() returns. */
-static PyObject *
-traces_get_raw(TracesObject *self, void *Py_UNUSED(closure))
-{
-    const ctm_snapdata *d = self->data;
-    PyObject **cache = ctm_calloc((size_t)d->ntracebacks,
-                                  sizeof(PyObject *));
-    if (cache == NULL) {
-        return PyErr_NoMemory();
-    }
-    PyObject *list = NULL;
-    int paused = ctm_gc_pause();
-    if (paused < 0) {
-        goto done;
-    }
-    list = PyList_New(d->ntraces);
-    if (list == NULL) {
-        goto done;
-    }
-    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        PyObject *raw = ctm_snapdata_trace_tuple(d, i, cache);
-        if (raw == NULL) {
-            Py_CLEAR(list);
-            goto done;
-        }
-        PyList_SET_ITEM(list, i, raw);
-    }
-done:
-    ctm_gc_resume(paused);
-    for (Py_ssize_t t = 0; t < d->ntracebacks; t++) {
-        Py_XDECREF(cache[t]);
-    }
-    ctm_free(cache);
-    return list;
-}
-
-static PySequenceMethods traces_as_sequence = {
-    .sq_length = (lenfunc)traces_len,
-    .sq_item = (ssizeargfunc)traces_item,
-    .sq_contains = (objobjproc)traces_contains,
-};
-
-static PyMappingMethods traces_as_mapping = {
-    .mp_length = (lenfunc)traces_len,
-    .mp_subscript = (binaryfunc)traces_subscript,
-};
-
-static PyMethodDef traces_methods[] = {
-    {"count", (PyCFunction)traces_count, METH_O,
-     "Number of traces equal to value."},
-    {"index", (PyCFunction)traces_index, METH_VARARGS,
-     "First index of a trace equal to value; ValueError if none."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef traces_getset[] = {
-    {"_traces", (getter)traces_get_raw, NULL,
-     "A new list of the raw trace tuples.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
-static PyTypeObject TracesType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ctracemalloc._Traces",
-    .tp_basicsize = sizeof(TracesObject),
-    .tp_dealloc = (destructor)traces_dealloc,
-    .tp_repr = (reprfunc)traces_repr,
-    .tp_as_sequence = &traces_as_sequence,
-    .tp_as_mapping = &traces_as_mapping,
-    .tp_hash = PyObject_HashNotImplemented,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Sequence of the Trace instances of a snapshot.",
-    .tp_richcompare = traces_richcompare,
-    .tp_methods = traces_methods,
-    .tp_getset = traces_getset,
-};
 
 /* ------------------------------------------------------------------
  * Results: the Python objects of the grouping engine's rows
@@ -852,7 +301,7 @@ parse_key(PyObject *key_type, PyObject *cumulative, int *kind, int *cum)
  * while they work: Python code they run on the way (a filter's _match,
  * an attribute of a foreign snapshot, pickling) may set
  * snapshot.traces, which must not free the data in use. */
-static TracesObject *
+static ctm_traces_object *
 snapshot_traces(SnapshotObject *self)
 {
     if (self->traces == NULL) {
@@ -861,7 +310,7 @@ snapshot_traces(SnapshotObject *self)
                      Py_TYPE(self)->tp_name);
         return NULL;
     }
-    return (TracesObject *)Py_NewRef((PyObject *)self->traces);
+    return (ctm_traces_object *)Py_NewRef((PyObject *)self->traces);
 }
 
 ctm_snapdata *
@@ -888,7 +337,7 @@ snapshot_of_traces(PyTypeObject *type, PyObject *traces, PyObject *limit)
         Py_DECREF(traces);
         return NULL;
     }
-    s->traces = (TracesObject *)traces;
+    s->traces = (ctm_traces_object *)traces;
     s->limit = Py_NewRef(limit ? limit : Py_None);
     return (PyObject *)s;
 }
@@ -899,7 +348,7 @@ ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit)
     if (data == NULL) {
         return NULL;
     }
-    PyObject *traces = traces_wrap(data);
+    PyObject *traces = ctm_traces_wrap(data);
     if (traces == NULL) {
         return NULL;
     }
@@ -915,7 +364,7 @@ snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
                                      &traces, &limit)) {
         return -1;
     }
-    if (PyObject_TypeCheck(traces, &TracesType)) {
+    if (PyObject_TypeCheck(traces, ctm_state.Traces)) {
         /* immutable: share it */
         obj = Py_NewRef(traces);
     }
@@ -924,12 +373,12 @@ snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
         if (data == NULL) {
             return -1;
         }
-        obj = traces_wrap(data);
+        obj = ctm_traces_wrap(data);
         if (obj == NULL) {
             return -1;
         }
     }
-    Py_XSETREF(self->traces, (TracesObject *)obj);
+    Py_XSETREF(self->traces, (ctm_traces_object *)obj);
     Py_XSETREF(self->limit, Py_NewRef(limit));
     return 0;
 }
@@ -972,13 +421,13 @@ static int
 snapshot_set_traces(SnapshotObject *self, PyObject *value,
                     void *Py_UNUSED(closure))
 {
-    if (value == NULL || !PyObject_TypeCheck(value, &TracesType)) {
+    if (value == NULL || !PyObject_TypeCheck(value, ctm_state.Traces)) {
         PyErr_SetString(PyExc_TypeError,
                         "Snapshot.traces can only be set to the traces of "
                         "a snapshot");
         return -1;
     }
-    Py_XSETREF(self->traces, (TracesObject *)Py_NewRef(value));
+    Py_XSETREF(self->traces, (ctm_traces_object *)Py_NewRef(value));
     return 0;
 }
 
@@ -987,7 +436,7 @@ static PyObject *
 group_result(SnapshotObject *self, int kind, int cum, int out)
 {
     PyObject *res = NULL;
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1038,7 +487,7 @@ snapshot_strip_root(SnapshotObject *self, PyObject *args)
                           &limit)) {
         return NULL;
     }
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1062,7 +511,7 @@ snapshot_strip_root(SnapshotObject *self, PyObject *args)
             goto done;
         }
         Py_hash_t h = PyObject_Hash(name);
-        Py_ssize_t s = h == -1 ? -1 : find_string(d, name, h);
+        Py_ssize_t s = h == -1 ? -1 : ctm_snapdata_find_string(d, name, h);
         if (PyErr_Occurred()) {
             goto done;
         }
@@ -1097,7 +546,7 @@ done:
 static PyObject *
 snapshot_tree(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
 {
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1109,7 +558,7 @@ snapshot_tree(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
 /* The traces of compare_to's old snapshot: its own, or, for an object
  * that is not a Snapshot of this module (the stdlib's Snapshot, say),
  * new ones built from its traces._traces. */
-static TracesObject *
+static ctm_traces_object *
 old_traces(PyObject *old)
 {
     if (PyObject_TypeCheck(old, &SnapshotType)) {
@@ -1132,7 +581,7 @@ old_traces(PyObject *old)
     }
     ctm_snapdata *data = ctm_snapdata_from_raw(raw);
     Py_DECREF(raw);
-    return data ? (TracesObject *)traces_wrap(data) : NULL;
+    return data ? (ctm_traces_object *)ctm_traces_wrap(data) : NULL;
 }
 
 static PyObject *
@@ -1142,7 +591,7 @@ snapshot_compare_to(SnapshotObject *self, PyObject *args, PyObject *kwds)
                              NULL};
     PyObject *old, *key_type, *cumulative = Py_False;
     PyObject *res = NULL;
-    TracesObject *t, *ot = NULL;
+    ctm_traces_object *t, *ot = NULL;
     int kind, cum;
     ctm_groups *gn, *go;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:compare_to", kwlist,
@@ -1195,7 +644,7 @@ snapshot_filter_traces(SnapshotObject *self, PyObject *args,
         }
         return NULL;
     }
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1290,7 +739,7 @@ snapshot_dump(SnapshotObject *self, PyObject *args, PyObject *kwds)
             return NULL;
         }
     }
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1366,7 +815,7 @@ snapshot_reduce(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
 {
     int err;
     PyObject *bytes = NULL;
-    TracesObject *t = snapshot_traces(self);
+    ctm_traces_object *t = snapshot_traces(self);
     if (t == NULL) {
         return NULL;
     }
@@ -1405,7 +854,7 @@ snapshot_from_bytes(PyObject *Py_UNUSED(module), PyObject *args)
     if (d == NULL) {
         return NULL;
     }
-    PyObject *traces = traces_wrap(d);
+    PyObject *traces = ctm_traces_wrap(d);
     if (traces == NULL) {
         goto done;
     }
@@ -1424,7 +873,7 @@ snapshot_from_bytes(PyObject *Py_UNUSED(module), PyObject *args)
             goto done;
         }
         SnapshotObject *s = (SnapshotObject *)res;
-        Py_XSETREF(s->traces, (TracesObject *)traces);
+        Py_XSETREF(s->traces, (ctm_traces_object *)traces);
         Py_XSETREF(s->limit, Py_NewRef(limit ? limit : Py_None));
     }
     if (res != NULL && restore_extra(res, extra) < 0) {
@@ -1444,7 +893,8 @@ snapshot_sizeof(SnapshotObject *self, PyObject *unused)
     (void)unused;
     size_t n = (size_t)Py_TYPE(self)->tp_basicsize;
     if (self->traces != NULL) {
-        n += sizeof(TracesObject) + ctm_snapdata_memory(self->traces->data);
+        n += sizeof(ctm_traces_object)
+             + ctm_snapdata_memory(self->traces->data);
     }
     return PyLong_FromSize_t(n);
 }
@@ -1537,8 +987,14 @@ static PyMethodDef module_functions[] = {
 int
 ctm_snapshot_types_init(PyObject *module)
 {
-    if (PyType_Ready(&TracesType) < 0 || PyType_Ready(&SnapshotType) < 0
-        || PyModule_AddType(module, &TracesType) < 0
+    if (ctm_add_type(module, &ctm_traces_spec, NULL, &ctm_state.Traces) < 0) {
+        return -1;
+    }
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
+    /* 3.9: a heap type inherits object's tp_new; _Traces has none */
+    ctm_state.Traces->tp_new = NULL;
+#endif
+    if (PyType_Ready(&SnapshotType) < 0
         || PyModule_AddType(module, &SnapshotType) < 0
         || PyModule_AddFunctions(module, module_functions) < 0) {
         return -1;
@@ -1556,7 +1012,6 @@ ctm_snapshot_types_init(PyObject *module)
     if (iterable_abc == NULL) {
         return -1;
     }
-    ctm_state.Traces = &TracesType;
     ctm_state.Snapshot = &SnapshotType;
     return 0;
 }
