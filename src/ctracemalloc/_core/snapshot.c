@@ -1,19 +1,28 @@
-/* Snapshot and _Traces: the stdlib's Snapshot API over snapshot data.
+/* Snapshot: the stdlib's Snapshot API over snapshot data (snapshot.h).
  *
- * Ownership: a _Traces object owns one ctm_snapdata (immutable, freed
- * with it); a Snapshot holds a strong reference to its _Traces. Several
- * snapshots may share one _Traces (Snapshot(other.traces, limit)), and
- * nothing points back from _Traces to a Snapshot, so there is no cycle
- * and a snapshot's memory goes as soon as its last reference does. The
- * _Traces object is made with the snapshot rather than on first access:
- * it is one small object, and it is what owns the data.
+ * Ownership: a _Traces object (traces.c) owns one ctm_snapdata; a
+ * Snapshot holds a strong reference to its _Traces. Several snapshots may
+ * share one _Traces (Snapshot(other.traces, limit)), and nothing points
+ * back from _Traces to a Snapshot, so there is no cycle and a snapshot's
+ * memory goes as soon as its last reference does. The _Traces object is
+ * made with the snapshot rather than on first access: it is one small
+ * object, and it is what owns the data.
  *
  * A Snapshot made by __new__ without __init__ has no traces (NULL), as a
- * Python instance would have no attribute: methods then raise.
+ * Python instance would have no attribute: methods then raise. A method
+ * holds its own reference to the _Traces while it works, since Python
+ * code it runs may set snapshot.traces.
  *
  * statistics, compare_to and _group_by group the traces with the
  * grouping engine (grouping.c), which returns C rows; this file makes
- * the Python objects of a result from the rows.
+ * the Python objects of a result from the rows. Filtering, the
+ * traceback tree and the file formats are in their own files too: this
+ * one parses the arguments, holds the data, and makes the objects.
+ *
+ * Snapshot is a heap type, subclassable, with GC support (its __dict__
+ * and traceback_limit may hold anything), a __dict__ and weak references.
+ * Pickling goes through _snapshot_from_bytes and the ctracemalloc file
+ * format, with the instance __dict__ and the class of a subclass.
  */
 #include "internal.h"
 
@@ -24,14 +33,40 @@ typedef struct {
     PyObject_HEAD
     PyObject *dict;
     PyObject *weakreflist;
-    ctm_traces_object *traces;       /* NULL until __init__ */
+    ctm_traces_object *traces;  /* NULL until __init__ */
     PyObject *limit;            /* traceback_limit, any object */
 } SnapshotObject;
 
-static PyTypeObject SnapshotType;
+/* collections.abc.Iterable, which filter_traces checks its argument
+ * against: found on first use and kept for the life of the process, as
+ * the types are. Borrowed; NULL with an exception. */
+static PyObject *
+iterable_abc(void)
+{
+    static PyObject *iterable;
+    if (iterable == NULL) {
+        PyObject *abc = PyImport_ImportModule("collections.abc");
+        if (abc == NULL) {
+            return NULL;
+        }
+        iterable = PyObject_GetAttrString(abc, "Iterable");
+        Py_DECREF(abc);
+    }
+    return iterable;
+}
 
-static PyObject *iterable_abc;          /* collections.abc.Iterable */
-static PyObject *from_bytes_func;       /* _snapshot_from_bytes */
+/* _snapshot_from_bytes as the module holds it (whichever init added it
+ * there), for pickles to name: found on first use, as iterable_abc. */
+static PyObject *
+from_bytes_func(void)
+{
+    static PyObject *func;
+    if (func == NULL) {
+        func = PyObject_GetAttrString(ctm_state.module,
+                                      "_snapshot_from_bytes");
+    }
+    return func;
+}
 
 /* ------------------------------------------------------------------
  * Results: the Python objects of the grouping engine's rows
@@ -305,9 +340,7 @@ static ctm_traces_object *
 snapshot_traces(SnapshotObject *self)
 {
     if (self->traces == NULL) {
-        PyErr_Format(PyExc_AttributeError,
-                     "'%.100s' object has no attribute 'traces'",
-                     Py_TYPE(self)->tp_name);
+        ctm_no_attribute((PyObject *)self, "traces");
         return NULL;
     }
     return (ctm_traces_object *)Py_NewRef((PyObject *)self->traces);
@@ -316,7 +349,7 @@ snapshot_traces(SnapshotObject *self)
 ctm_snapdata *
 ctm_snapshot_data(PyObject *snapshot)
 {
-    if (!PyObject_TypeCheck(snapshot, &SnapshotType)) {
+    if (!PyObject_TypeCheck(snapshot, ctm_state.Snapshot)) {
         PyErr_Format(PyExc_TypeError, "expected a Snapshot, not %.200s",
                      Py_TYPE(snapshot)->tp_name);
         return NULL;
@@ -352,7 +385,7 @@ ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit)
     if (traces == NULL) {
         return NULL;
     }
-    return snapshot_of_traces(&SnapshotType, traces, traceback_limit);
+    return snapshot_of_traces(ctm_state.Snapshot, traces, traceback_limit);
 }
 
 static int
@@ -386,6 +419,8 @@ snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
 static int
 snapshot_traverse(SnapshotObject *self, visitproc visit, void *arg)
 {
+    /* a heap type: each instance holds a reference to it */
+    Py_VISIT(Py_TYPE(self));
     Py_VISIT(self->dict);
     Py_VISIT(self->limit);
     return 0;
@@ -407,8 +442,10 @@ snapshot_dealloc(SnapshotObject *self)
     if (self->weakreflist != NULL) {
         PyObject_ClearWeakRefs((PyObject *)self);
     }
+    PyTypeObject *tp = Py_TYPE(self);
     snapshot_clear(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
 }
 
 static PyObject *
@@ -561,7 +598,7 @@ snapshot_tree(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
 static ctm_traces_object *
 old_traces(PyObject *old)
 {
-    if (PyObject_TypeCheck(old, &SnapshotType)) {
+    if (PyObject_TypeCheck(old, ctm_state.Snapshot)) {
         return snapshot_traces((SnapshotObject *)old);
     }
     /* the stdlib calls old_snapshot._group_by: same AttributeError */
@@ -630,7 +667,11 @@ snapshot_filter_traces(SnapshotObject *self, PyObject *args,
                                      &filters)) {
         return NULL;
     }
-    int r = PyObject_IsInstance(filters, iterable_abc);
+    PyObject *iterable = iterable_abc();
+    if (iterable == NULL) {
+        return NULL;
+    }
+    int r = PyObject_IsInstance(filters, iterable);
     if (r < 0) {
         return NULL;
     }
@@ -675,10 +716,7 @@ done:
     }
     if (self->limit == NULL) {
         ctm_snapdata_free(nd);
-        PyErr_Format(PyExc_AttributeError,
-                     "'%.100s' object has no attribute 'traceback_limit'",
-                     Py_TYPE(self)->tp_name);
-        return NULL;
+        return ctm_no_attribute((PyObject *)self, "traceback_limit");
     }
     /* owned: allocating the new snapshot may run a collection, and
      * finalisers may set self.traceback_limit */
@@ -830,19 +868,23 @@ snapshot_reduce(SnapshotObject *self, PyObject *Py_UNUSED(ignored))
     if (bytes == NULL) {
         return NULL;
     }
-    PyObject *res;
-    if (Py_TYPE(self) == &SnapshotType) {
-        res = Py_BuildValue("O(N)", from_bytes_func, bytes);
+    PyObject *res, *func = from_bytes_func();
+    if (func == NULL) {
+        Py_DECREF(bytes);
+        return NULL;
+    }
+    if (Py_TYPE(self) == ctm_state.Snapshot) {
+        res = Py_BuildValue("O(N)", func, bytes);
     }
     else {
-        res = Py_BuildValue("O(NO)", from_bytes_func, bytes,
+        res = Py_BuildValue("O(NO)", func, bytes,
                             (PyObject *)Py_TYPE(self));
     }
     return res;
 }
 
-static PyObject *
-snapshot_from_bytes(PyObject *Py_UNUSED(module), PyObject *args)
+PyObject *
+ctm_snapshot_from_bytes(PyObject *Py_UNUSED(module), PyObject *args)
 {
     Py_buffer view;
     PyObject *cls = NULL, *limit = NULL, *extra = NULL, *res = NULL;
@@ -858,12 +900,12 @@ snapshot_from_bytes(PyObject *Py_UNUSED(module), PyObject *args)
     if (traces == NULL) {
         goto done;
     }
-    if (cls == NULL || cls == (PyObject *)&SnapshotType) {
-        res = snapshot_of_traces(&SnapshotType, traces, limit);
+    if (cls == NULL || cls == (PyObject *)ctm_state.Snapshot) {
+        res = snapshot_of_traces(ctm_state.Snapshot, traces, limit);
     }
     else {
         res = PyObject_CallMethod(cls, "__new__", "(O)", cls);
-        if (res != NULL && !PyObject_TypeCheck(res, &SnapshotType)) {
+        if (res != NULL && !PyObject_TypeCheck(res, ctm_state.Snapshot)) {
             PyErr_SetString(PyExc_TypeError,
                             "_snapshot_from_bytes: not a Snapshot class");
             Py_CLEAR(res);
@@ -947,6 +989,11 @@ static PyMethodDef snapshot_methods[] = {
 static PyMemberDef snapshot_members[] = {
     {"traceback_limit", T_OBJECT_EX, offsetof(SnapshotObject, limit), 0,
      "Maximum number of frames stored in the tracebacks of traces."},
+    /* how a heap type is given these offsets */
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(SnapshotObject, weakreflist),
+     READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(SnapshotObject, dict), READONLY,
+     NULL},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -959,27 +1006,38 @@ static PyGetSetDef snapshot_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject SnapshotType = {
-    PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "ctracemalloc.Snapshot",
-    .tp_basicsize = sizeof(SnapshotObject),
-    .tp_dealloc = (destructor)snapshot_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "Snapshot(traces, traceback_limit)\n\n"
-              "Snapshot of traces of memory blocks allocated by Python.",
-    .tp_traverse = (traverseproc)snapshot_traverse,
-    .tp_clear = (inquiry)snapshot_clear,
-    .tp_weaklistoffset = offsetof(SnapshotObject, weakreflist),
-    .tp_methods = snapshot_methods,
-    .tp_members = snapshot_members,
-    .tp_getset = snapshot_getset,
-    .tp_dictoffset = offsetof(SnapshotObject, dict),
-    .tp_init = (initproc)snapshot_init,
-    .tp_new = PyType_GenericNew,
+static PyType_Slot snapshot_slots[] = {
+    {Py_tp_doc, "Snapshot(traces, traceback_limit)\n\n"
+                "Snapshot of traces of memory blocks allocated by Python."},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_init, snapshot_init},
+    {Py_tp_dealloc, snapshot_dealloc},
+    {Py_tp_traverse, snapshot_traverse},
+    {Py_tp_clear, snapshot_clear},
+    {Py_tp_methods, snapshot_methods},
+    {Py_tp_members, snapshot_members},
+    {Py_tp_getset, snapshot_getset},
+    {0, NULL},
 };
 
+/* Immutable (from 3.10, which has the flag), as the static type was. */
+PyType_Spec ctm_snapshot_spec = {
+    .name = "ctracemalloc.Snapshot",
+    .basicsize = sizeof(SnapshotObject),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
+#ifdef Py_TPFLAGS_IMMUTABLETYPE
+             | Py_TPFLAGS_IMMUTABLETYPE
+#endif
+             ,
+    .slots = snapshot_slots,
+};
+
+/* The module's init takes this over (module.c): it will make the two
+ * types from their specs and list _snapshot_from_bytes among its own
+ * functions, and this function will go. Until then, module.c calls it
+ * unchanged. */
 static PyMethodDef module_functions[] = {
-    {"_snapshot_from_bytes", snapshot_from_bytes, METH_VARARGS,
+    {"_snapshot_from_bytes", ctm_snapshot_from_bytes, METH_VARARGS,
      "Rebuild a pickled Snapshot."},
     {NULL, NULL, 0, NULL},
 };
@@ -994,24 +1052,10 @@ ctm_snapshot_types_init(PyObject *module)
     /* 3.9: a heap type inherits object's tp_new; _Traces has none */
     ctm_state.Traces->tp_new = NULL;
 #endif
-    if (PyType_Ready(&SnapshotType) < 0
-        || PyModule_AddType(module, &SnapshotType) < 0
+    if (ctm_add_type(module, &ctm_snapshot_spec, NULL,
+                     &ctm_state.Snapshot) < 0
         || PyModule_AddFunctions(module, module_functions) < 0) {
         return -1;
     }
-    from_bytes_func = PyObject_GetAttrString(module, "_snapshot_from_bytes");
-    if (from_bytes_func == NULL) {
-        return -1;
-    }
-    PyObject *abc = PyImport_ImportModule("collections.abc");
-    if (abc == NULL) {
-        return -1;
-    }
-    iterable_abc = PyObject_GetAttrString(abc, "Iterable");
-    Py_DECREF(abc);
-    if (iterable_abc == NULL) {
-        return -1;
-    }
-    ctm_state.Snapshot = &SnapshotType;
     return 0;
 }
