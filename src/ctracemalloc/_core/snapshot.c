@@ -548,18 +548,12 @@ snapshot_strip_root(SnapshotObject *self, PyObject *args)
             goto done;
         }
         Py_hash_t h = PyObject_Hash(name);
-        Py_ssize_t s = h == -1 ? -1 : ctm_snapdata_find_string(d, name, h);
+        Py_ssize_t f = h == -1 ? -1
+                               : ctm_snapdata_find_frame(d, name, h, lineno);
         if (PyErr_Occurred()) {
             goto done;
         }
-        chain[j] = -1;
-        for (Py_ssize_t f = 0; s >= 0 && f < d->nframes; f++) {
-            if (d->frames[f].filename == (uint32_t)s
-                && d->frames[f].lineno == lineno) {
-                chain[j] = f;
-                break;
-            }
-        }
+        chain[j] = f;
     }
     ctm_snapdata *nd = ctm_snapdata_strip_root(d, chain, (uint32_t)k,
                                                limit);

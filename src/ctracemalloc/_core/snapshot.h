@@ -98,10 +98,11 @@ typedef struct {
 /* A _Traces owning data (stolen, even on failure). */
 PyObject *ctm_traces_wrap(ctm_snapdata *data);
 
-/* The index of the string of d equal to s (a str whose hash is h), or
- * -1. */
-Py_ssize_t ctm_snapdata_find_string(const ctm_snapdata *d, PyObject *s,
-                                    Py_hash_t h);
+/* The index of the frame of d equal to (filename, lineno), or -1:
+ * filename is a str whose hash is h. A linear search, for a few frames
+ * (a search's value, the runner's frames). */
+Py_ssize_t ctm_snapdata_find_frame(const ctm_snapdata *d, PyObject *filename,
+                                   Py_hash_t h, int32_t lineno);
 
 /* ---------------------------------------------------------------------
  * Snapshot (snapshot.c)

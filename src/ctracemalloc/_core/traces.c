@@ -154,8 +154,10 @@ exact_int(PyObject *obj, long long lo, unsigned long long hi,
     return 1;
 }
 
-Py_ssize_t
-ctm_snapdata_find_string(const ctm_snapdata *d, PyObject *s, Py_hash_t h)
+/* The index of the string of d equal to s (a str whose hash is h), or
+ * -1. */
+static Py_ssize_t
+find_string(const ctm_snapdata *d, PyObject *s, Py_hash_t h)
 {
     for (Py_ssize_t i = 0; i < d->nstrings; i++) {
         PyObject *c = d->strings[i];
@@ -164,6 +166,23 @@ ctm_snapdata_find_string(const ctm_snapdata *d, PyObject *s, Py_hash_t h)
         }
         if (PyObject_Hash(c) == h && PyUnicode_Compare(c, s) == 0) {
             return i;
+        }
+    }
+    return -1;
+}
+
+Py_ssize_t
+ctm_snapdata_find_frame(const ctm_snapdata *d, PyObject *filename,
+                        Py_hash_t h, int32_t lineno)
+{
+    Py_ssize_t s = find_string(d, filename, h);
+    if (s < 0) {
+        return -1;
+    }
+    for (Py_ssize_t f = 0; f < d->nframes; f++) {
+        if (d->frames[f].filename == (uint32_t)s
+            && d->frames[f].lineno == lineno) {
+            return f;
         }
     }
     return -1;
@@ -247,16 +266,8 @@ compile_target(const ctm_snapdata *d, PyObject *raw, target_t *t)
             rc = -1;
             goto done;
         }
-        Py_ssize_t s = ctm_snapdata_find_string(d, name, h);
-        if (s < 0) {
-            goto done;
-        }
-        Py_ssize_t f = 0;
-        while (f < d->nframes && (d->frames[f].filename != (uint32_t)s
-                                  || d->frames[f].lineno != lineno)) {
-            f++;
-        }
-        if (f == d->nframes) {
+        Py_ssize_t f = ctm_snapdata_find_frame(d, name, h, lineno);
+        if (f < 0) {
             goto done;
         }
         ids[i] = (uint32_t)f;
