@@ -30,10 +30,10 @@ LAYERS = [
     ("tracer clients", ["hooks.c", "reftracer.c"]),
     ("tracer control", ["control.c"]),
     ("snapshot data", ["snapdata.c", "tracersnap.c"]),
-    ("analysis", ["glob.c", "selection.c", "tree.c"]),
+    ("analysis", ["glob.c", "selection.c", "grouping.c", "tree.c"]),
     ("file formats", ["stdpickle.c", "fileformat.c"]),
     ("types", ["wrapper.c", "statistic.c", "traceback.c", "trace.c",
-               "filter.c", "snapshot.c"]),
+               "filter.c", "traces.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]
 

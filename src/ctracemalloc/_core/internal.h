@@ -204,11 +204,6 @@ void ctm_rawtraces_free(ctm_rawtraces *r);
  * Module state and types
  * ------------------------------------------------------------------- */
 
-/* snapshot.c */
-/* A Snapshot that owns data (stolen, even on failure). */
-PyObject *ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit);
-/* The data of a Snapshot instance, or NULL with TypeError. Borrowed. */
-ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
 
 /* fileformat.c */
 /* Write data, traceback_limit and the instance dict extra (NULL or an
@@ -293,5 +288,7 @@ void ctm_tracer_reconcile(void);
 void ctm_tracer_at_exit(void);
 
 #include "types.h"
+/* The snapshot part: grouping.c, traces.c, snapshot.c. */
+#include "snapshot.h"
 
 #endif /* CTM_INTERNAL_H */
