@@ -29,7 +29,7 @@ LAYERS = [
     ("tracer", ["hooks.c"]),
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["filter.c", "tree.c"]),
-    ("file formats", ["stdpickle.c", "fileformat.c"]),
+    ("file formats", ["fileio.c", "stdpickle.c", "fileformat.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]

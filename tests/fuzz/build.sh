@@ -17,6 +17,7 @@ clang -std=c11 -g -O1 -Wall -Wextra -Werror \
     -fno-omit-frame-pointer \
     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
     -I"$inc" -I"$core" \
-    "$root/tests/fuzz/fuzz_load.c" "$core/fileformat.c" "$core/snapdata.c" \
-    "$core/stdpickle.c" \
+    "$root/tests/fuzz/fuzz_load.c" \
+    "$core/mem.c" "$core/index.c" "$core/pyutil.c" "$core/snapdata.c" \
+    "$core/fileio.c" "$core/fileformat.c" "$core/stdpickle.c" \
     $ldflags -o "$out"

@@ -511,90 +511,6 @@ pickle_dumps(PyObject *obj)
     return res;
 }
 
-/* Write all of p to fd, the GIL released; OSError naming path. */
-static int
-write_all(int fd, PyObject *path, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t r;
-        int err;
-        size_t chunk = n < ((size_t)1 << 30) ? n : ((size_t)1 << 30);
-        Py_BEGIN_ALLOW_THREADS
-        r = write(fd, p, chunk);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (r < 0) {
-            if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0) {
-                    return -1;
-                }
-                continue;
-            }
-            errno = err;
-            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-/* close(), with OSError on failure (a write error may surface here). */
-static int
-close_fd(int fd, PyObject *path)
-{
-    int r, err;
-    Py_BEGIN_ALLOW_THREADS
-    r = close(fd);
-    err = errno;
-    Py_END_ALLOW_THREADS
-    if (r < 0 && err != EINTR) {
-        errno = err;
-        PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, path);
-        return -1;
-    }
-    return 0;
-}
-
-/* Open path (str, bytes or PathLike) as open(2) would with flags; on
- * success *fspath is the str or bytes path for error messages. */
-static int
-open_path(PyObject *path, int flags, PyObject **fspath)
-{
-    PyObject *bytes = NULL;
-    int fd = -1;
-    *fspath = PyOS_FSPath(path);
-    if (*fspath == NULL || !PyUnicode_FSConverter(*fspath, &bytes)) {
-        goto error;
-    }
-    const char *cpath = PyBytes_AS_STRING(bytes);
-    for (;;) {
-        int err;
-        Py_BEGIN_ALLOW_THREADS
-        fd = open(cpath, flags | O_CLOEXEC, 0666);
-        err = errno;
-        Py_END_ALLOW_THREADS
-        if (fd >= 0) {
-            goto done;
-        }
-        if (err != EINTR) {
-            errno = err;
-            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, *fspath);
-            goto error;
-        }
-        if (PyErr_CheckSignals() < 0) {
-            goto error;
-        }
-    }
-
-error:
-    Py_CLEAR(*fspath);
-done:
-    Py_XDECREF(bytes);
-    return fd;
-}
-
 /* ---------------------------------------------------------------------
  * Writer
  * ------------------------------------------------------------------- */
@@ -624,13 +540,13 @@ out_raw(writer *w, const uint8_t *p, size_t n)
          * what the buffer holds. */
         int direct = n >= IO_BUFSIZE / 2;
         if (direct || w->used + n > IO_BUFSIZE) {
-            if (write_all(w->fd, w->path, w->obuf, w->used) < 0) {
+            if (ctm_write_all(w->fd, w->path, w->obuf, w->used) < 0) {
                 return -1;
             }
             w->used = 0;
         }
         if (direct) {
-            return write_all(w->fd, w->path, p, n);
+            return ctm_write_all(w->fd, w->path, p, n);
         }
         memcpy(w->obuf + w->used, p, n);
         w->used += n;
@@ -740,31 +656,6 @@ blk_item(writer *w, uint8_t tag, size_t maxlen)
         return -1;
     }
     return blk_reserve(w, maxlen);
-}
-
-/* UTF-8 of str with surrogatepass. An ASCII str is its own UTF-8; other
- * strings keep their UTF-8 cached (filenames are few, and the next dump
- * is faster). *tmp receives an owned bytes object for a string that has
- * no UTF-8 of its own (lone surrogates). */
-int
-ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n, PyObject **tmp)
-{
-    *tmp = NULL;
-    *p = PyUnicode_AsUTF8AndSize(str, n);
-    if (*p != NULL) {
-        return 0;
-    }
-    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
-        return -1;
-    }
-    PyErr_Clear();
-    *tmp = PyUnicode_AsEncodedString(str, "utf-8", "surrogatepass");
-    if (*tmp == NULL) {
-        return -1;
-    }
-    *p = PyBytes_AS_STRING(*tmp);
-    *n = PyBytes_GET_SIZE(*tmp);
-    return 0;
 }
 
 static int
@@ -1123,7 +1014,7 @@ write_snapshot(writer *w, const ctm_snapdata *d, PyObject *limit_payload,
         return -1;
     }
     if (w->fd >= 0 && w->used > 0) {
-        if (write_all(w->fd, w->path, w->obuf, w->used) < 0) {
+        if (ctm_write_all(w->fd, w->path, w->obuf, w->used) < 0) {
             return -1;
         }
         w->used = 0;
@@ -1152,7 +1043,7 @@ ctm_dump(PyObject *path, const ctm_snapdata *data, PyObject *limit,
         PyErr_NoMemory();
         goto done;
     }
-    fd = open_path(path, O_WRONLY | O_CREAT | O_TRUNC, &fspath);
+    fd = ctm_open_path(path, O_WRONLY | O_CREAT | O_TRUNC, &fspath);
     if (fd < 0) {
         goto done;
     }
@@ -1162,7 +1053,7 @@ ctm_dump(PyObject *path, const ctm_snapdata *data, PyObject *limit,
         goto done;
     }
     fd = -1;
-    if (close_fd(w.fd, fspath) < 0) {
+    if (ctm_close_fd(w.fd, fspath) < 0) {
         goto done;
     }
     rc = 0;
@@ -1177,26 +1068,6 @@ done:
     Py_XDECREF(fspath);
     Py_XDECREF(limit_payload);
     Py_XDECREF(extra_payload);
-    return rc;
-}
-
-int
-ctm_write_file(PyObject *path, PyObject *bytes)
-{
-    PyObject *fspath;
-    int fd = open_path(path, O_WRONLY | O_CREAT | O_TRUNC, &fspath);
-    if (fd < 0) {
-        return -1;
-    }
-    int rc = write_all(fd, fspath, (const uint8_t *)PyBytes_AS_STRING(bytes),
-                       (size_t)PyBytes_GET_SIZE(bytes));
-    if (rc < 0) {
-        close(fd);
-    }
-    else {
-        rc = close_fd(fd, fspath);
-    }
-    Py_DECREF(fspath);
     return rc;
 }
 
@@ -1258,24 +1129,6 @@ typedef struct {
     xxh64_state hash;
     ctm_progress progress;
 } reader;
-
-int
-ctm_progress_report(ctm_progress *p, uint64_t done)
-{
-    if (p == NULL || p->callable == NULL || done < p->next) {
-        return 0;
-    }
-    uint64_t step = p->total / 100;
-    if (step < ((uint64_t)1 << 20)) {
-        step = (uint64_t)1 << 20;
-    }
-    p->next = done + step;
-    PyObject *r = PyObject_CallFunction(p->callable, "KK",
-                                        (unsigned long long)done,
-                                        (unsigned long long)p->total);
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
-}
 
 /* Make n bytes available at data[pos], if the file has them. Return 0,
  * 1 if the file ends first, -1 on error (OSError, MemoryError). The
@@ -2424,7 +2277,7 @@ ctm_load(PyObject *path, PyObject **limit, PyObject **extra,
     *limit = NULL;
     *extra = NULL;
 
-    int fd = open_path(path, O_RDONLY, &fspath);
+    int fd = ctm_open_path(path, O_RDONLY, &fspath);
     if (fd < 0) {
         return NULL;
     }
@@ -2456,7 +2309,7 @@ ctm_load(PyObject *path, PyObject **limit, PyObject **extra,
         /* Already failing: keep that error. */
         close(fd);
     }
-    else if (close_fd(fd, fspath) < 0) {
+    else if (ctm_close_fd(fd, fspath) < 0) {
         ctm_snapdata_free(d);
         Py_CLEAR(*limit);
         Py_CLEAR(*extra);
