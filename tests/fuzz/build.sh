@@ -19,5 +19,6 @@ clang -std=c11 -g -O1 -Wall -Wextra -Werror \
     -I"$inc" -I"$core" \
     "$root/tests/fuzz/fuzz_load.c" \
     "$core/mem.c" "$core/index.c" "$core/pyutil.c" "$core/snapdata.c" \
-    "$core/fileio.c" "$core/fileformat.c" "$core/stdpickle.c" \
+    "$core/fileio.c" "$core/xxh64.c" "$core/ffwrite.c" "$core/ffread.c" \
+    "$core/stdpickle.c" "$core/load.c" \
     $ldflags -o "$out"

@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Write all of p to fd, the GIL released; OSError naming path. */
@@ -162,4 +163,139 @@ ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n, PyObject **tmp)
     *p = PyBytes_AS_STRING(*tmp);
     *n = PyBytes_GET_SIZE(*tmp);
     return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Input
+ * ------------------------------------------------------------------- */
+
+void
+ctm_input_from_memory(ctm_input *r, const char *buf, Py_ssize_t len)
+{
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    r->data = (const uint8_t *)buf;
+    r->len = len > 0 ? (size_t)len : 0;
+    r->size = r->len;
+}
+
+int
+ctm_input_fill(ctm_input *r, size_t n)
+{
+    if (r->len - r->pos >= n) {
+        return 0;
+    }
+    if (r->fd < 0 || r->eof) {
+        return 1;
+    }
+    if (r->pos > 0) {
+        memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+        r->len -= r->pos;
+        r->pos = 0;
+    }
+    while (r->len < n) {
+        if (r->len == r->cap) {
+            /* Full: at most double what was read, and no more than the
+             * take needs once past the first size. */
+            size_t ncap = CTM_IO_BUFSIZE;
+            if (r->cap) {
+                ncap = r->cap * 2 < n ? r->cap * 2 : n;
+            }
+            uint8_t *p = ctm_realloc(r->buf, ncap);
+            if (p == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            r->buf = p;
+            r->data = p;
+            r->cap = ncap;
+        }
+        ssize_t got;
+        int err;
+        size_t want = r->cap - r->len;
+        if (want > ((size_t)1 << 30)) {
+            want = (size_t)1 << 30;
+        }
+        Py_BEGIN_ALLOW_THREADS
+        got = read(r->fd, r->buf + r->len, want);
+        err = errno;
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    return -1;
+                }
+                continue;
+            }
+            errno = err;
+            PyErr_SetFromErrnoWithFilenameObject(PyExc_OSError, r->path);
+            return -1;
+        }
+        if (got == 0) {
+            r->eof = 1;
+            return 1;
+        }
+        r->len += (size_t)got;
+        if (ctm_progress_report(&r->progress,
+                                r->offset + (r->len - r->pos)) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
+int
+ctm_input_open(ctm_input *r, PyObject *path, PyObject *progress)
+{
+    PyObject *fspath = NULL;
+    memset(r, 0, sizeof(*r));
+    r->fd = -1;
+    int fd = ctm_open_path(path, O_RDONLY, &fspath);
+    if (fd < 0) {
+        return -1;
+    }
+    r->fd = fd;
+    r->path = fspath;
+    struct stat stbuf;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = fstat(fd, &stbuf) == 0;
+    Py_END_ALLOW_THREADS
+    if (ok && S_ISREG(stbuf.st_mode) && stbuf.st_size >= 0) {
+        r->size = (uint64_t)stbuf.st_size;
+        r->progress.callable = progress;
+        r->progress.total = r->size;
+    }
+    else {
+        /* A pipe or a device has no size to check counts against: read
+         * it whole (the buffer grows only with the bytes that arrive),
+         * then parse it from memory. */
+        if (ctm_input_fill(r, SIZE_MAX) < 0) {
+            (void)ctm_input_close(r, 1);
+            return -1;
+        }
+        r->size = r->len;
+    }
+    return 0;
+}
+
+int
+ctm_input_close(ctm_input *r, int failing)
+{
+    int rc = 0;
+    if (r->fd >= 0) {
+        if (failing) {
+            /* Already failing: keep that error. */
+            close(r->fd);
+        }
+        else {
+            rc = ctm_close_fd(r->fd, r->path);
+        }
+        r->fd = -1;
+    }
+    ctm_free(r->buf);
+    r->buf = NULL;
+    Py_CLEAR(r->path);
+    return rc;
 }

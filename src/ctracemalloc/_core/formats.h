@@ -4,7 +4,15 @@
  * Files, bottom first (a file calls only into the files above it here,
  * and into the layers below: snapshot data and the utilities):
  *
- *   fileio.c     file I/O, the progress reporter, the UTF-8 of a str
+ *   fileio.c     file I/O and the input of a load, the progress
+ *                reporter, the UTF-8 of a str
+ *   xxh64.c      the checksum of our format
+ *   ffwrite.c    our format's writer (ffspec.h defines the format,
+ *                codec.h its byte codecs)
+ *   ffread.c     our format's reader
+ *   stdpickle.c  the stdlib's snapshot pickle, read without unpickling
+ *                and written
+ *   load.c       a load: tells the two formats apart and reads either
  *
  * Other layers call only the functions of the first section; the second
  * is shared between the files of this layer.
@@ -75,6 +83,66 @@ int ctm_progress_report(ctm_progress *p, uint64_t done);
  * the caller releases) live. */
 int ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n,
                  PyObject **tmp);
+
+/* File I/O buffer of the writer, first size of the input's. */
+#define CTM_IO_BUFSIZE (256 * 1024)
+
+/* The input of a load: bytes in memory, or a file read in chunks into a
+ * buffer that holds what the reader asks for at a time (or the whole
+ * input, for a pipe). The size of the input is always known (fstat, or
+ * the pipe read to its end), so that a reader can check counts and
+ * lengths against the bytes actually left before it allocates anything
+ * for them. */
+typedef struct {
+    int fd;                     /* -1: reading from memory */
+    PyObject *path;             /* for OSError; owned */
+    const uint8_t *data;        /* the memory, or buf */
+    size_t pos, len;            /* unread bytes: data[pos .. len) */
+    uint8_t *buf;               /* file buffer */
+    size_t cap;
+    int eof;
+    uint64_t offset;            /* input offset of data[pos]; the reader
+                                   advances it with pos */
+    uint64_t size;              /* input size */
+    ctm_progress progress;      /* reported as bytes are read */
+} ctm_input;
+
+/* An input of len bytes at buf, which must stay valid while it is read.
+ * Nothing to release. */
+void ctm_input_from_memory(ctm_input *in, const char *buf, Py_ssize_t len);
+/* Open the file at path (a pipe or device is read whole now); progress:
+ * a callable or NULL, for a regular file. Return 0, or -1 with nothing
+ * left to release. */
+int ctm_input_open(ctm_input *in, PyObject *path, PyObject *progress);
+/* Make n bytes available at data[pos], if the input has them. Return 0,
+ * 1 if the input ends first, -1 on error (OSError, MemoryError). The
+ * buffer grows only as bytes arrive: twice the bytes read at most,
+ * whatever n a damaged file asks for. */
+int ctm_input_fill(ctm_input *in, size_t n);
+/* Close the file and release the buffer. failing: an error is already
+ * set, keep it (a close error is ignored). Return 0, or -1 if close
+ * failed (not failing). */
+int ctm_input_close(ctm_input *in, int failing);
+
+/* xxh64.c: streaming XXH64, seed 0 */
+
+typedef struct {
+    uint64_t v[4];
+    uint64_t total;
+    uint8_t mem[32];
+    size_t memsize;
+} ctm_xxh64_state;
+
+void ctm_xxh64_init(ctm_xxh64_state *s);
+void ctm_xxh64_update(ctm_xxh64_state *s, const uint8_t *p, size_t n);
+/* The hash of everything so far; the state is unchanged. */
+uint64_t ctm_xxh64_digest(const ctm_xxh64_state *s);
+
+/* ffread.c */
+
+/* Our format (ffspec.h) from in, at its start; *limit and *extra as
+ * ctm_load. */
+ctm_snapdata *ctm_ffread(ctm_input *in, PyObject **limit, PyObject **extra);
 
 /* stdpickle.c */
 
