@@ -30,7 +30,7 @@ LAYERS = [
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["filter.c", "tree.c"]),
     ("file formats", ["fileio.c", "xxh64.c", "ffwrite.c", "ffread.c",
-                      "stdpickle.c", "load.c"]),
+                      "pklread.c", "pklwrite.c", "load.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]

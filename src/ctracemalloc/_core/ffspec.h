@@ -102,7 +102,7 @@
  *
  * The stdlib's format: a file that starts with 0x80 (a pickle's PROTO
  * opcode; the magic above starts with 0x89) is the stdlib's pickle,
- * which stdpickle.c reads (load.c tells the two apart).
+ * which pklread.c reads (load.c tells the two apart).
  *
  * Reading another version: a major version other than 1 and 2 is
  * refused ("unsupported snapshot format version 3.0"). A newer minor

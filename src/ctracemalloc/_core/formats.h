@@ -10,8 +10,9 @@
  *   ffwrite.c    our format's writer (ffspec.h defines the format,
  *                codec.h its byte codecs)
  *   ffread.c     our format's reader
- *   stdpickle.c  the stdlib's snapshot pickle, read without unpickling
- *                and written
+ *   pklread.c    the stdlib's snapshot pickle, read without unpickling
+ *                (pklops.h: its content and opcodes)
+ *   pklwrite.c   the stdlib's snapshot pickle, written
  *   load.c       a load: tells the two formats apart and reads either
  *
  * Other layers call only the functions of the first section; the second
@@ -45,7 +46,8 @@ ctm_snapdata *ctm_load_bytes(const char *buf, Py_ssize_t len,
                              PyObject **limit, PyObject **extra);
 /* Write bytes (a bytes object) to the file at path. Return 0 or -1. */
 int ctm_write_file(PyObject *path, PyObject *bytes);
-/* A pickle of the snapshot that the stdlib's Snapshot.load reads. */
+/* A pickle of the snapshot that the stdlib's Snapshot.load reads
+ * (pklwrite.c). */
 PyObject *ctm_stdpickle_dumps(const ctm_snapdata *data,
                               PyObject *traceback_limit, PyObject *extra);
 
@@ -144,7 +146,7 @@ uint64_t ctm_xxh64_digest(const ctm_xxh64_state *s);
  * ctm_load. */
 ctm_snapdata *ctm_ffread(ctm_input *in, PyObject **limit, PyObject **extra);
 
-/* stdpickle.c */
+/* pklread.c */
 
 /* The snapshot in a pickle written by the stdlib's Snapshot.dump (n bytes
  * at data), read without unpickling; *limit and *extra as ctm_load;

@@ -3,7 +3,7 @@
  *
  * Invariants: a file that starts with 0x80 (a pickle's PROTO opcode,
  * where our magic has 0x89) is the stdlib's pickle, read whole and
- * parsed from memory by stdpickle.c; anything else goes to our format's
+ * parsed from memory by pklread.c; anything else goes to our format's
  * reader (ffread.c), which rejects what is not ours. On success *limit
  * and *extra are new references (extra NULL if none); on failure both
  * are NULL and nothing is left open.
