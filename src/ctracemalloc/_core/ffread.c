@@ -91,20 +91,22 @@ typedef struct {
     uint64_t refs_done;
     ctm_snapdata *d;            /* counts are those stored so far */
     /* Duplicate detection: open addressing, power-of-two capacity, at
-     * most half full, 0 for an empty slot. A string slot holds the
-     * string's index + 1; a frame slot the frame itself (filename << 32
-     * | lineno, + 1); a traceback slot the high half of its index hash
-     * (see traceback_hash) | (index + 1). The slots of frames and
+     * most half full, 0 for an empty slot, each index sized once from
+     * the counts (it never grows). The strings' is a ctm_index of their
+     * indexes. A frame slot holds the frame itself (filename << 32 |
+     * lineno, + 1); a traceback slot the high half of its key (see
+     * parse_tracebacks) | (index + 1). The slots of frames and
      * tracebacks hold enough to tell most items apart without reading
-     * the arrays: with hundreds of thousands of them, each random read
-     * is a cache miss. */
-    uint32_t *string_slots;
+     * the arrays, where each random read of hundreds of thousands of
+     * items is a cache miss. */
+    ctm_index strings_ix;
+    /* Not ctm_index: 64-bit slots (keys, not bare indexes), prefetched. */
     uint64_t *frame_slots, *traceback_slots;
-    size_t string_mask, frame_mask, traceback_mask;
+    size_t frame_mask, traceback_mask;
     run_t *runs;                /* of one TRACES section */
-    uint64_t runs_cap;
+    size_t runs_cap;
     uint64_t *keys;             /* of one TRACEBACKS section */
-    uint64_t keys_cap;
+    size_t keys_cap;
     PyObject *limit;
     PyObject *extra;
 } loader;
@@ -192,13 +194,12 @@ slots_new(uint64_t n, size_t elsize, size_t *mask)
 /* Items are inserted this far behind the one whose slot is prefetched. */
 #define PREFETCH_AHEAD 32
 
-static inline size_t
-mix64(uint64_t x)
+/* The hash of string item in strings_ix, as parse_strings probes it. */
+static uint32_t
+string_hash(const void *owner, uint32_t item)
 {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    return (size_t)x;
+    const loader *st = owner;
+    return ctm_mix32((uint64_t)PyObject_Hash(st->d->strings[item]));
 }
 
 static int
@@ -257,12 +258,18 @@ parse_counts(loader *st, cursor *c)
     prefault(d->tracebacks, (size_t)v[2] * sizeof(ctm_snap_tb));
     prefault(d->refs, (size_t)v[3] * sizeof(uint32_t));
     prefault(d->traces, (size_t)v[4] * sizeof(ctm_snap_trace));
-    st->string_slots = slots_new(v[0], sizeof(uint32_t), &st->string_mask);
+    /* Room for every declared string: the index never grows. */
+    if (ctm_index_reserve(&st->strings_ix, v[0] ? (size_t)v[0] - 1 : 0,
+                          string_hash, st) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    prefault(st->strings_ix.slots,
+             ctm_index_capacity(&st->strings_ix) * sizeof(uint32_t));
     st->frame_slots = slots_new(v[1], sizeof(uint64_t), &st->frame_mask);
     st->traceback_slots = slots_new(v[2], sizeof(uint64_t),
                                     &st->traceback_mask);
-    if (st->string_slots == NULL || st->frame_slots == NULL
-        || st->traceback_slots == NULL) {
+    if (st->frame_slots == NULL || st->traceback_slots == NULL) {
         return -1;
     }
     st->have_counts = 1;
@@ -303,9 +310,10 @@ parse_strings(loader *st, cursor *c)
         if (h == -1) {
             return -1;
         }
-        size_t j = mix64((uint64_t)h) & st->string_mask;
+        const ctm_index *ix = &st->strings_ix;
+        uint32_t j = ctm_mix32((uint64_t)h) & ix->mask;
         uint32_t v;
-        while ((v = st->string_slots[j]) != 0) {
+        while ((v = ix->slots[j]) != 0) {
             PyObject *other = d->strings[v - 1];
             if (PyObject_Hash(other) == h) {
                 int cmp = PyUnicode_Compare(other, s);
@@ -316,9 +324,9 @@ parse_strings(loader *st, cursor *c)
                     return corrupted(st, "duplicate string");
                 }
             }
-            j = (j + 1) & st->string_mask;
+            j = (j + 1) & ix->mask;
         }
-        st->string_slots[j] = (uint32_t)idx + 1;
+        ix->slots[j] = (uint32_t)idx + 1;
     }
     return section_end(st, c);
 }
@@ -364,11 +372,11 @@ parse_frames(loader *st, cursor *c)
     for (uint64_t i = 0; i < n; i++) {
         if (i + PREFETCH_AHEAD < n) {
             __builtin_prefetch(
-                &slots[mix64(frame_key(&frames[i + PREFETCH_AHEAD]))
+                &slots[ctm_mix64(frame_key(&frames[i + PREFETCH_AHEAD]))
                        & mask], 1);
         }
         uint64_t key = frame_key(&frames[i]);
-        size_t j = mix64(key) & mask;
+        size_t j = ctm_mix64(key) & mask;
         uint64_t v;
         while ((v = slots[j]) != 0) {
             if (v == key) {
@@ -437,14 +445,10 @@ parse_tracebacks(loader *st, cursor *c)
     /* Decode and check the section's tracebacks, then look them up,
      * with the slots of later tracebacks prefetched. keys: their index
      * hashes (n <= the section's bytes / 2). */
-    if (n > st->keys_cap) {
-        uint64_t *p = ctm_realloc(st->keys, (size_t)n * sizeof(uint64_t));
-        if (p == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        st->keys = p;
-        st->keys_cap = n;
+    if (ctm_grow((void **)&st->keys, &st->keys_cap, (size_t)n,
+                 sizeof(uint64_t)) < 0) {
+        PyErr_NoMemory();
+        return -1;
     }
     uint64_t *keys = st->keys;
     const uint64_t nframes = (uint64_t)d->nframes;
@@ -487,13 +491,14 @@ parse_tracebacks(loader *st, cursor *c)
         t->nframe = (uint32_t)nframe;
         /* 0 is None (wraps to UINT32_MAX); else total_nframe + 1 */
         t->total_nframe = (uint32_t)total - 1;
-        /* One pass over the frames for both hashes: ctm_snap_tb.hash (32
-         * bits) and the key of the duplicate index (its low bits pick
-         * the slot, its high half tags it). */
-        uint64_t state = ctm_traceback_hash_state(refs, t->nframe,
-                                                  t->total_nframe);
-        t->hash = ctm_mix32(state);
-        keys[i] = mix64(state);
+        /* One pass over the frames for both hashes: the key of the
+         * duplicate index (its low bits pick the slot, its high half
+         * tags it) and ctm_snap_tb.hash, the key's low 32 bits
+         * (ctm_mix32 of the same state, as the builder's). */
+        uint64_t key = ctm_mix64(ctm_traceback_hash_state(refs, t->nframe,
+                                                          t->total_nframe));
+        t->hash = (uint32_t)key;
+        keys[i] = key;
         st->refs_done += nframe;
         d->nrefs = (Py_ssize_t)st->refs_done;
     }
@@ -565,14 +570,10 @@ parse_traces(loader *st, cursor *c)
     }
 
     /* The runs, checked; nruns <= the bytes of this section. */
-    if (nruns > st->runs_cap) {
-        run_t *p = ctm_realloc(st->runs, (size_t)nruns * sizeof(run_t));
-        if (p == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        st->runs = p;
-        st->runs_cap = nruns;
+    if (ctm_grow((void **)&st->runs, &st->runs_cap, (size_t)nruns,
+                 sizeof(run_t)) < 0) {
+        PyErr_NoMemory();
+        return -1;
     }
     run_t *runs = st->runs;
     const uint64_t ntb = (uint64_t)d->ntracebacks;
@@ -1064,7 +1065,7 @@ error:
     d = NULL;
 done:
     ctm_snapdata_free(st.d);
-    ctm_free(st.string_slots);
+    ctm_index_free(&st.strings_ix);
     ctm_free(st.frame_slots);
     ctm_free(st.traceback_slots);
     ctm_free(st.runs);

@@ -130,20 +130,10 @@ out_section(writer *w, uint8_t tag, const uint8_t *payload, size_t n)
 static int
 blk_reserve(writer *w, size_t n)
 {
-    if (w->bcap - w->bpos >= n) {
-        return 0;
-    }
-    size_t ncap = w->bcap * 2;
-    if (ncap < w->bpos + n) {
-        ncap = w->bpos + n;
-    }
-    uint8_t *p = ctm_realloc(w->blk, ncap);
-    if (p == NULL) {
+    if (ctm_grow((void **)&w->blk, &w->bcap, w->bpos + n, 1) < 0) {
         PyErr_NoMemory();
         return -1;
     }
-    w->blk = p;
-    w->bcap = ncap;
     return 0;
 }
 
