@@ -29,8 +29,8 @@ LAYERS = [
     ("tracer", ["hooks.c"]),
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["filter.c", "tree.c"]),
-    ("file formats", ["fileio.c", "xxh64.c", "ffwrite.c", "ffread.c",
-                      "pklread.c", "pklwrite.c", "load.c"]),
+    ("file formats", ["fileio.c", "xxh64.c", "ffwrite.c", "ffitems.c",
+                      "ffread.c", "pklread.c", "pklwrite.c", "load.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]

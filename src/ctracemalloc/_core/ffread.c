@@ -1,6 +1,8 @@
 /* Our snapshot format's reader: ctm_ffread parses the layout of
  * ffspec.h from an input (fileio.c) into snapshot data, checking every
- * byte before it trusts it.
+ * byte before it trusts it. This file frames the file (header, each
+ * section's length and check, the sections' order and multiplicity) and
+ * parses LIMIT and EXTRA; ffitems.c parses the sections of items.
  *
  * What load checks: magic, version, every check, section order and
  * multiplicity; the counts of COUNTS against the bytes actually left
@@ -26,25 +28,10 @@
  * reader ignores check mismatches, so that a fuzzer reaches the parser,
  * and does not unpickle (a fuzzer must not run arbitrary pickles).
  */
-#include "internal.h"
-#include "codec.h"
+#include "ffload.h"
 #include "ffspec.h"
 
 #include <string.h>
-#include <sys/mman.h>
-#if defined(__SSE2__)
-#  include <emmintrin.h>
-#endif
-
-/* Build switches (1: on), to compare builds with and without them:
- * non-temporal stores of the traces (store_trace) and prefaulting of the
- * arrays (prefault). */
-#ifndef CTM_STREAM_STORES
-#  define CTM_STREAM_STORES 1
-#endif
-#ifndef CTM_PREFAULT
-#  define CTM_PREFAULT 1
-#endif
 
 static int
 truncated(const ctm_input *r, const char *where)
@@ -69,640 +56,10 @@ rd_take(ctm_input *r, size_t n, const uint8_t **out, const char *where)
     return 0;
 }
 
-/* One run of a TRACES section, decoded. */
-typedef struct {
-    uint64_t count;
-    uint64_t tbdom;             /* traceback | domain << 32 */
-} run_t;
-
-/* The loader's state. The snapshot's arrays are allocated once, at
- * their exact sizes, from the counts of COUNTS (checked against the
- * bytes left first); each item is checked as it is stored. */
-typedef struct {
-    ctm_input *r;
-    ctm_xxh64_state hash;       /* of the file so far */
-    unsigned major;             /* of the file */
-    int strict;                 /* file minor <= ours */
-    uint64_t section_offset;
-    const char *section_name;
-    int rank;                   /* of the last known section */
-    int have_counts;
-    uint64_t nstrings, nframes, ntracebacks, nrefs, ntraces;  /* declared */
-    uint64_t refs_done;
-    ctm_snapdata *d;            /* counts are those stored so far */
-    /* Duplicate detection: open addressing, power-of-two capacity, at
-     * most half full, 0 for an empty slot, each index sized once from
-     * the counts (it never grows). The strings' is a ctm_index of their
-     * indexes. A frame slot holds the frame itself (filename << 32 |
-     * lineno, + 1); a traceback slot the high half of its key (see
-     * parse_tracebacks) | (index + 1). The slots of frames and
-     * tracebacks hold enough to tell most items apart without reading
-     * the arrays, where each random read of hundreds of thousands of
-     * items is a cache miss. */
-    ctm_index strings_ix;
-    /* Not ctm_index: 64-bit slots (keys, not bare indexes), prefetched. */
-    uint64_t *frame_slots, *traceback_slots;
-    size_t frame_mask, traceback_mask;
-    run_t *runs;                /* of one TRACES section */
-    size_t runs_cap;
-    uint64_t *keys;             /* of one TRACEBACKS section */
-    size_t keys_cap;
-    PyObject *limit;
-    PyObject *extra;
-} loader;
-
-static int
-corrupted(const loader *st, const char *what)
-{
-    PyErr_Format(PyExc_ValueError,
-                 "corrupted snapshot file: %s (%s section at offset %llu)",
-                 what, st->section_name,
-                 (unsigned long long)st->section_offset);
-    return -1;
-}
-
-static int
-bad_payload(const loader *st)
-{
-    return corrupted(st, "malformed or short section payload");
-}
-
-/* The end of a known section's fields: the rest must be empty, except
- * in a file of a newer minor version, which may add fields. */
-static int
-section_end(const loader *st, const cursor *c)
-{
-    if (cur_left(c) != 0 && st->strict) {
-        return corrupted(st, "unexpected bytes at the end of the section");
-    }
-    return 0;
-}
-
-/* Map a large array about to be filled, if the kernel has not mapped it
- * yet (a fresh mmap; memory reused from the heap is mapped already):
- * first touching tens of megabytes would take a page fault per page,
- * where one madvise call maps them all. A hint: failure (an older
- * kernel) is ignored. */
-static void
-prefault(void *p, size_t n)
-{
-#if defined(MADV_POPULATE_WRITE) && CTM_PREFAULT
-    const uintptr_t page = 4096;
-    if (p == NULL || n < 64 * page) {
-        return;
-    }
-    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
-    uintptr_t end = ((uintptr_t)p + n) & ~(page - 1);
-    /* A sample of pages: a block may start in mapped heap memory and
-     * go on into fresh memory. */
-    uintptr_t sample[3] = {
-        start, start + ((end - start) / 2 & ~(page - 1)), end - page
-    };
-    for (int i = 0; i < 3; i++) {
-        unsigned char resident;
-        if (mincore((void *)sample[i], page, &resident) == 0
-            && !(resident & 1)) {
-            (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
-            break;
-        }
-    }
-#else
-    (void)p;
-    (void)n;
-#endif
-}
-
-/* Zeroed slots of size elsize for n items, *mask their number - 1; NULL
- * with MemoryError. */
-static void *
-slots_new(uint64_t n, size_t elsize, size_t *mask)
-{
-    size_t cap = 16;
-    while (cap < 2 * n) {
-        cap *= 2;
-    }
-    void *slots = ctm_calloc(cap, elsize);
-    if (slots == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    prefault(slots, cap * elsize);
-    *mask = cap - 1;
-    return slots;
-}
-
-/* Items are inserted this far behind the one whose slot is prefetched. */
-#define PREFETCH_AHEAD 32
-
-/* The hash of string item in strings_ix, as parse_strings probes it. */
-static uint32_t
-string_hash(const void *owner, uint32_t item)
-{
-    const loader *st = owner;
-    return ctm_mix32((uint64_t)PyObject_Hash(st->d->strings[item]));
-}
-
-static int
-parse_counts(loader *st, cursor *c)
-{
-    uint64_t v[5];
-    for (int i = 0; i < 5; i++) {
-        if (get_varint(c, &v[i]) < 0) {
-            return bad_payload(st);
-        }
-    }
-    /* Indexes are uint32; the traces array is sized in bytes. */
-    if (v[0] > UINT32_MAX || v[1] > UINT32_MAX || v[2] > UINT32_MAX
-        || v[3] > UINT32_MAX
-        || v[4] > (uint64_t)PY_SSIZE_T_MAX / sizeof(ctm_snap_trace)) {
-        return corrupted(st, "impossible item counts");
-    }
-    /* Each item takes at least one byte of the file (frames and
-     * tracebacks two), so the counts must fit in what is left of it:
-     * that bounds what a damaged or hostile count can make us allocate
-     * to a few times the file's size. */
-    const ctm_input *r = st->r;
-    uint64_t left = r->size > r->offset ? r->size - r->offset : 0;
-    uint64_t need = v[0] + 2 * v[1] + 2 * v[2] + v[3] + v[4];
-    if (need > left) {
-        /* The check matched: the counts are as written, the rest of the
-         * file is missing. */
-        PyErr_Format(PyExc_ValueError,
-                     "truncated snapshot file: its counts need at least "
-                     "%llu more bytes, the file has %llu",
-                     (unsigned long long)need, (unsigned long long)left);
-        return -1;
-    }
-    st->nstrings = v[0];
-    st->nframes = v[1];
-    st->ntracebacks = v[2];
-    st->nrefs = v[3];
-    st->ntraces = v[4];
-    ctm_snapdata *d = ctm_calloc(1, sizeof(*d));
-    if (d == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    st->d = d;
-    d->strings = ctm_malloc((size_t)v[0] * sizeof(PyObject *));
-    d->frames = ctm_malloc((size_t)v[1] * sizeof(ctm_snap_frame));
-    d->tracebacks = ctm_malloc((size_t)v[2] * sizeof(ctm_snap_tb));
-    d->refs = ctm_malloc((size_t)v[3] * sizeof(uint32_t));
-    d->traces = ctm_malloc((size_t)v[4] * sizeof(ctm_snap_trace));
-    if (d->strings == NULL || d->frames == NULL || d->tracebacks == NULL
-        || d->refs == NULL || d->traces == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    prefault(d->frames, (size_t)v[1] * sizeof(ctm_snap_frame));
-    prefault(d->tracebacks, (size_t)v[2] * sizeof(ctm_snap_tb));
-    prefault(d->refs, (size_t)v[3] * sizeof(uint32_t));
-    prefault(d->traces, (size_t)v[4] * sizeof(ctm_snap_trace));
-    /* Room for every declared string: the index never grows. */
-    if (ctm_index_reserve(&st->strings_ix, v[0] ? (size_t)v[0] - 1 : 0,
-                          string_hash, st) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    prefault(st->strings_ix.slots,
-             ctm_index_capacity(&st->strings_ix) * sizeof(uint32_t));
-    st->frame_slots = slots_new(v[1], sizeof(uint64_t), &st->frame_mask);
-    st->traceback_slots = slots_new(v[2], sizeof(uint64_t),
-                                    &st->traceback_mask);
-    if (st->frame_slots == NULL || st->traceback_slots == NULL) {
-        return -1;
-    }
-    st->have_counts = 1;
-    return section_end(st, c);
-}
-
-static int
-parse_strings(loader *st, cursor *c)
-{
-    ctm_snapdata *d = st->d;
-    uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c)) {
-        return bad_payload(st);
-    }
-    if (n > st->nstrings - (uint64_t)d->nstrings) {
-        return corrupted(st, "more strings than declared");
-    }
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t len;
-        if (get_varint(c, &len) < 0 || len > cur_left(c)) {
-            return bad_payload(st);
-        }
-        PyObject *s = PyUnicode_DecodeUTF8((const char *)c->p,
-                                           (Py_ssize_t)len, "surrogatepass");
-        if (s == NULL) {
-            if (PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
-                PyErr_Clear();
-                return corrupted(st, "a string is not valid UTF-8");
-            }
-            return -1;
-        }
-        c->p += len;
-        Py_ssize_t idx = d->nstrings;
-        /* Stored first, so that an error releases it with the rest. */
-        d->strings[idx] = s;
-        d->nstrings = idx + 1;
-        Py_hash_t h = PyObject_Hash(s);
-        if (h == -1) {
-            return -1;
-        }
-        const ctm_index *ix = &st->strings_ix;
-        uint32_t j = ctm_mix32((uint64_t)h) & ix->mask;
-        uint32_t v;
-        while ((v = ix->slots[j]) != 0) {
-            PyObject *other = d->strings[v - 1];
-            if (PyObject_Hash(other) == h) {
-                int cmp = PyUnicode_Compare(other, s);
-                if (cmp == -1 && PyErr_Occurred()) {
-                    return -1;
-                }
-                if (cmp == 0) {
-                    return corrupted(st, "duplicate string");
-                }
-            }
-            j = (j + 1) & ix->mask;
-        }
-        ix->slots[j] = (uint32_t)idx + 1;
-    }
-    return section_end(st, c);
-}
-
-static inline uint64_t
-frame_key(const ctm_snap_frame *f)
-{
-    return (((uint64_t)f->filename << 32) | (uint32_t)f->lineno) + 1;
-}
-
-static int
-parse_frames(loader *st, cursor *c)
-{
-    ctm_snapdata *d = st->d;
-    uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c) / 2) {
-        return bad_payload(st);
-    }
-    if (n > st->nframes - (uint64_t)d->nframes) {
-        return corrupted(st, "more frames than declared");
-    }
-    /* Decode and check the section's frames, then look them up, with
-     * the slots of later frames prefetched. */
-    const uint64_t nstrings = (uint64_t)d->nstrings;
-    ctm_snap_frame *frames = d->frames + d->nframes;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t filename, z;
-        if (get_varint(c, &filename) < 0 || get_varint(c, &z) < 0) {
-            return bad_payload(st);
-        }
-        int64_t lineno = unzigzag(z);
-        if (filename >= nstrings) {
-            return corrupted(st, "frame filename index out of range");
-        }
-        if (lineno < INT32_MIN || lineno > INT32_MAX) {
-            return corrupted(st, "frame line number out of range");
-        }
-        frames[i].filename = (uint32_t)filename;
-        frames[i].lineno = (int32_t)lineno;
-    }
-    uint64_t *slots = st->frame_slots;
-    const size_t mask = st->frame_mask;
-    for (uint64_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) {
-            __builtin_prefetch(
-                &slots[ctm_mix64(frame_key(&frames[i + PREFETCH_AHEAD]))
-                       & mask], 1);
-        }
-        uint64_t key = frame_key(&frames[i]);
-        size_t j = ctm_mix64(key) & mask;
-        uint64_t v;
-        while ((v = slots[j]) != 0) {
-            if (v == key) {
-                return corrupted(st, "duplicate frame");
-            }
-            j = (j + 1) & mask;
-        }
-        slots[j] = key;
-    }
-    d->nframes += (Py_ssize_t)n;
-    return section_end(st, c);
-}
-
-/* Copy n > 0 frame references of width 1, 2 or 4 bytes from p to refs
- * (the caller checks that the bytes are there); their largest, which
- * the caller checks against nframes, once for the traceback. */
-static inline uint32_t
-get_refs(const uint8_t *p, unsigned width, uint32_t *refs, uint64_t n)
-{
-    uint32_t max = 0;
-    if (width == 1) {
-        for (uint64_t k = 0; k < n; k++) {
-            uint32_t f = p[k];
-            refs[k] = f;
-            max = f > max ? f : max;
-        }
-    }
-    else if (width == 2) {
-        for (uint64_t k = 0; k < n; k++) {
-            uint32_t f = p[2 * k] | (uint32_t)p[2 * k + 1] << 8;
-            refs[k] = f;
-            max = f > max ? f : max;
-        }
-    }
-    else {
-        for (uint64_t k = 0; k < n; k++) {
-            uint32_t f = load32le(p + 4 * k);
-            refs[k] = f;
-            max = f > max ? f : max;
-        }
-    }
-    return max;
-}
-
-static int
-parse_tracebacks(loader *st, cursor *c)
-{
-    ctm_snapdata *d = st->d;
-    uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c) / 2) {
-        return bad_payload(st);
-    }
-    if (n > st->ntracebacks - (uint64_t)d->ntracebacks) {
-        return corrupted(st, "more tracebacks than declared");
-    }
-    unsigned width = 0;         /* version 1: varints */
-    if (st->major >= 2) {
-        if (cur_left(c) < 1) {
-            return bad_payload(st);
-        }
-        width = *c->p++;
-        if (width != 1 && width != 2 && width != 4) {
-            return corrupted(st, "bad frame reference width");
-        }
-    }
-    /* Decode and check the section's tracebacks, then look them up,
-     * with the slots of later tracebacks prefetched. keys: their index
-     * hashes (n <= the section's bytes / 2). */
-    if (ctm_grow((void **)&st->keys, &st->keys_cap, (size_t)n,
-                 sizeof(uint64_t)) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    uint64_t *keys = st->keys;
-    const uint64_t nframes = (uint64_t)d->nframes;
-    ctm_snap_tb *tbs = d->tracebacks + d->ntracebacks;
-    for (uint64_t i = 0; i < n; i++) {
-        uint64_t nframe, total;
-        if (get_varint(c, &nframe) < 0 || get_varint(c, &total) < 0) {
-            return bad_payload(st);
-        }
-        if (total > UINT32_MAX) {
-            return corrupted(st, "traceback total_nframe out of range");
-        }
-        if (nframe > st->nrefs - st->refs_done) {
-            return corrupted(st, "more frame references than declared");
-        }
-        uint32_t *refs = d->refs + st->refs_done;
-        if (width) {
-            if (nframe > cur_left(c) / width) {
-                return bad_payload(st);
-            }
-            if (nframe && get_refs(c->p, width, refs, nframe) >= nframes) {
-                return corrupted(st, "frame reference out of range");
-            }
-            c->p += width * nframe;
-        }
-        else {
-            for (uint64_t k = 0; k < nframe; k++) {
-                uint64_t f;
-                if (get_varint(c, &f) < 0) {
-                    return bad_payload(st);
-                }
-                if (f >= nframes) {
-                    return corrupted(st, "frame reference out of range");
-                }
-                refs[k] = (uint32_t)f;
-            }
-        }
-        ctm_snap_tb *t = &tbs[i];
-        t->first = (uint32_t)st->refs_done;
-        t->nframe = (uint32_t)nframe;
-        /* 0 is None (wraps to UINT32_MAX); else total_nframe + 1 */
-        t->total_nframe = (uint32_t)total - 1;
-        /* One pass over the frames for both hashes: the key of the
-         * duplicate index (its low bits pick the slot, its high half
-         * tags it) and ctm_snap_tb.hash, the key's low 32 bits
-         * (ctm_mix32 of the same state, as the builder's). */
-        uint64_t key = ctm_mix64(ctm_traceback_hash_state(refs, t->nframe,
-                                                          t->total_nframe));
-        t->hash = (uint32_t)key;
-        keys[i] = key;
-        st->refs_done += nframe;
-        d->nrefs = (Py_ssize_t)st->refs_done;
-    }
-    uint64_t *slots = st->traceback_slots;
-    const size_t mask = st->traceback_mask;
-    const Py_ssize_t base = d->ntracebacks;
-    for (uint64_t i = 0; i < n; i++) {
-        if (i + PREFETCH_AHEAD < n) {
-            __builtin_prefetch(&slots[keys[i + PREFETCH_AHEAD] & mask], 1);
-        }
-        const ctm_snap_tb *t = &tbs[i];
-        uint64_t hi = keys[i] & ~(uint64_t)UINT32_MAX;
-        size_t j = keys[i] & mask;
-        uint64_t v;
-        while ((v = slots[j]) != 0) {
-            const ctm_snap_tb *o = &d->tracebacks[(v & UINT32_MAX) - 1];
-            if ((v & ~(uint64_t)UINT32_MAX) == hi
-                && o->nframe == t->nframe
-                && o->total_nframe == t->total_nframe
-                && (t->nframe == 0
-                    || memcmp(d->refs + o->first, d->refs + t->first,
-                              (size_t)t->nframe * sizeof(uint32_t)) == 0)) {
-                return corrupted(st, "duplicate traceback");
-            }
-            j = (j + 1) & mask;
-        }
-        slots[j] = hi | (uint64_t)(base + (Py_ssize_t)i + 1);
-    }
-    d->ntracebacks += (Py_ssize_t)n;
-    return section_end(st, c);
-}
-
-/* Store a trace. The traces array is written once, and is usually far
- * larger than the caches: on x86-64, non-temporal stores write it
- * without first reading each line from memory, which halves the memory
- * traffic of the load's largest cost. stream: out is 16-byte aligned,
- * as they need. */
-static inline void
-store_trace(ctm_snap_trace *out, uint64_t size, uint64_t tbdom, int stream)
-{
-#if defined(__SSE2__) && CTM_STREAM_STORES
-    if (stream) {
-        _mm_stream_si128((__m128i *)out,
-                         _mm_set_epi64x((long long)tbdom, (long long)size));
-        return;
-    }
-#else
-    (void)stream;
-#endif
-    out->size = size;
-    out->traceback = (uint32_t)tbdom;
-    out->domain = (uint32_t)(tbdom >> 32);
-}
-
-static int
-parse_traces(loader *st, cursor *c)
-{
-    ctm_snapdata *d = st->d;
-    uint64_t n, nruns;
-    if (get_varint(c, &n) < 0 || get_varint(c, &nruns) < 0
-        || n > cur_left(c) || nruns > n) {
-        return bad_payload(st);
-    }
-    if (n > st->ntraces - (uint64_t)d->ntraces) {
-        return corrupted(st, "more traces than declared");
-    }
-    if (n == 0) {
-        return section_end(st, c);
-    }
-
-    /* The runs, checked; nruns <= the bytes of this section. */
-    if (ctm_grow((void **)&st->runs, &st->runs_cap, (size_t)nruns,
-                 sizeof(run_t)) < 0) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    run_t *runs = st->runs;
-    const uint64_t ntb = (uint64_t)d->ntracebacks;
-    uint64_t filled = 0;
-    int64_t prev_tb = -1;
-    uint32_t dom = 0;
-    for (uint64_t r = 0; r < nruns; r++) {
-        uint64_t h;
-        if (get_varint(c, &h) < 0) {
-            return bad_payload(st);
-        }
-        if ((h >> 2) >= n - filled) {
-            return corrupted(st, "trace runs longer than the section");
-        }
-        int64_t tb = prev_tb + 1;
-        if (h & 1) {
-            uint64_t z;
-            if (get_varint(c, &z) < 0) {
-                return bad_payload(st);
-            }
-            int64_t delta = unzigzag(z);
-            /* Indexes are below 2**32: a larger delta is out of range,
-             * and checking it first keeps the sum from overflowing. */
-            if (delta > ((int64_t)1 << 33) || delta < -((int64_t)1 << 33)) {
-                return corrupted(st, "trace traceback index out of range");
-            }
-            tb += delta;
-        }
-        if (tb < 0 || (uint64_t)tb >= ntb) {
-            return corrupted(st, "trace traceback index out of range");
-        }
-        if (h & 2) {
-            uint64_t v;
-            if (get_varint(c, &v) < 0) {
-                return bad_payload(st);
-            }
-            if (v > UINT32_MAX) {
-                return corrupted(st, "trace domain out of range");
-            }
-            dom = (uint32_t)v;
-        }
-        runs[r].count = (h >> 2) + 1;
-        runs[r].tbdom = (uint64_t)tb | ((uint64_t)dom << 32);
-        filled += runs[r].count;
-        prev_tb = tb;
-    }
-    if (filled != n) {
-        return corrupted(st, "trace runs shorter than the section");
-    }
-
-    /* The sizes: control bytes, then data, each size stored with its
-     * run's traceback and domain. */
-    size_t nctrl = (size_t)(n + 3) / 4;
-    if (nctrl > cur_left(c)) {
-        return bad_payload(st);
-    }
-    const uint8_t *ctrl = c->p;
-    const uint8_t *p = ctrl + nctrl;
-    const uint8_t *end = c->end;
-    if ((n & 3) && (ctrl[nctrl - 1] >> (2 * (n & 3))) != 0) {
-        return corrupted(st, "bad size codes");
-    }
-    ctm_snap_trace *out = d->traces + d->ntraces;
-    const int stream = ((uintptr_t)out & 15) == 0;
-    const run_t *run = runs;
-    uint64_t run_left = run->count;
-    uint64_t tbdom = run->tbdom;
-#define NEXT_TRACE(SIZE)                                                \
-    do {                                                                \
-        if (run_left == 0) {                                            \
-            run++;                                                      \
-            run_left = run->count;                                      \
-            tbdom = run->tbdom;                                         \
-        }                                                               \
-        store_trace(out++, (SIZE), tbdom, stream);                      \
-        run_left--;                                                     \
-    } while (0)
-    uint64_t i = 0;
-    /* Four sizes per control byte, without a branch on their lengths
-     * (which mix unpredictably), while a group of at most 32 bytes and
-     * its 8-byte loads stay inside the payload. */
-    for (size_t g = 0; g < (size_t)(n / 4) && end - p >= 32; g++) {
-        unsigned cb = ctrl[g];
-        unsigned c0 = cb & 3, c1 = (cb >> 2) & 3;
-        unsigned c2 = (cb >> 4) & 3, c3 = cb >> 6;
-        uint64_t s0 = load64le(p) & size_mask[c0];
-        p += size_len[c0];
-        uint64_t s1 = load64le(p) & size_mask[c1];
-        p += size_len[c1];
-        uint64_t s2 = load64le(p) & size_mask[c2];
-        p += size_len[c2];
-        uint64_t s3 = load64le(p) & size_mask[c3];
-        p += size_len[c3];
-        NEXT_TRACE(s0);
-        NEXT_TRACE(s1);
-        NEXT_TRACE(s2);
-        NEXT_TRACE(s3);
-        i += 4;
-    }
-    int rc = 0;
-    for (; i < n; i++) {
-        unsigned code = (ctrl[i >> 2] >> (2 * (i & 3))) & 3;
-        size_t len = size_len[code];
-        if ((size_t)(end - p) < len) {
-            rc = -1;
-            break;
-        }
-        uint64_t v = 0;
-        for (size_t b = 0; b < len; b++) {
-            v |= (uint64_t)p[b] << (8 * b);
-        }
-        p += len;
-        NEXT_TRACE(v);
-    }
-#undef NEXT_TRACE
-#if defined(__SSE2__) && CTM_STREAM_STORES
-    _mm_sfence();
-#endif
-    if (rc < 0) {
-        return bad_payload(st);
-    }
-    c->p = p;
-    d->ntraces += (Py_ssize_t)n;
-    return section_end(st, c);
-}
 
 /* pickle.loads of a payload, or an error saying which part failed. */
 static PyObject *
-unpickle(loader *st, const uint8_t *p, size_t n)
+unpickle(ctm_ffloader *st, const uint8_t *p, size_t n)
 {
 #ifdef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     (void)st;
@@ -756,10 +113,10 @@ unpickle(loader *st, const uint8_t *p, size_t n)
 }
 
 static int
-parse_limit(loader *st, cursor *c)
+parse_limit(ctm_ffloader *st, cursor *c)
 {
     if (cur_left(c) < 1) {
-        return bad_payload(st);
+        return ctm_ff_bad_payload(st);
     }
     uint8_t kind = *c->p++;
     if (kind == LIMIT_NONE) {
@@ -768,7 +125,7 @@ parse_limit(loader *st, cursor *c)
     else if (kind == LIMIT_INT) {
         uint64_t z;
         if (get_varint(c, &z) < 0) {
-            return bad_payload(st);
+            return ctm_ff_bad_payload(st);
         }
         st->limit = PyLong_FromLongLong(unzigzag(z));
         if (st->limit == NULL) {
@@ -783,13 +140,13 @@ parse_limit(loader *st, cursor *c)
         c->p = c->end;
     }
     else {
-        return corrupted(st, "unknown kind of traceback limit");
+        return ctm_ff_corrupted(st, "unknown kind of traceback limit");
     }
-    return section_end(st, c);
+    return ctm_ff_section_end(st, c);
 }
 
 static int
-parse_extra(loader *st, cursor *c)
+parse_extra(ctm_ffloader *st, cursor *c)
 {
     st->extra = unpickle(st, c->p, cur_left(c));
     if (st->extra == NULL) {
@@ -797,7 +154,7 @@ parse_extra(loader *st, cursor *c)
     }
     c->p = c->end;
     if (!PyDict_Check(st->extra)) {
-        return corrupted(st, "the snapshot attributes are not a dict");
+        return ctm_ff_corrupted(st, "the snapshot attributes are not a dict");
     }
     return 0;
 }
@@ -828,49 +185,49 @@ tag_rank(unsigned tag)
 /* Entering a section of rank `rank`: every repeatable group before it
  * must be complete, since the items of later groups refer to it. */
 static int
-check_complete(loader *st, int rank)
+check_complete(ctm_ffloader *st, int rank)
 {
     const ctm_snapdata *d = st->d;
     if (rank > TAG_STRINGS && (uint64_t)d->nstrings != st->nstrings) {
-        return corrupted(st, "fewer strings than declared");
+        return ctm_ff_corrupted(st, "fewer strings than declared");
     }
     if (rank > TAG_FRAMES && (uint64_t)d->nframes != st->nframes) {
-        return corrupted(st, "fewer frames than declared");
+        return ctm_ff_corrupted(st, "fewer frames than declared");
     }
     if (rank > TAG_TRACEBACKS
         && (uint64_t)d->ntracebacks != st->ntracebacks) {
-        return corrupted(st, "fewer tracebacks than declared");
+        return ctm_ff_corrupted(st, "fewer tracebacks than declared");
     }
     if (rank > TAG_TRACEBACKS && st->refs_done != st->nrefs) {
-        return corrupted(st, "fewer frame references than declared");
+        return ctm_ff_corrupted(st, "fewer frame references than declared");
     }
     if (rank > TAG_TRACES && (uint64_t)d->ntraces != st->ntraces) {
-        return corrupted(st, "fewer traces than declared");
+        return ctm_ff_corrupted(st, "fewer traces than declared");
     }
     if (rank > TAG_LIMIT && st->limit == NULL) {
-        return corrupted(st, "no traceback limit section");
+        return ctm_ff_corrupted(st, "no traceback limit section");
     }
     return 0;
 }
 
 /* Check order and multiplicity of a known section. */
 static int
-check_order(loader *st, unsigned tag)
+check_order(ctm_ffloader *st, unsigned tag)
 {
     int rank = tag_rank(tag);
     if (!st->have_counts) {
         if (tag != TAG_COUNTS) {
-            return corrupted(st, "the COUNTS section must come first");
+            return ctm_ff_corrupted(st, "the COUNTS section must come first");
         }
         st->rank = rank;
         return 0;
     }
     if (rank < st->rank) {
-        return corrupted(st, "section out of order");
+        return ctm_ff_corrupted(st, "section out of order");
     }
     int repeatable = tag >= TAG_STRINGS && tag <= TAG_TRACES;
     if (rank == st->rank && !repeatable) {
-        return corrupted(st, "section repeated");
+        return ctm_ff_corrupted(st, "section repeated");
     }
     if (rank > st->rank && check_complete(st, rank) < 0) {
         return -1;
@@ -880,7 +237,7 @@ check_order(loader *st, unsigned tag)
 }
 
 static int
-read_header(loader *st)
+read_header(ctm_ffloader *st)
 {
     ctm_input *r = st->r;
     int rc = ctm_input_fill(r, FF_HEADER_SIZE);
@@ -929,7 +286,7 @@ read_header(loader *st)
 /* Read one section, verify its check and parse it. *tag receives its
  * tag. */
 static int
-read_section(loader *st, unsigned *tag)
+read_section(ctm_ffloader *st, unsigned *tag)
 {
     ctm_input *r = st->r;
     const uint8_t *p;
@@ -949,7 +306,7 @@ read_section(loader *st, unsigned *tag)
         }
         ctm_xxh64_update(&st->hash, p, 1);
         if (shift == 63 && p[0] > 1) {
-            return corrupted(st, "bad section length");
+            return ctm_ff_corrupted(st, "bad section length");
         }
         plen |= (uint64_t)(p[0] & 0x7f) << shift;
         if (!(p[0] & 0x80)) {
@@ -979,7 +336,7 @@ read_section(loader *st, unsigned *tag)
     uint64_t found = load64le(p + plen);
 #ifndef FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION
     if (expected != found) {
-        return corrupted(st, "checksum mismatch");
+        return ctm_ff_corrupted(st, "checksum mismatch");
     }
 #else
     (void)expected;
@@ -990,7 +347,7 @@ read_section(loader *st, unsigned *tag)
     cursor c = {p, p + plen};
     if (*tag >= TAG_KNOWN) {
         if (st->strict) {
-            return corrupted(st, "unknown section");
+            return ctm_ff_corrupted(st, "unknown section");
         }
         /* A section of a newer minor version: checked, then skipped. */
         return 0;
@@ -1000,21 +357,21 @@ read_section(loader *st, unsigned *tag)
     }
     switch (*tag) {
     case TAG_COUNTS:
-        return parse_counts(st, &c);
+        return ctm_ff_parse_counts(st, &c);
     case TAG_STRINGS:
-        return parse_strings(st, &c);
+        return ctm_ff_parse_strings(st, &c);
     case TAG_FRAMES:
-        return parse_frames(st, &c);
+        return ctm_ff_parse_frames(st, &c);
     case TAG_TRACEBACKS:
-        return parse_tracebacks(st, &c);
+        return ctm_ff_parse_tracebacks(st, &c);
     case TAG_TRACES:
-        return parse_traces(st, &c);
+        return ctm_ff_parse_traces(st, &c);
     case TAG_LIMIT:
         return parse_limit(st, &c);
     case TAG_EXTRA:
         return parse_extra(st, &c);
     default:                    /* TAG_END */
-        return section_end(st, &c);
+        return ctm_ff_section_end(st, &c);
     }
 }
 
@@ -1023,7 +380,7 @@ ctm_ffread(ctm_input *r, PyObject **limit, PyObject **extra)
 {
     ctm_snapdata *d = NULL;
     int rc;
-    loader st;
+    ctm_ffloader st;
     memset(&st, 0, sizeof(st));
     st.r = r;
     st.section_name = "header";
@@ -1064,13 +421,6 @@ ctm_ffread(ctm_input *r, PyObject **limit, PyObject **extra)
 error:
     d = NULL;
 done:
-    ctm_snapdata_free(st.d);
-    ctm_index_free(&st.strings_ix);
-    ctm_free(st.frame_slots);
-    ctm_free(st.traceback_slots);
-    ctm_free(st.runs);
-    ctm_free(st.keys);
-    Py_XDECREF(st.limit);
-    Py_XDECREF(st.extra);
+    ctm_ff_release(&st);
     return d;
 }

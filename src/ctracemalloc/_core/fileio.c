@@ -110,8 +110,9 @@ ctm_write_file(PyObject *path, PyObject *bytes)
     if (fd < 0) {
         return -1;
     }
-    int rc = ctm_write_all(fd, fspath, (const uint8_t *)PyBytes_AS_STRING(bytes),
-                       (size_t)PyBytes_GET_SIZE(bytes));
+    int rc = ctm_write_all(fd, fspath,
+                           (const uint8_t *)PyBytes_AS_STRING(bytes),
+                           (size_t)PyBytes_GET_SIZE(bytes));
     if (rc < 0) {
         close(fd);
     }

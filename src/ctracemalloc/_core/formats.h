@@ -9,7 +9,9 @@
  *   xxh64.c      the checksum of our format
  *   ffwrite.c    our format's writer (ffspec.h defines the format,
  *                codec.h its byte codecs)
- *   ffread.c     our format's reader
+ *   ffitems.c    our format's sections of items, parsed (ffload.h: the
+ *                state of a load, shared with ffread.c)
+ *   ffread.c     our format's reader: the file's framing, LIMIT, EXTRA
  *   pklread.c    the stdlib's snapshot pickle, read without unpickling
  *                (pklops.h: its content and opcodes)
  *   pklwrite.c   the stdlib's snapshot pickle, written
