@@ -30,7 +30,8 @@ LAYERS = [
     ("snapshot data", ["snapdata.c"]),
     ("analysis", ["filter.c", "tree.c"]),
     ("file formats", ["fileio.c", "xxh64.c", "ffwrite.c", "ffitems.c",
-                      "ffread.c", "pklread.c", "pklwrite.c", "load.c"]),
+                      "ffread.c", "pklvm.c", "pklread.c", "pklwrite.c",
+                      "load.c"]),
     ("types", ["traceback.c", "statistic.c", "snapshot.c"]),
     ("module", ["module.c"]),
 ]

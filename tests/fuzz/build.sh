@@ -20,6 +20,6 @@ clang -std=c11 -g -O1 -Wall -Wextra -Werror \
     "$root/tests/fuzz/fuzz_load.c" \
     "$core/mem.c" "$core/index.c" "$core/pyutil.c" "$core/snapdata.c" \
     "$core/fileio.c" "$core/xxh64.c" "$core/ffwrite.c" "$core/ffitems.c" \
-    "$core/ffread.c" \
-    "$core/pklread.c" "$core/pklwrite.c" "$core/load.c" \
+    "$core/ffread.c" "$core/pklvm.c" "$core/pklread.c" "$core/pklwrite.c" \
+    "$core/load.c" \
     $ldflags -o "$out"

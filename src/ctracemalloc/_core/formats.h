@@ -12,8 +12,10 @@
  *   ffitems.c    our format's sections of items, parsed (ffload.h: the
  *                state of a load, shared with ffread.c)
  *   ffread.c     our format's reader: the file's framing, LIMIT, EXTRA
+ *   pklvm.c      the machine that reads the stdlib's snapshot pickle:
+ *                errors, values (pklvm.h: its state; pklops.h: the
+ *                pickle's content and opcodes)
  *   pklread.c    the stdlib's snapshot pickle, read without unpickling
- *                (pklops.h: its content and opcodes)
  *   pklwrite.c   the stdlib's snapshot pickle, written
  *   load.c       a load: tells the two formats apart and reads either
  *
