@@ -1,4 +1,4 @@
-/* libFuzzer target for the snapshot file loader (fileformat.c).
+/* libFuzzer target for the snapshot file loader (load.c, ffread.c).
  *
  * Built with FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, the loader skips
  * its checksums (so that mutations reach the parser) and never unpickles.

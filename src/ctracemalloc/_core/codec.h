@@ -3,10 +3,10 @@
  * and zigzag, and the cursor over a verified section payload.
  *
  * Invariants: a varint is unsigned LEB128 of at most 10 bytes whose
- * value fits in 64 bits (the tenth byte holds bit 63 only); a reader
- * never reads past its cursor's end, except get_varint's fast path,
- * which reads only when four bytes are left. No function here sets a
- * Python exception.
+ * value fits in 64 bits (the tenth byte holds bit 63 only); get_varint
+ * never reads past its cursor's end (its unchecked fast path runs only
+ * when four bytes are left) and leaves the cursor unchanged on failure.
+ * No function here sets a Python exception.
  */
 #ifndef CTM_CODEC_H
 #define CTM_CODEC_H

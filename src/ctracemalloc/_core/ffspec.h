@@ -1,8 +1,8 @@
 /* Our snapshot file format, defined: the file that Snapshot.dump writes
  * and Snapshot.load reads (and pickling a Snapshot holds), its constants
- * and the rules of its versions. ffwrite.c writes it, ffread.c reads it;
- * the layout below is the contract between them and with any other
- * reader.
+ * and the rules of its versions. ffwrite.c writes it, ffread.c and
+ * ffitems.c read it; the layout below is the contract between them and
+ * with any other reader.
  *
  * Goals: dump and load much faster than the stdlib's pickle, a file a
  * fraction of the pickle's size, a loader that streams the file and

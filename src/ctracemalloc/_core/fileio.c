@@ -3,12 +3,19 @@
  * of them.
  *
  *   - opening a path (str, bytes or PathLike), writing all of a buffer,
- *     closing with the error of a delayed write: the GIL is released
- *     around each system call, EINTR retried after the signal handlers
- *     ran, and every failure is an OSError naming the path;
+ *     closing with the error of a delayed write, and ctm_write_file;
+ *   - the input of a load (ctm_input): bytes in memory, or a file read
+ *     in chunks as the reader asks for them, a pipe read whole;
  *   - the progress reporter of a long load (ctm_progress);
  *   - the UTF-8 of a str with surrogatepass, which both formats write
  *     so that any str round-trips.
+ *
+ * Invariants: the GIL is released around each system call, EINTR is
+ * retried after the signal handlers ran, and every failure of one is an
+ * OSError naming the path; the input's buffer grows only with the bytes
+ * that arrived (to at most twice them), whatever a damaged file asks for;
+ * files are read, never mapped (a file truncated by another process
+ * while mapped would kill this one with SIGBUS).
  */
 #include "internal.h"
 
