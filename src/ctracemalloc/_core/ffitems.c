@@ -4,11 +4,12 @@
  *
  * Invariants: the arrays are allocated once, from the counts of COUNTS,
  * after those counts are checked against the bytes left in the file;
- * an item is stored only once it is checked (indexes in range, values in
- * their types' ranges, no duplicate), and the stored counts of st->d
- * never exceed the declared ones, so that an error at any point leaves
- * snapshot data that ctm_snapdata_free releases. The duplicate indexes
- * are sized once from the counts and never grow.
+ * the counts of st->d cover only items already stored and never exceed
+ * the declared ones, so that an error at any point leaves snapshot data
+ * that ctm_snapdata_free releases; the load fails at the first item that
+ * does not check (an index out of range, a value out of its type's
+ * range, a duplicate). The duplicate indexes are sized once from the
+ * counts and never grow.
  */
 #include "ffload.h"
 #include "ffspec.h"
