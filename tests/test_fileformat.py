@@ -1,9 +1,10 @@
-"""The snapshot file format (src/ctracemalloc/_core/fileformat.c):
-Snapshot.dump, Snapshot.load and pickling.
+"""The snapshot file format (src/ctracemalloc/_core/ffspec.h, written by
+ffwrite.c, read by ffread.c and ffitems.c): Snapshot.dump, Snapshot.load
+and pickling.
 
 Round trips, then damaged files. The damage tests use an independent
 writer of the format, in Python, written from the documentation at the
-top of fileformat.c (it must produce the same bytes as the C writer):
+top of ffspec.h (it must produce the same bytes as the C writer):
 with it, files with valid checks but invalid content reach the parser,
 which the checks would otherwise stop first.
 

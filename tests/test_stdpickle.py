@@ -1,7 +1,7 @@
 """Moving between the stdlib and ctracemalloc: Snapshot.load reads a file
 written by the stdlib's tracemalloc.Snapshot.dump, and
 Snapshot.dump(filename, format="pickle") writes one that the stdlib's
-Snapshot.load reads (src/ctracemalloc/_core/stdpickle.c).
+Snapshot.load reads (src/ctracemalloc/_core/pklread.c, pklwrite.c).
 
 The reader runs no code from the file: anything but data and the two
 snapshot classes is refused. Damaged files raise ValueError, never crash.

@@ -17,6 +17,9 @@ clang -std=c11 -g -O1 -Wall -Wextra -Werror \
     -fno-omit-frame-pointer \
     -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
     -I"$inc" -I"$core" \
-    "$root/tests/fuzz/fuzz_load.c" "$core/fileformat.c" "$core/snapdata.c" \
-    "$core/stdpickle.c" \
+    "$root/tests/fuzz/fuzz_load.c" \
+    "$core/mem.c" "$core/index.c" "$core/pyutil.c" "$core/snapdata.c" \
+    "$core/fileio.c" "$core/xxh64.c" "$core/ffwrite.c" "$core/ffitems.c" \
+    "$core/ffread.c" "$core/pklvm.c" "$core/pklread.c" "$core/pklwrite.c" \
+    "$core/load.c" \
     $ldflags -o "$out"

@@ -1,4 +1,4 @@
-/* libFuzzer target for the snapshot file loader (fileformat.c).
+/* libFuzzer target for the snapshot file loader (load.c, ffread.c).
  *
  * Built with FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION, the loader skips
  * its checksums (so that mutations reach the parser) and never unpickles.
@@ -72,7 +72,7 @@ check_invariants(const ctm_snapdata *d)
         }
     }
     for (Py_ssize_t i = 0; i < d->nframes; i++) {
-        const ctm_sframe *f = &d->frames[i];
+        const ctm_snap_frame *f = &d->frames[i];
         if ((Py_ssize_t)f->filename >= d->nstrings) {
             fail("frame filename out of range");
         }
@@ -81,7 +81,7 @@ check_invariants(const ctm_snapdata *d)
         }
     }
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
-        const ctm_stb *t = &d->tracebacks[i];
+        const ctm_snap_tb *t = &d->tracebacks[i];
         if ((uint64_t)t->first + t->nframe > (uint64_t)d->nrefs) {
             fail("traceback refs out of range");
         }
@@ -107,9 +107,9 @@ check_invariants(const ctm_snapdata *d)
     }
     if (e->nrefs != d->nrefs
         || !memeq(e->frames, d->frames,
-                  (size_t)d->nframes * sizeof(ctm_sframe))
+                  (size_t)d->nframes * sizeof(ctm_snap_frame))
         || !memeq(e->tracebacks, d->tracebacks,
-                  (size_t)d->ntracebacks * sizeof(ctm_stb))
+                  (size_t)d->ntracebacks * sizeof(ctm_snap_tb))
         || !memeq(e->refs, d->refs, (size_t)d->nrefs * sizeof(uint32_t))) {
         fail("loaded arrays differ from the builder's");
     }
@@ -131,12 +131,12 @@ same_data(const ctm_snapdata *a, const ctm_snapdata *b)
         }
     }
     return memeq(a->frames, b->frames,
-                 (size_t)a->nframes * sizeof(ctm_sframe))
+                 (size_t)a->nframes * sizeof(ctm_snap_frame))
            && memeq(a->tracebacks, b->tracebacks,
-                    (size_t)a->ntracebacks * sizeof(ctm_stb))
+                    (size_t)a->ntracebacks * sizeof(ctm_snap_tb))
            && memeq(a->refs, b->refs, (size_t)a->nrefs * sizeof(uint32_t))
            && memeq(a->traces, b->traces,
-                    (size_t)a->ntraces * sizeof(ctm_strace));
+                    (size_t)a->ntraces * sizeof(ctm_snap_trace));
 }
 
 static void

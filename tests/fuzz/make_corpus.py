@@ -32,7 +32,7 @@ def seeds():
     yield "random", assemble(Tables(raw).sections(3))
     # format 1.0 (varint frame references), which load still reads
     yield "version-1", assemble(Tables(raw).sections(3, major=1), major=1)
-    # the stdlib's pickle format (stdpickle.c), as the stdlib writes it
+    # the stdlib's pickle format (pklread.c), as the stdlib writes it
     import pickle
     import tracemalloc
     snapshot = tracemalloc.Snapshot(raw, 3)

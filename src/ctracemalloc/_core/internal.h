@@ -205,53 +205,6 @@ void ctm_rawtraces_free(ctm_rawtraces *r);
  * ------------------------------------------------------------------- */
 
 
-/* fileformat.c */
-/* Write data, traceback_limit and the instance dict extra (NULL or an
- * empty dict for none) to the file at path (str, bytes or PathLike).
- * Return 0 or -1. */
-int ctm_dump(PyObject *path, const ctm_snapdata *data,
-             PyObject *traceback_limit, PyObject *extra);
-/* Progress of a long load: callable(done, total), in bytes, every 1% of
- * total (and at least 1 MiB) as the bytes are read; a NULL callable
- * reports nothing. */
-typedef struct {
-    PyObject *callable;         /* borrowed, or NULL */
-    uint64_t total, next;
-} ctm_progress;
-/* Report done bytes if a report is due. Return 0, or -1 if the callable
- * raised. */
-int ctm_progress_report(ctm_progress *p, uint64_t done);
-/* Read a file written by ctm_dump, or the stdlib's pickle. On success,
- * *limit and *extra (NULL if none) are new references. Raises on any
- * damage; never crashes and never allocates more than the file's
- * content justifies. progress: a callable or NULL (see ctm_progress). */
-ctm_snapdata *ctm_load(PyObject *path, PyObject **limit, PyObject **extra,
-                       PyObject *progress);
-/* The same format in memory, for pickling: a bytes object, and its
- * reader. */
-PyObject *ctm_dump_bytes(const ctm_snapdata *data, PyObject *traceback_limit,
-                         PyObject *extra);
-ctm_snapdata *ctm_load_bytes(const char *buf, Py_ssize_t len,
-                             PyObject **limit, PyObject **extra);
-/* UTF-8 of str with surrogatepass, so that any str round-trips: *p and *n
- * stay valid while str (and *tmp, an owned bytes object or NULL, which
- * the caller releases) live. */
-int ctm_str_utf8(PyObject *str, const char **p, Py_ssize_t *n,
-                 PyObject **tmp);
-/* Write bytes (a bytes object) to the file at path. Return 0 or -1. */
-int ctm_write_file(PyObject *path, PyObject *bytes);
-
-/* stdpickle.c */
-/* The snapshot in a pickle written by the stdlib's Snapshot.dump (n bytes
- * at data), read without unpickling; *limit and *extra as ctm_load;
- * progress (or NULL) reports the bytes parsed. */
-ctm_snapdata *ctm_stdpickle_load(const uint8_t *data, size_t n,
-                                 PyObject **limit, PyObject **extra,
-                                 ctm_progress *progress);
-/* A pickle of the snapshot that the stdlib's Snapshot.load reads. */
-PyObject *ctm_stdpickle_dumps(const ctm_snapdata *data,
-                              PyObject *traceback_limit, PyObject *extra);
-
 /* ---------------------------------------------------------------------
  * The tracer, for the module (tracer.c, control.c, tracersnap.c)
  * ------------------------------------------------------------------- */
@@ -287,6 +240,7 @@ void ctm_tracer_reconcile(void);
  * not hold the GIL. */
 void ctm_tracer_at_exit(void);
 
+#include "formats.h"
 #include "types.h"
 /* The snapshot part: grouping.c, traces.c, snapshot.c. */
 #include "snapshot.h"
