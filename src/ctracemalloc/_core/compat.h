@@ -62,6 +62,26 @@ Py_XNewRef(PyObject *obj)
 #  define CTM_TPFLAGS_IMMUTABLETYPE 0
 #endif
 
+/* A type that Python code cannot instantiate: a flag from 3.10; on 3.9,
+ * ctm_type_disallow_instantiation clears the tp_new a heap type
+ * inherits from object, once the type is made. */
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+#  define CTM_TPFLAGS_DISALLOW_INSTANTIATION \
+    Py_TPFLAGS_DISALLOW_INSTANTIATION
+#else
+#  define CTM_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
+
+static inline void
+ctm_type_disallow_instantiation(PyTypeObject *type)
+{
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
+    (void)type;
+#else
+    type->tp_new = NULL;
+#endif
+}
+
 /* PyType_FromSpecWithBases, whose bases may be NULL, a tuple or (3.9
  * takes only a tuple) a single type. */
 static inline PyObject *

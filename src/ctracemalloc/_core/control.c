@@ -13,6 +13,7 @@
 #include "hooks.h"
 #include "reftracer.h"
 #include "tracer.h"
+#include "tracerapi.h"
 
 static void
 stop_tracing(void)

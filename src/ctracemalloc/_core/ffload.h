@@ -6,7 +6,7 @@
 #ifndef CTM_FFLOAD_H
 #define CTM_FFLOAD_H
 
-#include "internal.h"
+#include "formats.h"
 #include "codec.h"
 
 /* One run of a TRACES section, decoded. */

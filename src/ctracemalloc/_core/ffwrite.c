@@ -11,7 +11,7 @@
  * truncated file behind. Items are written in the order of the
  * snapshot's arrays, so that the reader finds the same indexes.
  */
-#include "internal.h"
+#include "formats.h"
 #include "codec.h"
 #include "ffspec.h"
 

@@ -17,7 +17,7 @@
  * files are read, never mapped (a file truncated by another process
  * while mapped would kill this one with SIGBUS).
  */
-#include "internal.h"
+#include "formats.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -18,7 +18,7 @@
  * selection.c, which evaluates the exact types over snapshot data;
  * filename matching is glob.c's.
  */
-#include "internal.h"
+#include "types.h"
 
 #include <string.h>
 #include <structmember.h>

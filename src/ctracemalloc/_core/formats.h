@@ -25,7 +25,7 @@
 #ifndef CTM_FORMATS_H
 #define CTM_FORMATS_H
 
-#include "internal.h"
+#include "snapdata.h"
 
 /* ---------------------------------------------------------------------
  * For the other layers

@@ -11,7 +11,7 @@
  * A filename is matched as normalised ("x.pyc" as "x.py") without
  * making the normalised str.
  */
-#include "internal.h"
+#include "types.h"
 
 /* fnmatch.fnmatchcase, imported on first use of a '[' pattern. */
 static PyObject *fnmatchcase_func;

@@ -33,7 +33,7 @@
  * Sums are uint64 and differences int64; an overflow raises OverflowError
  * rather than giving a wrong result.
  */
-#include "internal.h"
+#include "snapshot.h"
 
 #include <string.h>
 

@@ -1,31 +1,32 @@
-/* ctracemalloc internal header: the state, data structures and functions
- * that the C files of the core share.
+/* The core's layers, its conventions, and the constants every layer
+ * shares. Each layer has its header; a file includes the headers of what
+ * it uses, and calls only into its own layer and those below it (checked
+ * by tests/test_layout.py, whose list of layers this follows; the
+ * README's "Layout" gives each file's job).
  *
- * Layers, data flowing down and never back up:
+ *   utilities      util.h: memory, hashing, the index, the helper thread,
+ *                  the module state and the Python helpers
+ *   tracer tables  capture.h, interning.h, store.h: the frames of the
+ *                  current thread, interned tracebacks, live traces
+ *   tracer         tracer.h: the state, the tables lock, recording
+ *   clients        hooks.h, reftracer.h: what tells the tracer of blocks
+ *   control        tracerapi.h: start and stop, for the module
+ *   snapshot data  snapdata.h: a snapshot's flat arrays, the builder;
+ *                  tracersnap.c maps the tracer's tables into them
+ *   analysis       types.h, snapshot.h: glob matching, filter selection,
+ *                  grouping, the traceback tree
+ *   file formats   formats.h: our file format and the stdlib's pickle
+ *   types          types.h, snapshot.h: the Python types
+ *   module         module.c: init, the module functions, the C API
  *
- *   hooks.c        allocator hooks on the RAW, MEM and OBJ domains, the
- *                  reentrancy flag, the tables lock, fork handling
- *   capture.c      the current thread's Python frames, as (code, offset)
- *   tables.c       live traces: open addressing keyed by pointer
- *   interning.c    interned frames and tracebacks of the tracer
- *   snapdata.c     the immutable, deduplicated arrays of a snapshot and
- *                  the builder that makes them
- *   snapshot.c     the Snapshot and _Traces types; statistics, compare_to,
- *                  filter_traces over snapshot data
- *   traceback.c    Frame, Traceback and Trace types
- *   statistic.c    Statistic, StatisticDiff, _format_size
- *   filter.c       BaseFilter, Filter, DomainFilter and glob matching
- *   tree.c         the traceback tree of a snapshot, for flame graphs
- *   fileformat.c   Snapshot.dump / Snapshot.load, format documented there
- *   stdpickle.c    the stdlib's snapshot pickle, read without unpickling
- *                  and written
- *   module.c       module init and the module-level functions
- *
- * Conventions: functions shared between files start with ctm_; a function
- * that returns int returns 0 on success and -1 with an exception set on
- * failure unless its comment says otherwise; a function that returns a
- * PyObject * returns a new reference, or NULL with an exception set.
- * "_unlocked" in a name means the caller holds the tables lock.
+ * Conventions: functions shared between files start with ctm_ (and the
+ * name of their file or object: ctm_traces_, ctm_builder_, ctm_index_),
+ * private ones are static; a function that returns int returns 0 on
+ * success and -1 with an exception set on failure unless its comment
+ * says otherwise; a function that returns a PyObject * returns a new
+ * reference, or NULL with an exception set. "_unlocked" in a name means
+ * the caller holds the tables lock (tracer.h). Every version difference
+ * of the supported Pythons lives in compat.h.
  */
 #ifndef CTM_INTERNAL_H
 #define CTM_INTERNAL_H
@@ -37,212 +38,5 @@
 
 /* Domain of the allocations that the allocator hooks trace. */
 #define CTM_DEFAULT_DOMAIN 0u
-
-/* ---------------------------------------------------------------------
- * Snapshot data (snapdata.c)
- *
- * The whole content of a snapshot as flat arrays, immutable once built.
- * Invariants, which every producer (take_snapshot, the Snapshot
- * constructor, filter_traces, load) keeps and every consumer may rely on:
- *
- *  - strings[i] is an exact str, and no two strings are equal;
- *  - no two frames are equal (same filename index and lineno);
- *  - no two tracebacks are equal (same frame sequence and total_nframe);
- *    two tracebacks may have the same frame sequence and differ only in
- *    total_nframe;
- *  - every index is in range: frame.filename < nstrings,
- *    refs[tb.first .. tb.first + tb.nframe) < nframes,
- *    trace.traceback < ntracebacks;
- *  - a traceback's frames are stored most recent first, as the raw
- *    tuples of the stdlib's _get_traces() hold them (Traceback reverses
- *    them to oldest first).
- *
- * Strings, frames and tracebacks not referenced by any trace may exist
- * (filter_traces keeps the tables of its source).
- * ------------------------------------------------------------------- */
-
-typedef struct {
-    uint32_t filename;          /* index into strings */
-    int32_t lineno;
-} ctm_snap_frame;
-
-/* total_nframe of a traceback whose total is None (Traceback(frames)). */
-#define CTM_TOTAL_NONE UINT32_MAX
-
-typedef struct {
-    uint32_t first;             /* index into refs of the most recent frame */
-    uint32_t nframe;            /* number of frames (0 is allowed) */
-    uint32_t total_nframe;      /* or CTM_TOTAL_NONE */
-    uint32_t hash;              /* of frames and total, for the builder */
-} ctm_snap_tb;
-
-typedef struct {
-    uint64_t size;
-    uint32_t traceback;         /* index into tracebacks */
-    uint32_t domain;
-} ctm_snap_trace;
-
-typedef struct {
-    Py_ssize_t nstrings;
-    PyObject **strings;         /* strong references */
-    Py_ssize_t nframes;
-    ctm_snap_frame *frames;
-    Py_ssize_t ntracebacks;
-    ctm_snap_tb *tracebacks;
-    Py_ssize_t nrefs;
-    uint32_t *refs;             /* frame indexes, see ctm_snap_tb.first */
-    Py_ssize_t ntraces;
-    ctm_snap_trace *traces;
-    size_t traces_bytes;        /* of traces, if ctm_large_new made it (it
-                                   may become the spare), else 0 */
-} ctm_snapdata;
-
-/* Release everything data owns (strings, arrays) and the struct itself.
- * NULL is allowed. Needs the GIL. */
-void ctm_snapdata_free(ctm_snapdata *data);
-
-/* Bytes of memory data holds, for get_tracemalloc_memory-like reports. */
-size_t ctm_snapdata_memory(const ctm_snapdata *data);
-
-/* The builder makes snapdata while keeping its invariants: every add
- * returns the index of an existing equal item, or appends a new one.
- * Each add returns the index, or -1 with MemoryError (or the error of a
- * failed str comparison) set. */
-typedef struct ctm_builder ctm_builder;
-
-ctm_builder *ctm_builder_new(void);
-/* Free a builder that was not finished. NULL is allowed. */
-void ctm_builder_free(ctm_builder *b);
-/* str must be an exact str (the caller checks: raise TypeError). */
-int64_t ctm_builder_string(ctm_builder *b, PyObject *str);
-/* The same for a str whose hash is given: no Python code runs (but
- * PyUnicode_Compare). */
-int64_t ctm_builder_string_hashed(ctm_builder *b, PyObject *str,
-                                  Py_hash_t hash);
-int64_t ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno);
-/* frames: nframe frame indexes, most recent first. */
-int64_t ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
-                              uint32_t nframe, uint32_t total_nframe);
-/* Append one trace (traces are not deduplicated). Return 0 or -1. */
-int ctm_builder_trace(ctm_builder *b, uint32_t domain, uint64_t size,
-                      uint32_t traceback);
-/* The number of traces so far; append a copy of trace k (< that). */
-Py_ssize_t ctm_builder_ntraces(const ctm_builder *b);
-int ctm_builder_repeat_trace(ctm_builder *b, Py_ssize_t k);
-/* Reserve room for n more traces. Return 0 or -1. */
-int ctm_builder_reserve_traces(ctm_builder *b, Py_ssize_t n);
-/* Reserve room for at least this many frames, tracebacks and frame
- * references in all, so that adding them neither grows an array nor
- * rehashes an index. Return 0 or -1. */
-int ctm_builder_reserve_tables(ctm_builder *b, Py_ssize_t nframes,
-                               Py_ssize_t ntracebacks, Py_ssize_t nrefs);
-/* Make traces (n of them, from ctm_malloc or ctm_large_new, each
- * naming a traceback of the builder) the builder's traces, replacing any
- * it had; the builder owns them from now on and frees them with
- * ctm_free. */
-void ctm_builder_adopt_traces(ctm_builder *b, ctm_snap_trace *traces,
-                              Py_ssize_t n);
-/* Between these two, the adds set no Python error: while the tracer's
- * tables are locked, making an exception could allocate through the
- * hooks. A failed add returns -1 and is remembered; release returns -1
- * with MemoryError set if one failed, else 0. */
-void ctm_builder_hold_errors(ctm_builder *b);
-int ctm_builder_release_errors(ctm_builder *b);
-/* Turn the builder into snapshot data; the builder is consumed even on
- * failure. */
-ctm_snapdata *ctm_builder_finish(ctm_builder *b);
-
-/* Copy of data that keeps all strings, frames and tracebacks and only the
- * traces for which keep[i] is nonzero, in order. NULL on MemoryError. */
-ctm_snapdata *ctm_snapdata_select(const ctm_snapdata *data,
-                                  const unsigned char *keep);
-
-/* A copy of data without the frames of a runner (ctracemalloc run) below
- * the program: chain holds the k frame ids of the runner's stack, most
- * recent first (-1 for a frame data lacks). A traceback whose k oldest
- * frames are the chain loses them (and becomes the tracer's <unknown>
- * traceback if nothing is left); one cut short before them keeps its
- * frames; both lose k from total_nframe; then a traceback keeps its
- * limit most recent frames. */
-ctm_snapdata *ctm_snapdata_strip_root(const ctm_snapdata *data,
-                                      const int64_t *chain, uint32_t k,
-                                      uint32_t limit);
-
-/* Raw tuple of a traceback's frames, most recent first:
- * ((filename, lineno), ...). cache, when not NULL, is an array of
- * ntracebacks borrowed-or-NULL slots owned by the caller that memoises
- * the tuples (the caller releases them). */
-PyObject *ctm_snapdata_frames_tuple(const ctm_snapdata *data, uint32_t tb,
-                                    PyObject **cache);
-
-/* Raw trace tuple (domain, size, frames, total_nframe), as _get_traces()
- * returns; total_nframe is None for CTM_TOTAL_NONE. */
-PyObject *ctm_snapdata_trace_tuple(const ctm_snapdata *data, Py_ssize_t i,
-                                   PyObject **cache);
-
-/* Parse one raw trace tuple (domain, size, frames[, total_nframe]) into
- * the builder: the reverse of ctm_snapdata_trace_tuple. */
-int ctm_builder_add_raw_trace(ctm_builder *b, PyObject *raw);
-
-/* Snapshot data from an iterable of raw trace tuples, checked as
- * Snapshot(raw_traces) checks them. */
-ctm_snapdata *ctm_snapdata_from_raw(PyObject *traces);
-/* The same one trace at a time: a raw trace tuple, or its n items
- * (without making the tuple). hint: the expected number of traces. */
-typedef struct ctm_rawtraces ctm_rawtraces;
-ctm_rawtraces *ctm_rawtraces_new(Py_ssize_t hint);
-int ctm_rawtraces_add(ctm_rawtraces *r, PyObject *raw);
-int ctm_rawtraces_add_items(ctm_rawtraces *r, PyObject *const *items,
-                            Py_ssize_t n);
-/* The number of traces added so far; add a copy of trace k (< that). */
-Py_ssize_t ctm_rawtraces_count(const ctm_rawtraces *r);
-int ctm_rawtraces_repeat(ctm_rawtraces *r, Py_ssize_t k);
-/* Consumes r, even on failure. */
-ctm_snapdata *ctm_rawtraces_finish(ctm_rawtraces *r);
-void ctm_rawtraces_free(ctm_rawtraces *r);
-/* ---------------------------------------------------------------------
- * Module state and types
- * ------------------------------------------------------------------- */
-
-
-/* ---------------------------------------------------------------------
- * The tracer, for the module (tracer.c, control.c, tracersnap.c)
- * ------------------------------------------------------------------- */
-
-/* Start tracing with nframe frames per traceback. Return 0 or -1. */
-int ctm_tracer_start(int nframe);
-void ctm_tracer_stop(void);
-void ctm_tracer_clear(void);
-int ctm_tracer_is_tracing(void);
-int ctm_tracer_nframe(void);
-void ctm_tracer_traced_memory(size_t *current, size_t *peak);
-void ctm_tracer_reset_peak(void);
-size_t ctm_tracer_memory(void);
-/* Snapshot data of the live traces. Needs the GIL. */
-ctm_snapdata *ctm_tracer_snapshot(void);
-/* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
-PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
-/* Track or untrack a block in a domain, with the caller's traceback.
- * Return 0, -1 if not tracing, -2 on memory error. No exception set;
- * callable without the GIL. */
-int ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size);
-int ctm_tracer_untrack(uint32_t domain, uintptr_t ptr);
-/* After another tracer (the stdlib's) started (stopped == 0) or stopped
- * and restored the allocators it had saved (stopped == 1): put our hooks
- * back on top if they fell out of the chain, and our reference tracer
- * back in place. */
-void ctm_tracer_after_other_tracer(int stopped);
-/* Check that our hooks are still reached; if another tracer dropped them
- * without our seeing it, stop tracing (what was missed is unknown), and
- * remove pass-through hooks that are on top again. Needs the GIL. */
-void ctm_tracer_reconcile(void);
-/* The interpreter is exiting: stop reading the frames of threads that do
- * not hold the GIL. */
-void ctm_tracer_at_exit(void);
-
-#include "formats.h"
-#include "types.h"
-/* The snapshot part: grouping.c, traces.c, snapshot.c. */
-#include "snapshot.h"
 
 #endif /* CTM_INTERNAL_H */

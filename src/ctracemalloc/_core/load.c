@@ -8,7 +8,7 @@
  * and *extra are new references (extra NULL if none); on failure both
  * are NULL and nothing is left open.
  */
-#include "internal.h"
+#include "formats.h"
 
 #include <stdint.h>
 

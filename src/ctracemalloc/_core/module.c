@@ -11,7 +11,10 @@
  * raises exactly what the stdlib's _tracemalloc raises on the same
  * Python version.
  */
-#include "internal.h"
+#include "formats.h"
+#include "snapshot.h"
+#include "tracerapi.h"
+#include "types.h"
 #include "ctracemalloc.h"
 
 /* The module functions that take_snapshot calls through the package, so
@@ -440,6 +443,8 @@ static PyMethodDef module_methods[] = {
     {"untrack", untrack, METH_VARARGS, untrack_doc},
     {"_after_other_tracer", after_other_tracer, METH_O, NULL},
     {"_at_exit", at_exit, METH_NOARGS, NULL},
+    {"_snapshot_from_bytes", ctm_snapshot_from_bytes, METH_VARARGS,
+     "Rebuild a pickled Snapshot."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -500,8 +505,11 @@ add_types(PyObject *m)
     {
         return -1;
     }
-    /* Snapshot and _Traces */
-    return ctm_snapshot_types_init(m);
+    if (ctm_add_type(m, &ctm_traces_spec, NULL, &ctm_state.Traces) < 0) {
+        return -1;
+    }
+    ctm_type_disallow_instantiation(ctm_state.Traces);
+    return ctm_add_type(m, &ctm_snapshot_spec, NULL, &ctm_state.Snapshot);
 }
 
 PyMODINIT_FUNC

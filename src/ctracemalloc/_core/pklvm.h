@@ -11,7 +11,7 @@
 #ifndef CTM_PKLVM_H
 #define CTM_PKLVM_H
 
-#include "internal.h"
+#include "formats.h"
 
 /* The memo: an object per index, or for a trace read into rt the
  * shared object `trace` and the trace's number in rt. */

@@ -9,7 +9,7 @@
  * with protocol 3 and applied by a second BUILD; its memo indexes
  * restart from 0 and overwrite entries the writer no longer needs.
  */
-#include "internal.h"
+#include "formats.h"
 #include "pklops.h"
 
 #include <string.h>

@@ -17,7 +17,7 @@
  * (their layout is in types.h) and recognises the exact types through
  * ctm_state, and calls no type file.
  */
-#include "internal.h"
+#include "types.h"
 
 #include <string.h>
 

@@ -11,7 +11,7 @@
  * filenames from different code objects become one string; that is what
  * lets the analysis group by index instead of by value.
  */
-#include "internal.h"
+#include "snapdata.h"
 
 #include <string.h>
 

@@ -24,7 +24,9 @@
  * Pickling goes through _snapshot_from_bytes and the ctracemalloc file
  * format, with the instance __dict__ and the class of a subclass.
  */
-#include "internal.h"
+#include "formats.h"
+#include "snapshot.h"
+#include "types.h"
 
 #include <string.h>
 #include <structmember.h>
@@ -55,8 +57,9 @@ iterable_abc(void)
     return iterable;
 }
 
-/* _snapshot_from_bytes as the module holds it (whichever init added it
- * there), for pickles to name: found on first use, as iterable_abc. */
+/* _snapshot_from_bytes (ctm_snapshot_from_bytes, one of module.c's
+ * functions) as the module holds it, for pickles to name: found on first
+ * use, as iterable_abc. */
 static PyObject *
 from_bytes_func(void)
 {
@@ -1019,37 +1022,6 @@ PyType_Spec ctm_snapshot_spec = {
     .name = "ctracemalloc.Snapshot",
     .basicsize = sizeof(SnapshotObject),
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC
-#ifdef Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_IMMUTABLETYPE
-#endif
-             ,
+             | CTM_TPFLAGS_IMMUTABLETYPE,
     .slots = snapshot_slots,
 };
-
-/* The module's init takes this over (module.c): it will make the two
- * types from their specs and list _snapshot_from_bytes among its own
- * functions, and this function will go. Until then, module.c calls it
- * unchanged. */
-static PyMethodDef module_functions[] = {
-    {"_snapshot_from_bytes", ctm_snapshot_from_bytes, METH_VARARGS,
-     "Rebuild a pickled Snapshot."},
-    {NULL, NULL, 0, NULL},
-};
-
-int
-ctm_snapshot_types_init(PyObject *module)
-{
-    if (ctm_add_type(module, &ctm_traces_spec, NULL, &ctm_state.Traces) < 0) {
-        return -1;
-    }
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION
-    /* 3.9: a heap type inherits object's tp_new; _Traces has none */
-    ctm_state.Traces->tp_new = NULL;
-#endif
-    if (ctm_add_type(module, &ctm_snapshot_spec, NULL,
-                     &ctm_state.Snapshot) < 0
-        || PyModule_AddFunctions(module, module_functions) < 0) {
-        return -1;
-    }
-    return 0;
-}

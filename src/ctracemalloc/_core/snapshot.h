@@ -10,7 +10,7 @@
 #ifndef CTM_SNAPSHOT_H
 #define CTM_SNAPSHOT_H
 
-#include "internal.h"
+#include "snapdata.h"
 
 /* The frame references of traceback t of d, most recent first; never
  * NULL, even for an empty traceback of data whose refs array is empty,
@@ -117,8 +117,5 @@ ctm_snapdata *ctm_snapshot_data(PyObject *snapshot);
 /* The module function _snapshot_from_bytes(dump_bytes[, cls]), which
  * Snapshot.__reduce__ names: a pickled Snapshot rebuilt. */
 PyObject *ctm_snapshot_from_bytes(PyObject *module, PyObject *args);
-/* Make the _Traces and Snapshot types into ctm_state and module, and add
- * _snapshot_from_bytes to module. Return 0 or -1. */
-int ctm_snapshot_types_init(PyObject *module);
 
 #endif /* CTM_SNAPSHOT_H */

@@ -26,7 +26,7 @@
  * ctm_statistic_new and ctm_statistic_diff_new are the constructors the
  * snapshot analysis calls per result row: they fill the fields directly.
  */
-#include "internal.h"
+#include "types.h"
 
 #include <math.h>
 

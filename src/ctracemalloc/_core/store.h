@@ -21,7 +21,8 @@
 #ifndef CTM_STORE_H
 #define CTM_STORE_H
 
-#include "internal.h"
+/* the placing pass writes snapshot trace records (ctm_snap_trace) */
+#include "snapdata.h"
 #define CTM_REGION_BITS 14
 #define CTM_BIG_SIZE UINT32_MAX
 

@@ -13,7 +13,7 @@
  * ctm_trace_new is the constructor Snapshot calls per trace: it fills
  * the slot directly, without calling any Python code.
  */
-#include "internal.h"
+#include "types.h"
 
 #include "structmember.h"
 

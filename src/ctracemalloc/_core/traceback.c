@@ -33,7 +33,7 @@
  * result: for the tuple it passes, it fills the slots directly, without
  * calling any Python code. The machinery shared with Trace is wrapper.c's.
  */
-#include "internal.h"
+#include "types.h"
 
 #include "structmember.h"
 

@@ -12,6 +12,7 @@
  * where the forking thread is the only one left.
  */
 #include "tracer.h"
+#include "tracerapi.h"
 
 #include <pthread.h>
 

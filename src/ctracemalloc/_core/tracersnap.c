@@ -21,6 +21,7 @@
  * filenames are interned, so that happens at most once per new filename.
  */
 #include "tracer.h"
+#include "tracerapi.h"
 
 #include <string.h>
 

@@ -13,7 +13,8 @@
  * strings, frames and tracebacks; anything else is compared as Python
  * objects, one item at a time, with the stdlib's semantics.
  */
-#include "internal.h"
+#include "snapshot.h"
+#include "types.h"
 
 #include <string.h>
 
@@ -580,13 +581,7 @@ static PyType_Slot traces_slots[] = {
 PyType_Spec ctm_traces_spec = {
     .name = "ctracemalloc._Traces",
     .basicsize = sizeof(TracesObject),
-    .flags = Py_TPFLAGS_DEFAULT
-#ifdef Py_TPFLAGS_IMMUTABLETYPE
-             | Py_TPFLAGS_IMMUTABLETYPE
-#endif
-#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
-             | Py_TPFLAGS_DISALLOW_INSTANTIATION
-#endif
-             ,
+    .flags = Py_TPFLAGS_DEFAULT | CTM_TPFLAGS_IMMUTABLETYPE
+             | CTM_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = traces_slots,
 };

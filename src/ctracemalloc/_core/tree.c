@@ -14,7 +14,7 @@
  * before its children. There are at most as many nodes as frame
  * references in the snapshot, plus the root.
  */
-#include "internal.h"
+#include "types.h"
 
 #include <string.h>
 

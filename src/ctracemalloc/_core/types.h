@@ -1,6 +1,6 @@
-/* The Python types of the core, and the analysis of snapshot data that
- * they and the Snapshot type call. Included at the end of internal.h:
- * everything declared there is available here.
+/* The Python types of the core (but Snapshot and _Traces: snapshot.h),
+ * and the analysis of snapshot data that they and the Snapshot type
+ * call.
  *
  * Each type file exports only its PyType_Spec (and the constructors the
  * snapshot analysis calls per result); the module's init makes every
@@ -9,6 +9,8 @@
  */
 #ifndef CTM_TYPES_H
 #define CTM_TYPES_H
+
+#include "snapdata.h"
 
 /* ---------------------------------------------------------------------
  * Analysis (glob.c, selection.c, tree.c): below the types, which call
@@ -123,8 +125,5 @@ extern PyType_Spec ctm_basefilter_spec;
 extern PyType_Spec ctm_filter_spec;
 extern PyType_Spec ctm_domainfilter_spec;
 
-/* snapshot.c makes its types (Snapshot, _Traces) itself, into ctm_state
- * and the module, after the others. Return 0 or -1. */
-int ctm_snapshot_types_init(PyObject *module);    /* snapshot.c */
 
 #endif /* CTM_TYPES_H */

@@ -10,7 +10,7 @@
  *    the ctm_wrapper_ functions make, initialise, traverse and free one.
  *    The types are heap types and take part in the cyclic GC.
  */
-#include "internal.h"
+#include "types.h"
 
 /* A slot's value as a new reference, or NULL with the AttributeError that
  * reading an unset __slots__ member raises. New, not borrowed: Python code

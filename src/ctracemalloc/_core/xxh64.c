@@ -7,7 +7,7 @@
  * of ctm_xxh64_update calls) is XXH64(b, seed 0), and leaves the state
  * unchanged, so that the stream can go on. Nothing here touches Python.
  */
-#include "internal.h"
+#include "formats.h"
 #include "codec.h"
 
 #define XXH_P1 0x9E3779B185EBCA87ULL

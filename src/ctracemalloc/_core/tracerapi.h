@@ -1,0 +1,42 @@
+/* The tracer as the module sees it: start and stop (control.c), its
+ * counters and the track API (tracer.c), snapshots and object
+ * tracebacks (tracersnap.c). Everything here needs the GIL unless it
+ * says otherwise.
+ */
+#ifndef CTM_TRACERAPI_H
+#define CTM_TRACERAPI_H
+
+#include "snapdata.h"
+
+/* Start tracing with nframe frames per traceback. Return 0 or -1. */
+int ctm_tracer_start(int nframe);
+void ctm_tracer_stop(void);
+void ctm_tracer_clear(void);
+int ctm_tracer_is_tracing(void);
+int ctm_tracer_nframe(void);
+void ctm_tracer_traced_memory(size_t *current, size_t *peak);
+void ctm_tracer_reset_peak(void);
+size_t ctm_tracer_memory(void);
+/* Snapshot data of the live traces. Needs the GIL. */
+ctm_snapdata *ctm_tracer_snapshot(void);
+/* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
+PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
+/* Track or untrack a block in a domain, with the caller's traceback.
+ * Return 0, -1 if not tracing, -2 on memory error. No exception set;
+ * callable without the GIL. */
+int ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size);
+int ctm_tracer_untrack(uint32_t domain, uintptr_t ptr);
+/* After another tracer (the stdlib's) started (stopped == 0) or stopped
+ * and restored the allocators it had saved (stopped == 1): put our hooks
+ * back on top if they fell out of the chain, and our reference tracer
+ * back in place. */
+void ctm_tracer_after_other_tracer(int stopped);
+/* Check that our hooks are still reached; if another tracer dropped them
+ * without our seeing it, stop tracing (what was missed is unknown), and
+ * remove pass-through hooks that are on top again. Needs the GIL. */
+void ctm_tracer_reconcile(void);
+/* The interpreter is exiting: stop reading the frames of threads that do
+ * not hold the GIL. */
+void ctm_tracer_at_exit(void);
+
+#endif /* CTM_TRACERAPI_H */
