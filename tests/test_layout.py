@@ -76,6 +76,21 @@ def test_readme_layout_lists_every_file():
                                                    for n in firsts)
 
 
+def test_version_differences_only_in_compat_h():
+    """No preprocessor test of the Python version or of a flag that only
+    some versions have outside compat.h."""
+    found = []
+    for name in sorted(os.listdir(CORE)):
+        if name == "compat.h" or not name.endswith((".c", ".h")):
+            continue
+        with open(os.path.join(CORE, name)) as f:
+            for n, line in enumerate(f, 1):
+                if re.match(r"\s*#\s*(if|ifdef|ifndef|elif)\b.*\b(PY_|Py_)",
+                            line):
+                    found.append("%s:%d: %s" % (name, n, line.strip()))
+    assert found == []
+
+
 def symbols(obj):
     out = subprocess.run(["nm", obj], check=True, capture_output=True,
                          text=True).stdout
