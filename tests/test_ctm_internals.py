@@ -248,7 +248,7 @@ def test_take_snapshot_groups_traces_by_traceback(ctm):
 
 
 def test_take_snapshot_large_tables(ctm):
-    """Past 2**17 live traces two threads group them (tables.c): every
+    """Past 2**17 live traces two threads group them (store.c): every
     trace is there once, in its domain, grouped by traceback."""
     ctm.start(2)
     keep = [bytes(20 + i % 50) for i in range(300_000)]

@@ -1,4 +1,4 @@
-"""The trace store (tables.c) against a dict, through track() and untrack():
+"""The trace store (store.c) against a dict, through track() and untrack():
 pointers dense in one region (a pool of small blocks), unaligned ones,
 region boundaries, address 0, sizes of 4 GiB and more, in random orders
 of insertions, replacements and removals.

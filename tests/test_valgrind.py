@@ -95,7 +95,7 @@ definitely lost in loss record 15,376 of 15,708
 ==7==    at 0x48465EF: calloc (in /usr/libexec/valgrind/vgpreload_memcheck-\
 amd64-linux.so)
 ==7==    by 0x95C002F: %s
-==7==    by 0x95C9A81: add_trace (%s/hooks.c:189)
+==7==    by 0x95C9A81: ctm_tracer_record (%s/tracer.c:95)
 ==7==    by 0x95C9C5F: hook_alloc (%s/hooks.c:229)
 ==7==    by 0x49D80C0: _PyLong_New (Objects/longobject.c:161)
 ==7== 
@@ -103,7 +103,7 @@ amd64-linux.so)
 
 
 @pytest.mark.parametrize("caller, ours", [
-    ("ctm_calloc (%s/internal.h:47)" % OUR_SOURCE, True),
+    ("ctm_calloc (%s/util.h:59)" % OUR_SOURCE, True),
     ("??? (in /venv/ctracemalloc/_ctracemalloc.cpython-311-x86_64-linux-"
      "gnu.so)", True),
     # the program's block, which the hook passed on to the allocator
@@ -131,11 +131,11 @@ amd64-linux.so)
 ==7==    by 0x4ADF0F0: PyTuple_New (Objects/tupleobject.c:75)
 ==7== 
 """
-OURS_AT = "ctm_traces_get_unlocked (%s/tables.c:401)" % OUR_SOURCE
+OURS_AT = "ctm_traces_get_unlocked (%s/store.c:401)" % OUR_SOURCE
 HOOK_AT = "hook_malloc (%s/hooks.c:241)" % OUR_SOURCE
 CPYTHON_AT = "tuple_alloc (Objects/tupleobject.c:43)"
 HOOK_FREE = "hook_free (%s/hooks.c:304)" % OUR_SOURCE
-OUR_FREE = "ctm_free (%s/internal.h:53)" % OUR_SOURCE
+OUR_FREE = "ctm_free (%s/util.h:65)" % OUR_SOURCE
 
 
 @pytest.mark.parametrize("where, caller, freed_by, ours", [

@@ -5,13 +5,13 @@
  * Each input is loaded twice, from memory (ctm_load_bytes) and from a
  * file (ctm_load: the streaming reader), and both must agree. An input
  * must either raise ValueError or give snapshot data that keeps every
- * invariant of internal.h, which the oracle below checks independently
+ * invariant of snapdata.h, which the oracle below checks independently
  * (the builder of snapdata.c must find no duplicate), and that dumps and
  * loads back to the same arrays. Anything else aborts.
  *
  * See README.md beside this file for how to build and run it.
  */
-#include "internal.h"
+#include "formats.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -55,7 +55,7 @@ fail(const char *what)
     abort();
 }
 
-/* The invariants of internal.h, checked without trusting the loader. */
+/* The invariants of snapdata.h, checked without trusting the loader. */
 static void
 check_invariants(const ctm_snapdata *d)
 {
