@@ -58,64 +58,6 @@ register_atfork(void)
 
 /* ---- recording ---- */
 
-int64_t
-ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil)
-{
-    CTM_ASSERT_LOCKED();
-    int n, total;
-    ctm_capture(ts, ctm_tracer.frames, ctm_tracer.nframe, &n, &total);
-    return ctm_intern_traceback_unlocked(ctm_tracer.interner,
-                                         ctm_tracer.frames, n, total, gil);
-}
-
-int
-ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
-                  int gil_known, int block)
-{
-    int gil;
-    PyThreadState *ts = ctm_tracer_tstate(gil_known, &gil);
-    int rc = 0;
-    ctm_tables_lock();
-    if (!gil && ts != NULL
-        && atomic_load_explicit(&ctm_tracer.exiting, memory_order_relaxed)) {
-        /* Checked again under the lock: the interpreter began exiting
-         * after ctm_tracer_tstate looked, and it frees the thread states
-         * of threads like this one (see ctm_tracer_at_exit). */
-        ts = NULL;
-    }
-    if (ts != NULL && ts->interp != ctm_tracer.interp) {
-        ctm_tables_unlock();
-        return 0;               /* a subinterpreter's: see tracer.h */
-    }
-    if (ctm_tracer_tracing()) {
-        ctm_traces *t = &ctm_tracer.traces;
-        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
-        if (tb < 0
-            || (block ? ctm_traces_add_block_unlocked(t, ptr, size,
-                                                      (uint32_t)tb)
-                      : ctm_traces_add_unlocked(t, domain, ptr, size,
-                                                (uint32_t)tb)) < 0) {
-            ctm_tracer.lost++;
-            rc = -1;
-        }
-        CTM_ASSERT(t->peak >= t->traced);
-    }
-    ctm_tables_unlock();
-    ctm_last_block = ptr;
-    return rc;
-}
-
-int
-ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
-                  uint32_t *traceback)
-{
-    ctm_tables_lock();
-    int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
-                                         size, traceback);
-    ctm_tables_unlock();
-    return had;
-}
-
 void
 ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
                    uint32_t traceback)

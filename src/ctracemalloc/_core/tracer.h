@@ -134,7 +134,10 @@ ctm_tracer_tracing(void)
     return atomic_load_explicit(&ctm_tracer.tracing, memory_order_relaxed);
 }
 
-/* ---- recording (tracer.c) ---- */
+/* ---- recording ----
+ *
+ * Inline: every traced allocation and free runs through these, and the
+ * hooks that call them are the tracer's hot path. */
 
 /* The thread state whose frames to record, and in *gil whether the
  * caller holds the GIL (gil_known: it is known to). Safe from any thread;
@@ -161,7 +164,15 @@ ctm_tracer_tstate(int gil_known, int *gil)
 
 /* Capture the traceback of ts (NULL: no Python frame) and intern it: its
  * id, or -1 if memory ran out. */
-int64_t ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil);
+static inline int64_t
+ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil)
+{
+    CTM_ASSERT_LOCKED();
+    int n, total;
+    ctm_capture(ts, ctm_tracer.frames, ctm_tracer.nframe, &n, &total);
+    return ctm_intern_traceback_unlocked(ctm_tracer.interner,
+                                         ctm_tracer.frames, n, total, gil);
+}
 
 /* Record a trace for (domain, ptr), with the caller's traceback: a block
  * the allocator just returned (block: domain 0, untraced so far), or any
@@ -169,12 +180,56 @@ int64_t ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil);
  * caller holds the GIL. Nothing is recorded for a thread of another
  * interpreter. Return 0, or -1 when the tables are out of memory (then
  * nothing was recorded, and it is counted as lost). */
-int ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
-                      int gil_known, int block);
+static inline int
+ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
+                  int gil_known, int block)
+{
+    int gil;
+    PyThreadState *ts = ctm_tracer_tstate(gil_known, &gil);
+    int rc = 0;
+    ctm_tables_lock();
+    if (!gil && ts != NULL
+        && atomic_load_explicit(&ctm_tracer.exiting, memory_order_relaxed)) {
+        /* Checked again under the lock: the interpreter began exiting
+         * after ctm_tracer_tstate looked, and it frees the thread states
+         * of threads like this one (see ctm_tracer_at_exit). */
+        ts = NULL;
+    }
+    if (ts != NULL && ts->interp != ctm_tracer.interp) {
+        ctm_tables_unlock();
+        return 0;               /* a subinterpreter's: see the top */
+    }
+    if (ctm_tracer_tracing()) {
+        ctm_traces *t = &ctm_tracer.traces;
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+        if (tb < 0
+            || (block ? ctm_traces_add_block_unlocked(t, ptr, size,
+                                                      (uint32_t)tb)
+                      : ctm_traces_add_unlocked(t, domain, ptr, size,
+                                                (uint32_t)tb)) < 0) {
+            ctm_tracer.lost++;
+            rc = -1;
+        }
+        CTM_ASSERT(t->peak >= t->traced);
+    }
+    ctm_tables_unlock();
+    ctm_last_block = ptr;
+    return rc;
+}
+
 /* Remove the trace of (domain, ptr), if any. 1 if there was one (then
  * *size and *traceback are set when not NULL), else 0. */
-int ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
-                      uint32_t *traceback);
+static inline int
+ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
+                  uint32_t *traceback)
+{
+    ctm_tables_lock();
+    int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
+                                         size, traceback);
+    ctm_tables_unlock();
+    return had;
+}
+
 /* Put back a trace that ctm_tracer_remove took out (a realloc that
  * failed). */
 void ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
