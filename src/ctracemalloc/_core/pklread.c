@@ -216,22 +216,16 @@ memo_put(ctm_pklvm *m, uint64_t idx)
         return ctm_pkl_bad(m, "memo index out of order");
     }
     if (idx == mt->n) {
-        if (mt->n == mt->cap) {
-            size_t ncap = mt->cap ? mt->cap * 2 : 1024;
-            PyObject **objs = ctm_realloc(mt->obj, ncap * sizeof(PyObject *));
-            if (objs == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            mt->obj = objs;
-            uint32_t *trace = ctm_realloc(mt->trace, ncap * sizeof(uint32_t));
-            if (trace == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            mt->trace = trace;
-            mt->cap = ncap;
+        /* the two arrays share one capacity: the smaller of theirs */
+        size_t cap_obj = mt->cap, cap_trace = mt->cap;
+        if (ctm_grow((void **)&mt->obj, &cap_obj, mt->n + 1,
+                     sizeof(PyObject *)) < 0
+            || ctm_grow((void **)&mt->trace, &cap_trace, mt->n + 1,
+                        sizeof(uint32_t)) < 0) {
+            PyErr_NoMemory();
+            return -1;
         }
+        mt->cap = cap_obj < cap_trace ? cap_obj : cap_trace;
         mt->obj[mt->n++] = NULL;
     }
     Py_XSETREF(mt->obj[idx], Py_NewRef(obj));

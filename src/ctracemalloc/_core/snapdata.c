@@ -835,19 +835,11 @@ fcache_get(fcache_t *c, ctm_builder *b, PyObject *frames, int *err)
     if ((uint64_t)c->nids + (uint64_t)n > UINT32_MAX) {
         return NULL;
     }
-    if (c->nids + (size_t)n > c->capids) {
-        size_t ncap = c->capids ? c->capids * 2 : 4096;
-        while (ncap < c->nids + (size_t)n) {
-            ncap *= 2;
-        }
-        uint32_t *p = ctm_realloc(c->ids, ncap * sizeof(uint32_t));
-        if (p == NULL) {
-            PyErr_NoMemory();
-            *err = 1;
-            return NULL;
-        }
-        c->ids = p;
-        c->capids = ncap;
+    if (ctm_grow((void **)&c->ids, &c->capids, c->nids + (size_t)n,
+                 sizeof(uint32_t)) < 0) {
+        PyErr_NoMemory();
+        *err = 1;
+        return NULL;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *fr = PyTuple_GET_ITEM(frames, i);

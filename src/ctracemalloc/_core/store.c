@@ -502,17 +502,8 @@ big_remove(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 static int
 big_reserve(ctm_traces *tr)
 {
-    if (tr->nbigs < tr->capbigs) {
-        return 0;
-    }
-    size_t ncap = tr->capbigs ? tr->capbigs * 2 : 8;
-    ctm_big *nb = ctm_realloc(tr->bigs, ncap * sizeof(ctm_big));
-    if (nb == NULL) {
-        return -1;
-    }
-    tr->bigs = nb;
-    tr->capbigs = ncap;
-    return 0;
+    return ctm_grow((void **)&tr->bigs, &tr->capbigs, tr->nbigs + 1,
+                    sizeof(ctm_big));
 }
 
 /* Set the size of (domain, ptr), whose value is v: inline, or in the big
