@@ -472,3 +472,21 @@ def test_dump_closes_file(tm, tmp_path):
         tm.Snapshot.load(tmp_path / "snap")
     assert len(os.listdir("/proc/self/fd")) <= before
 
+
+
+@pytest.mark.ctm_only
+@pytest.mark.parametrize("order", ["adjacent", "apart"])
+def test_statistics_sum_overflow(ctm, order):
+    """Sizes are summed in 64 bits: a traceback whose traces add up past
+    2**64 - 1 raises, whether its traces are next to each other (summed as
+    a run) or not; exactly 2**64 - 1 fits."""
+    f, g = (("a.py", 1),), (("b.py", 2),)
+    half = [(0, 2 ** 63, f, 1), (0, 2 ** 63, f, 1)]
+    traces = half if order == "adjacent" else [half[0], (0, 1, g, 1),
+                                               half[1]]
+    with pytest.raises(OverflowError):
+        ctm.Snapshot(traces, 1).statistics("lineno")
+    fits = ctm.Snapshot([(0, 2 ** 63, f, 1), (0, 1, g, 1),
+                         (0, 2 ** 63 - 1, f, 1)], 1)
+    stats = fits.statistics("filename")
+    assert [(s.size, s.count) for s in stats] == [(2 ** 64 - 1, 2), (1, 1)]

@@ -101,14 +101,25 @@ sum_tracebacks(const ctm_snapdata *d)
         PyErr_NoMemory();
         return NULL;
     }
+    /* A run of traces of one traceback (a snapshot taken by the tracer
+     * holds each traceback's traces together) is summed in registers and
+     * added to its entry once: no dependency through memory from one
+     * trace to the next. */
     const ctm_snap_trace *tr = d->traces;
+    const ctm_snap_trace *end = tr + d->ntraces;
     int overflow = 0;
-    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        sums_t *s = &tbs[tr[i].traceback];
-        uint64_t v = s->size + tr[i].size;
-        overflow |= v < s->size;
-        s->size = v;
-        s->count++;
+    while (tr < end) {
+        uint32_t tb = tr->traceback;
+        uint64_t size = 0, count = 0;
+        do {
+            uint64_t v = size + tr->size;
+            overflow |= v < size;
+            size = v;
+            count++;
+            tr++;
+        } while (tr < end && tr->traceback == tb);
+        sums_t run = {size, count};
+        overflow |= sums_add(&tbs[tb], &run);
     }
     if (overflow) {
         ctm_free(tbs);
