@@ -544,11 +544,12 @@ STARTUP_PROBE = ("import tracemalloc, sys; "
                  "tracemalloc.get_traceback_limit())")
 
 
-def python(code, env_extra, cwd=None):
+def python(code, env_extra, cwd=None, options=()):
     env = child_env()
     env.pop("CTRACEMALLOC", None)
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, *options, "-c", code], env=env,
+                          cwd=cwd,
                           capture_output=True, text=True,
                           timeout=patience(120))
 
@@ -587,6 +588,22 @@ def test_startup_tracing(ctm, tmp_path):
                       tmp_path, os.pathsep, child_env()["PYTHONPATH"])},
                   cwd=tmp_path)
     assert int(proc.stdout) >= 3000, proc.stderr
+
+
+@pytest.mark.parametrize("option", ["-E", "-I"])
+def test_startup_tracing_ignores_the_environment_as_python_does(ctm, option):
+    """-E and -I turn CTRACEMALLOC off, as they turn PYTHONTRACEMALLOC off
+    (the stdlib's tracer, checked here the same way)."""
+    if not startup_installed(ctm):
+        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
+                    "package (a development build)")
+    probe = "import tracemalloc; print(tracemalloc.is_tracing())"
+    for var in ("CTRACEMALLOC", "PYTHONTRACEMALLOC"):
+        proc = python(probe, {var: "7"})
+        assert proc.stdout.split() == ["True"], (var, proc.stderr)
+        proc = python(probe, {var: "7"}, options=[option])
+        assert proc.stdout.split() == ["False"], (var, option, proc.stderr)
+        assert proc.stderr == ""
 
 
 def test_install_resource_warning(ctm, tmp_path):

@@ -5,7 +5,9 @@ site-packages, imports this module while site runs, before the program's
 first import, when the variable is set (and only then: the line costs
 nothing otherwise). Like PYTHONTRACEMALLOC: NFRAME is the number of frames
 kept per traceback, from 1 to 65535; unset or empty means off. An invalid
-value prints one warning on stderr and leaves tracing off. When tracing
+value prints one warning on stderr and leaves tracing off. Python's -E and
+-I options (sys.flags.ignore_environment) turn it off, as they do
+PYTHONTRACEMALLOC. When tracing
 starts, install() makes `import tracemalloc` give ctracemalloc, so that
 code written for the stdlib's module sees the traces.
 """
@@ -14,6 +16,8 @@ import sys
 
 
 def _start():
+    if sys.flags.ignore_environment:
+        return
     value = os.environ.get("CTRACEMALLOC", "")
     if not value:
         return
