@@ -419,11 +419,7 @@ translate_string(translation_t *x, uint32_t s)
                 return -2;
             }
             x->to_hash[i] = h;
-            uint32_t j = ctm_mix32((uint64_t)h) & ix->mask;
-            while (ix->slots[j]) {
-                j = (j + 1) & ix->mask;
-            }
-            ix->slots[j] = (uint32_t)i + 1;
+            ctm_index_put(ix, ctm_mix32((uint64_t)h), (uint32_t)i);
         }
     }
     PyObject *str = x->from->strings[s];
@@ -472,11 +468,8 @@ translate_frame(translation_t *x, uint32_t f)
         }
         for (Py_ssize_t i = 0; i < to->nframes; i++) {
             const ctm_snap_frame *fr = &to->frames[i];
-            uint32_t j = frame_hash(fr->filename, fr->lineno) & ix->mask;
-            while (ix->slots[j]) {
-                j = (j + 1) & ix->mask;
-            }
-            ix->slots[j] = (uint32_t)i + 1;
+            ctm_index_put(ix, frame_hash(fr->filename, fr->lineno),
+                          (uint32_t)i);
         }
     }
     const ctm_snap_frame *fr = &x->from->frames[f];

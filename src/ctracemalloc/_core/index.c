@@ -11,13 +11,10 @@
 #define MAX_CAPACITY ((size_t)1 << 31)
 
 int
-ctm_index_reserve(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
-                  const void *owner)
+ctm_index_grow(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
+               const void *owner)
 {
     size_t cap = ctm_index_capacity(ix);
-    if ((count + 1) * 2 <= cap) {
-        return 0;
-    }
     size_t ncap = cap ? cap * 2 : MIN_CAPACITY;
     while ((count + 1) * 2 > ncap) {
         ncap *= 2;
@@ -25,24 +22,19 @@ ctm_index_reserve(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
     if (ncap > MAX_CAPACITY) {
         return -1;
     }
-    uint32_t *slots = ctm_calloc(ncap, sizeof(uint32_t));
-    if (slots == NULL) {
+    ctm_index grown = {ctm_calloc(ncap, sizeof(uint32_t)),
+                       (uint32_t)(ncap - 1)};
+    if (grown.slots == NULL) {
         return -1;
     }
-    uint32_t mask = (uint32_t)(ncap - 1);
     for (size_t i = 0; i < cap; i++) {
         uint32_t v = ix->slots[i];
         if (v) {
-            uint32_t j = hash(owner, v - 1) & mask;
-            while (slots[j]) {
-                j = (j + 1) & mask;
-            }
-            slots[j] = v;
+            ctm_index_put(&grown, hash(owner, v - 1), v - 1);
         }
     }
     ctm_free(ix->slots);
-    ix->slots = slots;
-    ix->mask = mask;
+    *ix = grown;
     return 0;
 }
 

@@ -168,6 +168,8 @@ ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
  *     for (j = hash & ix.mask; (v = ix.slots[j]) != 0;
  *          j = (j + 1) & ix.mask) { if (equal(v - 1, key)) ... }
  *     then ix.slots[j] = item + 1 (after ctm_index_reserve).
+ *
+ * An item known to be absent goes in with ctm_index_put.
  * ------------------------------------------------------------------- */
 typedef struct {
     uint32_t *slots;            /* NULL: capacity 0 */
@@ -177,15 +179,36 @@ typedef struct {
 /* The hash of an item, as the owner probed for it. */
 typedef uint32_t (*ctm_index_hash_fn)(const void *owner, uint32_t item);
 
-/* Make room for count + 1 items (count: the items in ix now), rehashing
- * them with hash(owner, item) if the index grows. Return 0, or -1
- * without an exception set if memory ran out (ix unchanged). */
-int ctm_index_reserve(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
-                      const void *owner);
 static inline size_t
 ctm_index_capacity(const ctm_index *ix)
 {
     return ix->slots ? (size_t)ix->mask + 1 : 0;
+}
+
+/* Make room for count + 1 items (count: the items in ix now), rehashing
+ * them with hash(owner, item) if the index grows. Return 0, or -1
+ * without an exception set if memory ran out (ix unchanged).
+ * ctm_index_grow is its slow path, for an index without that room. */
+int ctm_index_grow(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
+                   const void *owner);
+static inline int
+ctm_index_reserve(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
+                  const void *owner)
+{
+    return (count + 1) * 2 <= ctm_index_capacity(ix)
+           ? 0 : ctm_index_grow(ix, count, hash, owner);
+}
+
+/* Put item, which ix does not hold, in the first empty slot of its
+ * probe sequence (room reserved by the caller). */
+static inline void
+ctm_index_put(ctm_index *ix, uint32_t hash, uint32_t item)
+{
+    uint32_t j = hash & ix->mask;
+    while (ix->slots[j]) {
+        j = (j + 1) & ix->mask;
+    }
+    ix->slots[j] = item + 1;
 }
 void ctm_index_free(ctm_index *ix);
 
