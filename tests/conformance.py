@@ -9,10 +9,11 @@ from its standard library (never copied into this repository), with
 that every `tracemalloc.X` in them means `ctracemalloc.X`.
 
 Only the classes that test the module's behaviour are run: TestTraceback,
-TestTracemallocEnabled, TestSnapshot and TestFilters (those that exist in
-this version). TestCommandLine starts new interpreters with -X tracemalloc
-and PYTHONTRACEMALLOC, which always mean the stdlib; TestCAPI drives the
-stdlib's C API through _testcapi.
+TestTracemallocEnabled, TestSnapshot, TestFilters and TestCAPI (those that
+exist in this version); TestCAPI calls the interpreter's C API through
+_testcapi, which reaches ctracemalloc through its interceptors.
+TestCommandLine starts new interpreters with -X tracemalloc and
+PYTHONTRACEMALLOC, which always mean the stdlib.
 
 The run happens a dozen frames deep, as under the interpreter's own test
 runner: test_snapshot checks that a trace's total_nframe is over 10.
@@ -30,18 +31,12 @@ import tempfile
 import unittest
 
 CLASSES = ("TestTraceback", "TestTracemallocEnabled", "TestSnapshot",
-           "TestFilters")
+           "TestFilters", "TestCAPI")
 
-# test_new_reference checks that an object reused from a free list (a list,
-# here) gets the traceback of its reuse. CPython reports that reuse only to
-# its own tracemalloc (_PyTraceMalloc_NewReference) before 3.13; 3.13 added
-# PyRefTracer_SetTracer, a hook any tracer can use. So before 3.13 the test
-# must fail for ctracemalloc, and it is reported as an expected failure.
-KNOWN_LIMITATIONS = {
-    "TestTracemallocEnabled.test_new_reference": (
-        lambda: sys.version_info < (3, 13),
-        "no hook for free-list reuse outside CPython before 3.13"),
-}
+# Tests that may fail for a reason this run reports, by version: none
+# today. (test_new_reference, an object reused from a free list, needs the
+# interceptors before 3.13; TestCAPI needs them on every version.)
+KNOWN_LIMITATIONS = {}
 
 # Nested calls around the run: with unittest's own frames this gives the
 # depth of a run under the interpreter's test runner (regrtest).

@@ -332,13 +332,9 @@ def test_get_object_traceback_kinds(tm, kind):
     assert raw_frames(traceback) == ((__file__, line),)
 
 
-def test_get_object_traceback_free_list_reuse(tm, request):
+def test_get_object_traceback_free_list_reuse(tm):
     """An object reused from a free list gets the traceback of its reuse
     (the stdlib's test_new_reference)."""
-    if tm.__name__ != "tracemalloc" and sys.version_info < (3, 13):
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="no hook for free-list reuse outside CPython "
-            "before 3.13"))
     tm.start()
     gc.collect()
     obj = []

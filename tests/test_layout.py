@@ -24,10 +24,10 @@ MAX_LINES = 1200
 # Bottom first; a file may call into its own layer (without a cycle) and
 # into the layers before it, never into a later one.
 LAYERS = [
-    ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c"]),
+    ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c", "elfgot.c"]),
     ("tracer tables", ["capture.c", "interning.c", "store.c"]),
     ("tracer", ["tracer.c"]),
-    ("tracer clients", ["hooks.c", "reftracer.c"]),
+    ("tracer clients", ["hooks.c", "reftracer.c", "intercept.c"]),
     ("tracer control", ["control.c"]),
     ("snapshot data", ["snapdata.c", "tracersnap.c"]),
     ("analysis", ["glob.c", "selection.c", "grouping.c", "tree.c"]),

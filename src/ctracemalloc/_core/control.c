@@ -11,6 +11,7 @@
  *  - the spare large array is kept only while tracing.
  */
 #include "hooks.h"
+#include "intercept.h"
 #include "reftracer.h"
 #include "tracer.h"
 #include "tracerapi.h"
@@ -19,6 +20,7 @@ static void
 stop_tracing(void)
 {
     ctm_tracer_end();
+    ctm_intercept_uninstall();
     ctm_hooks_uninstall();
     ctm_reftracer_uninstall();
     ctm_large_keep_spare(0);
@@ -66,6 +68,10 @@ ctm_tracer_start(int nframe)
     ctm_hooks_install();
     ctm_reftracer_install();
     ctm_large_keep_spare(1);
+    if (ctm_intercept_install() < 0) {
+        stop_tracing();         /* a warning turned into an error */
+        return -1;
+    }
     return 0;
 }
 

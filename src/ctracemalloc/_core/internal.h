@@ -5,11 +5,13 @@
  * README's "Layout" gives each file's job).
  *
  *   utilities      util.h: memory, hashing, the index, the helper thread,
- *                  the module state and the Python helpers
+ *                  the module state and the Python helpers; elfgot.h: GOT
+ *                  slots of loaded objects
  *   tracer tables  capture.h, interning.h, store.h: the frames of the
  *                  current thread, interned tracebacks, live traces
  *   tracer         tracer.h: the state, the tables lock, recording
- *   clients        hooks.h, reftracer.h: what tells the tracer of blocks
+ *   clients        hooks.h, reftracer.h, intercept.h: what tells the
+ *                  tracer of blocks
  *   control        tracerapi.h: start and stop, for the module
  *   snapshot data  snapdata.h: a snapshot's flat arrays, the builder;
  *                  tracersnap.c maps the tracer's tables into them

@@ -12,6 +12,7 @@
  * Python version.
  */
 #include "formats.h"
+#include "intercept.h"
 #include "snapshot.h"
 #include "tracerapi.h"
 #include "types.h"
@@ -531,6 +532,7 @@ PyInit__ctracemalloc(void)
         return NULL;
     }
     ctm_state.module = m;
+    ctm_intercept_set_traceback_source(ctm_tracer_traceback_of);
     ctm_state.unknown_str = PyUnicode_InternFromString("<unknown>");
     if (ctm_state.unknown_str == NULL || add_types(m) < 0) {
         goto error;

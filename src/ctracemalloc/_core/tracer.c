@@ -70,6 +70,40 @@ ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
     ctm_tables_unlock();
 }
 
+void
+ctm_tracer_new_object(PyObject *obj)
+{
+    uintptr_t block = (uintptr_t)ctm_object_block(obj);
+    if (block == ctm_last_block) {
+        /* Just allocated and traced with the current traceback. One
+         * allocation makes one object: forget the block, so that the same
+         * memory reused later from a free list is seen. */
+        ctm_last_block = 0;
+        return;
+    }
+    /* An object made from a free list: its block was traced when it was
+     * first allocated; give it the current traceback. */
+    int gil;
+    PyThreadState *ts = ctm_tracer_tstate(1, &gil);
+    if (ts != NULL && ts->interp != ctm_tracer.interp) {
+        return;
+    }
+    ctm_reentrant = 1;
+    ctm_tables_lock();
+    ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
+                                           CTM_DEFAULT_DOMAIN, block);
+    if (v != NULL) {
+        /* interning touches the interner, not the traces: v stays valid */
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+        if (tb >= 0) {
+            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
+                                              (uint32_t)tb);
+        }
+    }
+    ctm_tables_unlock();
+    ctm_reentrant = 0;
+}
+
 /* ---- lifetime ---- */
 
 int

@@ -230,6 +230,13 @@ ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
     return had;
 }
 
+/* The interpreter made the object obj (the reference tracer, or its
+ * _Py_NewReference before 3.13): if its block is not the one the
+ * thread's hooks just traced, it came from a free list, and its block's
+ * trace gets the current traceback, as the stdlib does. Call with the
+ * GIL, while tracing, not from inside a client (ctm_reentrant clear). */
+void ctm_tracer_new_object(PyObject *obj);
+
 /* Put back a trace that ctm_tracer_remove took out (a realloc that
  * failed). */
 void ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,

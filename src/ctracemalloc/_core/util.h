@@ -6,6 +6,7 @@
  *   index.c    one open-addressing index of uint32 items
  *   thread.c   a helper thread for the passes that split in two
  *   pyutil.c   the module state and the helpers of the Python types
+ *   elfgot.c   GOT slots of the loaded objects (its own header, elfgot.h)
  *
  * Hashing and assertions are inline, here.
  */

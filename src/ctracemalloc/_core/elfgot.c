@@ -1,0 +1,325 @@
+/* GOT slots of the loaded ELF objects (elfgot.h).
+ *
+ * A scan walks the loaded objects with dl_iterate_phdr. For each object
+ * it reads the dynamic section (PT_DYNAMIC): the symbol and string tables
+ * and the two relocation tables that fill GOT slots with addresses of
+ * functions (DT_JMPREL: JUMP_SLOT entries; DT_RELA: GLOB_DAT entries).
+ * A relocation whose symbol is one of the set's names gives the slot, at
+ * the object's load address plus the relocation's offset.
+ *
+ * The loader relocates the dynamic section's addresses in place on most
+ * systems and leaves them as offsets on others (a read-only dynamic
+ * section): an address below the load address is an offset.
+ *
+ * Slots inside PT_GNU_RELRO are on pages the loader made read-only after
+ * relocation (whole pages: the segment's start rounded down to its end
+ * rounded down, as the loader computes it); a write there unprotects the
+ * page, writes, and protects it again. Every write is one aligned
+ * word-sized store, so a thread that calls through the slot meanwhile
+ * sees the old or the new address, never a mix.
+ */
+#include "elfgot.h"
+
+#include <string.h>
+
+#if defined(__linux__) && (defined(__x86_64__) || defined(__aarch64__)) \
+    && defined(__LP64__)
+#  define CTM_GOT 1
+#  include <elf.h>
+#  include <link.h>
+#  include <sys/mman.h>
+#  include <unistd.h>
+#  if defined(__x86_64__)
+#    define CTM_R_JUMP_SLOT R_X86_64_JUMP_SLOT
+#    define CTM_R_GLOB_DAT R_X86_64_GLOB_DAT
+#  else
+#    define CTM_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
+#    define CTM_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#  endif
+#else
+#  define CTM_GOT 0
+#endif
+
+#if CTM_GOT
+
+int
+ctm_got_supported(void)
+{
+    return 1;
+}
+
+/* What a scan needs of one object. */
+typedef struct {
+    uintptr_t base;             /* load address (bias) */
+    const ElfW(Sym) *symtab;
+    const char *strtab;
+    const ElfW(Rela) *jmprel;   /* JUMP_SLOT relocations */
+    size_t njmprel;
+    const ElfW(Rela) *rela;     /* other relocations, GLOB_DAT among them */
+    size_t nrela;
+    uintptr_t relro_start, relro_end;   /* read-only pages, page-aligned */
+} object_info;
+
+static uintptr_t
+page_size(void)
+{
+    static uintptr_t size;
+    if (size == 0) {
+        long n = sysconf(_SC_PAGESIZE);
+        size = n > 0 ? (uintptr_t)n : 4096;
+    }
+    return size;
+}
+
+static uintptr_t
+dynamic_address(const struct dl_phdr_info *info, ElfW(Addr) value)
+{
+    return value < info->dlpi_addr ? info->dlpi_addr + value : value;
+}
+
+/* Whether the object is one never to patch: the loader or the vDSO. */
+static int
+never_patched(const struct dl_phdr_info *info)
+{
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    return strncmp(base, "ld-linux", 8) == 0 || strncmp(base, "ld.so", 5) == 0
+           || strncmp(base, "ld-musl", 7) == 0
+           || strncmp(base, "linux-vdso", 10) == 0
+           || strncmp(base, "linux-gate", 10) == 0;
+}
+
+/* Whether addr lies in one of the object's loaded segments. */
+static int
+object_contains(const struct dl_phdr_info *info, uintptr_t addr)
+{
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+        if (ph->p_type == PT_LOAD && addr >= start
+            && addr - start < ph->p_memsz) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Fill *o from the object's program headers and dynamic section: 0, or
+ * -1 if it has nothing a scan can use. */
+static int
+read_object(const struct dl_phdr_info *info, object_info *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->base = info->dlpi_addr;
+    const ElfW(Dyn) *dyn = NULL;
+    for (ElfW(Half) i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_DYNAMIC) {
+            dyn = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
+        }
+        else if (ph->p_type == PT_GNU_RELRO) {
+            uintptr_t mask = ~(page_size() - 1);
+            uintptr_t start = info->dlpi_addr + ph->p_vaddr;
+            o->relro_start = start & mask;
+            o->relro_end = (start + ph->p_memsz) & mask;
+        }
+    }
+    if (dyn == NULL) {
+        return -1;
+    }
+    size_t jmprel_bytes = 0, rela_bytes = 0;
+    ElfW(Sxword) pltrel = DT_RELA;
+    for (; dyn->d_tag != DT_NULL; dyn++) {
+        switch (dyn->d_tag) {
+        case DT_SYMTAB:
+            o->symtab = (const ElfW(Sym) *)dynamic_address(info,
+                                                           dyn->d_un.d_ptr);
+            break;
+        case DT_STRTAB:
+            o->strtab = (const char *)dynamic_address(info, dyn->d_un.d_ptr);
+            break;
+        case DT_JMPREL:
+            o->jmprel = (const ElfW(Rela) *)dynamic_address(info,
+                                                            dyn->d_un.d_ptr);
+            break;
+        case DT_PLTRELSZ:
+            jmprel_bytes = dyn->d_un.d_val;
+            break;
+        case DT_PLTREL:
+            pltrel = (ElfW(Sxword))dyn->d_un.d_val;
+            break;
+        case DT_RELA:
+            o->rela = (const ElfW(Rela) *)dynamic_address(info,
+                                                          dyn->d_un.d_ptr);
+            break;
+        case DT_RELASZ:
+            rela_bytes = dyn->d_un.d_val;
+            break;
+        default:
+            break;
+        }
+    }
+    if (o->symtab == NULL || o->strtab == NULL || pltrel != DT_RELA) {
+        return -1;              /* no symbols, or REL entries: not ours */
+    }
+    o->njmprel = o->jmprel ? jmprel_bytes / sizeof(ElfW(Rela)) : 0;
+    o->nrela = o->rela ? rela_bytes / sizeof(ElfW(Rela)) : 0;
+    return 0;
+}
+
+/* Store value in slot, unprotecting a RELRO page for the time of the
+ * write. 0, or -1 if the page could not be made writable. */
+static int
+write_slot(const object_info *o, uintptr_t *slot, uintptr_t value)
+{
+    uintptr_t addr = (uintptr_t)slot;
+    int relro = addr >= o->relro_start && addr < o->relro_end;
+    void *page = (void *)(addr & ~(page_size() - 1));
+    if (relro && mprotect(page, page_size(), PROT_READ | PROT_WRITE) != 0) {
+        return -1;
+    }
+    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
+    if (relro) {
+        (void)mprotect(page, page_size(), PROT_READ);
+    }
+    return 0;
+}
+
+static const ctm_got_symbol *
+find_symbol(const ctm_got_set *set, const char *name)
+{
+    for (size_t i = 0; i < set->nsymbols; i++) {
+        const char *s = set->symbols[i].name;
+        if (s[0] == name[0] && strcmp(s, name) == 0) {
+            return &set->symbols[i];
+        }
+    }
+    return NULL;
+}
+
+typedef struct {
+    ctm_got_set *set;
+    long written;
+    int error;
+    int first;
+} scan_state;
+
+static int
+patch_relocations(scan_state *st, const object_info *o,
+                  const ElfW(Rela) *rel, size_t n)
+{
+    ctm_got_set *set = st->set;
+    for (size_t i = 0; i < n; i++) {
+        unsigned long type = ELF64_R_TYPE(rel[i].r_info);
+        unsigned long sym = ELF64_R_SYM(rel[i].r_info);
+        if ((type != CTM_R_JUMP_SLOT && type != CTM_R_GLOB_DAT) || sym == 0) {
+            continue;
+        }
+        const ctm_got_symbol *s = find_symbol(
+            set, o->strtab + o->symtab[sym].st_name);
+        if (s == NULL) {
+            continue;
+        }
+        uintptr_t *slot = (uintptr_t *)(o->base + rel[i].r_offset);
+        uintptr_t old = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+        if (old == (uintptr_t)s->replacement) {
+            continue;           /* written by an earlier scan */
+        }
+        if (ctm_grow((void **)&set->patches, &set->cap, set->npatches + 1,
+                     sizeof(ctm_got_patch)) < 0) {
+            return -1;
+        }
+        if (write_slot(o, slot, (uintptr_t)s->replacement) < 0) {
+            set->failed++;
+            continue;
+        }
+        set->patches[set->npatches++] = (ctm_got_patch){
+            slot, old, (uintptr_t)s->replacement};
+        st->written++;
+    }
+    return 0;
+}
+
+static int
+scan_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    scan_state *st = arg;
+    ctm_got_set *set = st->set;
+    if (st->first) {
+        st->first = 0;
+        if (size >= offsetof(struct dl_phdr_info, dlpi_adds)
+                    + sizeof(info->dlpi_adds)) {
+            if (set->adds != 0 && info->dlpi_adds == set->adds) {
+                return 1;       /* nothing loaded since the last scan */
+            }
+            set->adds = info->dlpi_adds;
+        }
+    }
+    if (never_patched(info)
+        || (set->only != 0 && !object_contains(info, set->only))) {
+        return 0;
+    }
+    object_info o;
+    if (read_object(info, &o) < 0) {
+        return 0;
+    }
+    if (patch_relocations(st, &o, o.jmprel, o.njmprel) < 0
+        || patch_relocations(st, &o, o.rela, o.nrela) < 0) {
+        st->error = 1;
+        set->adds = 0;          /* the next scan looks at everything */
+        return 1;
+    }
+    return 0;
+}
+
+long
+ctm_got_apply(ctm_got_set *set)
+{
+    scan_state st = {set, 0, 0, 1};
+    dl_iterate_phdr(scan_object, &st);
+    return st.error ? -1 : st.written;
+}
+
+static int
+restore_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    ctm_got_set *set = arg;
+    object_info o;
+    if (read_object(info, &o) < 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < set->npatches; i++) {
+        ctm_got_patch *p = &set->patches[i];
+        if (p->slot != NULL && object_contains(info, (uintptr_t)p->slot)) {
+            if (__atomic_load_n(p->slot, __ATOMIC_ACQUIRE) == p->replacement) {
+                (void)write_slot(&o, p->slot, p->saved);
+            }
+            p->slot = NULL;
+        }
+    }
+    return 0;
+}
+
+void
+ctm_got_restore(ctm_got_set *set)
+{
+    if (set->npatches > 0) {
+        /* by object: a record whose object was unloaded is dropped */
+        dl_iterate_phdr(restore_object, set);
+    }
+    ctm_free(set->patches);
+    set->patches = NULL;
+    set->npatches = set->cap = 0;
+    set->adds = 0;
+    set->failed = 0;
+}
+
+#else /* no GOT slots to find on this platform */
+
+int ctm_got_supported(void) { return 0; }
+long ctm_got_apply(ctm_got_set *set) { (void)set; return 0; }
+void ctm_got_restore(ctm_got_set *set) { (void)set; }
+
+#endif
