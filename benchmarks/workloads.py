@@ -53,6 +53,33 @@ def deep_stack():
     return run
 
 
+def nbody():
+    """Float arithmetic in a loop (pyperformance's nbody, written anew):
+    nearly every float comes from the float free list, the worst case for
+    a tracer that gives a reused object its current traceback."""
+    bodies = [([float(i), float(i) * 0.5, float(-i)],
+               [0.01 * i, 0.02, -0.01 * i], 1.0 + i) for i in range(5)]
+    pairs = [(bodies[i], bodies[j]) for i in range(5) for j in range(i + 1, 5)]
+
+    def run():
+        for _ in range(n(20_000)):
+            for ((x1, y1, z1), v1, m1), ((x2, y2, z2), v2, m2) in pairs:
+                dx, dy, dz = x1 - x2, y1 - y2, z1 - z2
+                mag = 0.01 * (dx * dx + dy * dy + dz * dz + 0.01) ** -1.5
+                b1, b2 = m1 * mag, m2 * mag
+                v1[0] -= dx * b2
+                v1[1] -= dy * b2
+                v1[2] -= dz * b2
+                v2[0] += dx * b1
+                v2[1] += dy * b1
+                v2[2] += dz * b1
+            for (r, (vx, vy, vz), _m) in bodies:
+                r[0] += 0.01 * vx
+                r[1] += 0.01 * vy
+                r[2] += 0.01 * vz
+    return run
+
+
 def docutils_rst():
     """Parsing: reStructuredText to HTML."""
     from docutils.core import publish_string
@@ -106,6 +133,7 @@ WORKLOADS = [
     ("containers", []),
     ("json", []),
     ("deep_stack", []),
+    ("nbody", []),
     ("docutils", ["docutils"]),
     ("pygments", ["pygments"]),
     ("jinja2", ["jinja2"]),
@@ -115,6 +143,7 @@ _FUNCS = {
     "containers": containers,
     "json": json_roundtrip,
     "deep_stack": deep_stack,
+    "nbody": nbody,
     "docutils": docutils_rst,
     "pygments": pygments_highlight,
     "jinja2": jinja2_render,

@@ -135,7 +135,7 @@ static const ctm_got_symbol api_symbols[] = {
     {"PyTraceMalloc_Untrack", (void *)untrack},
     {"_PyTraceMalloc_GetTraceback", (void *)get_traceback},
 };
-static ctm_got_set api_set = {api_symbols, 3, 0, NULL, 0, 0, 0, 0};
+static ctm_got_set api_set = {api_symbols, 0, 0, NULL, 0, 0, 0, 0};
 
 static ctm_got_symbol new_reference_symbols[2];
 static ctm_got_set new_reference_set = {new_reference_symbols, 0, 0,
@@ -148,6 +148,8 @@ static const ctm_got_symbol loader_symbols[] = {
 static ctm_got_set loader_set = {loader_symbols, 1, 0, NULL, 0, 0, 0, 0};
 
 static int api_on, new_reference_on;
+/* whether objects from free lists need _Py_NewReference (before 3.13) */
+static int new_reference_wanted;
 
 /* Patch the objects loaded since the last scan. With the GIL. */
 static void
@@ -173,19 +175,23 @@ dlsym_hook(void *handle, const char *name)
 
 /* ---- install, probes, uninstall ---- */
 
-/* The originals, found once: dlsym, never through a slot we patch. */
-static int
+/* The originals, found once with dlsym, never through a slot we patch.
+ * The track API is part of the C API: the interpreter defines it. */
+static void
 find_originals(void)
 {
     static int found;
     if (found) {
-        return found > 0;
+        return;
     }
+    found = 1;
     orig_dlsym = dlsym;
-    orig_track = (track_fn)dlsym(RTLD_DEFAULT, "PyTraceMalloc_Track");
-    orig_untrack = (untrack_fn)dlsym(RTLD_DEFAULT, "PyTraceMalloc_Untrack");
+    orig_track = PyTraceMalloc_Track;
+    orig_untrack = PyTraceMalloc_Untrack;
     orig_get_traceback = (get_traceback_fn)dlsym(
         RTLD_DEFAULT, "_PyTraceMalloc_GetTraceback");
+    /* not exported: then nothing calls it */
+    api_set.nsymbols = orig_get_traceback != NULL ? 3 : 2;
 #if !CTM_HAVE_REFTRACER
     orig_new_reference = (new_reference_fn)dlsym(RTLD_DEFAULT,
                                                  "_Py_NewReference");
@@ -200,13 +206,12 @@ find_originals(void)
         new_reference_symbols[n++] = (ctm_got_symbol){
             "_Py_NewReferenceNoTotal", (void *)new_reference_no_total};
     }
+    /* none exported (cannot be, on these versions): the probe fails */
     new_reference_set.nsymbols = n;
+    new_reference_wanted = 1;
 #endif
-    found = ctm_got_supported() && orig_track != NULL && orig_untrack != NULL
-            && orig_get_traceback != NULL ? 1 : -1;
     /* the interpreter's object: the one that defines its tracer */
     loader_set.only = (uintptr_t)orig_track;
-    return found > 0;
 }
 
 static int
@@ -217,7 +222,7 @@ warn_once(int *warned, const char *what)
     }
     *warned = 1;
     return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                            "ctracemalloc cannot trace %s on this system",
+                            "ctracemalloc cannot trace %s on this Python build",
                             what);
 }
 
@@ -273,10 +278,7 @@ ctm_intercept_install(void)
     if (api_on || new_reference_on) {
         return 0;
     }
-    if (!find_originals()) {
-        return warn_once(&api_warned, "the memory that extension modules "
-                         "report (PyTraceMalloc_Track)");
-    }
+    find_originals();
     int rc = 0;
     long n = ctm_got_apply(&api_set);
     api_on = 1;
@@ -287,7 +289,7 @@ ctm_intercept_install(void)
         rc = warn_once(&api_warned, "the memory that extension modules "
                        "report (PyTraceMalloc_Track)");
     }
-    if (rc == 0 && new_reference_set.nsymbols > 0) {
+    if (rc == 0 && new_reference_wanted) {
         n = ctm_got_apply(&new_reference_set);
         new_reference_on = 1;
         if (n < 0 || new_reference_set.failed || !new_reference_probe()
