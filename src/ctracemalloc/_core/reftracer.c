@@ -48,7 +48,7 @@ reftracer(PyObject *obj, PyRefTracerEvent event, void *data)
             if (v != NULL) {
                 /* interning touches the interner, not the traces: v
                  * stays valid */
-                int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+                int64_t tb = ctm_tracer_traceback_unlocked(ts, gil, NULL);
                 if (tb >= 0) {
                     (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
                                                       (uint32_t)tb);
