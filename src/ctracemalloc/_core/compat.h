@@ -18,7 +18,9 @@
 #define CTM_COMPAT_H
 
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
 #  error "ctracemalloc supports CPython 3.9 to 3.13"
@@ -213,6 +215,16 @@ ctm_frame_addr(ctm_pyframe *f)
  * The index is per interpreter, at most 255 of them. Setting an extra
  * may allocate from PyMem (and calls the free function on the value it
  * replaces); reading one never allocates.
+ *
+ * code_dealloc calls the free function of every index below the size of
+ * a code object's co_extra, NULL values included, and CPython sizes a
+ * new co_extra for every index handed out so far: other users would have
+ * their free functions called for every code object the tracer met (for
+ * Python callbacks through ctypes, even during the interpreter's final
+ * collection, where CPython's test_code crashed). So a co_extra the
+ * tracer creates ends at its own index: 3.9 to 3.13 lay it out as
+ * (Py_ssize_t ce_size; void *ce_extras[ce_size]), in PyMem memory, and
+ * CPython grows it when another index is set.
  */
 
 /* A co_extra index whose free function is f, or -1 if none is left (no
@@ -249,6 +261,24 @@ ctm_code_get_extra(PyCodeObject *code, Py_ssize_t index)
 static inline int
 ctm_code_set_extra(PyCodeObject *code, Py_ssize_t index, void *extra)
 {
+    if (code->co_extra == NULL) {
+        /* _PyCodeObjectExtra, internal; see above. */
+        typedef struct {
+            Py_ssize_t ce_size;
+            void *ce_extras[1];
+        } code_extra;
+        size_t size = offsetof(code_extra, ce_extras)
+                      + (size_t)(index + 1) * sizeof(void *);
+        code_extra *e = PyMem_Malloc(size);
+        if (e == NULL) {
+            return -1;
+        }
+        memset(e, 0, size);
+        e->ce_size = index + 1;
+        e->ce_extras[index] = extra;
+        code->co_extra = e;
+        return 0;
+    }
 #if PY_VERSION_HEX >= 0x030C0000
     return PyUnstable_Code_SetExtra((PyObject *)code, index, extra);
 #else
