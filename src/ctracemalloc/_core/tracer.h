@@ -18,8 +18,9 @@
  * memory comes from libc and never enters the hooks.
  *
  * Threads without the GIL: the thread's own frames are read (they cannot
- * change while it is inside an allocator) but, unable to take
- * references, the tracer resolves their lines at once. Once the
+ * change while it is inside an allocator) but, unable to watch for
+ * their code objects' deaths (that needs the GIL and PyMem), the tracer
+ * resolves their lines at once. Once the
  * interpreter is exiting, such threads get the "<unknown>" traceback:
  * their thread states may be freed under them.
  *
