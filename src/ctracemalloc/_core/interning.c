@@ -68,7 +68,6 @@ typedef struct {
  * next free record + 1 (0: none). */
 typedef struct {
     PyCodeObject *code;         /* borrowed; alive while the record is */
-    uint32_t filename;          /* string id of its co_filename */
     uint32_t n;                 /* items */
     uint32_t cap;
     uint32_t *items;            /* frame ids; traceback ids | REC_TB */
@@ -102,6 +101,8 @@ struct ctm_interner {
     ctm_index cstrings_ix;
 
     int64_t unknown;            /* id of the <unknown> traceback or -1 */
+    int64_t unknown_cstring;    /* id of "<unknown>" or -1; there once a
+                                   record is */
 
     code_rec *recs;
     uint32_t nrecs;
@@ -181,8 +182,13 @@ find_rec(const ctm_interner *in, PyCodeObject *code)
 static int64_t
 new_rec(ctm_interner *in, PyCodeObject *code)
 {
-    int64_t s = intern_cstring(in, code->co_filename);
-    if (s < 0
+    /* The filename is copied at death, not now: the copies of live code
+     * objects' filenames would be made into str by every snapshot. The
+     * death notice cannot fail, so "<unknown>" is kept ready. */
+    if (in->unknown_cstring < 0) {
+        in->unknown_cstring = intern_cstring(in, NULL);
+    }
+    if (in->unknown_cstring < 0
         || ctm_grow((void **)&in->unarmed, &in->capunarmed,
                     (size_t)in->nunarmed + 1, sizeof(uint32_t)) < 0) {
         return -1;
@@ -202,7 +208,6 @@ new_rec(ctm_interner *in, PyCodeObject *code)
     }
     code_rec *r = &in->recs[rec];
     r->code = code;
-    r->filename = (uint32_t)s;
     r->n = r->cap = 0;
     r->items = NULL;
     in->unarmed[in->nunarmed++] = rec;
@@ -684,6 +689,7 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
         return;
     }
     code_rec *r = &in->recs[rec];
+    int64_t filename = -1;
     for (uint32_t i = 0; i < r->n; i++) {
         uint32_t item = r->items[i];
         if (item & REC_TB) {
@@ -707,10 +713,16 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
             j = (j + 1) & in->frames_ix.mask;
         }
         ctm_index_remove(&in->frames_ix, j, frame_hash, in);
+        if (filename < 0) {
+            filename = intern_cstring(in, r->code->co_filename);
+            if (filename < 0) {
+                filename = in->unknown_cstring;     /* out of memory */
+            }
+        }
         ctm_tframe_lineno_unlocked(f);
         f->code = NULL;
         f->addr = 0;
-        f->filename = r->filename;
+        f->filename = (uint32_t)filename;
     }
     ctm_free(r->items);
     r->items = NULL;
@@ -728,6 +740,7 @@ ctm_interner_new(void)
     ctm_interner *in = ctm_calloc(1, sizeof(*in));
     if (in != NULL) {
         in->unknown = -1;
+        in->unknown_cstring = -1;
         in->gen = 1;
         in->extra_index = -1;
     }
@@ -766,6 +779,7 @@ ctm_interner_clear_unlocked(ctm_interner *in)
     Py_ssize_t extra_index = in->extra_index;
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
+    in->unknown_cstring = -1;
     /* The tokens still in co_extra slots are stale from now on. */
     in->gen = gen ? gen : 1;
     in->extra_index = extra_index;

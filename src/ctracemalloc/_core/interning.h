@@ -72,8 +72,8 @@ int ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
 /* The death notice of the code object that holds token in its co_extra
  * slot (a token of a past generation, or of a code object already
  * resolved, is ignored): resolve its frames, forget it in every cache.
- * Also called for a code object whose token could not be stored. Never
- * allocates; work proportional to that code's frames and tracebacks. */
+ * Also called for a code object whose token could not be stored. Work
+ * proportional to that code's frames and tracebacks. */
 void ctm_interner_code_died_unlocked(ctm_interner *in, void *token);
 /* Forget every frame and traceback; the tokens handed out so far become
  * stale. */

@@ -56,6 +56,21 @@ code_filename(const PyCodeObject *code)
     return Py_NewRef(ctm_state.unknown_str);
 }
 
+/* A C string filename as a str (new reference): "<unknown>", which the
+ * interner keeps once it has a code record, without allocating, so that
+ * it does not show in the snapshot's own traces. */
+static PyObject *
+cstring_str(const ctm_cstring *c)
+{
+    static const char unknown[] = "<unknown>";
+    if (c->kind == PyUnicode_1BYTE_KIND
+        && c->length == (Py_ssize_t)sizeof(unknown) - 1
+        && memcmp(c->data, unknown, sizeof(unknown) - 1) == 0) {
+        return Py_NewRef(ctm_state.unknown_str);
+    }
+    return PyUnicode_FromKindAndData(c->kind, c->data, c->length);
+}
+
 /* Filename of a copied frame as a str (new reference). */
 static PyObject *
 frame_filename(const frames_copy *c, uint32_t i)
@@ -64,8 +79,7 @@ frame_filename(const frames_copy *c, uint32_t i)
     if (f->filename != NULL) {
         return Py_NewRef(f->filename);
     }
-    const ctm_cstring *s = &c->cstrings[f->cstring];
-    return PyUnicode_FromKindAndData(s->kind, s->data, s->length);
+    return cstring_str(&c->cstrings[f->cstring]);
 }
 
 
@@ -119,8 +133,7 @@ cstring_strs_update(cstring_strs *cs)
     cs->hashes = hashes;
     for (uint32_t i = cs->n, first = cs->n; i < n; i++) {
         const ctm_cstring *c = &copy[i - first];
-        PyObject *str = PyUnicode_FromKindAndData(c->kind, c->data,
-                                                  c->length);
+        PyObject *str = cstring_str(c);
         if (str == NULL) {
             ctm_free(copy);
             return -1;
