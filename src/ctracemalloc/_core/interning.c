@@ -142,20 +142,26 @@ static int64_t intern_cstring(ctm_interner *in, PyObject *str);
 
 /* ---- code records ---- */
 
+/* A token: (generation << 32) | (record + 1), never NULL. Where a pointer
+ * has 32 bits the generation is lost, and a token of a past generation
+ * may name a record of another code object, still alive: resolving that
+ * record early is harmless (its frames get their lines from the live
+ * object; its next frames get a new record). */
 static inline void *
 rec_token(const ctm_interner *in, uint32_t rec)
 {
-    return (void *)(((uintptr_t)in->gen << 32) | ((uintptr_t)rec + 1));
+    return (void *)(uintptr_t)(((uint64_t)in->gen << 32)
+                               | ((uint64_t)rec + 1));
 }
 
 /* The record that token names, if it is current and in use, else -1. */
 static int64_t
 token_rec(const ctm_interner *in, void *token)
 {
-    uintptr_t t = (uintptr_t)token;
-    uint32_t rec = (uint32_t)(t & 0xffffffffu) - 1;
-    if ((uint32_t)(t >> 32) != in->gen || rec >= in->nrecs
-        || in->recs[rec].code == NULL) {
+    uint64_t t = (uint64_t)(uintptr_t)token;
+    uint32_t rec = (uint32_t)t - 1;
+    if ((sizeof(uintptr_t) >= 8 && (uint32_t)(t >> 32) != in->gen)
+        || rec >= in->nrecs || in->recs[rec].code == NULL) {
         return -1;
     }
     return rec;
