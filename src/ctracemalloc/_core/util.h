@@ -162,8 +162,8 @@ ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
  * the owner keeps), by linear probing: a slot holds item + 1, 0 is
  * empty. The capacity is a power of two and the index at most half
  * full, so a probe ends. An item is removed by shifting the items of
- * its probe run back (ctm_index_remove), so no tombstones. The owner probes itself, since only it
- * knows how to compare an item with a key:
+ * its probe run back (ctm_index_remove), so no tombstones. The owner
+ * probes itself, since only it knows how to compare an item with a key:
  *
  *     for (j = hash & ix.mask; (v = ix.slots[j]) != 0;
  *          j = (j + 1) & ix.mask) { if (equal(v - 1, key)) ... }
