@@ -18,7 +18,9 @@
 #define CTM_COMPAT_H
 
 #include <Python.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #if PY_VERSION_HEX < 0x03090000 || PY_VERSION_HEX >= 0x030E0000
 #  error "ctracemalloc supports CPython 3.9 to 3.13"
@@ -196,6 +198,93 @@ ctm_frame_addr(ctm_pyframe *f)
 #  endif
 }
 #endif
+
+/* ---- the death of code objects ----
+ *
+ * The tracer holds no reference to the code objects of the frames it
+ * interns: it learns of a code object's death, before its fields are
+ * released, through a co_extra slot whose free function code_dealloc
+ * calls first thing, with the object still whole. One mechanism on every
+ * version (PyCode_AddWatcher exists only from 3.12, with 8 slots):
+ *
+ *   3.9 to 3.11   _PyEval_RequestCodeExtraIndex, _PyCode_GetExtra,
+ *                 _PyCode_SetExtra
+ *   3.12, 3.13    PyUnstable_Eval_RequestCodeExtraIndex,
+ *                 PyUnstable_Code_GetExtra, PyUnstable_Code_SetExtra
+ *
+ * The index is per interpreter, at most 255 of them. Setting an extra
+ * may allocate from PyMem (and calls the free function on the value it
+ * replaces); reading one never allocates.
+ *
+ * code_dealloc calls the free function of every index below the size of
+ * a code object's co_extra, NULL values included, and CPython sizes a
+ * new co_extra for every index handed out so far: other users would have
+ * their free functions called for every code object the tracer met (for
+ * Python callbacks through ctypes, even during the interpreter's final
+ * collection, where CPython's test_code crashed). So a co_extra the
+ * tracer creates ends at its own index: 3.9 to 3.13 lay it out as
+ * (Py_ssize_t ce_size; void *ce_extras[ce_size]), in PyMem memory, and
+ * CPython grows it when another index is set.
+ */
+
+/* A co_extra index whose free function is f, or -1 if none is left (no
+ * exception set). Needs the GIL. */
+static inline Py_ssize_t
+ctm_code_extra_index(freefunc f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    Py_ssize_t i = PyUnstable_Eval_RequestCodeExtraIndex(f);
+#else
+    Py_ssize_t i = _PyEval_RequestCodeExtraIndex(f);
+#endif
+    if (i < 0) {
+        PyErr_Clear();
+    }
+    return i;
+}
+
+/* The extra of code at index (NULL: none). Never allocates. */
+static inline void *
+ctm_code_get_extra(PyCodeObject *code, Py_ssize_t index)
+{
+    void *extra = NULL;
+#if PY_VERSION_HEX >= 0x030C0000
+    (void)PyUnstable_Code_GetExtra((PyObject *)code, index, &extra);
+#else
+    (void)_PyCode_GetExtra((PyObject *)code, index, &extra);
+#endif
+    return extra;
+}
+
+/* Set the extra of code at index. 0, or -1 if memory ran out (no
+ * exception set: the index is valid). */
+static inline int
+ctm_code_set_extra(PyCodeObject *code, Py_ssize_t index, void *extra)
+{
+    if (code->co_extra == NULL) {
+        /* _PyCodeObjectExtra, internal; see above. */
+        typedef struct {
+            Py_ssize_t ce_size;
+            void *ce_extras[1];
+        } code_extra;
+        size_t size = offsetof(code_extra, ce_extras)
+                      + (size_t)(index + 1) * sizeof(void *);
+        code_extra *e = PyMem_Malloc(size);
+        if (e == NULL) {
+            return -1;
+        }
+        memset(e, 0, size);
+        e->ce_size = index + 1;
+        e->ce_extras[index] = extra;
+        code->co_extra = e;
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyUnstable_Code_SetExtra((PyObject *)code, index, extra);
+#else
+    return _PyCode_SetExtra((PyObject *)code, index, extra);
+#endif
+}
 
 /* ---- threads ---- */
 

@@ -52,9 +52,11 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
         return ptr;
     }
     ctm_reentrant = 1;
+    /* Only PyMem resizes co_extra slots: an object allocation is a safe
+     * place to arm code objects' death notices. */
     if (ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
-                          nelem * elsize, h->domain != PYMEM_DOMAIN_RAW,
-                          1) < 0) {
+                          nelem * elsize, h->domain != PYMEM_DOMAIN_RAW, 1,
+                          h->domain == PYMEM_DOMAIN_OBJ) < 0) {
         /* No room to trace it: fail the allocation, as the stdlib does,
          * rather than hand out an untraced block. */
         a->free(a->ctx, ptr);
@@ -114,7 +116,8 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     /* Like the stdlib, a resized block gets the resizer's traceback. A
      * failure cannot be reported: the block has already changed. */
     ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr2, size,
-                      h->domain != PYMEM_DOMAIN_RAW, 1);
+                      h->domain != PYMEM_DOMAIN_RAW, 1,
+                      h->domain == PYMEM_DOMAIN_OBJ);
     ctm_reentrant = 0;
     return ptr2;
 }

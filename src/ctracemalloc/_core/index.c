@@ -3,7 +3,8 @@
  * Invariants: the capacity (mask + 1) is 0 or a power of two of at least
  * 64 and at most 2^31; the owner's item count stays at most half the
  * capacity (ctm_index_reserve before each insertion), so every probe
- * meets an empty slot.
+ * meets an empty slot; every item sits in the probe run that starts at
+ * its home slot (hash & mask), with no empty slot between them.
  */
 #include "util.h"
 
@@ -36,6 +37,26 @@ ctm_index_grow(ctm_index *ix, size_t count, ctm_index_hash_fn hash,
     ctm_free(ix->slots);
     *ix = grown;
     return 0;
+}
+
+void
+ctm_index_remove(ctm_index *ix, uint32_t j, ctm_index_hash_fn hash,
+                 const void *owner)
+{
+    /* Every item must stay reachable from its home slot with no empty
+     * slot in between: an item after the hole whose home is not in
+     * (hole, its slot] moves into the hole, which moves to its slot. */
+    uint32_t mask = ix->mask;
+    ix->slots[j] = 0;
+    for (uint32_t k = (j + 1) & mask; ix->slots[k] != 0;
+         k = (k + 1) & mask) {
+        uint32_t home = hash(owner, ix->slots[k] - 1) & mask;
+        if (((k - home) & mask) >= ((k - j) & mask)) {
+            ix->slots[j] = ix->slots[k];
+            ix->slots[k] = 0;
+            j = k;
+        }
+    }
 }
 
 void

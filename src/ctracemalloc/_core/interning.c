@@ -5,11 +5,25 @@
  * into arrays that only grow until the next clear.
  *
  *  - frames[]: code frames (code object, byte offset) and resolved frames
- *    (filename id, lineno); a code frame owns a strong reference to its
- *    code object, so the object's address cannot be reused by another
- *    code object while the id refers to it. Line numbers of code frames
- *    are resolved on first use (a snapshot), once per frame, not once per
- *    allocation: that is where the stdlib spends most of its time.
+ *    (filename id, lineno). Line numbers of code frames are resolved on
+ *    first use (a snapshot), once per frame, not once per allocation:
+ *    that is where the stdlib spends most of its time.
+ *  - recs[]: a record per code object that code frames name, with the ids
+ *    of its frames and of the tracebacks that hold them. No reference is
+ *    held: the code object's co_extra slot holds a token, (generation,
+ *    record), and its free function, called as the object dies, brings
+ *    the token back (ctm_interner_code_died_unlocked). Then the record's
+ *    frames become resolved frames in place (same ids, so tracebacks are
+ *    unchanged), its tracebacks leave the stack cache, and the record is
+ *    freed: the next code object at that address is a new key. Invariant:
+ *    a code frame's code object is alive, and its record names it.
+ *    Storing a token allocates (PyMem), which cannot happen under the
+ *    tables lock, nor inside any allocation (one may be resizing that very
+ *    co_extra): new records wait on the unarmed list for the caller to
+ *    store their tokens once the lock is released, from the OBJ domain's
+ *    hook (see tracer.c); captures that cannot arm resolve new code
+ *    objects at once instead. clear() bumps the generation, so that a
+ *    token met later is stale and ignored.
  *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
  *    first, with total_nframe.
  *  - cstrings[]: filenames copied out of str objects by threads that did
@@ -25,10 +39,13 @@
  * id, checked against the traceback's frames: a program allocates from
  * the same few stacks over and over, and a hit skips a lookup per frame
  * and the traceback's own lookup. Direct-mapped, overwritten on
- * collision.
+ * collision. A traceback's entry can only sit at the slot of its own raw
+ * frames, so the death of a code object finds the entries to drop from
+ * its record's tracebacks.
  *
  * Nothing here allocates from PyMem or calls Python, except PyCode_Addr2Line
- * which only reads the code object's line table.
+ * which only reads the code object's line table, and reading a co_extra
+ * slot.
  */
 #include "interning.h"
 
@@ -46,6 +63,17 @@ typedef struct {
     uint16_t nframe;
     uint16_t total_nframe;
 } stack_cache_entry;
+
+/* A code object's record. A free record has code NULL, and n is the
+ * next free record + 1 (0: none). */
+typedef struct {
+    PyCodeObject *code;         /* borrowed; alive while the record is */
+    uint32_t n;                 /* items */
+    uint32_t cap;
+    uint32_t *items;            /* frame ids; traceback ids | REC_TB */
+} code_rec;
+
+#define REC_TB 0x80000000u
 
 struct ctm_interner {
     ctm_tframe *frames;
@@ -73,6 +101,19 @@ struct ctm_interner {
     ctm_index cstrings_ix;
 
     int64_t unknown;            /* id of the <unknown> traceback or -1 */
+    int64_t unknown_cstring;    /* id of "<unknown>" or -1; there once a
+                                   record is */
+
+    code_rec *recs;
+    uint32_t nrecs;
+    size_t caprecs;
+    uint32_t free_rec;          /* first free record + 1, 0: none */
+    uint32_t *unarmed;          /* records whose token is not stored */
+    uint32_t nunarmed;
+    size_t capunarmed;
+    /* Kept across clear(): */
+    uint32_t gen;               /* generation of the tokens, never 0 */
+    Py_ssize_t extra_index;     /* co_extra index, -1: resolve at once */
 
     stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
@@ -97,10 +138,111 @@ frame_hash(const void *owner, uint32_t id)
     return frame_key_hash(NULL, (int32_t)f->filename, f->lineno);
 }
 
-/* Intern a code frame (code != NULL, taking a reference: needs the GIL)
- * or a resolved frame (code == NULL, a = filename id, b = lineno). */
+static int64_t intern_cstring(ctm_interner *in, PyObject *str);
+
+/* ---- code records ---- */
+
+/* A token: (generation << 32) | (record + 1), never NULL. Where a pointer
+ * has 32 bits the generation is lost, and a token of a past generation
+ * may name a record of another code object, still alive: resolving that
+ * record early is harmless (its frames get their lines from the live
+ * object; its next frames get a new record). */
+static inline void *
+rec_token(const ctm_interner *in, uint32_t rec)
+{
+    return (void *)(uintptr_t)(((uint64_t)in->gen << 32)
+                               | ((uint64_t)rec + 1));
+}
+
+/* The record that token names, if it is current and in use, else -1. */
 static int64_t
-intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
+token_rec(const ctm_interner *in, void *token)
+{
+    uint64_t t = (uint64_t)(uintptr_t)token;
+    uint32_t rec = (uint32_t)t - 1;
+    if ((sizeof(uintptr_t) >= 8 && (uint32_t)(t >> 32) != in->gen)
+        || rec >= in->nrecs || in->recs[rec].code == NULL) {
+        return -1;
+    }
+    return rec;
+}
+
+/* The record of code, or -1 if it has none. */
+static int64_t
+find_rec(const ctm_interner *in, PyCodeObject *code)
+{
+    int64_t r = token_rec(in, ctm_code_get_extra(code, in->extra_index));
+    if (r >= 0 && in->recs[r].code == code) {
+        return r;
+    }
+    /* Made by this capture, token not stored yet. */
+    for (uint32_t i = 0; i < in->nunarmed; i++) {
+        if (in->recs[in->unarmed[i]].code == code) {
+            return in->unarmed[i];
+        }
+    }
+    return -1;
+}
+
+/* A new record for code, on the unarmed list. -1 on memory error. */
+static int64_t
+new_rec(ctm_interner *in, PyCodeObject *code)
+{
+    /* The filename is copied at death, not now: the copies of live code
+     * objects' filenames would be made into str by every snapshot. The
+     * death notice cannot fail, so "<unknown>" is kept ready. */
+    if (in->unknown_cstring < 0) {
+        in->unknown_cstring = intern_cstring(in, NULL);
+    }
+    if (in->unknown_cstring < 0
+        || ctm_grow((void **)&in->unarmed, &in->capunarmed,
+                    (size_t)in->nunarmed + 1, sizeof(uint32_t)) < 0) {
+        return -1;
+    }
+    uint32_t rec;
+    if (in->free_rec) {
+        rec = in->free_rec - 1;
+        in->free_rec = in->recs[rec].n;
+    }
+    else {
+        if (in->nrecs >= 0x7fffffffu
+            || ctm_grow((void **)&in->recs, &in->caprecs,
+                        (size_t)in->nrecs + 1, sizeof(code_rec)) < 0) {
+            return -1;
+        }
+        rec = in->nrecs++;
+    }
+    code_rec *r = &in->recs[rec];
+    r->code = code;
+    r->n = r->cap = 0;
+    r->items = NULL;
+    in->unarmed[in->nunarmed++] = rec;
+    return rec;
+}
+
+static int
+rec_add(code_rec *r, uint32_t item)
+{
+    if (r->n == r->cap) {
+        uint32_t cap = r->cap ? r->cap * 2 : 4;
+        uint32_t *items = ctm_realloc(r->items, cap * sizeof(uint32_t));
+        if (items == NULL) {
+            return -1;
+        }
+        r->items = items;
+        r->cap = cap;
+    }
+    r->items[r->n++] = item;
+    return 0;
+}
+
+/* Intern a resolved frame (a = filename id, b = lineno), or look up a
+ * code frame (code != NULL, a = offset): then a missing one is added
+ * only when rec >= 0 (the code's record). -1: memory error, or a missing
+ * code frame with rec < 0. */
+static int64_t
+intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b,
+             int64_t rec)
 {
     if (ctm_index_reserve(&in->frames_ix, in->nframes, frame_hash,
                           in) < 0) {
@@ -119,18 +261,22 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
         }
         j = (j + 1) & in->frames_ix.mask;
     }
-    if (ctm_grow((void **)&in->frames, &in->capframes,
-                 (size_t)in->nframes + 1, sizeof(ctm_tframe)) < 0) {
+    if ((code != NULL && rec < 0)
+        || ctm_grow((void **)&in->frames, &in->capframes,
+                    (size_t)in->nframes + 1, sizeof(ctm_tframe)) < 0) {
         return -1;
     }
-    uint32_t id = in->nframes++;
+    uint32_t id = in->nframes;
+    if (code != NULL && rec_add(&in->recs[rec], id) < 0) {
+        return -1;
+    }
+    in->nframes++;
     ctm_tframe *f = &in->frames[id];
     f->code = code;
     if (code != NULL) {
-        Py_INCREF(code);
         f->addr = a;
         f->lineno = 0;
-        f->filename = 0;
+        f->filename = (uint32_t)rec;
         f->flags = 0;
     }
     else {
@@ -141,6 +287,48 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b)
     }
     in->frames_ix.slots[j] = id + 1;
     return id;
+}
+
+/* The resolved frame of (code, addr), as the stdlib records it. */
+static int64_t
+intern_resolved(ctm_interner *in, PyCodeObject *code, int addr)
+{
+    int line = PyCode_Addr2Line(code, addr);
+    int64_t s = intern_cstring(in, code->co_filename);
+    if (s < 0) {
+        return -1;
+    }
+    return intern_frame(in, NULL, (int32_t)s, line < 0 ? 0 : line, -1);
+}
+
+/* The frame of (code, addr) for a capture with the GIL: a code frame
+ * when the code has a record or may get one (arm, then *arm = 1), else a
+ * resolved frame (and *resolved = 1). */
+static int64_t
+intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
+                  int *arm, int *resolved)
+{
+    int64_t f = intern_frame(in, code, addr, 0, -1);
+    if (f >= 0 || in->extra_index < 0) {
+        if (f < 0) {
+            *resolved = 1;
+            return intern_resolved(in, code, addr);
+        }
+        return f;
+    }
+    int64_t rec = find_rec(in, code);
+    if (rec < 0) {
+        if (arm == NULL) {
+            *resolved = 1;
+            return intern_resolved(in, code, addr);
+        }
+        rec = new_rec(in, code);
+        if (rec < 0) {
+            return -1;
+        }
+        *arm = 1;
+    }
+    return intern_frame(in, code, addr, 0, rec);
 }
 
 int
@@ -282,7 +470,22 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
                     sizeof(int32_t)) < 0) {
         return -1;
     }
-    uint32_t id = in->ntracebacks++;
+    /* The records of its code frames name it, for the stack cache's
+     * sake (once per run of the same code). On failure some may name an
+     * id that another traceback gets: the most that costs is a cache
+     * entry dropped for nothing. */
+    uint32_t id = in->ntracebacks;
+    for (int i = 0; i < n; i++) {
+        const ctm_tframe *f = &in->frames[ids[i]];
+        if (f->code != NULL) {
+            code_rec *r = &in->recs[f->filename];
+            if ((r->n == 0 || r->items[r->n - 1] != (id | REC_TB))
+                && rec_add(r, id | REC_TB) < 0) {
+                return -1;
+            }
+        }
+    }
+    in->ntracebacks++;
     ctm_ttb *t = &in->tracebacks[id];
     t->first = in->nids;
     t->nframe = (uint16_t)n;
@@ -309,7 +512,7 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
     if (s < 0) {
         return -1;
     }
-    int64_t f = intern_frame(in, NULL, (int32_t)s, 0);
+    int64_t f = intern_frame(in, NULL, (int32_t)s, 0, -1);
     if (f < 0) {
         return -1;
     }
@@ -326,16 +529,52 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
 /* The key of a raw capture: a positional sum hash (util.h) of its
  * frames, never 0 (an empty entry). */
 static inline uint64_t
+stack_key_start(int nframe, int total_nframe)
+{
+    return 0x243F6A8885A308D3ULL ^ ((uint64_t)(uint32_t)total_nframe << 20)
+           ^ (uint32_t)nframe;
+}
+
+static inline uint64_t
+stack_key_term(const PyCodeObject *code, int32_t addr, int i)
+{
+    return ctm_hash_term((uint64_t)(uintptr_t)code
+                         ^ ((uint64_t)(uint32_t)addr << 32) ^ (uint64_t)i);
+}
+
+static inline uint64_t
 stack_key(const ctm_rawframe *frames, int nframe, int total_nframe)
 {
-    uint64_t h = 0x243F6A8885A308D3ULL ^ ((uint64_t)(uint32_t)total_nframe
-                                          << 20) ^ (uint32_t)nframe;
+    uint64_t h = stack_key_start(nframe, total_nframe);
     for (int i = 0; i < nframe; i++) {
-        h += ctm_hash_term((uint64_t)(uintptr_t)frames[i].code
-                           ^ ((uint64_t)(uint32_t)frames[i].addr << 32)
-                           ^ (uint64_t)i);
+        h += stack_key_term(frames[i].code, frames[i].addr, i);
     }
     return ctm_mix64(h) | 1;
+}
+
+static inline stack_cache_entry *
+stack_entry(ctm_interner *in, uint64_t key)
+{
+    return &in->stack_cache[(key >> 7) & (STACK_CACHE_SIZE - 1)];
+}
+
+/* Drop the stack cache's entry of traceback tb, if it has one: the entry
+ * of a capture sits at the slot of the capture's key, and the capture
+ * is the traceback's raw frames. */
+static void
+stack_cache_drop(ctm_interner *in, uint32_t tb)
+{
+    const ctm_ttb *t = &in->tracebacks[tb];
+    uint64_t h = stack_key_start(t->nframe, t->total_nframe);
+    for (uint32_t i = 0; i < t->nframe; i++) {
+        h += stack_key_term(in->raw_codes[t->first + i],
+                            in->raw_addrs[t->first + i], (int)i);
+    }
+    uint64_t key = ctm_mix64(h) | 1;
+    stack_cache_entry *e = stack_entry(in, key);
+    if (e->key == key && e->traceback == tb) {
+        e->key = 0;
+    }
 }
 
 /* Whether entry e names exactly these code frames. */
@@ -360,27 +599,32 @@ stack_matches(const ctm_interner *in, const stack_cache_entry *e,
 }
 
 static int64_t intern_capture(ctm_interner *in, const ctm_rawframe *frames,
-                              int nframe, int total_nframe, int gil);
+                              int nframe, int total_nframe, int gil,
+                              int *arm, int *resolved);
 
 int64_t
 ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
-                              int nframe, int total_nframe, int gil)
+                              int nframe, int total_nframe, int gil,
+                              int *arm)
 {
     if (nframe == 0) {
         return ctm_intern_unknown_unlocked(in);
     }
+    int resolved = 0;
     if (!gil) {
         /* Resolved frames: no code objects to compare with. */
-        return intern_capture(in, frames, nframe, total_nframe, 0);
+        return intern_capture(in, frames, nframe, total_nframe, 0, NULL,
+                              &resolved);
     }
     uint64_t key = stack_key(frames, nframe, total_nframe);
-    stack_cache_entry *e = &in->stack_cache[(key >> 7)
-                                            & (STACK_CACHE_SIZE - 1)];
+    stack_cache_entry *e = stack_entry(in, key);
     if (stack_matches(in, e, key, frames, nframe, total_nframe)) {
         return e->traceback;
     }
-    int64_t id = intern_capture(in, frames, nframe, total_nframe, 1);
-    if (id >= 0) {
+    int64_t id = intern_capture(in, frames, nframe, total_nframe, 1, arm,
+                                &resolved);
+    if (id >= 0 && !resolved) {
+        /* (A traceback with resolved frames could never match.) */
         e->key = key;
         e->code = frames[0].code;
         e->addr = frames[0].addr;
@@ -393,7 +637,7 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
 
 static int64_t
 intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
-               int total_nframe, int gil)
+               int total_nframe, int gil, int *arm, int *resolved)
 {
     uint32_t stack_ids[128];
     uint32_t *ids = stack_ids;
@@ -407,17 +651,13 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
     for (int i = 0; i < nframe; i++) {
         int64_t f;
         if (gil) {
-            f = intern_frame(in, frames[i].code, frames[i].addr, 0);
+            f = intern_code_frame(in, frames[i].code, frames[i].addr, arm,
+                                  resolved);
         }
         else {
-            /* No GIL: no reference can be taken, so resolve now. */
-            PyCodeObject *code = frames[i].code;
-            int line = PyCode_Addr2Line(code, frames[i].addr);
-            int64_t s = intern_cstring(in, code->co_filename);
-            if (s < 0) {
-                goto done;
-            }
-            f = intern_frame(in, NULL, (int32_t)s, line < 0 ? 0 : line);
+            /* No GIL: the code object's death cannot be armed now, so
+             * resolve at once. */
+            f = intern_resolved(in, frames[i].code, frames[i].addr);
         }
         if (f < 0) {
             goto done;
@@ -432,6 +672,72 @@ done:
     return result;
 }
 
+/* ---- the death of code objects ---- */
+
+int
+ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
+                              void **token)
+{
+    if (in->nunarmed == 0) {
+        return 0;
+    }
+    uint32_t rec = in->unarmed[--in->nunarmed];
+    *code = in->recs[rec].code;
+    *token = rec_token(in, rec);
+    return 1;
+}
+
+void
+ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
+{
+    int64_t rec = token_rec(in, token);
+    if (rec < 0) {
+        return;
+    }
+    code_rec *r = &in->recs[rec];
+    int64_t filename = -1;
+    for (uint32_t i = 0; i < r->n; i++) {
+        uint32_t item = r->items[i];
+        if (item & REC_TB) {
+            if ((item & ~REC_TB) < in->ntracebacks) {
+                stack_cache_drop(in, item & ~REC_TB);
+            }
+            continue;
+        }
+        /* The same id, now (filename, lineno): the tracebacks that name
+         * it keep their meaning. It leaves the index, where its key will
+         * be another code object's (at the same address), and does not
+         * go back under its new one: interning never returns it again,
+         * and the many frames resolved from code objects with the same
+         * filename and line would crowd one probe run. */
+        ctm_tframe *f = &in->frames[item];
+        CTM_ASSERT(f->code == r->code && f->filename == (uint32_t)rec);
+        uint32_t j = frame_key_hash(f->code, f->addr, 0)
+                     & in->frames_ix.mask;
+        while (in->frames_ix.slots[j] != item + 1) {
+            CTM_ASSERT(in->frames_ix.slots[j] != 0);
+            j = (j + 1) & in->frames_ix.mask;
+        }
+        ctm_index_remove(&in->frames_ix, j, frame_hash, in);
+        if (filename < 0) {
+            filename = intern_cstring(in, r->code->co_filename);
+            if (filename < 0) {
+                filename = in->unknown_cstring;     /* out of memory */
+            }
+        }
+        ctm_tframe_lineno_unlocked(f);
+        f->code = NULL;
+        f->addr = 0;
+        f->filename = (uint32_t)filename;
+    }
+    ctm_free(r->items);
+    r->items = NULL;
+    r->code = NULL;
+    r->cap = 0;
+    r->n = in->free_rec;
+    in->free_rec = (uint32_t)rec + 1;
+}
+
 /* ---- lifetime and reading ---- */
 
 ctm_interner *
@@ -440,36 +746,29 @@ ctm_interner_new(void)
     ctm_interner *in = ctm_calloc(1, sizeof(*in));
     if (in != NULL) {
         in->unknown = -1;
+        in->unknown_cstring = -1;
+        in->gen = 1;
+        in->extra_index = -1;
     }
     return in;
 }
 
-int
-ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
-                            size_t *ncodes)
+void
+ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index)
 {
-    size_t n = 0;
-    for (uint32_t i = 0; i < in->nframes; i++) {
-        n += in->frames[i].code != NULL;
-    }
-    PyCodeObject **list = NULL;
-    int rc = 0;
-    if (n) {
-        list = ctm_realloc(*codes, (*ncodes + n) * sizeof(PyCodeObject *));
-        if (list == NULL) {
-            rc = -1;
-        }
-        else {
-            for (uint32_t i = 0; i < in->nframes; i++) {
-                if (in->frames[i].code != NULL) {
-                    list[(*ncodes)++] = in->frames[i].code;
-                }
-            }
-            *codes = list;
-        }
-    }
+    in->extra_index = index;
+}
+
+void
+ctm_interner_clear_unlocked(ctm_interner *in)
+{
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         ctm_free(in->cstrings[i].data);
+    }
+    for (uint32_t i = 0; i < in->nrecs; i++) {
+        if (in->recs[i].code != NULL) {
+            ctm_free(in->recs[i].items);
+        }
     }
     ctm_free(in->frames);
     ctm_index_free(&in->frames_ix);
@@ -480,9 +779,16 @@ ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
     ctm_free(in->raw_addrs);
     ctm_free(in->cstrings);
     ctm_index_free(&in->cstrings_ix);
+    ctm_free(in->recs);
+    ctm_free(in->unarmed);
+    uint32_t gen = in->gen + 1;
+    Py_ssize_t extra_index = in->extra_index;
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
-    return rc;
+    in->unknown_cstring = -1;
+    /* The tokens still in co_extra slots are stale from now on. */
+    in->gen = gen ? gen : 1;
+    in->extra_index = extra_index;
 }
 
 size_t
@@ -495,6 +801,13 @@ ctm_interner_memory_unlocked(const ctm_interner *in)
     n += (size_t)in->cap_raw_codes * sizeof(PyCodeObject *);
     n += (size_t)in->cap_raw_addrs * sizeof(int32_t);
     n += (size_t)in->capcstrings * sizeof(ctm_cstring);
+    n += (size_t)in->caprecs * sizeof(code_rec);
+    n += (size_t)in->capunarmed * sizeof(uint32_t);
+    for (uint32_t i = 0; i < in->nrecs; i++) {
+        if (in->recs[i].code != NULL) {
+            n += (size_t)in->recs[i].cap * sizeof(uint32_t);
+        }
+    }
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;
     }

@@ -1,10 +1,15 @@
 /* Interned frames and tracebacks of the tracer (interning.c).
  *
  * A frame is either a code frame, (code object, byte offset), whose line
- * is resolved lazily, or a resolved frame, (filename, lineno), captured by
- * a thread that did not hold the GIL and so could not take a reference
- * to the code object. A traceback is a run of frame ids, most recent
- * first, with its total_nframe.
+ * is resolved lazily, or a resolved frame, (filename, lineno). A code
+ * frame holds no reference to its code object: the object's death notice
+ * (ctm_interner_code_died_unlocked, from a co_extra free function, see
+ * compat.h) turns the frames of that code into resolved frames while the
+ * object is still whole. Frames captured by a thread without the GIL, or
+ * of a code object whose death cannot be watched, are resolved at once.
+ * A traceback is a run of frame ids, most recent first, with its
+ * total_nframe. Two ids may come to have equal contents (a frame resolved
+ * at death); snapshots compare them by content.
  */
 #ifndef CTM_INTERNING_H
 #define CTM_INTERNING_H
@@ -12,10 +17,12 @@
 #include "capture.h"
 
 typedef struct {
-    PyCodeObject *code;         /* strong reference; NULL: resolved frame */
+    PyCodeObject *code;         /* borrowed, alive while the frame names
+                                   it; NULL: resolved frame */
     int32_t addr;               /* code frame: byte offset */
     int32_t lineno;             /* resolved frame, or the cached line */
-    uint32_t filename;          /* resolved frame: string id */
+    uint32_t filename;          /* resolved frame: string id; code frame:
+                                   its code's record */
     uint32_t flags;             /* CTM_FRAME_LINE_KNOWN */
 } ctm_tframe;
 
@@ -41,21 +48,36 @@ typedef struct ctm_interner ctm_interner;
 
 /* Intern the traceback made of frames[0..nframe) (most recent first).
  * gil says whether the caller holds the GIL: if not, frames are resolved
- * now and no reference is taken. Return the id, or -1 on memory error. */
+ * now. With the GIL, a code object met for the first time is resolved
+ * now too when arm is NULL; otherwise it gets a record whose death notice
+ * the caller must arm once the lock is released (ctm_interner_unarmed_
+ * unlocked), and *arm is set to 1. Return the id, or -1 on memory error.
+ */
 int64_t ctm_intern_traceback_unlocked(ctm_interner *in,
                                       const ctm_rawframe *frames,
-                                      int nframe, int total_nframe, int gil);
+                                      int nframe, int total_nframe, int gil,
+                                      int *arm);
 /* The id of the "<unknown>" traceback: no Python frame. -1 on memory
  * error. */
 int64_t ctm_intern_unknown_unlocked(ctm_interner *in);
 
 ctm_interner *ctm_interner_new(void);
-/* Forget every frame and traceback; the code objects whose references
- * the interner held are appended to *codes (an array the caller frees
- * after releasing them outside the lock). Return 0, -1 on memory error
- * (then the references are leaked, never freed twice). */
-int ctm_interner_clear_unlocked(ctm_interner *in, PyCodeObject ***codes,
-                                size_t *ncodes);
+/* The co_extra index that holds the interner's tokens (-1: none, so
+ * every frame is resolved at once). Set before the first capture. */
+void ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index);
+/* A code object waiting for its token to be stored in its co_extra slot:
+ * 1 and *code, *token set (taken off the list), or 0 if none is left. */
+int ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
+                                  void **token);
+/* The death notice of the code object that holds token in its co_extra
+ * slot (a token of a past generation, or of a code object already
+ * resolved, is ignored): resolve its frames, forget it in every cache.
+ * Also called for a code object whose token could not be stored. Work
+ * proportional to that code's frames and tracebacks. */
+void ctm_interner_code_died_unlocked(ctm_interner *in, void *token);
+/* Forget every frame and traceback; the tokens handed out so far become
+ * stale. */
+void ctm_interner_clear_unlocked(ctm_interner *in);
 size_t ctm_interner_memory_unlocked(const ctm_interner *in);
 
 /* Reading for snapshots. */

@@ -94,7 +94,7 @@ ctm_tracer_new_object(PyObject *obj)
                                            CTM_DEFAULT_DOMAIN, block);
     if (v != NULL) {
         /* interning touches the interner, not the traces: v stays valid */
-        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil, NULL);
         if (tb >= 0) {
             (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
                                               (uint32_t)tb);
@@ -102,6 +102,56 @@ ctm_tracer_new_object(PyObject *obj)
     }
     ctm_tables_unlock();
     ctm_reentrant = 0;
+}
+
+/* ---- the death of code objects ---- */
+
+/* The co_extra index of the interpreter it was asked of (interning.c's
+ * tokens live there), -1 if none was left. Written by begin, with the
+ * GIL. */
+static Py_ssize_t extra_index = -1;
+static PyInterpreterState *extra_interp;
+
+/* The free function of the slot: code_dealloc calls it, with the GIL,
+ * before it releases anything. Cheap while not tracing: a stale token is
+ * ignored. */
+static void
+code_extra_free(void *token)
+{
+    ctm_tables_lock();
+    if (ctm_tracer.interner != NULL) {
+        ctm_interner_code_died_unlocked(ctm_tracer.interner, token);
+    }
+    ctm_tables_unlock();
+}
+
+void
+ctm_tracer_arm_codes(void)
+{
+    int was = ctm_reentrant;
+    /* Storing a token may allocate: not traced (the stdlib has no such
+     * block), and not a place to record from. */
+    ctm_reentrant = 1;
+    for (;;) {
+        PyCodeObject *code;
+        void *token;
+        ctm_tables_lock();
+        int more = ctm_tracer.interner != NULL
+            && ctm_interner_unarmed_unlocked(ctm_tracer.interner, &code,
+                                             &token);
+        ctm_tables_unlock();
+        if (!more) {
+            break;
+        }
+        /* The code object is on this thread's stack: alive. */
+        if (ctm_code_set_extra(code, extra_index, token) < 0) {
+            /* Its death would go unnoticed: resolve its frames now. */
+            ctm_tables_lock();
+            ctm_interner_code_died_unlocked(ctm_tracer.interner, token);
+            ctm_tables_unlock();
+        }
+    }
+    ctm_reentrant = was;
 }
 
 /* ---- lifetime ---- */
@@ -119,14 +169,21 @@ ctm_tracer_begin(int nframe)
         PyErr_NoMemory();
         return -1;
     }
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    if (interp != extra_interp) {
+        /* Once per interpreter: there are at most 255 indexes. */
+        extra_index = ctm_code_extra_index(code_extra_free);
+        extra_interp = interp;
+    }
     ctm_tables_lock();
-    ctm_tracer.interp = PyInterpreterState_Get();
+    ctm_tracer.interp = interp;
     ctm_free(ctm_tracer.frames);
     ctm_tracer.frames = frames;
     ctm_tracer.nframe = nframe;
     if (in != NULL) {
         ctm_tracer.interner = in;
     }
+    ctm_interner_set_extra_index(ctm_tracer.interner, extra_index);
     atomic_store(&ctm_tracer.tracing, 1);
     ctm_tables_unlock();
     return 0;
@@ -143,22 +200,14 @@ ctm_tracer_end(void)
 void
 ctm_tracer_clear(void)
 {
-    PyCodeObject **codes = NULL;
-    size_t ncodes = 0;
     ctm_tables_lock();
     ctm_traces_clear_unlocked(&ctm_tracer.traces);
     CTM_ASSERT(ctm_tracer.traces.traced == 0
                && ctm_tracer.traces.ntraces == 0);
     if (ctm_tracer.interner != NULL) {
-        ctm_interner_clear_unlocked(ctm_tracer.interner, &codes, &ncodes);
+        ctm_interner_clear_unlocked(ctm_tracer.interner);
     }
     ctm_tables_unlock();
-    /* Release the code objects outside the lock: their deallocation
-     * frees memory through the hooks. */
-    for (size_t i = 0; i < ncodes; i++) {
-        Py_DECREF(codes[i]);
-    }
-    ctm_free(codes);
     ctm_large_release_spare();
 }
 
@@ -229,7 +278,7 @@ ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
     }
     int was = ctm_reentrant;
     ctm_reentrant = 1;
-    int rc = ctm_tracer_record(domain, ptr, size, 0, 0) < 0 ? -2 : 0;
+    int rc = ctm_tracer_record(domain, ptr, size, 0, 0, 0) < 0 ? -2 : 0;
     ctm_reentrant = was;
     return rc;
 }

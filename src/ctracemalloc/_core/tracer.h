@@ -18,8 +18,9 @@
  * memory comes from libc and never enters the hooks.
  *
  * Threads without the GIL: the thread's own frames are read (they cannot
- * change while it is inside an allocator) but, unable to take
- * references, the tracer resolves their lines at once. Once the
+ * change while it is inside an allocator) but, unable to watch for
+ * their code objects' deaths (that needs the GIL and PyMem), the tracer
+ * resolves their lines at once. Once the
  * interpreter is exiting, such threads get the "<unknown>" traceback:
  * their thread states may be freed under them.
  *
@@ -163,30 +164,43 @@ ctm_tracer_tstate(int gil_known, int *gil)
 }
 
 /* Capture the traceback of ts (NULL: no Python frame) and intern it: its
- * id, or -1 if memory ran out. */
+ * id, or -1 if memory ran out. arm: see ctm_intern_traceback_unlocked
+ * (then call ctm_tracer_arm_codes once the lock is released). */
 static inline int64_t
-ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil)
+ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
 {
     CTM_ASSERT_LOCKED();
     int n, total;
     ctm_capture(ts, ctm_tracer.frames, ctm_tracer.nframe, &n, &total);
     return ctm_intern_traceback_unlocked(ctm_tracer.interner,
-                                         ctm_tracer.frames, n, total, gil);
+                                         ctm_tracer.frames, n, total, gil,
+                                         arm);
 }
+
+/* Store the tokens of the code objects that the interner met for the
+ * first time in their co_extra slots, so that their deaths are noticed
+ * (interning.c). The GIL held, the lock not; never from inside an
+ * allocation that may be resizing a co_extra slot (the OBJ domain's hook
+ * is safe: only PyMem resizes them). */
+void ctm_tracer_arm_codes(void);
 
 /* Record a trace for (domain, ptr), with the caller's traceback: a block
  * the allocator just returned (block: domain 0, untraced so far), or any
  * pointer (the track API, which may replace a trace). gil_known: the
- * caller holds the GIL. Nothing is recorded for a thread of another
- * interpreter. Return 0, or -1 when the tables are out of memory (then
- * nothing was recorded, and it is counted as lost). */
+ * caller holds the GIL. arm: the caller may arm code objects' death
+ * notices once the lock is released (see ctm_tracer_arm_codes); if not,
+ * code objects met for the first time are resolved at once. Nothing is
+ * recorded for a thread of another interpreter. Return 0, or -1 when the
+ * tables are out of memory (then nothing was recorded, and it is counted
+ * as lost). */
 static inline int
 ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
-                  int gil_known, int block)
+                  int gil_known, int block, int arm)
 {
     int gil;
     PyThreadState *ts = ctm_tracer_tstate(gil_known, &gil);
     int rc = 0;
+    int unarmed = 0;
     ctm_tables_lock();
     if (!gil && ts != NULL
         && atomic_load_explicit(&ctm_tracer.exiting, memory_order_relaxed)) {
@@ -201,7 +215,8 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
     }
     if (ctm_tracer_tracing()) {
         ctm_traces *t = &ctm_tracer.traces;
-        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil);
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil,
+                                                   arm ? &unarmed : NULL);
         if (tb < 0
             || (block ? ctm_traces_add_block_unlocked(t, ptr, size,
                                                       (uint32_t)tb)
@@ -213,6 +228,9 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
         CTM_ASSERT(t->peak >= t->traced);
     }
     ctm_tables_unlock();
+    if (unarmed) {
+        ctm_tracer_arm_codes();
+    }
     ctm_last_block = ptr;
     return rc;
 }

@@ -5,6 +5,10 @@
  * alive; threads without the GIL may still add traces, frames,
  * tracebacks and filenames until they take the lock.
  *
+ * A code frame's code object is alive while the lock is held (its death
+ * resolves the frame under the lock), not after: what is needed of it is
+ * taken under the lock (a reference to its filename).
+ *
  * take_snapshot, under the lock, takes the count of live traces of each
  * tracer traceback (the tables keep them); turns each live one (frames
  * by instruction) into a snapshot traceback (frames by line,
@@ -28,7 +32,7 @@
 /* What the snapshot of a traceback needs of one tracer frame, copied
  * under the lock. */
 typedef struct {
-    PyCodeObject *code;         /* borrowed: the interner owns it */
+    PyObject *filename;         /* a code frame's: a new reference */
     uint32_t cstring;
     int32_t lineno;
 } frame_copy;
@@ -40,20 +44,42 @@ typedef struct {
                                    needs the GIL we hold) */
 } frames_copy;
 
+/* The filename of a code frame, a new reference taken under the lock
+ * (no allocation). */
+static PyObject *
+code_filename(const PyCodeObject *code)
+{
+    PyObject *name = code->co_filename;
+    if (name != NULL && PyUnicode_Check(name)) {
+        return Py_NewRef(name);
+    }
+    return Py_NewRef(ctm_state.unknown_str);
+}
+
+/* A C string filename as a str (new reference): "<unknown>", which the
+ * interner keeps once it has a code record, without allocating, so that
+ * it does not show in the snapshot's own traces. */
+static PyObject *
+cstring_str(const ctm_cstring *c)
+{
+    static const char unknown[] = "<unknown>";
+    if (c->kind == PyUnicode_1BYTE_KIND
+        && c->length == (Py_ssize_t)sizeof(unknown) - 1
+        && memcmp(c->data, unknown, sizeof(unknown) - 1) == 0) {
+        return Py_NewRef(ctm_state.unknown_str);
+    }
+    return PyUnicode_FromKindAndData(c->kind, c->data, c->length);
+}
+
 /* Filename of a copied frame as a str (new reference). */
 static PyObject *
 frame_filename(const frames_copy *c, uint32_t i)
 {
     const frame_copy *f = &c->frames[i];
-    if (f->code != NULL) {
-        PyObject *name = f->code->co_filename;
-        if (name != NULL && PyUnicode_Check(name)) {
-            return Py_NewRef(name);
-        }
-        return Py_NewRef(ctm_state.unknown_str);
+    if (f->filename != NULL) {
+        return Py_NewRef(f->filename);
     }
-    const ctm_cstring *s = &c->cstrings[f->cstring];
-    return PyUnicode_FromKindAndData(s->kind, s->data, s->length);
+    return cstring_str(&c->cstrings[f->cstring]);
 }
 
 
@@ -107,8 +133,7 @@ cstring_strs_update(cstring_strs *cs)
     cs->hashes = hashes;
     for (uint32_t i = cs->n, first = cs->n; i < n; i++) {
         const ctm_cstring *c = &copy[i - first];
-        PyObject *str = PyUnicode_FromKindAndData(c->kind, c->data,
-                                                  c->length);
+        PyObject *str = cstring_str(c);
         if (str == NULL) {
             ctm_free(copy);
             return -1;
@@ -364,7 +389,7 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
     frame_copy *frames = buf;
     ctm_cstring names[64];
     ctm_cstring *cnames = names;
-    uint32_t n = 0;
+    uint32_t n = 0, ncopied = 0;
     int found = 0, nomem = 0;
     PyObject *res = NULL;
 
@@ -385,12 +410,13 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         for (uint32_t i = 0; !nomem && i < n; i++) {
             ctm_tframe *f = ctm_interner_frame_unlocked(in,
                                                         ids[t->first + i]);
-            frames[i].code = f->code;
+            frames[i].filename = f->code ? code_filename(f->code) : NULL;
             frames[i].cstring = i;
             frames[i].lineno = ctm_tframe_lineno_unlocked(f);
             if (f->code == NULL) {
                 cnames[i] = *ctm_interner_cstring_unlocked(in, f->filename);
             }
+            ncopied = i + 1;
         }
     }
     ctm_tables_unlock();
@@ -420,6 +446,9 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         PyTuple_SET_ITEM(res, i, pair);
     }
 done:
+    for (uint32_t i = 0; i < ncopied; i++) {
+        Py_XDECREF(frames[i].filename);
+    }
     if (frames != buf) {
         ctm_free(frames);
     }

@@ -162,9 +162,9 @@ ctm_traceback_hash(const uint32_t *frames, uint32_t nframe, uint32_t total)
  * An open-addressing set of uint32 items (indexes into an array that
  * the owner keeps), by linear probing: a slot holds item + 1, 0 is
  * empty. The capacity is a power of two and the index at most half
- * full, so a probe ends. Items are never removed (owners drop the whole
- * index), so no tombstones. The owner probes itself, since only it
- * knows how to compare an item with a key:
+ * full, so a probe ends. An item is removed by shifting the items of
+ * its probe run back (ctm_index_remove), so no tombstones. The owner
+ * probes itself, since only it knows how to compare an item with a key:
  *
  *     for (j = hash & ix.mask; (v = ix.slots[j]) != 0;
  *          j = (j + 1) & ix.mask) { if (equal(v - 1, key)) ... }
@@ -211,6 +211,11 @@ ctm_index_put(ctm_index *ix, uint32_t hash, uint32_t item)
     }
     ix->slots[j] = item + 1;
 }
+/* Empty slot j (found by the owner's probe), moving back the items after
+ * it that their probe would no longer reach; hash as for
+ * ctm_index_grow. */
+void ctm_index_remove(ctm_index *ix, uint32_t j, ctm_index_hash_fn hash,
+                      const void *owner);
 void ctm_index_free(ctm_index *ix);
 
 /* ---------------------------------------------------------------------
