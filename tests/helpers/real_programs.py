@@ -6,7 +6,8 @@ Starts the tracer (one frame), imports the libraries and runs WORKLOAD,
 which returns what it made; with that still alive, takes a snapshot, stops
 tracing and prints, as JSON, the snapshot's totals (size and count, all
 and per domain) and its statistics('lineno') per domain, largest first
-(those of at least 1/LINE_SHARE_KEPT of the total). test_real_programs.py compares the tracers.
+(those of at least 1/LINE_SHARE_KEPT of the total).
+test_real_programs.py compares the tracers.
 
 The workloads are deterministic for a given PYTHONHASHSEED (random number
 generators are seeded); what is left is the stdlib's run-to-run noise
@@ -44,7 +45,8 @@ Section %(i)d
 ============
 
 Paragraph with *emphasis*, **strong**, ``literal`` text and a link to
-`Section %(j)d`_, a footnote [#f%(i)d]_ and a `target <https://example.com/%(i)d>`_.
+`Section %(j)d`_, a footnote [#f%(i)d]_ and a
+`target <https://example.com/%(i)d>`_.
 Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod
 tempor incididunt ut labore et dolore magna aliqua.
 
