@@ -18,11 +18,18 @@ import os
 import sys
 import time
 
+# Both tracers' modules are imported in every run, whichever traces:
+# importing one has side effects that show in the other's traces when it
+# happens before start() in one run only (a module compiled from source,
+# with no .pyc, creates the interpreter's ast types through compile()).
+import tracemalloc as stdlib_tracemalloc
+import ctracemalloc
+
 TRACER = sys.argv[1]
 if TRACER == "stdlib":
-    import tracemalloc
+    tracemalloc = stdlib_tracemalloc
 elif TRACER == "ctm":
-    import ctracemalloc as tracemalloc
+    tracemalloc = ctracemalloc
 else:
     sys.exit("usage: real_programs.py stdlib|ctm WORKLOAD")
 
