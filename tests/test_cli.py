@@ -606,6 +606,25 @@ def test_startup_tracing_ignores_the_environment_as_python_does(ctm, option):
         assert proc.stderr == ""
 
 
+def test_startup_tracing_leaves_the_stdlib_to_who_names_it(ctm):
+    """With PYTHONTRACEMALLOC set (even empty: off) or -X tracemalloc, the
+    program asks for the stdlib's tracer: `import tracemalloc` stays the
+    stdlib's, configured as asked, while ctracemalloc traces as well
+    (CPython's test_tracemalloc starts its children this way, and they
+    inherit CTRACEMALLOC)."""
+    if not startup_installed(ctm):
+        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
+                    "package (a development build)")
+    probe = STARTUP_PROBE + "; import ctracemalloc; " \
+        "print(ctracemalloc.is_tracing())"
+    cases = [({"PYTHONTRACEMALLOC": "10"}, (), ["tracemalloc", "True", "10"]),
+             ({"PYTHONTRACEMALLOC": ""}, (), ["tracemalloc", "False", "1"]),
+             ({}, ("-X", "tracemalloc=4"), ["tracemalloc", "True", "4"])]
+    for env, options, expected in cases:
+        proc = python(probe, dict(env, CTRACEMALLOC="3"), options=options)
+        assert proc.stdout.split() == expected + ["True"], (env, proc.stderr)
+
+
 def test_install_resource_warning(ctm, tmp_path):
     code = textwrap.dedent("""\
         import ctracemalloc, warnings, gc

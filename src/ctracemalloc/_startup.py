@@ -9,7 +9,11 @@ value prints one warning on stderr and leaves tracing off. Python's -E and
 -I options (sys.flags.ignore_environment) turn it off, as they do
 PYTHONTRACEMALLOC. When tracing
 starts, install() makes `import tracemalloc` give ctracemalloc, so that
-code written for the stdlib's module sees the traces.
+code written for the stdlib's module sees the traces, unless
+PYTHONTRACEMALLOC (set, even empty) or -X tracemalloc names the stdlib's
+tracer: then `import tracemalloc` stays the stdlib's, which these configure
+(CPython's own test_tracemalloc starts children that way, and inherits
+CTRACEMALLOC from the parent).
 """
 import os
 import sys
@@ -31,7 +35,12 @@ def _start():
                          % value)
         return
     import ctracemalloc
-    ctracemalloc.install()
+    if "PYTHONTRACEMALLOC" not in os.environ \
+            and "tracemalloc" not in sys._xoptions:
+        # A program run with PYTHONTRACEMALLOC (even empty, which means
+        # off) or -X tracemalloc asks for the stdlib's tracer by name:
+        # `import tracemalloc` stays the stdlib's there.
+        ctracemalloc.install()
     ctracemalloc.start(nframe)
 
 
