@@ -88,14 +88,13 @@ ctm_tracer_new_object(PyObject *obj)
     if (ts != NULL && ts->interp != ctm_tracer.interp) {
         return;
     }
-    int unarmed = 0;
     ctm_reentrant = 1;
     ctm_tables_lock();
     ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
                                            CTM_DEFAULT_DOMAIN, block);
     if (v != NULL) {
         /* interning touches the interner, not the traces: v stays valid */
-        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil, &unarmed);
+        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil, NULL);
         if (tb >= 0) {
             (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
                                               (uint32_t)tb);
@@ -103,13 +102,6 @@ ctm_tracer_new_object(PyObject *obj)
     }
     ctm_tables_unlock();
     ctm_reentrant = 0;
-    /* The interpreter makes objects outside any PyMem call, so a code
-     * object met here can get its death notice armed, like one met by
-     * the object hook: without it, its frames would be resolved at every
-     * capture, the stack cache never holding them. */
-    if (unarmed) {
-        ctm_tracer_arm_codes();
-    }
 }
 
 /* ---- the death of code objects ---- */
