@@ -54,8 +54,6 @@ static ctm_traceback_source traceback_source;
 /* The probes' block: a call for it is the probe's, never recorded. */
 static char probe_block;
 static _Atomic unsigned long probe_tracks;
-/* per thread: objects announced, counted for the probe */
-static CTM_TLS unsigned long new_references;
 
 void
 ctm_intercept_set_traceback_source(ctm_traceback_source source)
@@ -105,6 +103,8 @@ get_traceback(unsigned int domain, uintptr_t ptr)
 #if !CTM_HAVE_REFTRACER
 static new_reference_fn orig_new_reference;
 static new_reference_fn orig_new_reference_no_total;
+/* per thread: objects announced, counted for the probe */
+static CTM_TLS unsigned long new_references;
 
 static inline void
 new_object(PyObject *op)
@@ -137,41 +137,17 @@ static const ctm_got_symbol api_symbols[] = {
 };
 static ctm_got_set api_set = {api_symbols, 0, 0, NULL, 0, 0, 0, 0};
 
+#if !CTM_HAVE_REFTRACER
 static ctm_got_symbol new_reference_symbols[2];
 static ctm_got_set new_reference_set = {new_reference_symbols, 0, 0,
                                         NULL, 0, 0, 0, 0};
+#endif
 
 static void *dlsym_hook(void *handle, const char *name);
 static const ctm_got_symbol loader_symbols[] = {
     {"dlsym", (void *)dlsym_hook},
 };
 static ctm_got_set loader_set = {loader_symbols, 1, 0, NULL, 0, 0, 0, 0};
-
-static int api_on, new_reference_on;
-/* whether objects from free lists need _Py_NewReference (before 3.13) */
-static int new_reference_wanted;
-
-/* Patch the objects loaded since the last scan. With the GIL. */
-static void
-scan_new_objects(void)
-{
-    if (api_on) {
-        (void)ctm_got_apply(&api_set);
-    }
-    if (new_reference_on) {
-        (void)ctm_got_apply(&new_reference_set);
-    }
-}
-
-static void *
-dlsym_hook(void *handle, const char *name)
-{
-    void *found = orig_dlsym(handle, name);
-    if (found != NULL && ctm_tracer_tracing() && PyGILState_Check()) {
-        scan_new_objects();
-    }
-    return found;
-}
 
 /* ---- install, probes, uninstall ---- */
 
@@ -208,22 +184,9 @@ find_originals(void)
     }
     /* none exported (cannot be, on these versions): the probe fails */
     new_reference_set.nsymbols = n;
-    new_reference_wanted = 1;
 #endif
     /* the interpreter's object: the one that defines its tracer */
     loader_set.only = (uintptr_t)orig_track;
-}
-
-static int
-warn_once(int *warned, const char *what)
-{
-    if (*warned) {
-        return 0;
-    }
-    *warned = 1;
-    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                            "ctracemalloc cannot trace %s on this Python build",
-                            what);
 }
 
 /* The probe of the track API: a call from this object, through its own
@@ -237,6 +200,7 @@ api_probe(void)
     return atomic_load(&probe_tracks) == before + 2;
 }
 
+#if !CTM_HAVE_REFTRACER
 /* The probe of new objects: a float and a list, which the interpreter
  * takes from its free lists when it can. */
 static int
@@ -255,6 +219,7 @@ new_reference_probe(void)
     }
     return after_float > before && after_list > after_float;
 }
+#endif
 
 /* Whether the test build is told to fail the probe of this kind
  * (CTRACEMALLOC_TEST_FAIL_PROBE names kinds: "track", "newref"), to test
@@ -271,38 +236,88 @@ probe_failed_on_purpose(const char *kind)
 #endif
 }
 
+/* A kind of call, redirected as a whole: its slots, the probe that
+ * shows its calls arrive, and what is not traced when they cannot. */
+typedef struct {
+    ctm_got_set *set;
+    int (*probe)(void);
+    const char *name;           /* in CTRACEMALLOC_TEST_FAIL_PROBE */
+    const char *missed;         /* what the warning says is not traced */
+    int warned;                 /* said once per process */
+    int on;                     /* the slots hold our replacements */
+} call_kind;
+
+static call_kind kinds[] = {
+    {&api_set, api_probe, "track",
+     "the memory that extension modules report (PyTraceMalloc_Track)", 0, 0},
+#if !CTM_HAVE_REFTRACER
+    {&new_reference_set, new_reference_probe, "newref",
+     "objects reused from free lists (they keep the traceback of their "
+     "first allocation)", 0, 0},
+#endif
+};
+#define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
+
+/* Patch the objects loaded since the last scan. With the GIL. */
+static void
+scan_new_objects(void)
+{
+    for (size_t i = 0; i < NKINDS; i++) {
+        if (kinds[i].on) {
+            (void)ctm_got_apply(kinds[i].set);
+        }
+    }
+}
+
+static void *
+dlsym_hook(void *handle, const char *name)
+{
+    void *found = orig_dlsym(handle, name);
+    if (found != NULL && ctm_tracer_tracing() && PyGILState_Check()) {
+        scan_new_objects();
+    }
+    return found;
+}
+
+/* Redirect the kind's calls and probe them; if the probe fails, put them
+ * back and warn (once). 0, or -1 if the warning is an error. */
+static int
+install_kind(call_kind *k)
+{
+    long n = ctm_got_apply(k->set);
+    k->on = 1;
+    if (n >= 0 && !k->set->failed && k->probe()
+        && !probe_failed_on_purpose(k->name)) {
+        return 0;
+    }
+    ctm_got_restore(k->set);
+    k->on = 0;
+    if (k->warned) {
+        return 0;
+    }
+    k->warned = 1;
+    return PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                            "ctracemalloc cannot trace %s on this Python build",
+                            k->missed);
+}
+
 int
 ctm_intercept_install(void)
 {
-    static int api_warned, new_reference_warned;
-    if (api_on || new_reference_on) {
+    int any = 0;
+    for (size_t i = 0; i < NKINDS; i++) {
+        any |= kinds[i].on;
+    }
+    if (any) {
         return 0;
     }
     find_originals();
     int rc = 0;
-    long n = ctm_got_apply(&api_set);
-    api_on = 1;
-    if (n < 0 || api_set.failed || !api_probe()
-        || probe_failed_on_purpose("track")) {
-        ctm_got_restore(&api_set);
-        api_on = 0;
-        rc = warn_once(&api_warned, "the memory that extension modules "
-                       "report (PyTraceMalloc_Track)");
+    for (size_t i = 0; i < NKINDS && rc == 0; i++) {
+        rc = install_kind(&kinds[i]);
+        any |= kinds[i].on;
     }
-    if (rc == 0 && new_reference_wanted) {
-        n = ctm_got_apply(&new_reference_set);
-        new_reference_on = 1;
-        if (n < 0 || new_reference_set.failed || !new_reference_probe()
-            || probe_failed_on_purpose("newref")) {
-            ctm_got_restore(&new_reference_set);
-            new_reference_on = 0;
-            rc = warn_once(&new_reference_warned, "objects reused from "
-                           "free lists (they keep the traceback of their "
-                           "first allocation)");
-        }
-    }
-    if (rc == 0 && (api_on || new_reference_on)
-        && ctm_got_apply(&loader_set) <= 0) {
+    if (rc == 0 && any && ctm_got_apply(&loader_set) <= 0) {
         /* no slot for dlsym: modules loaded from now on are patched at
          * the next start only */
         ctm_got_restore(&loader_set);
@@ -317,7 +332,8 @@ void
 ctm_intercept_uninstall(void)
 {
     ctm_got_restore(&loader_set);
-    ctm_got_restore(&new_reference_set);
-    ctm_got_restore(&api_set);
-    api_on = new_reference_on = 0;
+    for (size_t i = NKINDS; i-- > 0;) {
+        ctm_got_restore(kinds[i].set);
+        kinds[i].on = 0;
+    }
 }
