@@ -111,12 +111,24 @@ struct ctm_interner {
     uint32_t *unarmed;          /* records whose token is not stored */
     uint32_t nunarmed;
     size_t capunarmed;
+    /* Compaction: the size (tracebacks and frames) after the last one,
+     * and the size at which the next is due. */
+    size_t compacted;
+    size_t compact_at;
     /* Kept across clear(): */
+    size_t compact_min;         /* COMPACT_MIN, or the test builds' */
     uint32_t gen;               /* generation of the tokens, never 0 */
     Py_ssize_t extra_index;     /* co_extra index, -1: resolve at once */
 
     stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
+
+/* What compaction is measured by (see there). */
+static inline size_t
+interner_size(const ctm_interner *in)
+{
+    return (size_t)in->ntracebacks + in->nframes;
+}
 
 /* ---- frames ---- */
 
@@ -363,26 +375,12 @@ cstring_ix_hash(const void *owner, uint32_t id)
     return ctm_mix32(in->cstrings[id].hash);
 }
 
-/* Intern the characters of str (read without the GIL: a str's data never
- * changes, and the frame that holds its code object keeps it alive). */
+/* Intern the characters (kind, length, data), whose cstring_hash is h:
+ * a copy is made the first time. */
 static int64_t
-intern_cstring(ctm_interner *in, PyObject *str)
+intern_chars(ctm_interner *in, int kind, Py_ssize_t length, const void *data,
+             uint64_t h)
 {
-    int kind;
-    Py_ssize_t length;
-    const void *data;
-    static const char unknown[] = "<unknown>";
-    if (str != NULL && PyUnicode_Check(str) && PyUnicode_IS_READY(str)) {
-        kind = PyUnicode_KIND(str);
-        length = PyUnicode_GET_LENGTH(str);
-        data = PyUnicode_DATA(str);
-    }
-    else {
-        kind = PyUnicode_1BYTE_KIND;
-        length = (Py_ssize_t)sizeof(unknown) - 1;
-        data = unknown;
-    }
-    uint64_t h = cstring_hash(kind, length, data);
     if (ctm_index_reserve(&in->cstrings_ix, in->ncstrings, cstring_ix_hash,
                           in) < 0) {
         return -1;
@@ -402,7 +400,7 @@ intern_cstring(ctm_interner *in, PyObject *str)
                  (size_t)in->ncstrings + 1, sizeof(ctm_cstring)) < 0) {
         return -1;
     }
-    void *copy = ctm_malloc(nbytes);
+    void *copy = ctm_malloc(nbytes ? nbytes : 1);
     if (copy == NULL) {
         return -1;
     }
@@ -415,6 +413,25 @@ intern_cstring(ctm_interner *in, PyObject *str)
     c->hash = h;
     in->cstrings_ix.slots[j] = id + 1;
     return id;
+}
+
+/* Intern the characters of str (read without the GIL: a str's data never
+ * changes, and the frame that holds its code object keeps it alive);
+ * NULL or a str not ready: "<unknown>". */
+static int64_t
+intern_cstring(ctm_interner *in, PyObject *str)
+{
+    static const char unknown[] = "<unknown>";
+    if (str != NULL && PyUnicode_Check(str) && PyUnicode_IS_READY(str)) {
+        int kind = PyUnicode_KIND(str);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(str);
+        const void *data = PyUnicode_DATA(str);
+        return intern_chars(in, kind, length, data,
+                            cstring_hash(kind, length, data));
+    }
+    Py_ssize_t length = (Py_ssize_t)sizeof(unknown) - 1;
+    return intern_chars(in, PyUnicode_1BYTE_KIND, length, unknown,
+                        cstring_hash(PyUnicode_1BYTE_KIND, length, unknown));
 }
 
 const ctm_cstring *
@@ -438,8 +455,11 @@ tb_ix_hash(const void *owner, uint32_t id)
     return in->tracebacks[id].hash;
 }
 
+/* Intern the traceback of frame ids ids[0..n) and total. recs: the
+ * records of its code frames name it (0 only while compacting, which
+ * names them afterwards). */
 static int64_t
-intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
+intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total, int recs)
 {
     if (ctm_index_reserve(&in->tracebacks_ix, in->ntracebacks, tb_ix_hash,
                           in) < 0) {
@@ -475,7 +495,7 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
      * id that another traceback gets: the most that costs is a cache
      * entry dropped for nothing. */
     uint32_t id = in->ntracebacks;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; recs && i < n; i++) {
         const ctm_tframe *f = &in->frames[ids[i]];
         if (f->code != NULL) {
             code_rec *r = &in->recs[f->filename];
@@ -517,7 +537,7 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
         return -1;
     }
     uint32_t fid = (uint32_t)f;
-    int64_t tb = intern_ids(in, &fid, 1, 1);
+    int64_t tb = intern_ids(in, &fid, 1, 1, 1);
     if (tb >= 0) {
         in->unknown = tb;
     }
@@ -623,6 +643,9 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
     }
     int64_t id = intern_capture(in, frames, nframe, total_nframe, 1, arm,
                                 &resolved);
+    if (arm != NULL && interner_size(in) >= in->compact_at) {
+        *arm = 1;               /* the caller's after-work compacts */
+    }
     if (id >= 0 && !resolved) {
         /* (A traceback with resolved frames could never match.) */
         e->key = key;
@@ -664,7 +687,7 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
         }
         ids[i] = (uint32_t)f;
     }
-    result = intern_ids(in, ids, nframe, total_nframe);
+    result = intern_ids(in, ids, nframe, total_nframe, 1);
 done:
     if (ids != stack_ids) {
         ctm_free(ids);
@@ -738,6 +761,284 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
     in->free_rec = (uint32_t)rec + 1;
 }
 
+/* ---- compaction ----
+ *
+ * Frames, tracebacks and filenames are not freed one by one. A traceback
+ * that no live trace names, the frames that only such tracebacks name
+ * and the filenames that only such frames name go when the interner is
+ * compacted: the tracebacks that live traces name are interned again
+ * into a fresh interner, in their old order, which then gives its tables
+ * to this one. Interning again makes the resolved frames of dead code
+ * objects that have the same filename and line one frame, and the
+ * tracebacks made of them one traceback. Traceback ids change, and the
+ * caller renames the traces with the map; records keep their ids (their
+ * tokens are in co_extra slots) and get their items again; the stack
+ * cache starts empty.
+ *
+ * It is due when the interner has doubled (and grown by COMPACT_MIN)
+ * since the last compaction, and by an eighth of the live traces, which
+ * the caller walks twice: the interning done since pays for it. */
+#define COMPACT_MIN 16384
+
+/* The COMPACT_MIN of a new interner. Test builds take it from
+ * CTRACEMALLOC_TEST_COMPACT_MIN, so that the suite can compact all the
+ * time. */
+static size_t
+compact_min(void)
+{
+#ifdef CTM_SELF_CHECK
+    const char *v = getenv("CTRACEMALLOC_TEST_COMPACT_MIN");
+    if (v != NULL && *v) {
+        return (size_t)strtoul(v, NULL, 10);
+    }
+#endif
+    return COMPACT_MIN;
+}
+
+int
+ctm_interner_compaction_due_unlocked(const ctm_interner *in, size_t ntraces)
+{
+    size_t size = interner_size(in);
+    return size >= in->compact_at && size - in->compacted >= ntraces / 8;
+}
+
+/* Free the tables that compaction replaces: frames, tracebacks,
+ * filenames and their indexes. */
+static void
+free_tables(ctm_interner *in)
+{
+    for (uint32_t i = 0; i < in->ncstrings; i++) {
+        ctm_free(in->cstrings[i].data);
+    }
+    ctm_free(in->frames);
+    ctm_index_free(&in->frames_ix);
+    ctm_free(in->tracebacks);
+    ctm_index_free(&in->tracebacks_ix);
+    ctm_free(in->ids);
+    ctm_free(in->raw_codes);
+    ctm_free(in->raw_addrs);
+    ctm_free(in->cstrings);
+    ctm_index_free(&in->cstrings_ix);
+}
+
+/* Give the tables of from to to, whose own are freed. */
+static void
+move_tables(ctm_interner *to, const ctm_interner *from)
+{
+    free_tables(to);
+    to->frames = from->frames;
+    to->nframes = from->nframes;
+    to->capframes = from->capframes;
+    to->frames_ix = from->frames_ix;
+    to->tracebacks = from->tracebacks;
+    to->ntracebacks = from->ntracebacks;
+    to->captracebacks = from->captracebacks;
+    to->tracebacks_ix = from->tracebacks_ix;
+    to->ids = from->ids;
+    to->nids = from->nids;
+    to->capids = from->capids;
+    to->raw_codes = from->raw_codes;
+    to->raw_addrs = from->raw_addrs;
+    to->cap_raw_codes = from->cap_raw_codes;
+    to->cap_raw_addrs = from->cap_raw_addrs;
+    to->cstrings = from->cstrings;
+    to->ncstrings = from->ncstrings;
+    to->capcstrings = from->capcstrings;
+    to->cstrings_ix = from->cstrings_ix;
+    to->unknown = from->unknown;
+    to->unknown_cstring = from->unknown_cstring;
+}
+
+/* Intern frame old of in into nw: a code frame as it is (it has no equal
+ * there), a resolved frame by its contents. */
+static int64_t
+copy_frame(ctm_interner *nw, const ctm_interner *in, uint32_t old)
+{
+    const ctm_tframe *f = &in->frames[old];
+    if (f->code == NULL) {
+        const ctm_cstring *c = &in->cstrings[f->filename];
+        int64_t s = intern_chars(nw, c->kind, c->length, c->data, c->hash);
+        return s < 0 ? -1 : intern_frame(nw, NULL, (int32_t)s, f->lineno,
+                                         -1);
+    }
+    if (ctm_index_reserve(&nw->frames_ix, nw->nframes, frame_hash, nw) < 0
+        || ctm_grow((void **)&nw->frames, &nw->capframes,
+                    (size_t)nw->nframes + 1, sizeof(ctm_tframe)) < 0) {
+        return -1;
+    }
+    uint32_t id = nw->nframes++;
+    nw->frames[id] = *f;
+    ctm_index_put(&nw->frames_ix, frame_key_hash(f->code, f->addr, 0), id);
+    return id;
+}
+
+/* Calls fn(in, rec, item) for the items the records get from the tables
+ * of t: each code frame, then each traceback once per record it names
+ * (seen: a scratch array of in->nrecs). */
+static void
+rec_items(const ctm_interner *t, uint32_t *seen,
+          void (*fn)(ctm_interner *, uint32_t, uint32_t), ctm_interner *in)
+{
+    for (uint32_t id = 0; id < t->nframes; id++) {
+        if (t->frames[id].code != NULL) {
+            fn(in, t->frames[id].filename, id);
+        }
+    }
+    memset(seen, 0, (size_t)in->nrecs * sizeof(uint32_t));
+    for (uint32_t tb = 0; tb < t->ntracebacks; tb++) {
+        const ctm_ttb *b = &t->tracebacks[tb];
+        for (uint32_t i = 0; i < b->nframe; i++) {
+            const ctm_tframe *f = &t->frames[t->ids[b->first + i]];
+            if (f->code != NULL && seen[f->filename] != tb + 1) {
+                seen[f->filename] = tb + 1;
+                fn(in, f->filename, tb | REC_TB);
+            }
+        }
+    }
+}
+
+static void
+count_item(ctm_interner *in, uint32_t rec, uint32_t item)
+{
+    (void)item;
+    CTM_ASSERT(in->recs[rec].code != NULL);
+    in->recs[rec].n++;
+}
+
+static void
+put_item(ctm_interner *in, uint32_t rec, uint32_t item)
+{
+    code_rec *r = &in->recs[rec];
+    CTM_ASSERT(r->code != NULL && r->n < r->cap);
+    r->items[r->n++] = item;
+}
+
+/* Give the records their items from the tables of nw, which then become
+ * in's. 0, or -1 if memory ran out (then in is unchanged, but for more
+ * room in some records). A free record's n is its free-list link: only
+ * records in use are counted and filled. */
+static int
+refill_recs(ctm_interner *in, const ctm_interner *nw)
+{
+    size_t nrecs = in->nrecs ? in->nrecs : 1;
+    uint32_t *seen = ctm_malloc(nrecs * sizeof(uint32_t));
+    uint32_t *had = ctm_malloc(nrecs * sizeof(uint32_t));
+    if (seen == NULL || had == NULL) {
+        ctm_free(seen);
+        ctm_free(had);
+        return -1;
+    }
+    for (uint32_t i = 0; i < in->nrecs; i++) {
+        if (in->recs[i].code != NULL) {
+            had[i] = in->recs[i].n;
+            in->recs[i].n = 0;
+        }
+    }
+    rec_items(nw, seen, count_item, in);
+    int ok = 1;
+    for (uint32_t i = 0; i < in->nrecs; i++) {
+        code_rec *r = &in->recs[i];
+        if (r->code != NULL && r->n > r->cap) {
+            uint32_t *items = ctm_realloc(r->items,
+                                          (size_t)r->n * sizeof(uint32_t));
+            if (items == NULL) {
+                ok = 0;
+                continue;
+            }
+            r->items = items;
+            r->cap = r->n;
+        }
+    }
+    for (uint32_t i = 0; i < in->nrecs; i++) {
+        if (in->recs[i].code != NULL) {
+            in->recs[i].n = ok ? 0 : had[i];
+        }
+    }
+    if (ok) {
+        rec_items(nw, seen, put_item, in);
+    }
+    ctm_free(seen);
+    ctm_free(had);
+    return ok ? 0 : -1;
+}
+
+int64_t
+ctm_interner_compact_unlocked(ctm_interner *in, const uint64_t *counts,
+                              uint32_t *map)
+{
+    uint32_t ntb = in->ntracebacks;
+    uint32_t maxn = 1;
+    for (uint32_t tb = 0; tb < ntb; tb++) {
+        if (counts[tb] && in->tracebacks[tb].nframe > maxn) {
+            maxn = in->tracebacks[tb].nframe;
+        }
+    }
+    ctm_interner *nw = ctm_interner_new();
+    uint32_t *fmap = ctm_malloc((in->nframes ? in->nframes : 1)
+                                * sizeof(uint32_t));
+    uint32_t *ids = ctm_malloc(maxn * sizeof(uint32_t));
+    if (nw == NULL || fmap == NULL || ids == NULL) {
+        goto fail;
+    }
+    memset(fmap, 0xff, (size_t)in->nframes * sizeof(uint32_t));
+    for (uint32_t tb = 0; tb < ntb; tb++) {
+        map[tb] = UINT32_MAX;
+        if (!counts[tb]) {
+            continue;
+        }
+        const ctm_ttb *t = &in->tracebacks[tb];
+        for (uint32_t i = 0; i < t->nframe; i++) {
+            uint32_t old = in->ids[t->first + i];
+            if (fmap[old] == UINT32_MAX) {
+                int64_t f = copy_frame(nw, in, old);
+                if (f < 0) {
+                    goto fail;
+                }
+                fmap[old] = (uint32_t)f;
+            }
+            ids[i] = fmap[old];
+        }
+        int64_t id = intern_ids(nw, ids, t->nframe, t->total_nframe, 0);
+        if (id < 0) {
+            goto fail;
+        }
+        map[tb] = (uint32_t)id;
+    }
+    if (in->unknown_cstring >= 0) {
+        const ctm_cstring *c = &in->cstrings[in->unknown_cstring];
+        nw->unknown_cstring = intern_chars(nw, c->kind, c->length, c->data,
+                                           c->hash);
+        if (nw->unknown_cstring < 0) {
+            goto fail;
+        }
+    }
+    if (in->unknown >= 0 && map[in->unknown] != UINT32_MAX) {
+        nw->unknown = map[in->unknown];
+    }
+    if (refill_recs(in, nw) < 0) {
+        goto fail;
+    }
+    move_tables(in, nw);
+    memset(in->stack_cache, 0, sizeof(in->stack_cache));
+    in->compacted = interner_size(in);
+    in->compact_at = 2 * in->compacted + in->compact_min;
+    ctm_free(nw);
+    ctm_free(fmap);
+    ctm_free(ids);
+    return in->ntracebacks;
+fail:
+    if (nw != NULL) {
+        free_tables(nw);
+        ctm_free(nw);
+    }
+    ctm_free(fmap);
+    ctm_free(ids);
+    /* Not again before the interner has grown by half. */
+    in->compact_at = interner_size(in) + interner_size(in) / 2
+                     + in->compact_min;
+    return -1;
+}
+
 /* ---- lifetime and reading ---- */
 
 ctm_interner *
@@ -747,6 +1048,8 @@ ctm_interner_new(void)
     if (in != NULL) {
         in->unknown = -1;
         in->unknown_cstring = -1;
+        in->compact_min = compact_min();
+        in->compact_at = in->compact_min;
         in->gen = 1;
         in->extra_index = -1;
     }
@@ -762,30 +1065,22 @@ ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index)
 void
 ctm_interner_clear_unlocked(ctm_interner *in)
 {
-    for (uint32_t i = 0; i < in->ncstrings; i++) {
-        ctm_free(in->cstrings[i].data);
-    }
     for (uint32_t i = 0; i < in->nrecs; i++) {
         if (in->recs[i].code != NULL) {
             ctm_free(in->recs[i].items);
         }
     }
-    ctm_free(in->frames);
-    ctm_index_free(&in->frames_ix);
-    ctm_free(in->tracebacks);
-    ctm_index_free(&in->tracebacks_ix);
-    ctm_free(in->ids);
-    ctm_free(in->raw_codes);
-    ctm_free(in->raw_addrs);
-    ctm_free(in->cstrings);
-    ctm_index_free(&in->cstrings_ix);
+    free_tables(in);
     ctm_free(in->recs);
     ctm_free(in->unarmed);
     uint32_t gen = in->gen + 1;
     Py_ssize_t extra_index = in->extra_index;
+    size_t compact_min = in->compact_min;
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
     in->unknown_cstring = -1;
+    in->compact_min = compact_min;
+    in->compact_at = compact_min;
     /* The tokens still in co_extra slots are stale from now on. */
     in->gen = gen ? gen : 1;
     in->extra_index = extra_index;

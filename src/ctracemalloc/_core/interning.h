@@ -51,8 +51,9 @@ typedef struct ctm_interner ctm_interner;
  * now. With the GIL, a code object met for the first time is resolved
  * now too when arm is NULL; otherwise it gets a record whose death notice
  * the caller must arm once the lock is released (ctm_interner_unarmed_
- * unlocked), and *arm is set to 1. Return the id, or -1 on memory error.
- */
+ * unlocked), and *arm is set to 1; *arm is also set when compaction may
+ * be due (ctm_interner_compaction_due_unlocked). Return the id, or -1 on
+ * memory error. */
 int64_t ctm_intern_traceback_unlocked(ctm_interner *in,
                                       const ctm_rawframe *frames,
                                       int nframe, int total_nframe, int gil,
@@ -75,6 +76,19 @@ int ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
  * Also called for a code object whose token could not be stored. Work
  * proportional to that code's frames and tracebacks. */
 void ctm_interner_code_died_unlocked(ctm_interner *in, void *token);
+/* Compaction (interning.c says what it does and when it is due).
+ * ntraces: the live traces, which the caller walks to compact. */
+int ctm_interner_compaction_due_unlocked(const ctm_interner *in,
+                                         size_t ntraces);
+/* Drop the tracebacks whose counts[id] (live traces, exact, for every id
+ * below ctm_interner_ntracebacks_unlocked) is 0, and what only they
+ * name. map[id] gets each old id's new one (UINT32_MAX: dropped); the
+ * caller renames its traces with it. Return the new number of
+ * tracebacks, or -1 if memory ran out (nothing changed then). Only with
+ * the GIL held and no reader between two lock holds of the tables
+ * (tracer.h): filenames' data and ids change. */
+int64_t ctm_interner_compact_unlocked(ctm_interner *in,
+                                      const uint64_t *counts, uint32_t *map);
 /* Forget every frame and traceback; the tokens handed out so far become
  * stale. */
 void ctm_interner_clear_unlocked(ctm_interner *in);

@@ -60,14 +60,19 @@ register_atfork(void)
 
 void
 ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
-                   uint32_t traceback)
+                   uint32_t traceback, unsigned epoch, int gil_known)
 {
     ctm_tables_lock();
-    if (ctm_traces_add_unlocked(&ctm_tracer.traces, domain, ptr, size,
-                                traceback) < 0) {
-        ctm_tracer.lost++;
+    if (ctm_tracer_epoch() == epoch) {
+        if (ctm_traces_add_unlocked(&ctm_tracer.traces, domain, ptr, size,
+                                    traceback) < 0) {
+            ctm_tracer.lost++;
+        }
+        ctm_tables_unlock();
+        return;
     }
     ctm_tables_unlock();
+    ctm_tracer_record(domain, ptr, size, gil_known, 0, 0);
 }
 
 void
@@ -125,8 +130,53 @@ code_extra_free(void *token)
     ctm_tables_unlock();
 }
 
+/* ---- compaction of the interner ---- */
+
 void
-ctm_tracer_arm_codes(void)
+ctm_tracer_reader_begin(void)
+{
+    ctm_tables_lock();
+    ctm_tracer.readers++;
+    ctm_tables_unlock();
+}
+
+void
+ctm_tracer_reader_end(void)
+{
+    ctm_tables_lock();
+    ctm_tracer.readers--;
+    ctm_tables_unlock();
+}
+
+/* Compact the interner if it is due and nobody reads it (the GIL
+ * held). */
+static void
+compact(void)
+{
+    uint64_t *counts = NULL;
+    uint32_t *map = NULL;
+    ctm_tables_lock();
+    ctm_interner *in = ctm_tracer.interner;
+    ctm_traces *t = &ctm_tracer.traces;
+    if (in != NULL && ctm_tracer.readers == 0
+        && ctm_interner_compaction_due_unlocked(in, t->ntraces)) {
+        uint32_t ntb = (uint32_t)ctm_interner_ntracebacks_unlocked(in);
+        map = ctm_malloc((ntb ? ntb : 1) * sizeof(uint32_t));
+        if (map != NULL
+            && ctm_traces_exact_counts_unlocked(t, ntb, &counts) == 0
+            && ctm_interner_compact_unlocked(in, counts, map) >= 0) {
+            ctm_traces_rename_unlocked(t, map, counts, ntb);
+            atomic_fetch_add_explicit(&ctm_tracer.compactions, 1,
+                                      memory_order_relaxed);
+        }
+    }
+    ctm_tables_unlock();
+    ctm_free(counts);
+    ctm_free(map);
+}
+
+void
+ctm_tracer_maintain(void)
 {
     int was = ctm_reentrant;
     /* Storing a token may allocate: not traced (the stdlib has no such
@@ -151,6 +201,7 @@ ctm_tracer_arm_codes(void)
             ctm_tables_unlock();
         }
     }
+    compact();
     ctm_reentrant = was;
 }
 
@@ -253,6 +304,18 @@ ctm_tracer_memory(void)
     ctm_tables_unlock();
     n += ctm_capture_memory() + ctm_large_spare_bytes();
     return n;
+}
+
+void
+ctm_tracer_interner_stats(size_t *ntracebacks, size_t *nframes,
+                          unsigned *compactions)
+{
+    ctm_tables_lock();
+    ctm_interner *in = ctm_tracer.interner;
+    *ntracebacks = in ? ctm_interner_ntracebacks_unlocked(in) : 0;
+    *nframes = in ? ctm_interner_nframes_unlocked(in) : 0;
+    *compactions = ctm_tracer_epoch();
+    ctm_tables_unlock();
 }
 
 void
