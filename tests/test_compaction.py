@@ -96,3 +96,49 @@ def test_tracer_memory_bounded_by_live_traces(tmp_path):
     assert memory[-1] <= 1.5 * max(memory[:2]) + 2**18, memory
     # what is left: the tracebacks of live traces, not one per module
     assert ours["stats"]["tracebacks"] < 20000, ours["stats"]
+
+
+def compacting_env():
+    """A child environment in which test builds compact the interner
+    whenever it has grown by 16 entries."""
+    env = child_env()
+    env["CTRACEMALLOC_TEST_COMPACT_MIN"] = "16"
+    return env
+
+
+def test_compacting_all_the_time():
+    """The knob works: a few hundred stacks make many compactions."""
+    code = (
+        "import ctracemalloc as tm\n"
+        "tm.start(5)\n"
+        "def deep(n):\n"
+        "    return deep(n - 1) if n else bytearray(100)\n"
+        "keep = [deep(i % 300) for i in range(3000)]\n"
+        "print(tm._ctracemalloc._interner_stats()['compactions'])\n"
+        "tbs = [tm.get_object_traceback(b) for b in keep]\n"
+        "assert len(tbs[0]) < len(tbs[1]) < len(tbs[2]) <= len(tbs[3]) == 5\n"
+        "assert all(t[-1].lineno == 4 for t in tbs)\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=compacting_env(),
+                          capture_output=True, text=True,
+                          timeout=patience(60))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout) >= 3
+
+
+@pytest.mark.parametrize("what", [
+    ["tests/conformance.py"],
+    ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_threads.py",
+     "tests/test_fork.py", "tests/test_code_lifetime.py",
+     "--deselect",
+     "tests/test_code_lifetime.py::test_generated_modules_are_not_kept"],
+], ids=["conformance", "threads-fork-code-lifetime"])
+def test_suites_pass_while_compacting_all_the_time(what):
+    """Compaction renames every id the tracer has; the tests that are
+    hardest on ids (threads allocating while snapshots are taken, fork,
+    code objects dying at every point) pass while it happens all the
+    time."""
+    root = __file__.rsplit("/tests/", 1)[0]
+    proc = subprocess.run([sys.executable] + what, env=compacting_env(),
+                          cwd=root, capture_output=True, text=True,
+                          timeout=patience(600))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
