@@ -796,10 +796,19 @@ compact_min(void)
 }
 
 int
-ctm_interner_compaction_due_unlocked(const ctm_interner *in, size_t ntraces)
+ctm_interner_compaction_due_unlocked(ctm_interner *in, size_t ntraces)
 {
     size_t size = interner_size(in);
-    return size >= in->compact_at && size - in->compacted >= ntraces / 8;
+    if (size < in->compact_at) {
+        return 0;
+    }
+    if (size - in->compacted < ntraces / 8) {
+        /* not before the walk is paid for (stack-cache misses would ask
+         * at every one until then) */
+        in->compact_at = in->compacted + ntraces / 8;
+        return 0;
+    }
+    return 1;
 }
 
 /* Free the tables that compaction replaces: frames, tracebacks,

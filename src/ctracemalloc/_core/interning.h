@@ -77,9 +77,10 @@ int ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
  * proportional to that code's frames and tracebacks. */
 void ctm_interner_code_died_unlocked(ctm_interner *in, void *token);
 /* Compaction (interning.c says what it does and when it is due).
- * ntraces: the live traces, which the caller walks to compact. */
-int ctm_interner_compaction_due_unlocked(const ctm_interner *in,
-                                         size_t ntraces);
+ * ntraces: the live traces, which the caller walks to compact; if they
+ * are what keeps it from being due, it is not asked again before it
+ * would be. */
+int ctm_interner_compaction_due_unlocked(ctm_interner *in, size_t ntraces);
 /* Drop the tracebacks whose counts[id] (live traces, exact, for every id
  * below ctm_interner_ntracebacks_unlocked) is 0, and what only they
  * name. map[id] gets each old id's new one (UINT32_MAX: dropped); the
