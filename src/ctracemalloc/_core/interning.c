@@ -8,22 +8,19 @@
  *    (filename id, lineno). Line numbers of code frames are resolved on
  *    first use (a snapshot), once per frame, not once per allocation:
  *    that is where the stdlib spends most of its time.
- *  - recs[]: a record per code object that code frames name, with the ids
- *    of its frames and of the tracebacks that hold them. No reference is
- *    held: the code object's co_extra slot holds a token, (generation,
- *    record), and its free function, called as the object dies, brings
- *    the token back (ctm_interner_code_died_unlocked). Then the record's
- *    frames become resolved frames in place (same ids, so tracebacks are
- *    unchanged), its tracebacks leave the stack cache, and the record is
- *    freed: the next code object at that address is a new key. Invariant:
- *    a code frame's code object is alive, and its record names it.
- *    Storing a token allocates (PyMem), which cannot happen under the
- *    tables lock, nor inside any allocation (one may be resizing that very
- *    co_extra): new records wait on the unarmed list for the caller to
- *    store their tokens once the lock is released, from the OBJ domain's
- *    hook (see tracer.c); captures that cannot arm resolve new code
- *    objects at once instead. clear() bumps the generation, so that a
- *    token met later is stale and ignored.
+ *  - codes: a record per code object that code frames name (coderecs.h),
+ *    with the ids of its frames and of the tracebacks that hold them
+ *    (REC_TB). No reference is held: the code object's death notice
+ *    (ctm_interner_code_died_unlocked) makes the record's frames resolved
+ *    frames in place (same ids, so tracebacks are unchanged), drops its
+ *    tracebacks from the stack cache and frees the record: the next code
+ *    object at that address is a new key. Invariant: a code frame's code
+ *    object is alive, and its record names it. A new record's death
+ *    notice is armed by the caller once the lock is released, from the
+ *    OBJ domain's hook (see tracer.c): storing a token in a co_extra slot
+ *    allocates (PyMem), which cannot happen under the tables lock, nor
+ *    inside any allocation (one may be resizing that very co_extra);
+ *    captures that cannot arm resolve new code objects at once instead.
  *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
  *    first, with total_nframe.
  *  - cstrings[]: filenames copied out of str objects by threads that did
@@ -48,6 +45,7 @@
  * slot.
  */
 #include "interning.h"
+#include "coderecs.h"
 
 #include <string.h>
 
@@ -64,15 +62,8 @@ typedef struct {
     uint16_t total_nframe;
 } stack_cache_entry;
 
-/* A code object's record. A free record has code NULL, and n is the
- * next free record + 1 (0: none). */
-typedef struct {
-    PyCodeObject *code;         /* borrowed; alive while the record is */
-    uint32_t n;                 /* items */
-    uint32_t cap;
-    uint32_t *items;            /* frame ids; traceback ids | REC_TB */
-} code_rec;
-
+/* A code record's items: its frames' ids, and the ids of the tracebacks
+ * that hold them | REC_TB. */
 #define REC_TB 0x80000000u
 
 struct ctm_interner {
@@ -104,21 +95,13 @@ struct ctm_interner {
     int64_t unknown_cstring;    /* id of "<unknown>" or -1; there once a
                                    record is */
 
-    code_rec *recs;
-    uint32_t nrecs;
-    size_t caprecs;
-    uint32_t free_rec;          /* first free record + 1, 0: none */
-    uint32_t *unarmed;          /* records whose token is not stored */
-    uint32_t nunarmed;
-    size_t capunarmed;
+    ctm_coderecs codes;
     /* Compaction: the size (tracebacks and frames) after the last one,
      * and the size at which the next is due. */
     size_t compacted;
     size_t compact_at;
     /* Kept across clear(): */
     size_t compact_min;         /* COMPACT_MIN, or the test builds' */
-    uint32_t gen;               /* generation of the tokens, never 0 */
-    Py_ssize_t extra_index;     /* co_extra index, -1: resolve at once */
 
     stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
@@ -154,48 +137,6 @@ static int64_t intern_cstring(ctm_interner *in, PyObject *str);
 
 /* ---- code records ---- */
 
-/* A token: (generation << 32) | (record + 1), never NULL. Where a pointer
- * has 32 bits the generation is lost, and a token of a past generation
- * may name a record of another code object, still alive: resolving that
- * record early is harmless (its frames get their lines from the live
- * object; its next frames get a new record). */
-static inline void *
-rec_token(const ctm_interner *in, uint32_t rec)
-{
-    return (void *)(uintptr_t)(((uint64_t)in->gen << 32)
-                               | ((uint64_t)rec + 1));
-}
-
-/* The record that token names, if it is current and in use, else -1. */
-static int64_t
-token_rec(const ctm_interner *in, void *token)
-{
-    uint64_t t = (uint64_t)(uintptr_t)token;
-    uint32_t rec = (uint32_t)t - 1;
-    if ((sizeof(uintptr_t) >= 8 && (uint32_t)(t >> 32) != in->gen)
-        || rec >= in->nrecs || in->recs[rec].code == NULL) {
-        return -1;
-    }
-    return rec;
-}
-
-/* The record of code, or -1 if it has none. */
-static int64_t
-find_rec(const ctm_interner *in, PyCodeObject *code)
-{
-    int64_t r = token_rec(in, ctm_code_get_extra(code, in->extra_index));
-    if (r >= 0 && in->recs[r].code == code) {
-        return r;
-    }
-    /* Made by this capture, token not stored yet. */
-    for (uint32_t i = 0; i < in->nunarmed; i++) {
-        if (in->recs[in->unarmed[i]].code == code) {
-            return in->unarmed[i];
-        }
-    }
-    return -1;
-}
-
 /* A new record for code, on the unarmed list. -1 on memory error. */
 static int64_t
 new_rec(ctm_interner *in, PyCodeObject *code)
@@ -206,46 +147,10 @@ new_rec(ctm_interner *in, PyCodeObject *code)
     if (in->unknown_cstring < 0) {
         in->unknown_cstring = intern_cstring(in, NULL);
     }
-    if (in->unknown_cstring < 0
-        || ctm_grow((void **)&in->unarmed, &in->capunarmed,
-                    (size_t)in->nunarmed + 1, sizeof(uint32_t)) < 0) {
+    if (in->unknown_cstring < 0) {
         return -1;
     }
-    uint32_t rec;
-    if (in->free_rec) {
-        rec = in->free_rec - 1;
-        in->free_rec = in->recs[rec].n;
-    }
-    else {
-        if (in->nrecs >= 0x7fffffffu
-            || ctm_grow((void **)&in->recs, &in->caprecs,
-                        (size_t)in->nrecs + 1, sizeof(code_rec)) < 0) {
-            return -1;
-        }
-        rec = in->nrecs++;
-    }
-    code_rec *r = &in->recs[rec];
-    r->code = code;
-    r->n = r->cap = 0;
-    r->items = NULL;
-    in->unarmed[in->nunarmed++] = rec;
-    return rec;
-}
-
-static int
-rec_add(code_rec *r, uint32_t item)
-{
-    if (r->n == r->cap) {
-        uint32_t cap = r->cap ? r->cap * 2 : 4;
-        uint32_t *items = ctm_realloc(r->items, cap * sizeof(uint32_t));
-        if (items == NULL) {
-            return -1;
-        }
-        r->items = items;
-        r->cap = cap;
-    }
-    r->items[r->n++] = item;
-    return 0;
+    return ctm_coderecs_new(&in->codes, code);
 }
 
 /* Intern a resolved frame (a = filename id, b = lineno), or look up a
@@ -279,7 +184,7 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b,
         return -1;
     }
     uint32_t id = in->nframes;
-    if (code != NULL && rec_add(&in->recs[rec], id) < 0) {
+    if (code != NULL && ctm_coderec_add(&in->codes.recs[rec], id) < 0) {
         return -1;
     }
     in->nframes++;
@@ -321,14 +226,14 @@ intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
                   int *arm, int *resolved)
 {
     int64_t f = intern_frame(in, code, addr, 0, -1);
-    if (f >= 0 || in->extra_index < 0) {
+    if (f >= 0 || in->codes.extra_index < 0) {
         if (f < 0) {
             *resolved = 1;
             return intern_resolved(in, code, addr);
         }
         return f;
     }
-    int64_t rec = find_rec(in, code);
+    int64_t rec = ctm_coderecs_find(&in->codes, code);
     if (rec < 0) {
         if (arm == NULL) {
             *resolved = 1;
@@ -498,9 +403,9 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total, int recs)
     for (int i = 0; recs && i < n; i++) {
         const ctm_tframe *f = &in->frames[ids[i]];
         if (f->code != NULL) {
-            code_rec *r = &in->recs[f->filename];
+            ctm_coderec *r = &in->codes.recs[f->filename];
             if ((r->n == 0 || r->items[r->n - 1] != (id | REC_TB))
-                && rec_add(r, id | REC_TB) < 0) {
+                && ctm_coderec_add(r, id | REC_TB) < 0) {
                 return -1;
             }
         }
@@ -701,23 +606,17 @@ int
 ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
                               void **token)
 {
-    if (in->nunarmed == 0) {
-        return 0;
-    }
-    uint32_t rec = in->unarmed[--in->nunarmed];
-    *code = in->recs[rec].code;
-    *token = rec_token(in, rec);
-    return 1;
+    return ctm_coderecs_unarmed(&in->codes, code, token);
 }
 
 void
 ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
 {
-    int64_t rec = token_rec(in, token);
+    int64_t rec = ctm_coderecs_of_token(&in->codes, token);
     if (rec < 0) {
         return;
     }
-    code_rec *r = &in->recs[rec];
+    ctm_coderec *r = &in->codes.recs[rec];
     int64_t filename = -1;
     for (uint32_t i = 0; i < r->n; i++) {
         uint32_t item = r->items[i];
@@ -753,12 +652,7 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
         f->addr = 0;
         f->filename = (uint32_t)filename;
     }
-    ctm_free(r->items);
-    r->items = NULL;
-    r->code = NULL;
-    r->cap = 0;
-    r->n = in->free_rec;
-    in->free_rec = (uint32_t)rec + 1;
+    ctm_coderecs_free(&in->codes, (uint32_t)rec);
 }
 
 /* ---- compaction ----
@@ -883,7 +777,7 @@ copy_frame(ctm_interner *nw, const ctm_interner *in, uint32_t old)
 
 /* Calls fn(in, rec, item) for the items the records get from the tables
  * of t: each code frame, then each traceback once per record it names
- * (seen: a scratch array of in->nrecs). */
+ * (seen: a scratch array of in->codes.nrecs). */
 static void
 rec_items(const ctm_interner *t, uint32_t *seen,
           void (*fn)(ctm_interner *, uint32_t, uint32_t), ctm_interner *in)
@@ -893,7 +787,7 @@ rec_items(const ctm_interner *t, uint32_t *seen,
             fn(in, t->frames[id].filename, id);
         }
     }
-    memset(seen, 0, (size_t)in->nrecs * sizeof(uint32_t));
+    memset(seen, 0, (size_t)in->codes.nrecs * sizeof(uint32_t));
     for (uint32_t tb = 0; tb < t->ntracebacks; tb++) {
         const ctm_ttb *b = &t->tracebacks[tb];
         for (uint32_t i = 0; i < b->nframe; i++) {
@@ -910,14 +804,14 @@ static void
 count_item(ctm_interner *in, uint32_t rec, uint32_t item)
 {
     (void)item;
-    CTM_ASSERT(in->recs[rec].code != NULL);
-    in->recs[rec].n++;
+    CTM_ASSERT(in->codes.recs[rec].code != NULL);
+    in->codes.recs[rec].n++;
 }
 
 static void
 put_item(ctm_interner *in, uint32_t rec, uint32_t item)
 {
-    code_rec *r = &in->recs[rec];
+    ctm_coderec *r = &in->codes.recs[rec];
     CTM_ASSERT(r->code != NULL && r->n < r->cap);
     r->items[r->n++] = item;
 }
@@ -929,7 +823,8 @@ put_item(ctm_interner *in, uint32_t rec, uint32_t item)
 static int
 refill_recs(ctm_interner *in, const ctm_interner *nw)
 {
-    size_t nrecs = in->nrecs ? in->nrecs : 1;
+    ctm_coderecs *cr = &in->codes;
+    size_t nrecs = cr->nrecs ? cr->nrecs : 1;
     uint32_t *seen = ctm_malloc(nrecs * sizeof(uint32_t));
     uint32_t *had = ctm_malloc(nrecs * sizeof(uint32_t));
     if (seen == NULL || had == NULL) {
@@ -937,16 +832,16 @@ refill_recs(ctm_interner *in, const ctm_interner *nw)
         ctm_free(had);
         return -1;
     }
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            had[i] = in->recs[i].n;
-            in->recs[i].n = 0;
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        if (cr->recs[i].code != NULL) {
+            had[i] = cr->recs[i].n;
+            cr->recs[i].n = 0;
         }
     }
     rec_items(nw, seen, count_item, in);
     int ok = 1;
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        code_rec *r = &in->recs[i];
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        ctm_coderec *r = &cr->recs[i];
         if (r->code != NULL && r->n > r->cap) {
             uint32_t *items = ctm_realloc(r->items,
                                           (size_t)r->n * sizeof(uint32_t));
@@ -958,9 +853,9 @@ refill_recs(ctm_interner *in, const ctm_interner *nw)
             r->cap = r->n;
         }
     }
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            in->recs[i].n = ok ? 0 : had[i];
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        if (cr->recs[i].code != NULL) {
+            cr->recs[i].n = ok ? 0 : had[i];
         }
     }
     if (ok) {
@@ -1059,8 +954,7 @@ ctm_interner_new(void)
         in->unknown_cstring = -1;
         in->compact_min = compact_min();
         in->compact_at = in->compact_min;
-        in->gen = 1;
-        in->extra_index = -1;
+        ctm_coderecs_init(&in->codes);
     }
     return in;
 }
@@ -1068,31 +962,22 @@ ctm_interner_new(void)
 void
 ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index)
 {
-    in->extra_index = index;
+    ctm_coderecs_set_extra_index(&in->codes, index);
 }
 
 void
 ctm_interner_clear_unlocked(ctm_interner *in)
 {
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            ctm_free(in->recs[i].items);
-        }
-    }
     free_tables(in);
-    ctm_free(in->recs);
-    ctm_free(in->unarmed);
-    uint32_t gen = in->gen + 1;
-    Py_ssize_t extra_index = in->extra_index;
+    ctm_coderecs_clear(&in->codes);
+    ctm_coderecs codes = in->codes;
     size_t compact_min = in->compact_min;
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
     in->unknown_cstring = -1;
     in->compact_min = compact_min;
     in->compact_at = compact_min;
-    /* The tokens still in co_extra slots are stale from now on. */
-    in->gen = gen ? gen : 1;
-    in->extra_index = extra_index;
+    in->codes = codes;
 }
 
 size_t
@@ -1105,13 +990,7 @@ ctm_interner_memory_unlocked(const ctm_interner *in)
     n += (size_t)in->cap_raw_codes * sizeof(PyCodeObject *);
     n += (size_t)in->cap_raw_addrs * sizeof(int32_t);
     n += (size_t)in->capcstrings * sizeof(ctm_cstring);
-    n += (size_t)in->caprecs * sizeof(code_rec);
-    n += (size_t)in->capunarmed * sizeof(uint32_t);
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            n += (size_t)in->recs[i].cap * sizeof(uint32_t);
-        }
-    }
+    n += ctm_coderecs_memory(&in->codes);
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;
     }
