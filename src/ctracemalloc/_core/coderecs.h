@@ -9,12 +9,17 @@
  * is reused by the next new one.
  *
  * The code object's death must reach the owner before its fields are
- * released, so that the frames can be resolved: its co_extra slot holds
- * a token, (generation, record), and the slot's free function brings
- * the token back (compat.h). Storing a token allocates from PyMem, so a
- * new record waits on the unarmed list until its owner's caller can
- * store the token (arming). clear() bumps the generation, so that a
- * token met later is stale.
+ * released, so that the frames can be resolved (compat.h), in one of two
+ * ways (ctm_notice):
+ *
+ *  - a code watcher tells the dying code object's address: records in
+ *    use are found by address in an index. Nothing is stored in the code
+ *    object, so a record is complete when it is made.
+ *  - the code object's co_extra slot holds a token, (generation,
+ *    record), and the slot's free function brings the token back.
+ *    Storing a token allocates from PyMem, so a new record waits on the
+ *    unarmed list until its owner's caller can store the token (arming).
+ *    clear() bumps the generation, so that a token met later is stale.
  *
  * Nothing here allocates from PyMem or calls Python, except reading a
  * co_extra slot. The owner serializes every call (the tables lock).
@@ -33,31 +38,46 @@ typedef struct {
     uint32_t *items;
 } ctm_coderec;
 
+/* How the death of a code object that has a record is heard of. */
+typedef enum {
+    CTM_NOTICE_NONE,            /* it is not: no code object gets one */
+    CTM_NOTICE_WATCHER,         /* a code watcher, with its address */
+    CTM_NOTICE_CO_EXTRA,        /* a token in its co_extra slot */
+} ctm_notice;
+
 typedef struct {
     ctm_coderec *recs;
     uint32_t nrecs;
     size_t caprecs;
     uint32_t free_rec;          /* first free record + 1, 0: none */
-    uint32_t *unarmed;          /* records whose token is not stored */
+    ctm_index by_code;          /* CTM_NOTICE_WATCHER: the records in
+                                   use, by code address */
+    uint32_t *unarmed;          /* CTM_NOTICE_CO_EXTRA: records whose
+                                   token is not stored */
     uint32_t nunarmed;
     size_t capunarmed;
     /* Kept across clear(): */
+    ctm_notice notice;
+    Py_ssize_t extra_index;     /* CTM_NOTICE_CO_EXTRA: the index */
     uint32_t gen;               /* generation of the tokens, never 0 */
-    Py_ssize_t extra_index;     /* co_extra index, -1: none */
 } ctm_coderecs;
 
-/* Empty, without a co_extra index. */
+/* Empty, with CTM_NOTICE_NONE. */
 void ctm_coderecs_init(ctm_coderecs *cr);
-/* The co_extra index that holds the tokens (-1: none, so that no code
- * object gets a record). Set while there is no record. */
-void ctm_coderecs_set_extra_index(ctm_coderecs *cr, Py_ssize_t index);
-/* The record of code (alive), or -1 if it has none. */
+/* How deaths are heard of, and the co_extra index that holds the tokens
+ * with CTM_NOTICE_CO_EXTRA. Set while there is no record. */
+void ctm_coderecs_set_notice(ctm_coderecs *cr, ctm_notice notice,
+                             Py_ssize_t extra_index);
+/* The record of code (alive, or dying with CTM_NOTICE_WATCHER), or -1
+ * if it has none. */
 int64_t ctm_coderecs_find(const ctm_coderecs *cr, PyCodeObject *code);
-/* A new record for code (alive, without a record), with no items, on
- * the unarmed list. Only with an extra index. -1 if memory ran out. */
+/* A new record for code (alive, without a record), with no items; with
+ * CTM_NOTICE_CO_EXTRA, on the unarmed list. Not with CTM_NOTICE_NONE.
+ * -1 if memory ran out. */
 int64_t ctm_coderecs_new(ctm_coderecs *cr, PyCodeObject *code);
 /* A record waiting for its token: 1 and *code, *token set (taken off
- * the unarmed list), or 0 if none is left. */
+ * the unarmed list), or 0 if none is left (none ever is but with
+ * CTM_NOTICE_CO_EXTRA). */
 int ctm_coderecs_unarmed(ctm_coderecs *cr, PyCodeObject **code,
                          void **token);
 /* The record that token names, if it is current and in use, else -1. */

@@ -15,12 +15,13 @@
  *    frames in place (same ids, so tracebacks are unchanged), drops its
  *    tracebacks from the stack cache and frees the record: the next code
  *    object at that address is a new key. Invariant: a code frame's code
- *    object is alive, and its record names it. A new record's death
- *    notice is armed by the caller once the lock is released, from the
- *    OBJ domain's hook (see tracer.c): storing a token in a co_extra slot
- *    allocates (PyMem), which cannot happen under the tables lock, nor
- *    inside any allocation (one may be resizing that very co_extra);
- *    captures that cannot arm resolve new code objects at once instead.
+ *    object is alive, and its record names it. With a code watcher
+ *    (3.12+), a new record is complete at once. With co_extra tokens,
+ *    its death notice is armed by the caller once the lock is released,
+ *    from the OBJ domain's hook (see tracer.c): storing a token allocates
+ *    (PyMem), which cannot happen under the tables lock, nor inside any
+ *    allocation (one may be resizing that very co_extra); captures that
+ *    cannot arm resolve new code objects at once instead.
  *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
  *    first, with total_nframe.
  *  - cstrings[]: filenames copied out of str objects by threads that did
@@ -137,7 +138,7 @@ static int64_t intern_cstring(ctm_interner *in, PyObject *str);
 
 /* ---- code records ---- */
 
-/* A new record for code, on the unarmed list. -1 on memory error. */
+/* A new record for code (coderecs.h). -1 on memory error. */
 static int64_t
 new_rec(ctm_interner *in, PyCodeObject *code)
 {
@@ -219,14 +220,16 @@ intern_resolved(ctm_interner *in, PyCodeObject *code, int addr)
 }
 
 /* The frame of (code, addr) for a capture with the GIL: a code frame
- * when the code has a record or may get one (arm, then *arm = 1), else a
- * resolved frame (and *resolved = 1). */
+ * when the code has a record or may get one (with a code watcher; with
+ * co_extra tokens if arm, then *arm = 1), else a resolved frame (and
+ * *resolved = 1). */
 static int64_t
 intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
                   int *arm, int *resolved)
 {
     int64_t f = intern_frame(in, code, addr, 0, -1);
-    if (f >= 0 || in->codes.extra_index < 0) {
+    ctm_notice notice = in->codes.notice;
+    if (f >= 0 || notice == CTM_NOTICE_NONE) {
         if (f < 0) {
             *resolved = 1;
             return intern_resolved(in, code, addr);
@@ -235,7 +238,8 @@ intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
     }
     int64_t rec = ctm_coderecs_find(&in->codes, code);
     if (rec < 0) {
-        if (arm == NULL) {
+        int extra = notice == CTM_NOTICE_CO_EXTRA;
+        if (extra && arm == NULL) {
             *resolved = 1;
             return intern_resolved(in, code, addr);
         }
@@ -243,7 +247,9 @@ intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
         if (rec < 0) {
             return -1;
         }
-        *arm = 1;
+        if (extra) {
+            *arm = 1;
+        }
     }
     return intern_frame(in, code, addr, 0, rec);
 }
@@ -583,8 +589,8 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
                                   resolved);
         }
         else {
-            /* No GIL: the code object's death cannot be armed now, so
-             * resolve at once. */
+            /* No GIL: resolved at once, however deaths are heard of (a
+             * co_extra token could not be stored). */
             f = intern_resolved(in, frames[i].code, frames[i].addr);
         }
         if (f < 0) {
@@ -609,13 +615,10 @@ ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
     return ctm_coderecs_unarmed(&in->codes, code, token);
 }
 
-void
-ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
+/* The death of the code object of record rec. */
+static void
+code_died(ctm_interner *in, uint32_t rec)
 {
-    int64_t rec = ctm_coderecs_of_token(&in->codes, token);
-    if (rec < 0) {
-        return;
-    }
     ctm_coderec *r = &in->codes.recs[rec];
     int64_t filename = -1;
     for (uint32_t i = 0; i < r->n; i++) {
@@ -633,7 +636,7 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
          * and the many frames resolved from code objects with the same
          * filename and line would crowd one probe run. */
         ctm_tframe *f = &in->frames[item];
-        CTM_ASSERT(f->code == r->code && f->filename == (uint32_t)rec);
+        CTM_ASSERT(f->code == r->code && f->filename == rec);
         uint32_t j = frame_key_hash(f->code, f->addr, 0)
                      & in->frames_ix.mask;
         while (in->frames_ix.slots[j] != item + 1) {
@@ -652,7 +655,25 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
         f->addr = 0;
         f->filename = (uint32_t)filename;
     }
-    ctm_coderecs_free(&in->codes, (uint32_t)rec);
+    ctm_coderecs_free(&in->codes, rec);
+}
+
+void
+ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
+{
+    int64_t rec = ctm_coderecs_of_token(&in->codes, token);
+    if (rec >= 0) {
+        code_died(in, (uint32_t)rec);
+    }
+}
+
+void
+ctm_interner_code_object_died_unlocked(ctm_interner *in, PyCodeObject *code)
+{
+    int64_t rec = ctm_coderecs_find(&in->codes, code);
+    if (rec >= 0) {
+        code_died(in, (uint32_t)rec);
+    }
 }
 
 /* ---- compaction ----
@@ -666,8 +687,8 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
  * objects that have the same filename and line one frame, and the
  * tracebacks made of them one traceback. Traceback ids change, and the
  * caller renames the traces with the map; records keep their ids (their
- * tokens are in co_extra slots) and get their items again; the stack
- * cache starts empty.
+ * tokens are in co_extra slots, or the watcher's index names them) and
+ * get their items again; the stack cache starts empty.
  *
  * It is due when the interner has doubled (and grown by COMPACT_MIN)
  * since the last compaction, and by an eighth of the live traces, which
@@ -960,9 +981,10 @@ ctm_interner_new(void)
 }
 
 void
-ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index)
+ctm_interner_set_notice(ctm_interner *in, ctm_notice notice,
+                        Py_ssize_t extra_index)
 {
-    ctm_coderecs_set_extra_index(&in->codes, index);
+    ctm_coderecs_set_notice(&in->codes, notice, extra_index);
 }
 
 void

@@ -109,9 +109,10 @@ interner_stats(PyObject *self, PyObject *unused)
     size_t ntb, nframes;
     unsigned compactions;
     ctm_tracer_interner_stats(&ntb, &nframes, &compactions);
-    return Py_BuildValue("{s:n,s:n,s:I}", "tracebacks", (Py_ssize_t)ntb,
-                         "frames", (Py_ssize_t)nframes, "compactions",
-                         compactions);
+    return Py_BuildValue("{s:n,s:n,s:I,s:s}", "tracebacks",
+                         (Py_ssize_t)ntb, "frames", (Py_ssize_t)nframes,
+                         "compactions", compactions, "code_deaths",
+                         ctm_tracer_code_notice());
 }
 
 static PyObject *
@@ -448,7 +449,8 @@ static PyMethodDef module_methods[] = {
      "The raw frames where obj was allocated, or None."},
     {"_interner_stats", interner_stats, METH_NOARGS,
      "_interner_stats()\n--\n\n"
-     "The tracer's interned tracebacks and frames, and its compactions."},
+     "The tracer's interned tracebacks and frames, its compactions, and\n"
+     "how it hears of code objects' deaths."},
     {"_get_traces", get_traces, METH_NOARGS,
      "_get_traces()\n--\n\n"
      "The live traces as a list of (domain, size, frames, total_nframe)."},

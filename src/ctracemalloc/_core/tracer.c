@@ -109,17 +109,27 @@ ctm_tracer_new_object(PyObject *obj)
     ctm_reentrant = 0;
 }
 
-/* ---- the death of code objects ---- */
+/* ---- the death of code objects ----
+ *
+ * How the interner hears of them is chosen at the first begin in an
+ * interpreter and kept (only one is ever traced, the main one: see
+ * tracer.h): a code watcher where this Python has them and one is free,
+ * else a co_extra index, else nothing (frames resolved as they are
+ * captured). Neither is given back: CPython has no call that gives back
+ * an index, and the watcher, kept, costs a call per code object made or
+ * dying.
+ *
+ * Both callbacks are called, with the GIL, for code objects that die
+ * whether tracing or not, through the interpreter's finalization, after
+ * this module is gone: they read nothing but the tracer's state, which
+ * lives as long as the process, and a code object without a record
+ * costs a lookup. */
 
-/* The co_extra index of the interpreter it was asked of (interning.c's
- * tokens live there), -1 if none was left. Written by begin, with the
- * GIL. */
+/* Written by begin, with the GIL. */
+static PyInterpreterState *notice_interp;
+static ctm_notice notice = CTM_NOTICE_NONE;
 static Py_ssize_t extra_index = -1;
-static PyInterpreterState *extra_interp;
 
-/* The free function of the slot: code_dealloc calls it, with the GIL,
- * before it releases anything. Cheap while not tracing: a stale token is
- * ignored. */
 static void
 code_extra_free(void *token)
 {
@@ -128,6 +138,69 @@ code_extra_free(void *token)
         ctm_interner_code_died_unlocked(ctm_tracer.interner, token);
     }
     ctm_tables_unlock();
+}
+
+/* Told of every code object made or dying in the interpreter; never
+ * fails. */
+static int
+code_watcher(ctm_code_event event, PyCodeObject *code)
+{
+    if (ctm_code_event_is_death(event)) {
+        ctm_tables_lock();
+        if (ctm_tracer.interner != NULL) {
+            ctm_interner_code_object_died_unlocked(ctm_tracer.interner,
+                                                   code);
+        }
+        ctm_tables_unlock();
+    }
+    return 0;
+}
+
+/* Test builds: CTRACEMALLOC_TEST_NO_CODE_WATCHER (set, not empty) leaves
+ * the watcher out, so that the co_extra index is what is tested where
+ * watchers exist. */
+static int
+watcher_refused(void)
+{
+#ifdef CTM_SELF_CHECK
+    const char *v = getenv("CTRACEMALLOC_TEST_NO_CODE_WATCHER");
+    return v != NULL && *v;
+#else
+    return 0;
+#endif
+}
+
+/* Choose how the deaths of interp's code objects are heard of, once. */
+static void
+choose_notice(PyInterpreterState *interp)
+{
+    if (interp == notice_interp) {
+        return;
+    }
+    notice_interp = interp;
+    extra_index = -1;
+    if (!watcher_refused() && ctm_code_watcher_add(code_watcher) >= 0) {
+        notice = CTM_NOTICE_WATCHER;
+    }
+    else if ((extra_index = ctm_code_extra_index(code_extra_free)) >= 0) {
+        notice = CTM_NOTICE_CO_EXTRA;
+    }
+    else {
+        notice = CTM_NOTICE_NONE;
+    }
+}
+
+const char *
+ctm_tracer_code_notice(void)
+{
+    switch (notice) {
+    case CTM_NOTICE_WATCHER:
+        return "watcher";
+    case CTM_NOTICE_CO_EXTRA:
+        return "co_extra";
+    default:
+        return "none";
+    }
 }
 
 /* ---- compaction of the interner ---- */
@@ -179,8 +252,8 @@ void
 ctm_tracer_maintain(void)
 {
     int was = ctm_reentrant;
-    /* Storing a token may allocate: not traced (the stdlib has no such
-     * block), and not a place to record from. */
+    /* Storing a token (co_extra notices only) may allocate: not traced
+     * (the stdlib has no such block), and not a place to record from. */
     ctm_reentrant = 1;
     for (;;) {
         PyCodeObject *code;
@@ -221,11 +294,7 @@ ctm_tracer_begin(int nframe)
         return -1;
     }
     PyInterpreterState *interp = PyInterpreterState_Get();
-    if (interp != extra_interp) {
-        /* Once per interpreter: there are at most 255 indexes. */
-        extra_index = ctm_code_extra_index(code_extra_free);
-        extra_interp = interp;
-    }
+    choose_notice(interp);
     ctm_tables_lock();
     ctm_tracer.interp = interp;
     ctm_free(ctm_tracer.frames);
@@ -234,7 +303,7 @@ ctm_tracer_begin(int nframe)
     if (in != NULL) {
         ctm_tracer.interner = in;
     }
-    ctm_interner_set_extra_index(ctm_tracer.interner, extra_index);
+    ctm_interner_set_notice(ctm_tracer.interner, notice, extra_index);
     atomic_store(&ctm_tracer.tracing, 1);
     ctm_tables_unlock();
     return 0;

@@ -18,16 +18,18 @@
  * memory comes from libc and never enters the hooks.
  *
  * Threads without the GIL: the thread's own frames are read (they cannot
- * change while it is inside an allocator) but, unable to watch for
- * their code objects' deaths (that needs the GIL and PyMem), the tracer
- * resolves their lines at once. Once the
+ * change while it is inside an allocator) but their lines are resolved
+ * at once (a co_extra slot, which tells of a code object's death where
+ * no code watcher does, needs the GIL and PyMem). Once the
  * interpreter is exiting, such threads get the "<unknown>" traceback:
  * their thread states may be freed under them.
  *
  * Subinterpreters: only the interpreter that started tracing is traced.
  * A subinterpreter's objects, code objects included, belong to it (from
  * 3.12, its memory too) and go when it is destroyed: the tracer must hold
- * no reference into it, and its blocks are not ours to explain.
+ * no reference into it, and its blocks are not ours to explain. Code
+ * watchers and co_extra indexes are per interpreter: the traced one's
+ * tell of the deaths of the only code objects the interner records.
  */
 #ifndef CTM_TRACER_H
 #define CTM_TRACER_H
@@ -186,12 +188,13 @@ ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
                                          arm);
 }
 
-/* The work that a capture leaves for after the lock: store the tokens
- * of the code objects that the interner met for the first time in their
- * co_extra slots, so that their deaths are noticed, and compact the
- * interner when it is due (interning.c). The GIL held, the lock not;
- * never from inside an allocation that may be resizing a co_extra slot
- * (the OBJ domain's hook is safe: only PyMem resizes them). */
+/* The work that a capture leaves for after the lock: with co_extra
+ * notices, store the tokens of the code objects that the interner met
+ * for the first time in their co_extra slots, so that their deaths are
+ * noticed; compact the interner when it is due (interning.c). The GIL
+ * held, the lock not; never from inside an allocation that may be
+ * resizing a co_extra slot (the OBJ domain's hook is safe: only PyMem
+ * resizes them). */
 void ctm_tracer_maintain(void);
 
 /* Around a read of the interner's ids and filenames that spans several
@@ -204,7 +207,8 @@ void ctm_tracer_reader_end(void);
  * pointer (the track API, which may replace a trace). gil_known: the
  * caller holds the GIL. arm: the caller may arm code objects' death
  * notices once the lock is released (see ctm_tracer_maintain); if not,
- * code objects met for the first time are resolved at once. Nothing is
+ * with co_extra notices, code objects met for the first time are
+ * resolved at once (a code watcher needs no arming). Nothing is
  * recorded for a thread of another interpreter. Return 0, or -1 when the
  * tables are out of memory (then nothing was recorded, and it is counted
  * as lost). */
