@@ -44,8 +44,35 @@ def where(tm, block, i=0):
     return frame.filename, frame.lineno
 
 
-def run_child(code, timeout=120, env=None):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
+# For children: n code objects, each compiled and run once, making a
+# block at line 1, 2 or 3 of filename, then dropped; their blocks keep
+# their lines and the code objects are freed. Returns the blocks.
+DROPPED_CODE = """
+import gc, weakref
+
+def dropped_code_keeps_lines(tm, filename, n):
+    kept, refs = [], []
+    for i in range(n):
+        line = 1 + i % 3
+        code = compile("\\n" * (line - 1) + "x = bytearray(3000)",
+                       filename, "exec")
+        ns = {}
+        exec(code, ns)
+        kept.append((line, ns["x"]))
+        refs.append(weakref.ref(code))
+        del code, ns
+    gc.collect()
+    assert all(r() is None for r in refs)
+    for line, b in kept:
+        fr = tm.get_object_traceback(b)[0]
+        assert (fr.filename, fr.lineno) == (filename, line)
+    return kept
+"""
+
+
+def run_child(code, timeout=120, env=None, prelude=""):
+    proc = subprocess.run([sys.executable, "-c",
+                           prelude + textwrap.dedent(code)],
                           env=dict(child_env(), **(env or {})),
                           capture_output=True, text=True,
                           timeout=patience(timeout))
@@ -264,28 +291,14 @@ def test_no_free_slot_resolves_at_once():
         ctracemalloc.start()
         stats = ctracemalloc._ctracemalloc._interner_stats()
         assert stats["code_deaths"] == "none", stats
-        kept, refs = [], []
-        for i in range(200):
-            line = 1 + i % 3
-            code = compile("\\n" * (line - 1) + "x = bytearray(3000)",
-                           "<eager>", "exec")
-            ns = {}
-            exec(code, ns)
-            kept.append((line, ns["x"]))
-            refs.append(weakref.ref(code))
-            del code, ns
-        gc.collect()
-        assert all(r() is None for r in refs)
-        for line, b in kept:
-            fr = ctracemalloc.get_object_traceback(b)[0]
-            assert (fr.filename, fr.lineno) == ("<eager>", line)
+        kept = dropped_code_keeps_lines(ctracemalloc, "<eager>", 200)
         stats = ctracemalloc.take_snapshot().statistics("lineno")
         n = {s.traceback[0].lineno: s.count for s in stats
              if s.traceback[0].filename == "<eager>"}
         # the bytearray objects and their buffers
         assert n == {1: 134, 2: 134, 3: 132}, n
         print("ok")
-        """, env={NO_WATCHER: "1"})
+        """, env={NO_WATCHER: "1"}, prelude=DROPPED_CODE)
     assert out.strip() == "ok"
 
 
@@ -318,23 +331,9 @@ def test_no_free_watcher_falls_back_to_co_extra():
         ctracemalloc.start()
         stats = ctracemalloc._ctracemalloc._interner_stats()
         print(taken, stats["code_deaths"])
-        kept, refs = [], []
-        for i in range(300):
-            line = 1 + i % 3
-            code = compile("\\n" * (line - 1) + "x = bytearray(3000)",
-                           "<taken>", "exec")
-            ns = {}
-            exec(code, ns)
-            kept.append((line, ns["x"]))
-            refs.append(weakref.ref(code))
-            del code, ns
-        gc.collect()
-        assert all(r() is None for r in refs)
-        for line, b in kept:
-            fr = ctracemalloc.get_object_traceback(b)[0]
-            assert (fr.filename, fr.lineno) == ("<taken>", line)
+        dropped_code_keeps_lines(ctracemalloc, "<taken>", 300)
         print("ok")
-        """)
+        """, prelude=DROPPED_CODE)
     assert out.split() == ["8", "co_extra", "ok"]
 
 
