@@ -1,8 +1,12 @@
 """The tracer keeps none of the program's code objects alive (issue #16):
 a code object dies while its frames are traced, its traces keep the lines
 they had, a new code object at the same address gets its own lines, and
-snapshots show a traceback once however its frames were resolved. Other
-users of co_extra slots are not disturbed."""
+snapshots show a traceback once however its frames were resolved. It
+hears of the deaths from a code watcher from 3.12, and stores nothing in
+the code objects then; from a co_extra slot before 3.12 or when no
+watcher is free, without disturbing other users of co_extra slots. The
+test build leaves the watcher out when CTRACEMALLOC_TEST_NO_CODE_WATCHER
+is set: test_co_extra_where_watchers_exist runs this module so."""
 import ctypes
 import gc
 import os
@@ -17,6 +21,13 @@ import pytest
 from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
+
+NO_WATCHER = "CTRACEMALLOC_TEST_NO_CODE_WATCHER"
+# How this process's tracer hears of code objects' deaths.
+WATCHED = sys.version_info >= (3, 12) and not os.environ.get(NO_WATCHER)
+needs_watcher = pytest.mark.skipif(
+    not WATCHED, reason="co_extra slots: before 3.12, or the watcher is "
+    "left out")
 
 
 def make_function(src, filename, name="f"):
@@ -33,12 +44,46 @@ def where(tm, block, i=0):
     return frame.filename, frame.lineno
 
 
-def run_child(code, timeout=120):
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)],
-                          env=child_env(), capture_output=True, text=True,
+# For children: n code objects, each compiled and run once, making a
+# block at line 1, 2 or 3 of filename, then dropped; their blocks keep
+# their lines and the code objects are freed. Returns the blocks.
+DROPPED_CODE = """
+import gc, weakref
+
+def dropped_code_keeps_lines(tm, filename, n):
+    kept, refs = [], []
+    for i in range(n):
+        line = 1 + i % 3
+        code = compile("\\n" * (line - 1) + "x = bytearray(3000)",
+                       filename, "exec")
+        ns = {}
+        exec(code, ns)
+        kept.append((line, ns["x"]))
+        refs.append(weakref.ref(code))
+        del code, ns
+    gc.collect()
+    assert all(r() is None for r in refs)
+    for line, b in kept:
+        fr = tm.get_object_traceback(b)[0]
+        assert (fr.filename, fr.lineno) == (filename, line)
+    return kept
+"""
+
+
+def run_child(code, timeout=120, env=None, prelude=""):
+    proc = subprocess.run([sys.executable, "-c",
+                           prelude + textwrap.dedent(code)],
+                          env=dict(child_env(), **(env or {})),
+                          capture_output=True, text=True,
                           timeout=patience(timeout))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def test_deaths_heard_of(ctm):
+    ctm.start()
+    stats = ctm._ctracemalloc._interner_stats()
+    assert stats["code_deaths"] == ("watcher" if WATCHED else "co_extra")
 
 
 def test_traced_code_object_is_freed(ctm):
@@ -221,7 +266,7 @@ def test_other_co_extra_users_unaffected(ctm):
     # CPython calls a free function for every index below the size of a
     # dying code object's co_extra, NULL or not: the tracer's co_extra
     # ends at its own index (requested first here), so the code objects it
-    # met do not call this one.
+    # met do not call this one. (With a watcher it makes none.)
     assert freed == [100]
     del f
     gc.collect()
@@ -230,8 +275,9 @@ def test_other_co_extra_users_unaffected(ctm):
 
 
 def test_no_free_slot_resolves_at_once():
-    """With every co_extra index taken, frames are resolved as they are
-    captured: still right, code objects still freed."""
+    """With every co_extra index taken (and the watcher left out), frames
+    are resolved as they are captured: still right, code objects still
+    freed."""
     out = run_child("""
         import ctypes, gc, weakref
         api = ctypes.pythonapi
@@ -243,29 +289,107 @@ def test_no_free_slot_resolves_at_once():
             pass
         import ctracemalloc
         ctracemalloc.start()
-        kept, refs = [], []
-        for i in range(200):
-            line = 1 + i % 3
-            code = compile("\\n" * (line - 1) + "x = bytearray(3000)",
-                           "<eager>", "exec")
-            ns = {}
-            exec(code, ns)
-            kept.append((line, ns["x"]))
-            refs.append(weakref.ref(code))
-            del code, ns
-        gc.collect()
-        assert all(r() is None for r in refs)
-        for line, b in kept:
-            fr = ctracemalloc.get_object_traceback(b)[0]
-            assert (fr.filename, fr.lineno) == ("<eager>", line)
+        stats = ctracemalloc._ctracemalloc._interner_stats()
+        assert stats["code_deaths"] == "none", stats
+        kept = dropped_code_keeps_lines(ctracemalloc, "<eager>", 200)
         stats = ctracemalloc.take_snapshot().statistics("lineno")
         n = {s.traceback[0].lineno: s.count for s in stats
              if s.traceback[0].filename == "<eager>"}
         # the bytearray objects and their buffers
         assert n == {1: 134, 2: 134, 3: 132}, n
         print("ok")
-        """)
+        """, env={NO_WATCHER: "1"}, prelude=DROPPED_CODE)
     assert out.strip() == "ok"
+
+
+def require_testcapi_watchers():
+    """_testcapi, which takes code watchers, or skip."""
+    try:
+        import _testcapi
+    except ImportError:
+        _testcapi = None
+    if not hasattr(_testcapi, "add_code_watcher"):
+        pytest.skip("no _testcapi.add_code_watcher")
+
+
+@needs_watcher
+def test_no_free_watcher_falls_back_to_co_extra():
+    """With the 8 code watchers taken before the first start(), the
+    deaths come through a co_extra slot: lines right, code objects
+    freed."""
+    require_testcapi_watchers()
+    out = run_child("""
+        import _testcapi, gc, weakref
+        taken = 0
+        try:
+            while True:
+                _testcapi.add_code_watcher(0)
+                taken += 1
+        except RuntimeError:
+            pass
+        import ctracemalloc
+        ctracemalloc.start()
+        stats = ctracemalloc._ctracemalloc._interner_stats()
+        print(taken, stats["code_deaths"])
+        dropped_code_keeps_lines(ctracemalloc, "<taken>", 300)
+        print("ok")
+        """, prelude=DROPPED_CODE)
+    assert out.split() == ["8", "co_extra", "ok"]
+
+
+@needs_watcher
+def test_co_extra_where_watchers_exist():
+    """This module's tests pass with the deaths heard of through co_extra
+    slots where code watchers exist (the test build leaves the watcher
+    out)."""
+    root = __file__.rsplit("/tests/", 1)[0]
+    env = dict(child_env(), **{NO_WATCHER: "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         __file__], env=env, cwd=root, capture_output=True, text=True,
+        timeout=patience(600))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+
+
+BLOCKS = """
+import gc, sys
+import ctracemalloc, tracemalloc    # the same imports under both tracers
+tm = __import__(sys.argv[1])
+src = "def f(a):\\n    return [a] * 3\\n"
+
+def make():
+    ns = {}
+    exec(compile(src, "<blocks>", "exec"), ns)
+    return ns["f"]
+
+tm.start()
+make()(0)
+gc.collect()
+before = sys.getallocatedblocks()
+funcs = [make() for _ in range(3000)]
+results = [f(1) for f in funcs]
+del results
+gc.collect()
+print(sys.getallocatedblocks() - before)
+"""
+
+
+@needs_watcher
+def test_no_block_per_code_object(tmp_path):
+    """Nothing is stored in the code objects the tracer meets: 3,000
+    functions compiled, run and kept grow the interpreter's blocks as
+    much as under the stdlib (a co_extra slot would be a block each)."""
+    script = tmp_path / "blocks.py"
+    script.write_text(BLOCKS)
+    grown = {}
+    for name in ("tracemalloc", "ctracemalloc"):
+        proc = subprocess.run([sys.executable, str(script), name],
+                              env=child_env(), capture_output=True,
+                              text=True, timeout=patience(120))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        grown[name] = int(proc.stdout)
+    print(grown)
+    assert grown["ctracemalloc"] <= grown["tracemalloc"] + 30, grown
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

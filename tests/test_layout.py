@@ -25,7 +25,8 @@ MAX_LINES = 1200
 # into the layers before it, never into a later one.
 LAYERS = [
     ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c", "elfgot.c"]),
-    ("tracer tables", ["capture.c", "interning.c", "store.c"]),
+    ("tracer tables", ["capture.c", "coderecs.c", "interning.c",
+                       "store.c"]),
     ("tracer", ["tracer.c"]),
     ("tracer clients", ["hooks.c", "reftracer.c", "intercept.c"]),
     ("tracer control", ["control.c"]),

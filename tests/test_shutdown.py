@@ -147,7 +147,9 @@ def subinterpreters():
 def test_subinterpreter(ctm, tmp_path):
     """Importing ctracemalloc in a subinterpreter is refused with
     ImportError; the main interpreter's tracing carries on, and code that
-    runs in a subinterpreter while the main one traces does not crash."""
+    runs in a subinterpreter while the main one traces does not crash,
+    nor do its code objects as they die (the tracer's code watcher is the
+    main interpreter's only)."""
     if subinterpreters() is None:
         pytest.skip("no subinterpreter module in this build")
     for _ in range(RUNS):
@@ -172,6 +174,10 @@ err = run_in(interp, "import ctracemalloc")
 print("import:", "ImportError" in (err or ""), "subinterpreter" in (err or ""))
 err = run_in(interp, "x = [bytes(100) for _ in range(10000)]; del x")
 print("run:", err)
+err = run_in(interp, "for i in range(300):\\n"
+             "    exec(compile('def f():\\\\n    return [i] * 3\\\\nx = f()',"
+             " '<sub>', 'exec'), {'i': i})")
+print("code:", err)
 interpreters.destroy(interp)
 keep = [bytes(100) for _ in range(1000)]
 s = ctracemalloc.take_snapshot()
@@ -180,5 +186,6 @@ ctracemalloc.stop()
 """, tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stdout.splitlines() == [
-            "import: True True", "run: None", "tracing: True True"], \
+            "import: True True", "run: None", "code: None",
+            "tracing: True True"], \
             proc.stdout + proc.stderr[-3000:]

@@ -203,9 +203,20 @@ ctm_frame_addr(ctm_pyframe *f)
  *
  * The tracer holds no reference to the code objects of the frames it
  * interns: it learns of a code object's death, before its fields are
- * released, through a co_extra slot whose free function code_dealloc
- * calls first thing, with the object still whole. One mechanism on every
- * version (PyCode_AddWatcher exists only from 3.12, with 8 slots):
+ * released, in one of two ways, chosen once per interpreter.
+ *
+ * A code watcher (3.12 and later; 8 per interpreter): code_dealloc calls
+ * the watchers of the current interpreter first thing, with the object
+ * whole, for every code object that dies in it, watched or not; they also
+ * hear of every code object made. A callback runs with the GIL and
+ * returns 0, or -1 with an exception set (reported as unraisable).
+ * Nothing is allocated per code object. The interpreter forgets its
+ * watchers at the end of its finalization.
+ *
+ *   3.12, 3.13    PyCode_AddWatcher, PY_CODE_EVENT_DESTROY
+ *
+ * A co_extra slot (every version; where watchers exist, when none is
+ * left): code_dealloc calls the slot's free function first thing too.
  *
  *   3.9 to 3.11   _PyEval_RequestCodeExtraIndex, _PyCode_GetExtra,
  *                 _PyCode_SetExtra
@@ -226,6 +237,44 @@ ctm_frame_addr(ctm_pyframe *f)
  * (Py_ssize_t ce_size; void *ce_extras[ce_size]), in PyMem memory, and
  * CPython grows it when another index is set.
  */
+
+/* What a code watcher hears of (ctm_code_event_is_death tells), and its
+ * callback. */
+#if PY_VERSION_HEX >= 0x030C0000
+typedef PyCodeEvent ctm_code_event;
+#else
+typedef int ctm_code_event;
+#endif
+typedef int (*ctm_code_watcher_fn)(ctm_code_event event, PyCodeObject *code);
+
+static inline int
+ctm_code_event_is_death(ctm_code_event event)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return event == PY_CODE_EVENT_DESTROY;
+#else
+    (void)event;
+    return 0;
+#endif
+}
+
+/* Add a code watcher calling f to the current interpreter: its id, or -1
+ * if this Python has none or none is left (no exception set). Needs the
+ * GIL. */
+static inline int
+ctm_code_watcher_add(ctm_code_watcher_fn f)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    int id = PyCode_AddWatcher(f);
+    if (id < 0) {
+        PyErr_Clear();
+    }
+    return id;
+#else
+    (void)f;
+    return -1;
+#endif
+}
 
 /* A co_extra index whose free function is f, or -1 if none is left (no
  * exception set). Needs the GIL. */

@@ -95,6 +95,7 @@ hook_realloc(void *ctx, void *ptr, size_t size)
      * returns, another thread may be handed the old address. */
     uint64_t old_size = 0;
     uint32_t old_tb = 0;
+    unsigned epoch = ctm_tracer_epoch();
     int had = ctm_tracer_remove(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
                                 &old_size, &old_tb);
 
@@ -103,7 +104,7 @@ hook_realloc(void *ctx, void *ptr, size_t size)
         if (had) {
             /* The block is unchanged: give it its trace back. */
             ctm_tracer_restore(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, old_size,
-                               old_tb);
+                               old_tb, epoch, h->domain != PYMEM_DOMAIN_RAW);
         }
         return NULL;
     }

@@ -7,8 +7,9 @@
  *   utilities      util.h: memory, hashing, the index, the helper thread,
  *                  the module state and the Python helpers; elfgot.h: GOT
  *                  slots of loaded objects
- *   tracer tables  capture.h, interning.h, store.h: the frames of the
- *                  current thread, interned tracebacks, live traces
+ *   tracer tables  capture.h, coderecs.h, interning.h, store.h: the
+ *                  frames of the current thread, the records of code
+ *                  objects, interned tracebacks, live traces
  *   tracer         tracer.h: the state, the tables lock, recording
  *   clients        hooks.h, reftracer.h, intercept.h: what tells the
  *                  tracer of blocks

@@ -8,22 +8,20 @@
  *    (filename id, lineno). Line numbers of code frames are resolved on
  *    first use (a snapshot), once per frame, not once per allocation:
  *    that is where the stdlib spends most of its time.
- *  - recs[]: a record per code object that code frames name, with the ids
- *    of its frames and of the tracebacks that hold them. No reference is
- *    held: the code object's co_extra slot holds a token, (generation,
- *    record), and its free function, called as the object dies, brings
- *    the token back (ctm_interner_code_died_unlocked). Then the record's
- *    frames become resolved frames in place (same ids, so tracebacks are
- *    unchanged), its tracebacks leave the stack cache, and the record is
- *    freed: the next code object at that address is a new key. Invariant:
- *    a code frame's code object is alive, and its record names it.
- *    Storing a token allocates (PyMem), which cannot happen under the
- *    tables lock, nor inside any allocation (one may be resizing that very
- *    co_extra): new records wait on the unarmed list for the caller to
- *    store their tokens once the lock is released, from the OBJ domain's
- *    hook (see tracer.c); captures that cannot arm resolve new code
- *    objects at once instead. clear() bumps the generation, so that a
- *    token met later is stale and ignored.
+ *  - codes: a record per code object that code frames name (coderecs.h),
+ *    with the ids of its frames and of the tracebacks that hold them
+ *    (REC_TB). No reference is held: the code object's death notice
+ *    (ctm_interner_code_died_unlocked) makes the record's frames resolved
+ *    frames in place (same ids, so tracebacks are unchanged), drops its
+ *    tracebacks from the stack cache and frees the record: the next code
+ *    object at that address is a new key. Invariant: a code frame's code
+ *    object is alive, and its record names it. With a code watcher
+ *    (3.12+), a new record is complete at once. With co_extra tokens,
+ *    its death notice is armed by the caller once the lock is released,
+ *    from the OBJ domain's hook (see tracer.c): storing a token allocates
+ *    (PyMem), which cannot happen under the tables lock, nor inside any
+ *    allocation (one may be resizing that very co_extra); captures that
+ *    cannot arm resolve new code objects at once instead.
  *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
  *    first, with total_nframe.
  *  - cstrings[]: filenames copied out of str objects by threads that did
@@ -48,6 +46,7 @@
  * slot.
  */
 #include "interning.h"
+#include "coderecs.h"
 
 #include <string.h>
 
@@ -64,15 +63,8 @@ typedef struct {
     uint16_t total_nframe;
 } stack_cache_entry;
 
-/* A code object's record. A free record has code NULL, and n is the
- * next free record + 1 (0: none). */
-typedef struct {
-    PyCodeObject *code;         /* borrowed; alive while the record is */
-    uint32_t n;                 /* items */
-    uint32_t cap;
-    uint32_t *items;            /* frame ids; traceback ids | REC_TB */
-} code_rec;
-
+/* A code record's items: its frames' ids, and the ids of the tracebacks
+ * that hold them | REC_TB. */
 #define REC_TB 0x80000000u
 
 struct ctm_interner {
@@ -104,19 +96,23 @@ struct ctm_interner {
     int64_t unknown_cstring;    /* id of "<unknown>" or -1; there once a
                                    record is */
 
-    code_rec *recs;
-    uint32_t nrecs;
-    size_t caprecs;
-    uint32_t free_rec;          /* first free record + 1, 0: none */
-    uint32_t *unarmed;          /* records whose token is not stored */
-    uint32_t nunarmed;
-    size_t capunarmed;
+    ctm_coderecs codes;
+    /* Compaction: the size (tracebacks and frames) after the last one,
+     * and the size at which the next is due. */
+    size_t compacted;
+    size_t compact_at;
     /* Kept across clear(): */
-    uint32_t gen;               /* generation of the tokens, never 0 */
-    Py_ssize_t extra_index;     /* co_extra index, -1: resolve at once */
+    size_t compact_min;         /* COMPACT_MIN, or the test builds' */
 
     stack_cache_entry stack_cache[STACK_CACHE_SIZE];
 };
+
+/* What compaction is measured by (see there). */
+static inline size_t
+interner_size(const ctm_interner *in)
+{
+    return (size_t)in->ntracebacks + in->nframes;
+}
 
 /* ---- frames ---- */
 
@@ -142,49 +138,7 @@ static int64_t intern_cstring(ctm_interner *in, PyObject *str);
 
 /* ---- code records ---- */
 
-/* A token: (generation << 32) | (record + 1), never NULL. Where a pointer
- * has 32 bits the generation is lost, and a token of a past generation
- * may name a record of another code object, still alive: resolving that
- * record early is harmless (its frames get their lines from the live
- * object; its next frames get a new record). */
-static inline void *
-rec_token(const ctm_interner *in, uint32_t rec)
-{
-    return (void *)(uintptr_t)(((uint64_t)in->gen << 32)
-                               | ((uint64_t)rec + 1));
-}
-
-/* The record that token names, if it is current and in use, else -1. */
-static int64_t
-token_rec(const ctm_interner *in, void *token)
-{
-    uint64_t t = (uint64_t)(uintptr_t)token;
-    uint32_t rec = (uint32_t)t - 1;
-    if ((sizeof(uintptr_t) >= 8 && (uint32_t)(t >> 32) != in->gen)
-        || rec >= in->nrecs || in->recs[rec].code == NULL) {
-        return -1;
-    }
-    return rec;
-}
-
-/* The record of code, or -1 if it has none. */
-static int64_t
-find_rec(const ctm_interner *in, PyCodeObject *code)
-{
-    int64_t r = token_rec(in, ctm_code_get_extra(code, in->extra_index));
-    if (r >= 0 && in->recs[r].code == code) {
-        return r;
-    }
-    /* Made by this capture, token not stored yet. */
-    for (uint32_t i = 0; i < in->nunarmed; i++) {
-        if (in->recs[in->unarmed[i]].code == code) {
-            return in->unarmed[i];
-        }
-    }
-    return -1;
-}
-
-/* A new record for code, on the unarmed list. -1 on memory error. */
+/* A new record for code (coderecs.h). -1 on memory error. */
 static int64_t
 new_rec(ctm_interner *in, PyCodeObject *code)
 {
@@ -194,46 +148,10 @@ new_rec(ctm_interner *in, PyCodeObject *code)
     if (in->unknown_cstring < 0) {
         in->unknown_cstring = intern_cstring(in, NULL);
     }
-    if (in->unknown_cstring < 0
-        || ctm_grow((void **)&in->unarmed, &in->capunarmed,
-                    (size_t)in->nunarmed + 1, sizeof(uint32_t)) < 0) {
+    if (in->unknown_cstring < 0) {
         return -1;
     }
-    uint32_t rec;
-    if (in->free_rec) {
-        rec = in->free_rec - 1;
-        in->free_rec = in->recs[rec].n;
-    }
-    else {
-        if (in->nrecs >= 0x7fffffffu
-            || ctm_grow((void **)&in->recs, &in->caprecs,
-                        (size_t)in->nrecs + 1, sizeof(code_rec)) < 0) {
-            return -1;
-        }
-        rec = in->nrecs++;
-    }
-    code_rec *r = &in->recs[rec];
-    r->code = code;
-    r->n = r->cap = 0;
-    r->items = NULL;
-    in->unarmed[in->nunarmed++] = rec;
-    return rec;
-}
-
-static int
-rec_add(code_rec *r, uint32_t item)
-{
-    if (r->n == r->cap) {
-        uint32_t cap = r->cap ? r->cap * 2 : 4;
-        uint32_t *items = ctm_realloc(r->items, cap * sizeof(uint32_t));
-        if (items == NULL) {
-            return -1;
-        }
-        r->items = items;
-        r->cap = cap;
-    }
-    r->items[r->n++] = item;
-    return 0;
+    return ctm_coderecs_new(&in->codes, code);
 }
 
 /* Intern a resolved frame (a = filename id, b = lineno), or look up a
@@ -267,7 +185,7 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b,
         return -1;
     }
     uint32_t id = in->nframes;
-    if (code != NULL && rec_add(&in->recs[rec], id) < 0) {
+    if (code != NULL && ctm_coderec_add(&in->codes.recs[rec], id) < 0) {
         return -1;
     }
     in->nframes++;
@@ -302,23 +220,26 @@ intern_resolved(ctm_interner *in, PyCodeObject *code, int addr)
 }
 
 /* The frame of (code, addr) for a capture with the GIL: a code frame
- * when the code has a record or may get one (arm, then *arm = 1), else a
- * resolved frame (and *resolved = 1). */
+ * when the code has a record or may get one (with a code watcher; with
+ * co_extra tokens if arm, then *arm = 1), else a resolved frame (and
+ * *resolved = 1). */
 static int64_t
 intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
                   int *arm, int *resolved)
 {
     int64_t f = intern_frame(in, code, addr, 0, -1);
-    if (f >= 0 || in->extra_index < 0) {
+    ctm_notice notice = in->codes.notice;
+    if (f >= 0 || notice == CTM_NOTICE_NONE) {
         if (f < 0) {
             *resolved = 1;
             return intern_resolved(in, code, addr);
         }
         return f;
     }
-    int64_t rec = find_rec(in, code);
+    int64_t rec = ctm_coderecs_find(&in->codes, code);
     if (rec < 0) {
-        if (arm == NULL) {
+        int extra = notice == CTM_NOTICE_CO_EXTRA;
+        if (extra && arm == NULL) {
             *resolved = 1;
             return intern_resolved(in, code, addr);
         }
@@ -326,7 +247,9 @@ intern_code_frame(ctm_interner *in, PyCodeObject *code, int addr,
         if (rec < 0) {
             return -1;
         }
-        *arm = 1;
+        if (extra) {
+            *arm = 1;
+        }
     }
     return intern_frame(in, code, addr, 0, rec);
 }
@@ -363,26 +286,12 @@ cstring_ix_hash(const void *owner, uint32_t id)
     return ctm_mix32(in->cstrings[id].hash);
 }
 
-/* Intern the characters of str (read without the GIL: a str's data never
- * changes, and the frame that holds its code object keeps it alive). */
+/* Intern the characters (kind, length, data), whose cstring_hash is h:
+ * a copy is made the first time. */
 static int64_t
-intern_cstring(ctm_interner *in, PyObject *str)
+intern_chars(ctm_interner *in, int kind, Py_ssize_t length, const void *data,
+             uint64_t h)
 {
-    int kind;
-    Py_ssize_t length;
-    const void *data;
-    static const char unknown[] = "<unknown>";
-    if (str != NULL && PyUnicode_Check(str) && PyUnicode_IS_READY(str)) {
-        kind = PyUnicode_KIND(str);
-        length = PyUnicode_GET_LENGTH(str);
-        data = PyUnicode_DATA(str);
-    }
-    else {
-        kind = PyUnicode_1BYTE_KIND;
-        length = (Py_ssize_t)sizeof(unknown) - 1;
-        data = unknown;
-    }
-    uint64_t h = cstring_hash(kind, length, data);
     if (ctm_index_reserve(&in->cstrings_ix, in->ncstrings, cstring_ix_hash,
                           in) < 0) {
         return -1;
@@ -402,7 +311,7 @@ intern_cstring(ctm_interner *in, PyObject *str)
                  (size_t)in->ncstrings + 1, sizeof(ctm_cstring)) < 0) {
         return -1;
     }
-    void *copy = ctm_malloc(nbytes);
+    void *copy = ctm_malloc(nbytes ? nbytes : 1);
     if (copy == NULL) {
         return -1;
     }
@@ -415,6 +324,25 @@ intern_cstring(ctm_interner *in, PyObject *str)
     c->hash = h;
     in->cstrings_ix.slots[j] = id + 1;
     return id;
+}
+
+/* Intern the characters of str (read without the GIL: a str's data never
+ * changes, and the frame that holds its code object keeps it alive);
+ * NULL or a str not ready: "<unknown>". */
+static int64_t
+intern_cstring(ctm_interner *in, PyObject *str)
+{
+    static const char unknown[] = "<unknown>";
+    if (str != NULL && PyUnicode_Check(str) && PyUnicode_IS_READY(str)) {
+        int kind = PyUnicode_KIND(str);
+        Py_ssize_t length = PyUnicode_GET_LENGTH(str);
+        const void *data = PyUnicode_DATA(str);
+        return intern_chars(in, kind, length, data,
+                            cstring_hash(kind, length, data));
+    }
+    Py_ssize_t length = (Py_ssize_t)sizeof(unknown) - 1;
+    return intern_chars(in, PyUnicode_1BYTE_KIND, length, unknown,
+                        cstring_hash(PyUnicode_1BYTE_KIND, length, unknown));
 }
 
 const ctm_cstring *
@@ -438,8 +366,11 @@ tb_ix_hash(const void *owner, uint32_t id)
     return in->tracebacks[id].hash;
 }
 
+/* Intern the traceback of frame ids ids[0..n) and total. recs: the
+ * records of its code frames name it (0 only while compacting, which
+ * names them afterwards). */
 static int64_t
-intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
+intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total, int recs)
 {
     if (ctm_index_reserve(&in->tracebacks_ix, in->ntracebacks, tb_ix_hash,
                           in) < 0) {
@@ -475,12 +406,12 @@ intern_ids(ctm_interner *in, const uint32_t *ids, int n, int total)
      * id that another traceback gets: the most that costs is a cache
      * entry dropped for nothing. */
     uint32_t id = in->ntracebacks;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; recs && i < n; i++) {
         const ctm_tframe *f = &in->frames[ids[i]];
         if (f->code != NULL) {
-            code_rec *r = &in->recs[f->filename];
+            ctm_coderec *r = &in->codes.recs[f->filename];
             if ((r->n == 0 || r->items[r->n - 1] != (id | REC_TB))
-                && rec_add(r, id | REC_TB) < 0) {
+                && ctm_coderec_add(r, id | REC_TB) < 0) {
                 return -1;
             }
         }
@@ -517,7 +448,7 @@ ctm_intern_unknown_unlocked(ctm_interner *in)
         return -1;
     }
     uint32_t fid = (uint32_t)f;
-    int64_t tb = intern_ids(in, &fid, 1, 1);
+    int64_t tb = intern_ids(in, &fid, 1, 1, 1);
     if (tb >= 0) {
         in->unknown = tb;
     }
@@ -623,6 +554,9 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
     }
     int64_t id = intern_capture(in, frames, nframe, total_nframe, 1, arm,
                                 &resolved);
+    if (arm != NULL && interner_size(in) >= in->compact_at) {
+        *arm = 1;               /* the caller's after-work compacts */
+    }
     if (id >= 0 && !resolved) {
         /* (A traceback with resolved frames could never match.) */
         e->key = key;
@@ -655,8 +589,8 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
                                   resolved);
         }
         else {
-            /* No GIL: the code object's death cannot be armed now, so
-             * resolve at once. */
+            /* No GIL: resolved at once, however deaths are heard of (a
+             * co_extra token could not be stored). */
             f = intern_resolved(in, frames[i].code, frames[i].addr);
         }
         if (f < 0) {
@@ -664,7 +598,7 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
         }
         ids[i] = (uint32_t)f;
     }
-    result = intern_ids(in, ids, nframe, total_nframe);
+    result = intern_ids(in, ids, nframe, total_nframe, 1);
 done:
     if (ids != stack_ids) {
         ctm_free(ids);
@@ -678,23 +612,14 @@ int
 ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
                               void **token)
 {
-    if (in->nunarmed == 0) {
-        return 0;
-    }
-    uint32_t rec = in->unarmed[--in->nunarmed];
-    *code = in->recs[rec].code;
-    *token = rec_token(in, rec);
-    return 1;
+    return ctm_coderecs_unarmed(&in->codes, code, token);
 }
 
-void
-ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
+/* The death of the code object of record rec. */
+static void
+code_died(ctm_interner *in, uint32_t rec)
 {
-    int64_t rec = token_rec(in, token);
-    if (rec < 0) {
-        return;
-    }
-    code_rec *r = &in->recs[rec];
+    ctm_coderec *r = &in->codes.recs[rec];
     int64_t filename = -1;
     for (uint32_t i = 0; i < r->n; i++) {
         uint32_t item = r->items[i];
@@ -711,7 +636,7 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
          * and the many frames resolved from code objects with the same
          * filename and line would crowd one probe run. */
         ctm_tframe *f = &in->frames[item];
-        CTM_ASSERT(f->code == r->code && f->filename == (uint32_t)rec);
+        CTM_ASSERT(f->code == r->code && f->filename == rec);
         uint32_t j = frame_key_hash(f->code, f->addr, 0)
                      & in->frames_ix.mask;
         while (in->frames_ix.slots[j] != item + 1) {
@@ -730,12 +655,315 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
         f->addr = 0;
         f->filename = (uint32_t)filename;
     }
-    ctm_free(r->items);
-    r->items = NULL;
-    r->code = NULL;
-    r->cap = 0;
-    r->n = in->free_rec;
-    in->free_rec = (uint32_t)rec + 1;
+    ctm_coderecs_free(&in->codes, rec);
+}
+
+void
+ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
+{
+    int64_t rec = ctm_coderecs_of_token(&in->codes, token);
+    if (rec >= 0) {
+        code_died(in, (uint32_t)rec);
+    }
+}
+
+int
+ctm_interner_code_object_died_unlocked(ctm_interner *in, PyCodeObject *code)
+{
+    int64_t rec = ctm_coderecs_find(&in->codes, code);
+    if (rec < 0) {
+        return 0;
+    }
+    code_died(in, (uint32_t)rec);
+    return 1;
+}
+
+/* ---- compaction ----
+ *
+ * Frames, tracebacks and filenames are not freed one by one. A traceback
+ * that no live trace names, the frames that only such tracebacks name
+ * and the filenames that only such frames name go when the interner is
+ * compacted: the tracebacks that live traces name are interned again
+ * into a fresh interner, in their old order, which then gives its tables
+ * to this one. Interning again makes the resolved frames of dead code
+ * objects that have the same filename and line one frame, and the
+ * tracebacks made of them one traceback. Traceback ids change, and the
+ * caller renames the traces with the map; records keep their ids (their
+ * tokens are in co_extra slots, or the watcher's index names them) and
+ * get their items again; the stack cache starts empty.
+ *
+ * It is due when the interner has doubled (and grown by COMPACT_MIN)
+ * since the last compaction, and by an eighth of the live traces, which
+ * the caller walks twice: the interning done since pays for it. */
+#define COMPACT_MIN 16384
+
+/* The COMPACT_MIN of a new interner. Test builds take it from
+ * CTRACEMALLOC_TEST_COMPACT_MIN, so that the suite can compact all the
+ * time. */
+static size_t
+compact_min(void)
+{
+#ifdef CTM_SELF_CHECK
+    const char *v = getenv("CTRACEMALLOC_TEST_COMPACT_MIN");
+    if (v != NULL && *v) {
+        return (size_t)strtoul(v, NULL, 10);
+    }
+#endif
+    return COMPACT_MIN;
+}
+
+int
+ctm_interner_compaction_due_unlocked(ctm_interner *in, size_t ntraces)
+{
+    size_t size = interner_size(in);
+    if (size < in->compact_at) {
+        return 0;
+    }
+    if (size - in->compacted < ntraces / 8) {
+        /* not before the walk is paid for (stack-cache misses would ask
+         * at every one until then) */
+        in->compact_at = in->compacted + ntraces / 8;
+        return 0;
+    }
+    return 1;
+}
+
+/* Free the tables that compaction replaces: frames, tracebacks,
+ * filenames and their indexes. */
+static void
+free_tables(ctm_interner *in)
+{
+    for (uint32_t i = 0; i < in->ncstrings; i++) {
+        ctm_free(in->cstrings[i].data);
+    }
+    ctm_free(in->frames);
+    ctm_index_free(&in->frames_ix);
+    ctm_free(in->tracebacks);
+    ctm_index_free(&in->tracebacks_ix);
+    ctm_free(in->ids);
+    ctm_free(in->raw_codes);
+    ctm_free(in->raw_addrs);
+    ctm_free(in->cstrings);
+    ctm_index_free(&in->cstrings_ix);
+}
+
+/* Give the tables of from to to, whose own are freed. */
+static void
+move_tables(ctm_interner *to, const ctm_interner *from)
+{
+    free_tables(to);
+    to->frames = from->frames;
+    to->nframes = from->nframes;
+    to->capframes = from->capframes;
+    to->frames_ix = from->frames_ix;
+    to->tracebacks = from->tracebacks;
+    to->ntracebacks = from->ntracebacks;
+    to->captracebacks = from->captracebacks;
+    to->tracebacks_ix = from->tracebacks_ix;
+    to->ids = from->ids;
+    to->nids = from->nids;
+    to->capids = from->capids;
+    to->raw_codes = from->raw_codes;
+    to->raw_addrs = from->raw_addrs;
+    to->cap_raw_codes = from->cap_raw_codes;
+    to->cap_raw_addrs = from->cap_raw_addrs;
+    to->cstrings = from->cstrings;
+    to->ncstrings = from->ncstrings;
+    to->capcstrings = from->capcstrings;
+    to->cstrings_ix = from->cstrings_ix;
+    to->unknown = from->unknown;
+    to->unknown_cstring = from->unknown_cstring;
+}
+
+/* Intern frame old of in into nw: a code frame as it is (it has no equal
+ * there), a resolved frame by its contents. */
+static int64_t
+copy_frame(ctm_interner *nw, const ctm_interner *in, uint32_t old)
+{
+    const ctm_tframe *f = &in->frames[old];
+    if (f->code == NULL) {
+        const ctm_cstring *c = &in->cstrings[f->filename];
+        int64_t s = intern_chars(nw, c->kind, c->length, c->data, c->hash);
+        return s < 0 ? -1 : intern_frame(nw, NULL, (int32_t)s, f->lineno,
+                                         -1);
+    }
+    if (ctm_index_reserve(&nw->frames_ix, nw->nframes, frame_hash, nw) < 0
+        || ctm_grow((void **)&nw->frames, &nw->capframes,
+                    (size_t)nw->nframes + 1, sizeof(ctm_tframe)) < 0) {
+        return -1;
+    }
+    uint32_t id = nw->nframes++;
+    nw->frames[id] = *f;
+    ctm_index_put(&nw->frames_ix, frame_key_hash(f->code, f->addr, 0), id);
+    return id;
+}
+
+/* Calls fn(in, rec, item) for the items the records get from the tables
+ * of t: each code frame, then each traceback once per record it names
+ * (seen: a scratch array of in->codes.nrecs). */
+static void
+rec_items(const ctm_interner *t, uint32_t *seen,
+          void (*fn)(ctm_interner *, uint32_t, uint32_t), ctm_interner *in)
+{
+    for (uint32_t id = 0; id < t->nframes; id++) {
+        if (t->frames[id].code != NULL) {
+            fn(in, t->frames[id].filename, id);
+        }
+    }
+    memset(seen, 0, (size_t)in->codes.nrecs * sizeof(uint32_t));
+    for (uint32_t tb = 0; tb < t->ntracebacks; tb++) {
+        const ctm_ttb *b = &t->tracebacks[tb];
+        for (uint32_t i = 0; i < b->nframe; i++) {
+            const ctm_tframe *f = &t->frames[t->ids[b->first + i]];
+            if (f->code != NULL && seen[f->filename] != tb + 1) {
+                seen[f->filename] = tb + 1;
+                fn(in, f->filename, tb | REC_TB);
+            }
+        }
+    }
+}
+
+static void
+count_item(ctm_interner *in, uint32_t rec, uint32_t item)
+{
+    (void)item;
+    CTM_ASSERT(in->codes.recs[rec].code != NULL);
+    in->codes.recs[rec].n++;
+}
+
+static void
+put_item(ctm_interner *in, uint32_t rec, uint32_t item)
+{
+    ctm_coderec *r = &in->codes.recs[rec];
+    CTM_ASSERT(r->code != NULL && r->n < r->cap);
+    r->items[r->n++] = item;
+}
+
+/* Give the records their items from the tables of nw, which then become
+ * in's. 0, or -1 if memory ran out (then in is unchanged, but for more
+ * room in some records). A free record's n is its free-list link: only
+ * records in use are counted and filled. */
+static int
+refill_recs(ctm_interner *in, const ctm_interner *nw)
+{
+    ctm_coderecs *cr = &in->codes;
+    size_t nrecs = cr->nrecs ? cr->nrecs : 1;
+    uint32_t *seen = ctm_malloc(nrecs * sizeof(uint32_t));
+    uint32_t *had = ctm_malloc(nrecs * sizeof(uint32_t));
+    if (seen == NULL || had == NULL) {
+        ctm_free(seen);
+        ctm_free(had);
+        return -1;
+    }
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        if (cr->recs[i].code != NULL) {
+            had[i] = cr->recs[i].n;
+            cr->recs[i].n = 0;
+        }
+    }
+    rec_items(nw, seen, count_item, in);
+    int ok = 1;
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        ctm_coderec *r = &cr->recs[i];
+        if (r->code != NULL && r->n > r->cap) {
+            uint32_t *items = ctm_realloc(r->items,
+                                          (size_t)r->n * sizeof(uint32_t));
+            if (items == NULL) {
+                ok = 0;
+                continue;
+            }
+            r->items = items;
+            r->cap = r->n;
+        }
+    }
+    for (uint32_t i = 0; i < cr->nrecs; i++) {
+        if (cr->recs[i].code != NULL) {
+            cr->recs[i].n = ok ? 0 : had[i];
+        }
+    }
+    if (ok) {
+        rec_items(nw, seen, put_item, in);
+    }
+    ctm_free(seen);
+    ctm_free(had);
+    return ok ? 0 : -1;
+}
+
+int64_t
+ctm_interner_compact_unlocked(ctm_interner *in, const uint64_t *counts,
+                              uint32_t *map)
+{
+    uint32_t ntb = in->ntracebacks;
+    uint32_t maxn = 1;
+    for (uint32_t tb = 0; tb < ntb; tb++) {
+        if (counts[tb] && in->tracebacks[tb].nframe > maxn) {
+            maxn = in->tracebacks[tb].nframe;
+        }
+    }
+    ctm_interner *nw = ctm_interner_new();
+    uint32_t *fmap = ctm_malloc((in->nframes ? in->nframes : 1)
+                                * sizeof(uint32_t));
+    uint32_t *ids = ctm_malloc(maxn * sizeof(uint32_t));
+    if (nw == NULL || fmap == NULL || ids == NULL) {
+        goto fail;
+    }
+    memset(fmap, 0xff, (size_t)in->nframes * sizeof(uint32_t));
+    for (uint32_t tb = 0; tb < ntb; tb++) {
+        map[tb] = UINT32_MAX;
+        if (!counts[tb]) {
+            continue;
+        }
+        const ctm_ttb *t = &in->tracebacks[tb];
+        for (uint32_t i = 0; i < t->nframe; i++) {
+            uint32_t old = in->ids[t->first + i];
+            if (fmap[old] == UINT32_MAX) {
+                int64_t f = copy_frame(nw, in, old);
+                if (f < 0) {
+                    goto fail;
+                }
+                fmap[old] = (uint32_t)f;
+            }
+            ids[i] = fmap[old];
+        }
+        int64_t id = intern_ids(nw, ids, t->nframe, t->total_nframe, 0);
+        if (id < 0) {
+            goto fail;
+        }
+        map[tb] = (uint32_t)id;
+    }
+    if (in->unknown_cstring >= 0) {
+        const ctm_cstring *c = &in->cstrings[in->unknown_cstring];
+        nw->unknown_cstring = intern_chars(nw, c->kind, c->length, c->data,
+                                           c->hash);
+        if (nw->unknown_cstring < 0) {
+            goto fail;
+        }
+    }
+    if (in->unknown >= 0 && map[in->unknown] != UINT32_MAX) {
+        nw->unknown = map[in->unknown];
+    }
+    if (refill_recs(in, nw) < 0) {
+        goto fail;
+    }
+    move_tables(in, nw);
+    memset(in->stack_cache, 0, sizeof(in->stack_cache));
+    in->compacted = interner_size(in);
+    in->compact_at = 2 * in->compacted + in->compact_min;
+    ctm_free(nw);
+    ctm_free(fmap);
+    ctm_free(ids);
+    return in->ntracebacks;
+fail:
+    if (nw != NULL) {
+        free_tables(nw);
+        ctm_free(nw);
+    }
+    ctm_free(fmap);
+    ctm_free(ids);
+    /* Not again before the interner has grown by half. */
+    in->compact_at = interner_size(in) + interner_size(in) / 2
+                     + in->compact_min;
+    return -1;
 }
 
 /* ---- lifetime and reading ---- */
@@ -747,48 +975,33 @@ ctm_interner_new(void)
     if (in != NULL) {
         in->unknown = -1;
         in->unknown_cstring = -1;
-        in->gen = 1;
-        in->extra_index = -1;
+        in->compact_min = compact_min();
+        in->compact_at = in->compact_min;
+        ctm_coderecs_init(&in->codes);
     }
     return in;
 }
 
 void
-ctm_interner_set_extra_index(ctm_interner *in, Py_ssize_t index)
+ctm_interner_set_notice(ctm_interner *in, ctm_notice notice,
+                        Py_ssize_t extra_index)
 {
-    in->extra_index = index;
+    ctm_coderecs_set_notice(&in->codes, notice, extra_index);
 }
 
 void
 ctm_interner_clear_unlocked(ctm_interner *in)
 {
-    for (uint32_t i = 0; i < in->ncstrings; i++) {
-        ctm_free(in->cstrings[i].data);
-    }
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            ctm_free(in->recs[i].items);
-        }
-    }
-    ctm_free(in->frames);
-    ctm_index_free(&in->frames_ix);
-    ctm_free(in->tracebacks);
-    ctm_index_free(&in->tracebacks_ix);
-    ctm_free(in->ids);
-    ctm_free(in->raw_codes);
-    ctm_free(in->raw_addrs);
-    ctm_free(in->cstrings);
-    ctm_index_free(&in->cstrings_ix);
-    ctm_free(in->recs);
-    ctm_free(in->unarmed);
-    uint32_t gen = in->gen + 1;
-    Py_ssize_t extra_index = in->extra_index;
+    free_tables(in);
+    ctm_coderecs_clear(&in->codes);
+    ctm_coderecs codes = in->codes;
+    size_t compact_min = in->compact_min;
     memset(in, 0, sizeof(*in));
     in->unknown = -1;
     in->unknown_cstring = -1;
-    /* The tokens still in co_extra slots are stale from now on. */
-    in->gen = gen ? gen : 1;
-    in->extra_index = extra_index;
+    in->compact_min = compact_min;
+    in->compact_at = compact_min;
+    in->codes = codes;
 }
 
 size_t
@@ -801,13 +1014,7 @@ ctm_interner_memory_unlocked(const ctm_interner *in)
     n += (size_t)in->cap_raw_codes * sizeof(PyCodeObject *);
     n += (size_t)in->cap_raw_addrs * sizeof(int32_t);
     n += (size_t)in->capcstrings * sizeof(ctm_cstring);
-    n += (size_t)in->caprecs * sizeof(code_rec);
-    n += (size_t)in->capunarmed * sizeof(uint32_t);
-    for (uint32_t i = 0; i < in->nrecs; i++) {
-        if (in->recs[i].code != NULL) {
-            n += (size_t)in->recs[i].cap * sizeof(uint32_t);
-        }
-    }
+    n += ctm_coderecs_memory(&in->codes);
     for (uint32_t i = 0; i < in->ncstrings; i++) {
         n += (size_t)in->cstrings[i].length * (size_t)in->cstrings[i].kind;
     }

@@ -102,6 +102,20 @@ get_tracemalloc_memory(PyObject *self, PyObject *unused)
 }
 
 static PyObject *
+interner_stats(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    size_t ntb, nframes;
+    unsigned compactions;
+    ctm_tracer_interner_stats(&ntb, &nframes, &compactions);
+    return Py_BuildValue("{s:n,s:n,s:I,s:s}", "tracebacks",
+                         (Py_ssize_t)ntb, "frames", (Py_ssize_t)nframes,
+                         "compactions", compactions, "code_deaths",
+                         ctm_tracer_code_notice());
+}
+
+static PyObject *
 not_tracing_error(void)
 {
     PyErr_SetString(PyExc_RuntimeError,
@@ -433,6 +447,10 @@ static PyMethodDef module_methods[] = {
     {"_get_object_traceback", get_object_traceback_raw, METH_O,
      "_get_object_traceback(obj)\n--\n\n"
      "The raw frames where obj was allocated, or None."},
+    {"_interner_stats", interner_stats, METH_NOARGS,
+     "_interner_stats()\n--\n\n"
+     "The tracer's interned tracebacks and frames, its compactions, and\n"
+     "how it hears of code objects' deaths."},
     {"_get_traces", get_traces, METH_NOARGS,
      "_get_traces()\n--\n\n"
      "The live traces as a list of (domain, size, frames, total_nframe)."},

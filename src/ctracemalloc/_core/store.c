@@ -991,3 +991,63 @@ ctm_traces_place_unlocked(ctm_traces *tr, ctm_placement *g,
     ctm_free(back);
     return 0;
 }
+
+/* ---- the interner's compaction ---- */
+
+int
+ctm_traces_exact_counts_unlocked(ctm_traces *tr, uint32_t ntb,
+                                 uint64_t **counts)
+{
+    uint64_t *c = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
+    if (c == NULL || (ntb && live_reserve(tr, ntb - 1) < 0)) {
+        ctm_free(c);
+        return -1;
+    }
+    place_share s = {tr, 0, store_slots(&tr->main), 1, 1, COUNT, c, NULL,
+                     NULL, NULL, 0};
+    place_share_run(&s);
+    *counts = c;
+    return 0;
+}
+
+static void
+store_rename(ctm_store *s, const uint32_t *map)
+{
+    for (size_t i = 0; i < store_slots(s); i++) {
+        ctm_bucket *b = s->slots[i].bucket;
+        if (b == NULL) {
+            continue;
+        }
+        ctm_value *vals = bucket_values(b);
+        for (uint32_t j = 0; j <= b->mask; j++) {
+            if (b->keys[j] != NO_KEY) {
+                vals[j].traceback = map[vals[j].traceback];
+            }
+        }
+    }
+}
+
+void
+ctm_traces_rename_unlocked(ctm_traces *tr, const uint32_t *map,
+                           const uint64_t *counts, uint32_t ntb)
+{
+    for (uint32_t i = 0; tr->nursery != NULL && i < NURSERY_SIZE; i++) {
+        ctm_young *y = &tr->nursery[i];
+        if (y->ptr != 0) {
+            y->value.traceback = map[y->value.traceback];
+        }
+    }
+    store_rename(&tr->main, map);
+    for (size_t i = 0; i < tr->nothers; i++) {
+        store_rename(&tr->others[i].store, map);
+    }
+    /* counts were taken with room for ntb ids reserved, and new ids are
+     * below old ones */
+    memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
+    for (uint32_t i = 0; i < ntb; i++) {
+        if (counts[i]) {
+            CTM_ASSERT(map[i] < tr->live_cap);
+            tr->live[map[i]] += counts[i];
+        }
+    }
+}

@@ -131,4 +131,14 @@ int ctm_traces_place_unlocked(ctm_traces *t, ctm_placement *g,
                               const uint32_t *rename, ctm_snap_trace *out);
 void ctm_placement_free(ctm_placement *g);
 
+/* For the interner's compaction: *counts (ntb entries, ctm_free after)
+ * gets the live traces per traceback id, counted from the traces, and
+ * room for ntb ids is made in the kept counts. 0, or -1 if memory ran
+ * out. Then rename every trace's traceback id i to map[i] (counts and ntb
+ * as given to the first call; a live trace's map is never UINT32_MAX). */
+int ctm_traces_exact_counts_unlocked(ctm_traces *tr, uint32_t ntb,
+                                     uint64_t **counts);
+void ctm_traces_rename_unlocked(ctm_traces *tr, const uint32_t *map,
+                                const uint64_t *counts, uint32_t ntb);
+
 #endif /* CTM_STORE_H */

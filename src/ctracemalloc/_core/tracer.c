@@ -131,14 +131,19 @@ tbcache_forget_unlocked(void)
 
 void
 ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
-                   uint32_t traceback)
+                   uint32_t traceback, unsigned epoch, int gil_known)
 {
     ctm_tables_lock();
-    if (ctm_traces_add_unlocked(&ctm_tracer.traces, domain, ptr, size,
-                                traceback) < 0) {
-        ctm_tracer.lost++;
+    if (ctm_tracer_epoch() == epoch) {
+        if (ctm_traces_add_unlocked(&ctm_tracer.traces, domain, ptr, size,
+                                    traceback) < 0) {
+            ctm_tracer.lost++;
+        }
+        ctm_tables_unlock();
+        return;
     }
     ctm_tables_unlock();
+    ctm_tracer_record(domain, ptr, size, gil_known, 0, 0);
 }
 
 /* ---- retraces waiting (tracer.h) ---- */
@@ -278,17 +283,27 @@ ctm_tracer_new_object(PyObject *obj)
     ctm_reentrant = 0;
 }
 
-/* ---- the death of code objects ---- */
+/* ---- the death of code objects ----
+ *
+ * How the interner hears of them is chosen at the first begin in an
+ * interpreter and kept (only one is ever traced, the main one: see
+ * tracer.h): a code watcher where this Python has them and one is free,
+ * else a co_extra index, else nothing (frames resolved as they are
+ * captured). Neither is given back: CPython has no call that gives back
+ * an index, and the watcher, kept, costs a call per code object made or
+ * dying.
+ *
+ * Both callbacks are called, with the GIL, for code objects that die
+ * whether tracing or not, through the interpreter's finalization, after
+ * this module is gone: they read nothing but the tracer's state, which
+ * lives as long as the process, and a code object without a record
+ * costs a lookup. */
 
-/* The co_extra index of the interpreter it was asked of (interning.c's
- * tokens live there), -1 if none was left. Written by begin, with the
- * GIL. */
+/* Written by begin, with the GIL. */
+static PyInterpreterState *notice_interp;
+static ctm_notice notice = CTM_NOTICE_NONE;
 static Py_ssize_t extra_index = -1;
-static PyInterpreterState *extra_interp;
 
-/* The free function of the slot: code_dealloc calls it, with the GIL,
- * before it releases anything. Cheap while not tracing: a stale token is
- * ignored. */
 static void
 code_extra_free(void *token)
 {
@@ -300,12 +315,122 @@ code_extra_free(void *token)
     ctm_tables_unlock();
 }
 
+/* Told of every code object made or dying in the interpreter; never
+ * fails. */
+static int
+code_watcher(ctm_code_event event, PyCodeObject *code)
+{
+    if (ctm_code_event_is_death(event)) {
+        ctm_tables_lock();
+        if (ctm_tracer.interner != NULL
+            && ctm_interner_code_object_died_unlocked(ctm_tracer.interner,
+                                                      code)) {
+            tbcache_forget_unlocked();
+        }
+        ctm_tables_unlock();
+    }
+    return 0;
+}
+
+/* Test builds: CTRACEMALLOC_TEST_NO_CODE_WATCHER (set, not empty) leaves
+ * the watcher out, so that the co_extra index is what is tested where
+ * watchers exist. */
+static int
+watcher_refused(void)
+{
+#ifdef CTM_SELF_CHECK
+    const char *v = getenv("CTRACEMALLOC_TEST_NO_CODE_WATCHER");
+    return v != NULL && *v;
+#else
+    return 0;
+#endif
+}
+
+/* Choose how the deaths of interp's code objects are heard of, once. */
+static void
+choose_notice(PyInterpreterState *interp)
+{
+    if (interp == notice_interp) {
+        return;
+    }
+    notice_interp = interp;
+    extra_index = -1;
+    if (!watcher_refused() && ctm_code_watcher_add(code_watcher) >= 0) {
+        notice = CTM_NOTICE_WATCHER;
+    }
+    else if ((extra_index = ctm_code_extra_index(code_extra_free)) >= 0) {
+        notice = CTM_NOTICE_CO_EXTRA;
+    }
+    else {
+        notice = CTM_NOTICE_NONE;
+    }
+}
+
+const char *
+ctm_tracer_code_notice(void)
+{
+    switch (notice) {
+    case CTM_NOTICE_WATCHER:
+        return "watcher";
+    case CTM_NOTICE_CO_EXTRA:
+        return "co_extra";
+    default:
+        return "none";
+    }
+}
+
+/* ---- compaction of the interner ---- */
+
 void
-ctm_tracer_arm_codes(void)
+ctm_tracer_reader_begin(void)
+{
+    ctm_tables_lock();
+    ctm_tracer.readers++;
+    ctm_tables_unlock();
+}
+
+void
+ctm_tracer_reader_end(void)
+{
+    ctm_tables_lock();
+    ctm_tracer.readers--;
+    ctm_tables_unlock();
+}
+
+/* Compact the interner if it is due and nobody reads it (the GIL
+ * held). */
+static void
+compact(void)
+{
+    uint64_t *counts = NULL;
+    uint32_t *map = NULL;
+    ctm_tables_lock();
+    ctm_interner *in = ctm_tracer.interner;
+    ctm_traces *t = &ctm_tracer.traces;
+    if (in != NULL && ctm_tracer.readers == 0
+        && ctm_interner_compaction_due_unlocked(in, t->ntraces)) {
+        uint32_t ntb = (uint32_t)ctm_interner_ntracebacks_unlocked(in);
+        map = ctm_malloc((ntb ? ntb : 1) * sizeof(uint32_t));
+        if (map != NULL
+            && ctm_traces_exact_counts_unlocked(t, ntb, &counts) == 0
+            && ctm_interner_compact_unlocked(in, counts, map) >= 0) {
+            ctm_traces_rename_unlocked(t, map, counts, ntb);
+            tbcache_forget_unlocked();    /* its ids are the old ones */
+            atomic_fetch_add_explicit(&ctm_tracer.compactions, 1,
+                                      memory_order_relaxed);
+        }
+    }
+    ctm_tables_unlock();
+    ctm_free(counts);
+    ctm_free(map);
+}
+
+void
+ctm_tracer_maintain(void)
 {
     int was = ctm_reentrant;
-    /* Storing a token may allocate: not traced (the stdlib has no such
-     * block), and not a place to record from. */
+    /* Storing a token (co_extra notices only) may allocate: not traced
+     * (the stdlib has no such block), and not a place to record from. */
     ctm_reentrant = 1;
     for (;;) {
         PyCodeObject *code;
@@ -327,6 +452,7 @@ ctm_tracer_arm_codes(void)
             ctm_tables_unlock();
         }
     }
+    compact();
     ctm_reentrant = was;
 }
 
@@ -354,11 +480,7 @@ ctm_tracer_begin(int nframe)
         return -1;
     }
     PyInterpreterState *interp = PyInterpreterState_Get();
-    if (interp != extra_interp) {
-        /* Once per interpreter: there are at most 255 indexes. */
-        extra_index = ctm_code_extra_index(code_extra_free);
-        extra_interp = interp;
-    }
+    choose_notice(interp);
     ctm_tables_lock();
     ctm_tracer.interp = interp;
     ctm_free(ctm_tracer.frames);
@@ -373,7 +495,7 @@ ctm_tracer_begin(int nframe)
         ctm_tracer.tbcache = cache;
     }
     tbcache_forget_unlocked();
-    ctm_interner_set_extra_index(ctm_tracer.interner, extra_index);
+    ctm_interner_set_notice(ctm_tracer.interner, notice, extra_index);
     atomic_store(&ctm_tracer.tracing, 1);
     ctm_tables_unlock();
     return 0;
@@ -448,6 +570,18 @@ ctm_tracer_memory(void)
     ctm_tables_unlock();
     n += ctm_capture_memory() + ctm_large_spare_bytes();
     return n;
+}
+
+void
+ctm_tracer_interner_stats(size_t *ntracebacks, size_t *nframes,
+                          unsigned *compactions)
+{
+    ctm_tables_lock();
+    ctm_interner *in = ctm_tracer.interner;
+    *ntracebacks = in ? ctm_interner_ntracebacks_unlocked(in) : 0;
+    *nframes = in ? ctm_interner_nframes_unlocked(in) : 0;
+    *compactions = ctm_tracer_epoch();
+    ctm_tables_unlock();
 }
 
 void

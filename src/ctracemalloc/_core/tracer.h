@@ -62,16 +62,18 @@
  * memory comes from libc and never enters the hooks.
  *
  * Threads without the GIL: the thread's own frames are read (they cannot
- * change while it is inside an allocator) but, unable to watch for
- * their code objects' deaths (that needs the GIL and PyMem), the tracer
- * resolves their lines at once. Once the
+ * change while it is inside an allocator) but their lines are resolved
+ * at once (a co_extra slot, which tells of a code object's death where
+ * no code watcher does, needs the GIL and PyMem). Once the
  * interpreter is exiting, such threads get the "<unknown>" traceback:
  * their thread states may be freed under them.
  *
  * Subinterpreters: only the interpreter that started tracing is traced.
  * A subinterpreter's objects, code objects included, belong to it (from
  * 3.12, its memory too) and go when it is destroyed: the tracer must hold
- * no reference into it, and its blocks are not ours to explain.
+ * no reference into it, and its blocks are not ours to explain. Code
+ * watchers and co_extra indexes are per interpreter: the traced one's
+ * tell of the deaths of the only code objects the interner records.
  */
 #ifndef CTM_TRACER_H
 #define CTM_TRACER_H
@@ -137,6 +139,15 @@ typedef struct {
     ctm_interner *interner;     /* their tracebacks; NULL until the first
                                    start, then kept */
     size_t lost;                /* traces that could not be recorded */
+    /* Readers of the interner's ids and filenames across several lock
+     * holds (tracersnap.c) in progress: the interner is not compacted
+     * while there is one. Changed under the lock, by threads holding the
+     * GIL. */
+    int readers;
+    /* Compactions of the interner so far: a traceback id taken before
+     * (a realloc's old trace) is only good if this has not moved.
+     * Written under the lock. */
+    atomic_uint compactions;
 
     /* Protected by the traced interpreter's GIL (see the top); written
      * under the lock as well, except the ring's tail: */
@@ -312,7 +323,7 @@ void ctm_tbcache_store_unlocked(const ctm_rawframe *frames, int n,
 
 /* Capture the traceback of ts (NULL: no Python frame) and intern it: its
  * id, or -1 if memory ran out. arm: see ctm_intern_traceback_unlocked
- * (then call ctm_tracer_arm_codes once the lock is released). */
+ * (then call ctm_tracer_maintain once the lock is released). */
 static inline int64_t
 ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
 {
@@ -340,19 +351,27 @@ ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
     return tb;
 }
 
-/* Store the tokens of the code objects that the interner met for the
- * first time in their co_extra slots, so that their deaths are noticed
- * (interning.c). The GIL held, the lock not; never from inside an
- * allocation that may be resizing a co_extra slot (the OBJ domain's hook
- * is safe: only PyMem resizes them). */
-void ctm_tracer_arm_codes(void);
+/* The work that a capture leaves for after the lock: with co_extra
+ * notices, store the tokens of the code objects that the interner met
+ * for the first time in their co_extra slots, so that their deaths are
+ * noticed; compact the interner when it is due (interning.c). The GIL
+ * held, the lock not; never from inside an allocation that may be
+ * resizing a co_extra slot (the OBJ domain's hook is safe: only PyMem
+ * resizes them). */
+void ctm_tracer_maintain(void);
+
+/* Around a read of the interner's ids and filenames that spans several
+ * lock holds (see readers). The GIL held, the lock not. */
+void ctm_tracer_reader_begin(void);
+void ctm_tracer_reader_end(void);
 
 /* Record a trace for (domain, ptr), with the caller's traceback: a block
  * the allocator just returned (block: domain 0, untraced so far), or any
  * pointer (the track API, which may replace a trace). gil_known: the
  * caller holds the GIL. arm: the caller may arm code objects' death
- * notices once the lock is released (see ctm_tracer_arm_codes); if not,
- * code objects met for the first time are resolved at once. Nothing is
+ * notices once the lock is released (see ctm_tracer_maintain); if not,
+ * with co_extra notices, code objects met for the first time are
+ * resolved at once (a code watcher needs no arming). Nothing is
  * recorded for a thread of another interpreter. Return 0, or -1 when the
  * tables are out of memory (then nothing was recorded, and it is counted
  * as lost). */
@@ -399,7 +418,7 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
     }
     ctm_tables_unlock();
     if (unarmed) {
-        ctm_tracer_arm_codes();
+        ctm_tracer_maintain();
     }
     ctm_last_block = ptr;
     return rc;
@@ -425,10 +444,22 @@ ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
  * GIL, while tracing, not from inside a client (ctm_reentrant clear). */
 void ctm_tracer_new_object(PyObject *obj);
 
+/* The compactions so far: read before ctm_tracer_remove, for
+ * ctm_tracer_restore. */
+static inline unsigned
+ctm_tracer_epoch(void)
+{
+    return atomic_load_explicit(&ctm_tracer.compactions,
+                                memory_order_relaxed);
+}
+
 /* Put back a trace that ctm_tracer_remove took out (a realloc that
- * failed). */
+ * failed), epoch being ctm_tracer_epoch() from before the removal; if
+ * the interner was compacted since, its traceback id means nothing now
+ * and the trace gets the current traceback (gil_known as for
+ * ctm_tracer_record). */
 void ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
-                        uint32_t traceback);
+                        uint32_t traceback, unsigned epoch, int gil_known);
 
 /* ---- lifetime (tracer.c; the GIL held) ---- */
 

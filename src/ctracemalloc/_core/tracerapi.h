@@ -17,6 +17,14 @@ int ctm_tracer_nframe(void);
 void ctm_tracer_traced_memory(size_t *current, size_t *peak);
 void ctm_tracer_reset_peak(void);
 size_t ctm_tracer_memory(void);
+/* The interner's tracebacks and frames now, and its compactions so far
+ * (for tests). */
+void ctm_tracer_interner_stats(size_t *ntracebacks, size_t *nframes,
+                               unsigned *compactions);
+/* How the deaths of code objects are heard of (for tests): "watcher",
+ * "co_extra", or "none" (frames resolved as captured, or never
+ * started). */
+const char *ctm_tracer_code_notice(void);
 /* Snapshot data of the live traces. Needs the GIL. */
 ctm_snapdata *ctm_tracer_snapshot(void);
 /* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */

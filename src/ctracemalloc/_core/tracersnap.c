@@ -2,8 +2,10 @@
  * traces (take_snapshot) and the traceback of one block
  * (get_object_traceback). Both hold the GIL throughout, so the interner
  * is not cleared under them, and its code objects and filenames stay
- * alive; threads without the GIL may still add traces, frames,
- * tracebacks and filenames until they take the lock.
+ * alive; they are readers (tracer.h), so it is not compacted under them
+ * either: its ids and filenames' data stay as they are. Threads without
+ * the GIL may still add traces, frames, tracebacks and filenames until
+ * they take the lock.
  *
  * A code frame's code object is alive while the lock is held (its death
  * resolves the frame under the lock), not after: what is needed of it is
@@ -343,6 +345,7 @@ ctm_tracer_snapshot(void)
 #else
     uint32_t late = 0;
 #endif
+    ctm_tracer_reader_begin();
     while (rc > 0) {
         ctm_builder *b = NULL;
         if (cstring_strs_update(&cs) < 0 || (b = ctm_builder_new()) == NULL) {
@@ -378,6 +381,7 @@ ctm_tracer_snapshot(void)
         }
     }
     cstring_strs_free(&cs);
+    ctm_tracer_reader_end();
     return result;
 }
 
@@ -393,6 +397,7 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
     int found = 0, nomem = 0;
     PyObject *res = NULL;
 
+    ctm_tracer_reader_begin();
     ctm_tables_lock();
     const ctm_value *v = atomic_load(&ctm_tracer.tracing)
         ? ctm_traces_get_unlocked(&ctm_tracer.traces, domain, ptr) : NULL;
@@ -421,6 +426,7 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
     }
     ctm_tables_unlock();
     if (!found) {
+        ctm_tracer_reader_end();
         Py_RETURN_NONE;
     }
     if (nomem) {
@@ -455,5 +461,6 @@ done:
     if (cnames != names) {
         ctm_free(cnames);
     }
+    ctm_tracer_reader_end();
     return res;
 }
