@@ -607,6 +607,13 @@ ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
     }
     int was = ctm_reentrant;
     ctm_reentrant = 1;
+    if (domain != CTM_NATIVE_DOMAIN
+        && atomic_load_explicit(&ctm_tracer.native, memory_order_relaxed)) {
+        /* An extension reports a block it took from the C allocator
+         * (numpy's buffers): it is counted once, in the reported domain.
+         * Removed first, so that no snapshot sees it twice. */
+        (void)ctm_tracer_remove(CTM_NATIVE_DOMAIN, ptr, NULL, NULL);
+    }
     int rc = ctm_tracer_record(domain, ptr, size, 0, 0, 0) < 0 ? -2 : 0;
     ctm_reentrant = was;
     return rc;

@@ -118,6 +118,10 @@ typedef struct {
      * read by the clients without the lock first (a cheap early exit),
      * then again under the lock before touching the tables. */
     atomic_int tracing;
+    /* Nonzero while native allocations are traced (native.c): a block
+     * tracked in another domain then stops being native. Written with
+     * the GIL; read without the lock. */
+    atomic_int native;
     /* Set when the interpreter starts exiting (atexit), never cleared.
      * Read without the lock, then again under it. */
     atomic_int exiting;
@@ -435,6 +439,19 @@ ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
                                          size, traceback);
     ctm_tables_unlock();
     return had;
+}
+
+/* The size of the trace of (domain, ptr), or -1 if it has none; a size
+ * of 4 GiB or more reads as 0xFFFFFFFF (enough for the probes). */
+static inline int64_t
+ctm_tracer_trace_size(uint32_t domain, uintptr_t ptr)
+{
+    ctm_tables_lock();
+    const ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces, domain,
+                                                 ptr);
+    int64_t size = v != NULL ? (int64_t)v->size : -1;
+    ctm_tables_unlock();
+    return size;
 }
 
 /* The interpreter made the object obj (the reference tracer, or its
