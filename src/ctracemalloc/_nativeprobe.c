@@ -35,6 +35,14 @@ probe_free(void *ptr)
 
 static const ctm_native_probe probe = {probe_malloc, probe_free};
 
+/* Exported for a caller that loads a copy of this object with
+ * ctypes.CDLL, to call malloc from an object loaded that way. */
+__attribute__((visibility("default"))) void *
+ctracemalloc_probe_malloc(size_t size)
+{
+    return malloc(size);
+}
+
 static PyObject *
 address(void *ptr)
 {
@@ -159,6 +167,10 @@ probe_call(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     if (c.kind == K_POSIX_MEMALIGN && c.rc != 0) {
         return PyErr_NoMemory();
+    }
+    if ((c.kind == K_REALLOC || c.kind == K_REALLOCARRAY)
+        && c.result == NULL && c.a * (c.kind == K_REALLOC ? 1 : c.b) == 0) {
+        Py_RETURN_NONE;         /* a size of 0 freed the block */
     }
     return address(c.result);
 }

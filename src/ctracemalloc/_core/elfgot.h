@@ -41,7 +41,7 @@ typedef struct {
                                    one address in turn */
 } ctm_got_patch;
 
-#define CTM_GOT_MAX_SKIP 4
+#define CTM_GOT_MAX_SKIP 6
 
 typedef struct {
     const ctm_got_symbol *symbols;

@@ -13,6 +13,7 @@
  */
 #include "formats.h"
 #include "intercept.h"
+#include "native.h"
 #include "snapshot.h"
 #include "tracerapi.h"
 #include "types.h"
@@ -407,6 +408,15 @@ at_exit(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+/* The GOT slots native tracing holds now (for tests). */
+static PyObject *
+native_slots(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyLong_FromSize_t(ctm_native_slots());
+}
+
 PyDoc_STRVAR(start_doc,
 "start($module, nframe=1, /, *, native=False)\n--\n\n"
 "Start tracing Python memory allocations, storing up to nframe frames\n"
@@ -468,6 +478,7 @@ static PyMethodDef module_methods[] = {
     {"untrack", untrack, METH_VARARGS, untrack_doc},
     {"_after_other_tracer", after_other_tracer, METH_O, NULL},
     {"_at_exit", at_exit, METH_NOARGS, NULL},
+    {"_native_slots", native_slots, METH_NOARGS, NULL},
     {"_snapshot_from_bytes", ctm_snapshot_from_bytes, METH_VARARGS,
      "Rebuild a pickled Snapshot."},
     {NULL, NULL, 0, NULL},

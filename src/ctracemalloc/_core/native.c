@@ -365,15 +365,24 @@ find_originals(void)
     }
     native_set.symbols = symbols;
     native_set.nsymbols = n;
-    /* Never patched: the interpreter, ourselves, the allocator, libc.
-     * The interpreter is the object that defines the track API, found
-     * with dlsym: our own slot for it may hold our replacement. */
+    /* Never patched: the interpreter, ourselves, the allocator, libc
+     * (and libpthread where it is apart): glibc calls malloc through its
+     * own PLT, from functions the tracer calls with its lock held. The
+     * interpreter is the object that defines the track API, found with
+     * dlsym: our own slot for it may hold our replacement. libc is the
+     * object of a function no sanitizer intercepts, malloc's and mmap's
+     * being the sanitizer's then. */
     uintptr_t interpreter = (uintptr_t)dlsym(RTLD_DEFAULT,
                                              "PyTraceMalloc_Track");
-    native_set.skip[0] = interpreter;
-    native_set.skip[1] = (uintptr_t)ctm_native_install;
-    native_set.skip[2] = (uintptr_t)orig.malloc;
-    native_set.skip[3] = (uintptr_t)orig.mmap;
+    uintptr_t skip[CTM_GOT_MAX_SKIP] = {
+        interpreter,
+        (uintptr_t)ctm_native_install,
+        (uintptr_t)orig.malloc,
+        (uintptr_t)orig.mmap,
+        (uintptr_t)dlsym(RTLD_DEFAULT, "gnu_get_libc_version"),
+        (uintptr_t)dlsym(RTLD_DEFAULT, "pthread_create"),
+    };
+    memcpy(native_set.skip, skip, sizeof(skip));
     /* the interpreter's dlopen: imports of extensions */
     interpreter_loads.symbols = dlopen_symbol;
     interpreter_loads.nsymbols = 1;
@@ -434,6 +443,12 @@ int
 ctm_native_active(void)
 {
     return atomic_load(&ctm_tracer.native);
+}
+
+size_t
+ctm_native_slots(void)
+{
+    return native_set.npatches + interpreter_loads.npatches;
 }
 
 int

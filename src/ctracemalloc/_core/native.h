@@ -33,5 +33,7 @@ int ctm_native_install(void);
 void ctm_native_uninstall(void);
 /* Whether native allocations are traced now. */
 int ctm_native_active(void);
+/* The GOT slots that hold our replacements now (for tests). */
+size_t ctm_native_slots(void);
 
 #endif /* CTM_NATIVE_H */
