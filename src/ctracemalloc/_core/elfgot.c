@@ -314,35 +314,32 @@ scan_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-/* Scan the set if it is active or activate is set. With got_lock. */
+/* Scan the set if it is active or activate is set. */
 static long
-scan_locked(ctm_got_set *set, int activate)
+scan(ctm_got_set *set, int activate)
 {
-    if (!set->active && !activate) {
-        return 0;
+    long written = 0;
+    got_lock_take();
+    if (set->active || activate) {
+        set->active = 1;
+        scan_state st = {set, 0, 0, 1};
+        dl_iterate_phdr(scan_object, &st);
+        written = st.error ? -1 : st.written;
     }
-    set->active = 1;
-    scan_state st = {set, 0, 0, 1};
-    dl_iterate_phdr(scan_object, &st);
-    return st.error ? -1 : st.written;
+    pthread_mutex_unlock(&got_lock);
+    return written;
 }
 
 long
 ctm_got_apply(ctm_got_set *set)
 {
-    got_lock_take();
-    long written = scan_locked(set, 1);
-    pthread_mutex_unlock(&got_lock);
-    return written;
+    return scan(set, 1);
 }
 
 long
 ctm_got_rescan(ctm_got_set *set)
 {
-    got_lock_take();
-    long written = scan_locked(set, 0);
-    pthread_mutex_unlock(&got_lock);
-    return written;
+    return scan(set, 0);
 }
 
 /* Visit the records of set that this loaded object wrote: restore puts
