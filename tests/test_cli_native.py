@@ -1,0 +1,235 @@
+"""Native memory (NATIVE_DOMAIN) on the command line: run --native,
+CTRACEMALLOC_NATIVE, and how top, compare and flamegraph name the native
+domain (entries marked [native], totals split, --domain).
+
+The reports are checked on snapshots made from raw traces, whose every
+size is known; run --native and startup tracing on a real extension.
+"""
+import json
+
+import pytest
+
+from test_cli import cli, no_traceback, top_entries, write
+
+pytestmark = pytest.mark.ctm_only
+
+NUMPY_DOMAIN = 389047       # a domain an extension reports to: Python's side
+
+
+def native_domain(ctm):
+    return getattr(ctm, "NATIVE_DOMAIN", 1851880566)
+
+
+APP = """\
+rows = [make_row(i) for i in range(10)]
+db.executemany(INSERT, rows)
+cache.fill()
+"""
+
+
+@pytest.fixture
+def app(tmp_path):
+    return write(tmp_path / "app.py", APP)
+
+
+def mixed_raw(ctm, app, lib, native_scale=1):
+    """Raw traces: Python's at lines 1 and 3 (and one block an extension
+    reported at line 1), native at lines 2 and 3, and native below a
+    frame of lib."""
+    native = native_domain(ctm)
+    app, lib = str(app), str(lib)
+    return ([(0, 1000, ((app, 1),), 1)] * 10
+            + [(NUMPY_DOMAIN, 5000, ((app, 1),), 1)]
+            + [(native, 40000, ((app, 2),), 1)] * 5 * native_scale
+            + [(0, 100, ((app, 3),), 1)] * 4
+            + [(native, 300, ((app, 3),), 1)] * 2
+            + [(native, 64, ((lib, 7), (app, 3)), 2)] * 3)
+
+
+@pytest.fixture
+def mixed(ctm, tmp_path, app):
+    path = tmp_path / "mixed.snapshot"
+    ctm.Snapshot(mixed_raw(ctm, app, tmp_path / "lib.py"), 2).dump(path)
+    return path
+
+
+def test_top_marks_native(ctm, mixed, app, tmp_path):
+    proc = cli("top", mixed)
+    assert proc.returncode == 0, proc.stderr
+    lib = tmp_path / "lib.py"
+    assert proc.stdout == f"""\
+Top 5 lines
+#1: [native] {app}:2: size=195 KiB, count=5, average=39.1 KiB
+    db.executemany(INSERT, rows)
+#2: {app}:1: size=14.6 KiB, count=11, average=1364 B
+    rows = [make_row(i) for i in range(10)]
+#3: [native] {app}:3: size=600 B, count=2, average=300 B
+    cache.fill()
+#4: {app}:3: size=400 B, count=4, average=100 B
+    cache.fill()
+#5: [native] {lib}:7: size=192 B, count=3, average=64 B
+Total: size=211 KiB, count=25
+  Python: size=15.0 KiB, count=15
+  native: size=196 KiB, count=10
+"""
+
+
+def side_stats(ctm, path, native, key_type="lineno", old=None):
+    """The statistics of one side of a snapshot (compare_to's if old)."""
+    keep = [ctm.DomainFilter(native, native_domain(ctm))]
+    snap = ctm.Snapshot.load(path).filter_traces(keep)
+    if old is None:
+        return snap.statistics(key_type)
+    return snap.compare_to(ctm.Snapshot.load(old).filter_traces(keep),
+                           key_type)
+
+
+def test_top_agrees_with_each_domain(ctm, mixed):
+    """Each entry is its side's statistic, in the order statistics()
+    sorts; --domain restricts to a side and its entries are that side's
+    statistics."""
+    for key in ("lineno", "filename", "traceback"):
+        python = side_stats(ctm, mixed, False, key)
+        native = side_stats(ctm, mixed, True, key)
+        proc = cli("top", mixed, "--key-type", key, "--limit", 0)
+        assert proc.returncode == 0, proc.stderr
+        both = sorted([(s, "") for s in python]
+                      + [(s, "[native] ") for s in native],
+                      key=lambda e: e[0]._sort_key(), reverse=True)
+        assert top_entries(proc.stdout) == [tag + str(s) for s, tag in both]
+        proc = cli("top", mixed, "--key-type", key, "--domain", "native")
+        assert top_entries(proc.stdout) == ["[native] %s" % s
+                                            for s in native]
+        lines = proc.stdout.splitlines()
+        # one side only: the total and that side, no empty Python line
+        assert lines[-2:] == ["Total: size=196 KiB, count=10",
+                              "  native: size=196 KiB, count=10"]
+        proc = cli("top", mixed, "--key-type", key, "--domain", "python")
+        assert top_entries(proc.stdout) == [str(s) for s in python]
+        assert "native" not in proc.stdout
+        assert proc.stdout.splitlines()[-1] == "Total: size=15.0 KiB, " \
+                                               "count=15"
+
+
+def test_without_native_traces_nothing_changes(ctm, tmp_path, app):
+    """A snapshot without native traces: --domain python prints what
+    plain top prints, and that has no trace of the domains."""
+    path = tmp_path / "plain.snapshot"
+    raw = [t for t in mixed_raw(ctm, app, tmp_path / "lib.py")
+           if t[0] != native_domain(ctm)]
+    ctm.Snapshot(raw, 2).dump(path)
+    plain = cli("top", path, "--limit", 1)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == f"""\
+Top 1 lines
+#1: {app}:1: size=14.6 KiB, count=11, average=1364 B
+    rows = [make_row(i) for i in range(10)]
+1 other lines: size=400 B, count=4
+Total: size=15.0 KiB, count=15
+"""
+    assert cli("top", path, "--limit", 1, "--domain", "python").stdout == \
+        plain.stdout
+    assert cli("top", path, "--domain", "native").stdout == \
+        "Top 0 lines\nTotal: size=0 B, count=0\n"
+    data = json.loads(cli("top", path, "--json").stdout)
+    assert "domains" not in data
+    assert all("domain" not in e for e in data["stats"])
+
+
+def test_include_still_restricts_with_domain(ctm, mixed, app):
+    """--include keeps traces of matching files only, --domain too: an
+    inclusive DomainFilter among the --include filters would keep any
+    trace that matches either."""
+    proc = cli("top", mixed, "--domain", "native", "--include", "*app.py",
+               "--limit", 0)
+    assert proc.returncode == 0, proc.stderr
+    entries = top_entries(proc.stdout)
+    assert len(entries) == 2
+    assert all(e.startswith("[native] %s:" % app) for e in entries)
+    # lib.py's native traces have app.py:3 deeper in their traceback
+    proc = cli("top", mixed, "--domain", "native", "--exclude", "*lib.py",
+               "--limit", 0)
+    assert proc.stdout.splitlines()[-1] == "  native: size=196 KiB, count=7"
+
+
+def test_compare_marks_native(ctm, tmp_path, mixed, app):
+    new = tmp_path / "more.snapshot"
+    ctm.Snapshot(mixed_raw(ctm, app, tmp_path / "lib.py", native_scale=3),
+                 2).dump(new)
+    proc = cli("compare", mixed, new, "--limit", 2)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"""\
+Top 2 lines
+#1: [native] {app}:2: size=586 KiB (+391 KiB), count=15 (+10), average=39.1 KiB
+    db.executemany(INSERT, rows)
+#2: {app}:1: size=14.6 KiB (+0 B), count=11 (+0), average=1364 B
+    rows = [make_row(i) for i in range(10)]
+3 other lines: size=1192 B, count=9
+Total: size=602 KiB (+391 KiB), count=35 (+10)
+  Python: size=15.0 KiB (+0 B), count=15 (+0)
+  native: size=587 KiB (+391 KiB), count=20 (+10)
+"""
+    # native memory gone: its entries stay, at size 0, and its side too
+    plain = tmp_path / "plain.snapshot"
+    ctm.Snapshot([t for t in mixed_raw(ctm, app, tmp_path / "lib.py")
+                  if t[0] != native_domain(ctm)], 2).dump(plain)
+    proc = cli("compare", mixed, plain, "--limit", 0)
+    diffs = side_stats(ctm, plain, True, old=mixed)
+    assert ["[native] %s" % d for d in diffs] == \
+        [e for e in top_entries(proc.stdout) if e.startswith("[native]")]
+    assert proc.stdout.splitlines()[-1] == \
+        "  native: size=0 B (-196 KiB), count=0 (-10)"
+
+
+def test_json_names_domains(ctm, tmp_path, mixed, app):
+    data = json.loads(cli("top", mixed, "--json", "--limit", 3).stdout)
+    assert [(e["domain"], e["traceback"][0]["lineno"], e["size"])
+            for e in data["stats"]] == [("native", 2, 200000),
+                                        ("python", 1, 15000),
+                                        ("native", 3, 600)]
+    assert data["total"] == {"size": 216192, "count": 25}
+    assert data["domains"] == {"python": {"size": 15400, "count": 15},
+                               "native": {"size": 200792, "count": 10}}
+    assert data["other"] == {"entries": 2, "size": 592, "count": 7}
+    data = json.loads(cli("compare", mixed, mixed, "--json").stdout)
+    assert data["domains"]["native"] == {"size": 200792, "count": 10,
+                                         "size_diff": 0, "count_diff": 0}
+
+
+def test_bad_domain(ctm, mixed):
+    for command in (("top", mixed), ("compare", mixed, mixed)):
+        proc = cli(*command, "--domain", "c")
+        assert proc.returncode == 2
+        line = no_traceback(proc)
+        assert line.startswith("ctracemalloc: error: argument --domain: "
+                               "invalid choice: 'c'"), line
+    for command in ("top", "compare"):
+        proc = cli(command, "--help")
+        assert "--domain {all,python,native}" in proc.stdout
+
+
+def test_run_summary_marks_native(ctm, tmp_path):
+    """run's report names the domains too (here of blocks the program
+    tracks in NATIVE_DOMAIN itself)."""
+    prog = write(tmp_path / "tracks.py", """\
+        import ctracemalloc
+        NATIVE = getattr(ctracemalloc, "NATIVE_DOMAIN", 1851880566)
+        keep = [bytearray(1000) for _ in range(300)]
+        for i in range(50):
+            ctracemalloc.track(NATIVE, 0x10000 + 64 * i, 100000)
+        """)
+    out = tmp_path / "t.snapshot"
+    proc = cli("run", "-o", out, "--top", 2, prog)
+    assert proc.returncode == 0, proc.stderr
+    native = side_stats(ctm, out, True)
+    assert [(s.traceback[0].lineno, s.size) for s in native] == \
+        [(5, 5000000)]
+    entries = top_entries(proc.stderr)
+    assert entries[0] == "[native] %s" % native[0]
+    assert not entries[1].startswith("[native]")
+    python = side_stats(ctm, out, False)
+    assert proc.stderr.splitlines()[-2:] == [
+        "  Python: size=%s, count=%d" % (
+            ctm._format_size(sum(s.size for s in python), False),
+            sum(s.count for s in python)),
+        "  native: size=4883 KiB, count=50"]
