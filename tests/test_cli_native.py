@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from test_cli import cli, no_traceback, top_entries, write
+from test_cli import cli, flame_data, no_traceback, selftest, top_entries, \
+    write
 
 pytestmark = pytest.mark.ctm_only
 
@@ -197,13 +198,14 @@ def test_json_names_domains(ctm, tmp_path, mixed, app):
 
 
 def test_bad_domain(ctm, mixed):
-    for command in (("top", mixed), ("compare", mixed, mixed)):
+    for command in (("top", mixed), ("compare", mixed, mixed),
+                    ("flamegraph", mixed)):
         proc = cli(*command, "--domain", "c")
         assert proc.returncode == 2
         line = no_traceback(proc)
         assert line.startswith("ctracemalloc: error: argument --domain: "
                                "invalid choice: 'c'"), line
-    for command in ("top", "compare"):
+    for command in ("top", "compare", "flamegraph"):
         proc = cli(command, "--help")
         assert "--domain {all,python,native}" in proc.stdout
 
@@ -233,3 +235,62 @@ def test_run_summary_marks_native(ctm, tmp_path):
             ctm._format_size(sum(s.size for s in python), False),
             sum(s.count for s in python)),
         "  native: size=4883 KiB, count=50"]
+
+
+# -- flamegraph ------------------------------------------------------------
+
+def nodes(data):
+    """{path of (filename, lineno) from the root, "native" for a native
+    node: (size, count)}."""
+    paths = {0: ()}
+    result = {}
+    native = set(data["native"])
+    for i in range(1, len(data["parent"])):
+        step = "native" if i in native else \
+            (data["names"][data["file"][i]], data["line"][i])
+        paths[i] = paths[data["parent"][i]] + (step,)
+        assert paths[i] not in result
+        result[paths[i]] = (data["size"][i], data["count"][i])
+    return result
+
+
+def test_flamegraph_native_boxes(ctm, mixed, app, tmp_path):
+    out = tmp_path / "m.html"
+    proc = cli("flamegraph", mixed, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    data = flame_data(out.read_text())
+    a, lib = (str(app), 1), (str(tmp_path / "lib.py"), 7)
+    a2, a3 = (str(app), 2), (str(app), 3)
+    # the native traces' frames merged with the Python ones, and below
+    # each frame that called into an extension a native box of its own
+    assert nodes(data) == {
+        (a,): (15000, 11),
+        (a2,): (200000, 5), (a2, "native"): (200000, 5),
+        (a3,): (1192, 9), (a3, "native"): (600, 2),
+        (a3, lib): (192, 3), (a3, lib, "native"): (192, 3)}
+    assert (data["size"][0], data["count"][0]) == (216192, 25)
+    assert all(data["file"][n] == -1 and data["source"][n] == -1
+               for n in data["native"])
+    # one side: the native boxes alone, or none
+    assert cli("flamegraph", mixed, "-o", out, "--domain",
+               "native").returncode == 0
+    data = flame_data(out.read_text())
+    assert nodes(data) == {
+        (a2,): (200000, 5), (a2, "native"): (200000, 5),
+        (a3,): (792, 5), (a3, "native"): (600, 2),
+        (a3, lib): (192, 3), (a3, lib, "native"): (192, 3)}
+    assert cli("flamegraph", mixed, "-o", out, "--domain",
+               "python").returncode == 0
+    data = flame_data(out.read_text())
+    assert data["native"] == []
+    assert nodes(data) == {(a,): (15000, 11), (a3,): (400, 4)}
+
+
+def test_flamegraph_native_in_chromium(ctm, mixed, tmp_path):
+    out = tmp_path / "m.html"
+    assert cli("flamegraph", mixed, "-o", out).returncode == 0
+    title, dom = selftest(out)
+    # the page checked that a native box is drawn, labelled and coloured
+    # as the legend says, with its own tooltip
+    assert title.startswith("selftest: ok native "), title
+    assert "native: size=196 KiB, count=10" in dom

@@ -7,7 +7,7 @@
                           [--include PATTERN]... [--exclude PATTERN]...
                           [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
-    ctracemalloc flamegraph FILE [-o OUT.html]
+    ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
 with malloc, mmap and the like) is named wherever
@@ -121,14 +121,19 @@ def split(snapshot):
     return snapshot.filter_traces([domain_filter(False)]), native
 
 
+def restricted(snapshot, domain):
+    """The snapshot with the traces of --domain."""
+    if domain == "all":
+        return snapshot
+    return snapshot.filter_traces([domain_filter(domain == "native")])
+
+
 def filtered(snapshot, args):
     """The snapshot with the traces that --domain, --include and --exclude
     keep. The domain goes first and alone: inclusive filters are
     alternatives, so an inclusive DomainFilter among --include patterns
     would add traces instead of restricting them."""
-    if args.domain != "all":
-        snapshot = snapshot.filter_traces(
-            [domain_filter(args.domain == "native")])
+    snapshot = restricted(snapshot, args.domain)
     filters = ([tm().Filter(True, p) for p in args.include]
                + [tm().Filter(False, p) for p in args.exclude])
     return snapshot.filter_traces(filters) if filters else snapshot
@@ -277,9 +282,10 @@ def cmd_compare(args):
 
 def cmd_flamegraph(args):
     from . import _flamegraph
-    snapshot = load(args.file)
+    python, native = split(restricted(load(args.file), args.domain))
     out = args.output or default_name(args.file, "-flamegraph.html")
-    html = _flamegraph.render(snapshot, title=os.path.basename(args.file))
+    html = _flamegraph.render(python, title=os.path.basename(args.file),
+                              native=native)
     try:
         with open(out, "w", encoding="utf-8") as f:
             f.write(html)
@@ -609,6 +615,7 @@ def make_parser():
     flame.add_argument("file", metavar="FILE")
     flame.add_argument("-o", "--output", metavar="OUT.html",
                        help="default: NAME-flamegraph.html")
+    domain_option(flame)
     return parser, run
 
 
