@@ -294,3 +294,12 @@ def test_flamegraph_native_in_chromium(ctm, mixed, tmp_path):
     # as the legend says, with its own tooltip
     assert title.startswith("selftest: ok native "), title
     assert "native: size=196 KiB, count=10" in dom
+
+
+# -- run --native ------------------------------------------------------------
+
+def test_run_native_help(ctm):
+    proc = cli("run", "--help")
+    assert proc.returncode == 0
+    assert "[--native]" in proc.stdout.splitlines()[0]
+    assert "NATIVE_DOMAIN" in proc.stdout

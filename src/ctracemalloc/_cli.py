@@ -1,6 +1,7 @@
 """The ctracemalloc command line (python -m ctracemalloc, or ctracemalloc).
 
-    ctracemalloc run [-n NFRAME] [-o FILE] [--top N] SCRIPT [ARGS...]
+    ctracemalloc run [-n NFRAME] [-o FILE] [--top N] [--native]
+                     SCRIPT [ARGS...]
     ctracemalloc run [...] -m MODULE [ARGS...]
     ctracemalloc run [...] -c CODE [ARGS...]
     ctracemalloc top FILE [--key-type K] [--cumulative] [--limit N]
@@ -10,7 +11,7 @@
     ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
-with malloc, mmap and the like) is named wherever
+with malloc, mmap and the like, traced by run --native) is named wherever
 a snapshot has some: entries marked [native], totals split into Python
 and native. A snapshot without native traces prints as it always did.
 
@@ -42,6 +43,10 @@ class UsageError(Exception):
 
 class Failure(Exception):
     """Something the command could not do: exit status 1."""
+
+
+class CannotStart(Exception):
+    """start() refused: run's own failure, not the program's exception."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -481,8 +486,19 @@ def cmd_run(args, program):
     # traceback holds the frames and their globals.
     held = None
     runner = os.getpid()
+    options = {"native": True} if args.native else {}
+
+    def start(extra):
+        try:
+            ctm.start(args.nframe + extra, **options)
+        except (TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise CannotStart(exc)
+
     try:
-        held = prog.run(lambda extra: ctm.start(args.nframe + extra))
+        held = prog.run(start)
+    except CannotStart as exc:
+        raise Failure("cannot start tracing%s: %s" % (
+            " native memory" if args.native else "", exc))
     except SystemExit as exc:
         status = exc.code
         held = exc
@@ -543,7 +559,8 @@ def domain_option(p):
     p.add_argument("--domain", choices=DOMAINS, default="all",
                    help="which traces: all (default), python (all but "
                         "native memory) or native (what extensions "
-                        "allocated with malloc, mmap...)")
+                        "allocated with malloc, mmap..., traced by run "
+                        "--native)")
 
 
 def analysis_options(p):
@@ -581,7 +598,7 @@ def make_parser():
             "sys.exit, by an exception or by Ctrl-C), write the snapshot "
             "and print the lines that allocated the most to stderr. Exit "
             "with the program's status."),
-        usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] "
+        usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] [--native] "
               "(SCRIPT | -m MODULE | -c CODE) [ARGS...]")
     run.add_argument("-n", "--nframe", type=nframe_arg, default=1,
                      help="frames kept per traceback (default 1)")
@@ -590,6 +607,13 @@ def make_parser():
                           "ctracemalloc-NAME-PID.snapshot)")
     run.add_argument("--top", type=count_arg, default=10, metavar="N",
                      help="lines shown at the end (default 10; 0: all)")
+    run.add_argument("--native", action="store_true",
+                     help="trace native memory too: what extension "
+                          "modules and the libraries they load allocate "
+                          "with malloc, calloc, realloc, posix_memalign, "
+                          "mmap and the like, with the Python traceback "
+                          "of the calling thread (ctracemalloc."
+                          "NATIVE_DOMAIN); reports mark it [native]")
     run.add_argument("-m", dest="module", metavar="MODULE",
                      help="run a library module as a script")
     run.add_argument("-c", dest="code", metavar="CODE",
