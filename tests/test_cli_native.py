@@ -6,11 +6,16 @@ The reports are checked on snapshots made from raw traces, whose every
 size is known; run --native and startup tracing on a real extension.
 """
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from test_cli import cli, flame_data, no_traceback, selftest, top_entries, \
     write
+from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
 
@@ -294,6 +299,53 @@ def test_flamegraph_native_in_chromium(ctm, mixed, tmp_path):
     # as the legend says, with its own tooltip
     assert title.startswith("selftest: ok native "), title
     assert "native: size=196 KiB, count=10" in dom
+
+
+# -- startup tracing ---------------------------------------------------------
+
+def startup_python(tmp_path, code, env_extra):
+    """python with startup tracing as installed: site runs the .pth file
+    from a site directory of its own (-S, then site.addsitedir), so that
+    the test runs with a development build too."""
+    site_dir = tmp_path / "site"
+    site_dir.mkdir(exist_ok=True)
+    pth = os.path.join(os.path.dirname(__file__), os.pardir, "src",
+                       "ctracemalloc-startup.pth")
+    shutil.copy(pth, site_dir)
+    env = child_env()
+    env.pop("CTRACEMALLOC", None)
+    env.pop("CTRACEMALLOC_NATIVE", None)
+    env.update(env_extra)
+    return subprocess.run(
+        [sys.executable, "-S", "-c",
+         "import site; site.addsitedir(%r)\n%s" % (str(site_dir), code)],
+        env=env, capture_output=True, text=True, timeout=patience(120))
+
+
+PROBE = ("import ctracemalloc; print(ctracemalloc.is_tracing(), "
+         "ctracemalloc.get_traceback_limit())")
+
+
+def test_startup_native_bad_value(ctm, tmp_path):
+    proc = startup_python(tmp_path, PROBE, {"CTRACEMALLOC": "4",
+                                            "CTRACEMALLOC_NATIVE": "0"})
+    assert proc.stdout.split() == ["True", "4"], proc.stderr
+    assert proc.stderr == ""
+    for value in ("yes", "2", " 1", "true"):
+        proc = startup_python(tmp_path, PROBE, {
+            "CTRACEMALLOC": "4", "CTRACEMALLOC_NATIVE": value})
+        assert proc.stdout.split() == ["False", "1"], proc.stderr
+        assert no_traceback(proc) == (
+            "ctracemalloc: CTRACEMALLOC_NATIVE=%r is not 0 or 1: tracing "
+            "stays off" % value)
+    # alone, it does nothing, and says nothing
+    proc = startup_python(tmp_path, PROBE, {"CTRACEMALLOC_NATIVE": "1"})
+    assert proc.stdout.split() == ["False", "1"]
+    assert proc.stderr == ""
+    # a bad CTRACEMALLOC is the one line, as before
+    proc = startup_python(tmp_path, PROBE, {"CTRACEMALLOC": "x",
+                                            "CTRACEMALLOC_NATIVE": "x"})
+    assert no_traceback(proc).startswith("ctracemalloc: CTRACEMALLOC='x' ")
 
 
 # -- run --native ------------------------------------------------------------
