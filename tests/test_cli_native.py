@@ -22,10 +22,6 @@ pytestmark = pytest.mark.ctm_only
 NUMPY_DOMAIN = 389047       # a domain an extension reports to: Python's side
 
 
-def native_domain(ctm):
-    return getattr(ctm, "NATIVE_DOMAIN", 1851880566)
-
-
 APP = """\
 rows = [make_row(i) for i in range(10)]
 db.executemany(INSERT, rows)
@@ -42,7 +38,7 @@ def mixed_raw(ctm, app, lib, native_scale=1):
     """Raw traces: Python's at lines 1 and 3 (and one block an extension
     reported at line 1), native at lines 2 and 3, and native below a
     frame of lib."""
-    native = native_domain(ctm)
+    native = ctm.NATIVE_DOMAIN
     app, lib = str(app), str(lib)
     return ([(0, 1000, ((app, 1),), 1)] * 10
             + [(NUMPY_DOMAIN, 5000, ((app, 1),), 1)]
@@ -82,7 +78,7 @@ Total: size=211 KiB, count=25
 
 def side_stats(ctm, path, native, key_type="lineno", old=None):
     """The statistics of one side of a snapshot (compare_to's if old)."""
-    keep = [ctm.DomainFilter(native, native_domain(ctm))]
+    keep = [ctm.DomainFilter(native, ctm.NATIVE_DOMAIN)]
     snap = ctm.Snapshot.load(path).filter_traces(keep)
     if old is None:
         return snap.statistics(key_type)
@@ -122,7 +118,7 @@ def test_without_native_traces_nothing_changes(ctm, tmp_path, app):
     plain top prints, and that has no trace of the domains."""
     path = tmp_path / "plain.snapshot"
     raw = [t for t in mixed_raw(ctm, app, tmp_path / "lib.py")
-           if t[0] != native_domain(ctm)]
+           if t[0] != ctm.NATIVE_DOMAIN]
     ctm.Snapshot(raw, 2).dump(path)
     plain = cli("top", path, "--limit", 1)
     assert plain.returncode == 0, plain.stderr
@@ -178,7 +174,7 @@ Total: size=602 KiB (+391 KiB), count=35 (+10)
     # native memory gone: its entries stay, at size 0, and its side too
     plain = tmp_path / "plain.snapshot"
     ctm.Snapshot([t for t in mixed_raw(ctm, app, tmp_path / "lib.py")
-                  if t[0] != native_domain(ctm)], 2).dump(plain)
+                  if t[0] != ctm.NATIVE_DOMAIN], 2).dump(plain)
     proc = cli("compare", mixed, plain, "--limit", 0)
     diffs = side_stats(ctm, plain, True, old=mixed)
     assert ["[native] %s" % d for d in diffs] == \
@@ -220,7 +216,7 @@ def test_run_summary_marks_native(ctm, tmp_path):
     tracks in NATIVE_DOMAIN itself)."""
     prog = write(tmp_path / "tracks.py", """\
         import ctracemalloc
-        NATIVE = getattr(ctracemalloc, "NATIVE_DOMAIN", 1851880566)
+        NATIVE = ctracemalloc.NATIVE_DOMAIN
         keep = [bytearray(1000) for _ in range(300)]
         for i in range(50):
             ctracemalloc.track(NATIVE, 0x10000 + 64 * i, 100000)
@@ -348,7 +344,79 @@ def test_startup_native_bad_value(ctm, tmp_path):
     assert no_traceback(proc).startswith("ctracemalloc: CTRACEMALLOC='x' ")
 
 
+def test_startup_native(ctm, tmp_path):
+    """CTRACEMALLOC_NATIVE=1 traces the table's pages from the start; 0,
+    or nothing, leaves them out."""
+    prog = write(tmp_path / "rows.py", SQLITE)
+    code = ("import runpy, ctracemalloc\n"
+            "kept = runpy.run_path(%r)  # the table, alive\n"
+            "s = ctracemalloc.take_snapshot()\n"
+            "print(ctracemalloc.get_traceback_limit(), sum(t.size for t in "
+            "s.traces if t.domain == ctracemalloc.NATIVE_DOMAIN and "
+            "t.traceback[-1].lineno == %d))" % (str(prog), INSERT_LINE))
+    for native, traced in (("1", True), ("0", False), ("", False)):
+        proc = startup_python(tmp_path, code, {
+            "CTRACEMALLOC": "3", "CTRACEMALLOC_NATIVE": native})
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        limit, size = map(int, proc.stdout.split())
+        assert limit == 3
+        assert (size > 256 * 1024) if traced else size == 0, (native, size)
+
+
 # -- run --native ------------------------------------------------------------
+
+# An extension's memory: the sqlite3 module's library allocates the pages of
+# an in-memory table with its own malloc, which only native tracing sees.
+# (A ctypes call to libc's malloc would not do: it goes through a pointer
+# from dlsym, not through a GOT slot.)
+SQLITE = """\
+import sqlite3
+conn = sqlite3.connect(":memory:")
+conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+rows = [(i, "name %d" % i) for i in range(50_000)]
+conn.executemany("INSERT INTO t VALUES (?, ?)", rows)
+"""
+INSERT_LINE = 5
+
+
+def native_at_insert(ctm, snapshot, filename):
+    """The native memory the executemany line holds, in bytes."""
+    native = snapshot.filter_traces([ctm.DomainFilter(True,
+                                                      ctm.NATIVE_DOMAIN)])
+    return sum(s.size for s in native.statistics("lineno")
+               if (s.traceback[0].filename, s.traceback[0].lineno) ==
+               (filename, INSERT_LINE))
+
+
+def test_run_native(ctm, tmp_path):
+    prog = write(tmp_path / "rows.py", SQLITE)
+    out = tmp_path / "n.snapshot"
+    proc = cli("run", "--native", "-o", out, "--top", 3, prog, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    snapshot = ctm.Snapshot.load(out)
+    # the table's pages: 50,000 short rows take hundreds of KiB
+    assert native_at_insert(ctm, snapshot, str(prog)) > 256 * 1024
+    insert = side_stats(ctm, out, True)[0]
+    assert (insert.traceback[0].filename, insert.traceback[0].lineno) == \
+        (str(prog), INSERT_LINE)
+    assert "[native] %s" % insert in top_entries(proc.stderr)
+    assert '    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)' in \
+        proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[-2].startswith("  Python: size=")
+    assert lines[-1].startswith("  native: size=")
+    # without --native, none of it
+    proc = cli("run", "-o", out, prog, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not ctm.Snapshot.load(out).filter_traces(
+        [ctm.DomainFilter(True, ctm.NATIVE_DOMAIN)]).traces
+    assert "[native]" not in proc.stderr and "  native:" not in proc.stderr
+    # -m MODULE, the option before the module as for any of run's
+    proc = cli("run", "--native", "-o", out, "-m", "rows", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert native_at_insert(ctm, ctm.Snapshot.load(out),
+                            str(prog)) > 256 * 1024
+
 
 def test_run_native_help(ctm):
     proc = cli("run", "--help")

@@ -107,14 +107,10 @@ def load(path):
 
 # -- domains -----------------------------------------------------------------
 
-def native_domain():
-    return getattr(tm(), "NATIVE_DOMAIN", 1851880566)
-
-
 def domain_filter(native):
     """A DomainFilter keeping the native traces (native true) or all the
     others (Python's, and the domains extensions report to)."""
-    return tm().DomainFilter(native, native_domain())
+    return tm().DomainFilter(native, tm().NATIVE_DOMAIN)
 
 
 def split(snapshot):
