@@ -398,25 +398,31 @@ def chromium():
     return None
 
 
-def test_flamegraph_in_chromium(ctm, snapshots, tmp_path):
+def selftest(page):
+    """The page's own test run in Chromium: (its title, the DOM)."""
     exe = chromium()
     if exe is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install "
                     "chromium): the page's own test cannot run")
-    _, new = snapshots
-    out = tmp_path / "f.html"
-    assert cli("flamegraph", new, "-o", out).returncode == 0
     # the browser gets none of the sanitizer run's preloads and options
     env = {k: v for k, v in os.environ.items()
            if k != "LD_PRELOAD" and not k.endswith("SAN_OPTIONS")}
     proc = subprocess.run(
         [exe, "--headless", "--no-sandbox", "--disable-gpu",
          "--window-size=1200,800", "--virtual-time-budget=5000",
-         "--dump-dom", out.as_uri() + "#selftest"],
+         "--dump-dom", page.as_uri() + "#selftest"],
         capture_output=True, text=True, timeout=patience(120), env=env)
     title = re.search(r"<title>(.*?)</title>", proc.stdout)
     assert title is not None, proc.stderr[-2000:]
-    assert title.group(1).startswith("selftest: ok"), title.group(1)
+    return title.group(1), proc.stdout
+
+
+def test_flamegraph_in_chromium(ctm, snapshots, tmp_path):
+    _, new = snapshots
+    out = tmp_path / "f.html"
+    assert cli("flamegraph", new, "-o", out).returncode == 0
+    title, _ = selftest(out)
+    assert title.startswith("selftest: ok"), title
 
 
 # -- bad input ---------------------------------------------------------------

@@ -1,12 +1,19 @@
 """The ctracemalloc command line (python -m ctracemalloc, or ctracemalloc).
 
-    ctracemalloc run [-n NFRAME] [-o FILE] [--top N] SCRIPT [ARGS...]
+    ctracemalloc run [-n NFRAME] [-o FILE] [--top N] [--native]
+                     SCRIPT [ARGS...]
     ctracemalloc run [...] -m MODULE [ARGS...]
     ctracemalloc run [...] -c CODE [ARGS...]
     ctracemalloc top FILE [--key-type K] [--cumulative] [--limit N]
-                          [--include PATTERN]... [--exclude PATTERN]... [--json]
+                          [--include PATTERN]... [--exclude PATTERN]...
+                          [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
-    ctracemalloc flamegraph FILE [-o OUT.html]
+    ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
+
+Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
+with malloc, mmap and the like, traced by run --native) is named wherever
+a snapshot has some: entries marked [native], totals split into Python
+and native. A snapshot without native traces prints as it always did.
 
 Glue only: tracing, snapshots, statistics, files and the flame graph's
 tree are the C core's. Bad input never shows a Python traceback: one line
@@ -14,6 +21,7 @@ on stderr naming the problem, and exit status 2 for a bad command line, 1
 for a file that cannot be read or written.
 """
 import argparse
+import heapq
 import json
 import linecache
 import os
@@ -24,6 +32,9 @@ PROG = "ctracemalloc"
 KEY_TYPES = ("lineno", "filename", "traceback")
 KEY_NOUNS = {"lineno": "lines", "filename": "files",
              "traceback": "tracebacks"}
+DOMAINS = ("all", "python", "native")
+NATIVE_TAG = "[native] "
+DOMAIN_LABELS = {"python": "Python", "native": "native"}
 
 
 class UsageError(Exception):
@@ -32,6 +43,10 @@ class UsageError(Exception):
 
 class Failure(Exception):
     """Something the command could not do: exit status 1."""
+
+
+class CannotStart(Exception):
+    """start() refused: run's own failure, not the program's exception."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -90,11 +105,42 @@ def load(path):
             sys.stderr.flush()
 
 
-def filtered(snapshot, include, exclude):
-    filters = ([tm().Filter(True, p) for p in include]
-               + [tm().Filter(False, p) for p in exclude])
+# -- domains -----------------------------------------------------------------
+
+def domain_filter(native):
+    """A DomainFilter keeping the native traces (native true) or all the
+    others (Python's, and the domains extensions report to)."""
+    return tm().DomainFilter(native, tm().NATIVE_DOMAIN)
+
+
+def split(snapshot):
+    """(python, native): the snapshot's traces outside NATIVE_DOMAIN and
+    in it. Without native traces, python is the snapshot itself."""
+    native = snapshot.filter_traces([domain_filter(True)])
+    if not len(native.traces):
+        return snapshot, native
+    return snapshot.filter_traces([domain_filter(False)]), native
+
+
+def restricted(snapshot, domain):
+    """The snapshot with the traces of --domain."""
+    if domain == "all":
+        return snapshot
+    return snapshot.filter_traces([domain_filter(domain == "native")])
+
+
+def filtered(snapshot, args):
+    """The snapshot with the traces that --domain, --include and --exclude
+    keep. The domain goes first and alone: inclusive filters are
+    alternatives, so an inclusive DomainFilter among --include patterns
+    would add traces instead of restricting them."""
+    snapshot = restricted(snapshot, args.domain)
+    filters = ([tm().Filter(True, p) for p in args.include]
+               + [tm().Filter(False, p) for p in args.exclude])
     return snapshot.filter_traces(filters) if filters else snapshot
 
+
+# -- statistics --------------------------------------------------------------
 
 def statistics(args, snapshot, old=None):
     try:
@@ -105,6 +151,25 @@ def statistics(args, snapshot, old=None):
         raise UsageError(str(exc))
     except OverflowError as exc:    # sizes that add up beyond 64 bits
         raise Failure(str(exc))
+
+
+def domain_statistics(args, snapshot, old=None):
+    """(stats, natives): statistics (compare_to's when old is given), most
+    first, and for each whether it counts native traces. When neither
+    snapshot has native traces, natives is None and stats are those of
+    the whole snapshot, as ever. Otherwise each side is grouped on its
+    own, so that a line that allocated both has an entry for each, and
+    the two lists are merged in the order statistics() sorts."""
+    sides = [split(s) for s in (snapshot, old) if s is not None]
+    if not any(len(native.traces) for _, native in sides):
+        return statistics(args, snapshot, old), None
+    merged = heapq.merge(*(
+        [(stat, native) for stat in statistics(
+            args, *[pair[native] for pair in sides])]
+        for native in (False, True)),
+        key=lambda entry: entry[0]._sort_key(), reverse=True)
+    entries = list(merged)
+    return [s for s, _ in entries], [n for _, n in entries]
 
 
 def fmt_size(size, sign=False):
@@ -122,85 +187,106 @@ def source_lines(stat, key_type):
     return []
 
 
-def report(args, stats, diff, out):
+def sums(stats, diff):
+    """The totals of stats: size and count, and their changes if diff."""
+    fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
+    return {k: sum(getattr(s, k) for s in stats) for k in fields}
+
+
+def fmt_sums(stats, diff):
+    t = sums(stats, diff)
+    if diff:
+        return "size=%s (%s), count=%d (%+d)" % (
+            fmt_size(t["size"]), fmt_size(t["size_diff"], True), t["count"],
+            t["count_diff"])
+    return "size=%s, count=%d" % (fmt_size(t["size"]), t["count"])
+
+
+def sides_of(stats, natives):
+    """(name, stats) for the Python side and the native side."""
+    return [(name, [s for s, n in zip(stats, natives) if n == native])
+            for name, native in (("python", False), ("native", True))]
+
+
+def report(args, stats, diff, out, natives=None):
     """The entries of stats in the documented format, most first, at most
-    args.limit of them (0: all), then the rest and the total."""
+    args.limit of them (0: all), then the rest and the total. With
+    natives, native entries are marked and the total is split by
+    domain."""
     shown = stats[:args.limit] if args.limit else stats
     noun = KEY_NOUNS[args.key_type]
     print("Top %d %s%s" % (len(shown), noun,
                            " (cumulative)" if args.cumulative else ""),
           file=out)
-    for index, stat in enumerate(shown, 1):
-        print("#%d: %s" % (index, stat), file=out)
+    for index, stat in enumerate(shown):
+        tag = NATIVE_TAG if natives and natives[index] else ""
+        print("#%d: %s%s" % (index + 1, tag, stat), file=out)
         for line in source_lines(stat, args.key_type):
             print(line, file=out)
     rest = stats[len(shown):]
-    size = sum(s.size for s in rest)
-    count = sum(s.count for s in rest)
     if rest:
-        print("%d other %s: size=%s, count=%d"
-              % (len(rest), noun, fmt_size(size), count), file=out)
+        print("%d other %s: %s" % (len(rest), noun, fmt_sums(rest, False)),
+              file=out)
     if args.cumulative:
         return      # cumulative entries overlap: they have no total
-    size = sum(s.size for s in stats)
-    count = sum(s.count for s in stats)
-    if diff:
-        size_diff = sum(s.size_diff for s in stats)
-        count_diff = sum(s.count_diff for s in stats)
-        print("Total: size=%s (%s), count=%d (%+d)"
-              % (fmt_size(size), fmt_size(size_diff, True), count,
-                 count_diff), file=out)
-    else:
-        print("Total: size=%s, count=%d" % (fmt_size(size), count),
-              file=out)
+    print("Total: %s" % fmt_sums(stats, diff), file=out)
+    if natives is not None:
+        for name, part in sides_of(stats, natives):
+            if part:        # (not the Python side of --domain native)
+                print("  %s: %s" % (DOMAIN_LABELS[name],
+                                    fmt_sums(part, diff)), file=out)
 
 
-def as_json(args, stats, diff, files):
+def as_json(args, stats, diff, files, natives=None):
     shown = stats[:args.limit] if args.limit else stats
     fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
 
-    def entry(stat):
+    def entry(index, stat):
         d = {"traceback": [{"filename": f.filename, "lineno": f.lineno}
                            for f in stat.traceback]}
         d.update((k, getattr(stat, k)) for k in fields)
+        if natives is not None:
+            d["domain"] = "native" if natives[index] else "python"
         return d
 
     result = {"files": files, "key_type": args.key_type,
               "cumulative": args.cumulative,
-              "stats": [entry(s) for s in shown],
-              "other": {"entries": len(stats) - len(shown),
-                        "size": sum(s.size for s in stats[len(shown):]),
-                        "count": sum(s.count for s in stats[len(shown):])}}
+              "stats": [entry(i, s) for i, s in enumerate(shown)],
+              "other": dict(entries=len(stats) - len(shown),
+                            **sums(stats[len(shown):], False))}
     if not args.cumulative:
-        result["total"] = {k: sum(getattr(s, k) for s in stats)
-                           for k in fields}
+        result["total"] = sums(stats, diff)
+        if natives is not None:
+            result["domains"] = {name: sums(part, diff)
+                                 for name, part in sides_of(stats, natives)}
     return json.dumps(result, indent=1)
 
 
 def cmd_top(args):
-    snapshot = filtered(load(args.file), args.include, args.exclude)
-    stats = statistics(args, snapshot)
+    snapshot = filtered(load(args.file), args)
+    stats, natives = domain_statistics(args, snapshot)
     if args.json:
-        print(as_json(args, stats, False, [args.file]))
+        print(as_json(args, stats, False, [args.file], natives))
     else:
-        report(args, stats, False, sys.stdout)
+        report(args, stats, False, sys.stdout, natives)
 
 
 def cmd_compare(args):
-    old = filtered(load(args.old), args.include, args.exclude)
-    new = filtered(load(args.new), args.include, args.exclude)
-    stats = statistics(args, new, old)
+    old = filtered(load(args.old), args)
+    new = filtered(load(args.new), args)
+    stats, natives = domain_statistics(args, new, old)
     if args.json:
-        print(as_json(args, stats, True, [args.old, args.new]))
+        print(as_json(args, stats, True, [args.old, args.new], natives))
     else:
-        report(args, stats, True, sys.stdout)
+        report(args, stats, True, sys.stdout, natives)
 
 
 def cmd_flamegraph(args):
     from . import _flamegraph
-    snapshot = load(args.file)
+    python, native = split(restricted(load(args.file), args.domain))
     out = args.output or default_name(args.file, "-flamegraph.html")
-    html = _flamegraph.render(snapshot, title=os.path.basename(args.file))
+    html = _flamegraph.render(python, title=os.path.basename(args.file),
+                              native=native)
     try:
         with open(out, "w", encoding="utf-8") as f:
             f.write(html)
@@ -396,8 +482,19 @@ def cmd_run(args, program):
     # traceback holds the frames and their globals.
     held = None
     runner = os.getpid()
+    options = {"native": True} if args.native else {}
+
+    def start(extra):
+        try:
+            ctm.start(args.nframe + extra, **options)
+        except (TypeError, ValueError, RuntimeError, OSError) as exc:
+            raise CannotStart(exc)
+
     try:
-        held = prog.run(lambda extra: ctm.start(args.nframe + extra))
+        held = prog.run(start)
+    except CannotStart as exc:
+        raise Failure("cannot start tracing%s: %s" % (
+            " native memory" if args.native else "", exc))
     except SystemExit as exc:
         status = exc.code
         held = exc
@@ -437,13 +534,13 @@ def cmd_run(args, program):
             snapshot.dump(out)
         except OSError as exc:
             raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
-        stats = snapshot.statistics("lineno")
+        top = argparse.Namespace(key_type="lineno", cumulative=False,
+                                 limit=args.top)
+        stats, natives = domain_statistics(top, snapshot)
         print("%s: wrote the snapshot to %s (%d traces, %s)"
               % (PROG, out, len(snapshot.traces),
                  fmt_size(sum(s.size for s in stats))), file=sys.stderr)
-        top = argparse.Namespace(key_type="lineno", cumulative=False,
-                                 limit=args.top)
-        report(top, stats, False, sys.stderr)
+        report(top, stats, False, sys.stderr, natives)
     sys.stderr.flush()
     if interrupted:
         # as python does: die of SIGINT, so that the shell sees it
@@ -453,6 +550,14 @@ def cmd_run(args, program):
 
 
 # -- the parser ----------------------------------------------------------------
+
+def domain_option(p):
+    p.add_argument("--domain", choices=DOMAINS, default="all",
+                   help="which traces: all (default), python (all but "
+                        "native memory) or native (what extensions "
+                        "allocated with malloc, mmap..., traced by run "
+                        "--native)")
+
 
 def analysis_options(p):
     p.add_argument("--key-type", choices=KEY_TYPES, default="lineno",
@@ -470,6 +575,7 @@ def analysis_options(p):
                    metavar="PATTERN",
                    help="drop traces allocated in files matching this "
                         "pattern (repeatable)")
+    domain_option(p)
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of text")
 
@@ -488,7 +594,7 @@ def make_parser():
             "sys.exit, by an exception or by Ctrl-C), write the snapshot "
             "and print the lines that allocated the most to stderr. Exit "
             "with the program's status."),
-        usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] "
+        usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] [--native] "
               "(SCRIPT | -m MODULE | -c CODE) [ARGS...]")
     run.add_argument("-n", "--nframe", type=nframe_arg, default=1,
                      help="frames kept per traceback (default 1)")
@@ -497,6 +603,13 @@ def make_parser():
                           "ctracemalloc-NAME-PID.snapshot)")
     run.add_argument("--top", type=count_arg, default=10, metavar="N",
                      help="lines shown at the end (default 10; 0: all)")
+    run.add_argument("--native", action="store_true",
+                     help="trace native memory too: what extension "
+                          "modules and the libraries they load allocate "
+                          "with malloc, calloc, realloc, posix_memalign, "
+                          "mmap and the like, with the Python traceback "
+                          "of the calling thread (ctracemalloc."
+                          "NATIVE_DOMAIN); reports mark it [native]")
     run.add_argument("-m", dest="module", metavar="MODULE",
                      help="run a library module as a script")
     run.add_argument("-c", dest="code", metavar="CODE",
@@ -522,6 +635,7 @@ def make_parser():
     flame.add_argument("file", metavar="FILE")
     flame.add_argument("-o", "--output", metavar="OUT.html",
                        help="default: NAME-flamegraph.html")
+    domain_option(flame)
     return parser, run
 
 

@@ -4,6 +4,11 @@ The tree comes from the C core (Snapshot._tree(): a node per frame path,
 totals included); this module only adds each frame's source line and
 fills the template flamegraph.html, whose script draws it. No network:
 the script and styles are inline.
+
+Native memory (NATIVE_DOMAIN) is drawn as a box of its own kind, "native",
+below the Python frame that was running when an extension allocated it,
+in its own colour: the native traces' tree is merged into the Python
+one, frame path by frame path, so that a frame's box holds both kinds.
 """
 import html
 import json
@@ -14,10 +19,58 @@ import re
 TEMPLATE = os.path.join(os.path.dirname(__file__), "flamegraph.html")
 
 
-def tree_data(snapshot):
+def with_native(tree, native):
+    """tree (Snapshot._tree() lists) with the tree of the native traces
+    merged in: their frames added to the nodes of the same path, and
+    each node's own native traces (those that end there) in a new child,
+    a native node (file -1). Returns the tree and the native nodes."""
+    parents, files, linenos, sizes, counts, names = map(list, tree)
+    n_parents, n_files, n_linenos, n_sizes, n_counts, n_names = \
+        native._tree()
+    file_index = {name: i for i, name in enumerate(names)}
+    node_of = {(parents[i], files[i], linenos[i]): i
+               for i in range(1, len(parents))}
+    own = [[size, count] for size, count in zip(n_sizes, n_counts)]
+    for i in range(1, len(n_parents)):
+        own[n_parents[i]][0] -= n_sizes[i]
+        own[n_parents[i]][1] -= n_counts[i]
+
+    def add(parent, file, lineno, size, count):
+        parents.append(parent)
+        files.append(file)
+        linenos.append(lineno)
+        sizes.append(size)
+        counts.append(count)
+        return len(parents) - 1
+
+    merged = [0]        # native tree node -> node
+    sizes[0] += n_sizes[0]
+    counts[0] += n_counts[0]
+    for i in range(1, len(n_parents)):
+        name = n_names[n_files[i]]
+        if name not in file_index:
+            file_index[name] = len(names)
+            names.append(name)
+        key = (merged[n_parents[i]], file_index[name], n_linenos[i])
+        if key not in node_of:
+            node_of[key] = add(*key, 0, 0)
+        node = node_of[key]
+        sizes[node] += n_sizes[i]
+        counts[node] += n_counts[i]
+        merged.append(node)
+    natives = [add(merged[i], -1, 0, size, count)
+               for i, (size, count) in enumerate(own) if count]
+    return (parents, files, linenos, sizes, counts, names), natives
+
+
+def tree_data(snapshot, native=None):
     """The tree as compact JSON-ready arrays, with the source line of each
-    distinct frame."""
-    parents, files, linenos, sizes, counts, names = snapshot._tree()
+    distinct frame; with native, a snapshot of native traces, those
+    merged in (with_native) and the native nodes listed."""
+    tree, natives = snapshot._tree(), []
+    if native is not None and len(native.traces):
+        tree, natives = with_native(tree, native)
+    parents, files, linenos, sizes, counts, names = tree
     lines = {}
     for f, lineno in zip(files, linenos):
         if f >= 0 and (f, lineno) not in lines:
@@ -34,13 +87,16 @@ def tree_data(snapshot):
         "source": [source_index[lines[(f, n)]] if f >= 0 else -1
                    for f, n in zip(files, linenos)],
         "sources": sources,
+        "native": natives,
     }
 
 
-def render(snapshot, title="snapshot"):
+def render(snapshot, title="snapshot", native=None):
+    """The page; snapshot holds the Python traces, native (if any) the
+    native ones."""
     with open(TEMPLATE, encoding="utf-8") as f:
         template = f.read()
-    data = json.dumps(tree_data(snapshot), separators=(",", ":"))
+    data = json.dumps(tree_data(snapshot, native), separators=(",", ":"))
     # inside <script>, "</script>" or "<!--" in a source line would end
     # or change the element: no "<" at all (\u003c in JSON)
     values = {"TITLE": html.escape(title),

@@ -14,6 +14,12 @@ PYTHONTRACEMALLOC (set, even empty) or -X tracemalloc names the stdlib's
 tracer: then `import tracemalloc` stays the stdlib's, which these configure
 (CPython's own test_tracemalloc starts children that way, and inherits
 CTRACEMALLOC from the parent).
+
+CTRACEMALLOC_NATIVE=1 with it traces native memory too (start(nframe,
+native=True)): what extensions and their libraries allocate with malloc,
+mmap and the like. 0 or empty means Python's memory only; alone, without
+CTRACEMALLOC, it does nothing. Another value, or a start() that refuses
+native tracing, prints one line on stderr and leaves tracing off.
 """
 import os
 import sys
@@ -34,14 +40,28 @@ def _start():
                          "frames from 1 to 65535: tracing stays off\n"
                          % value)
         return
+    native = os.environ.get("CTRACEMALLOC_NATIVE", "")
+    if native not in ("", "0", "1"):
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=%r is not 0 or "
+                         "1: tracing stays off\n" % native)
+        return
     import ctracemalloc
+    if native == "1":
+        try:
+            ctracemalloc.start(nframe, native=True)
+        except (TypeError, ValueError, RuntimeError, OSError) as exc:
+            sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=1: cannot "
+                             "trace native memory (%s): tracing stays off\n"
+                             % exc)
+            return
+    else:
+        ctracemalloc.start(nframe)
     if "PYTHONTRACEMALLOC" not in os.environ \
             and "tracemalloc" not in sys._xoptions:
         # A program run with PYTHONTRACEMALLOC (even empty, which means
         # off) or -X tracemalloc asks for the stdlib's tracer by name:
         # `import tracemalloc` stays the stdlib's there.
         ctracemalloc.install()
-    ctracemalloc.start(nframe)
 
 
 _start()
