@@ -415,3 +415,79 @@ def test_native_traces_in_every_part_of_the_api(tmp_path):
     assert native_traces() == []
     probe.call("free", q)
     """ % str(tmp_path / "snap.ctm"))
+
+
+# ---- what cannot be seen (README, "Native memory") ----
+
+LIMITS_LIBRARY = r"""
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* An allocator linked into the library: its memory comes from the kernel
+ * without a call through the GOT (as jemalloc or a static malloc built
+ * into a library would). */
+static void *
+own_allocator(size_t size)
+{
+    return (void *)syscall(SYS_mmap, NULL, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+void *limits_own_allocator(size_t size) { return own_allocator(size); }
+
+/* The same library calling the C library's malloc: seen. */
+void *limits_malloc(size_t size) { return malloc(size); }
+
+/* Allocated by a constructor while the library loads, before the scan
+ * that patches it. */
+void *limits_at_load;
+__attribute__((constructor)) static void
+at_load(void)
+{
+    limits_at_load = malloc(7777);
+}
+"""
+
+
+def build_limits_library(tmp_path):
+    import shutil
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the test library")
+    src = tmp_path / "limits.c"
+    src.write_text(LIMITS_LIBRARY)
+    lib = tmp_path / "liblimits.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", str(lib), str(src)],
+                   check=True, capture_output=True, timeout=patience(120))
+    return str(lib)
+
+
+def test_what_cannot_be_seen(tmp_path):
+    lib = build_limits_library(tmp_path)
+    run("""
+    import ctypes
+    tm.start(1, native=True)
+    lib = ctypes.CDLL(%r)
+    for f in (lib.limits_own_allocator, lib.limits_malloc):
+        f.restype = ctypes.c_void_p
+    # the library's constructor ran before its slots were patched
+    assert native_traces() == []
+    # an allocator linked into the library: not seen
+    lib.limits_own_allocator(1 << 20)
+    assert native_traces() == []
+    # the same library's malloc: seen, at the caller's line
+    lib.limits_malloc(3000); l1 = line()
+    assert native_traces() == [(3000, ("<string>", l1))]
+    # malloc called through a pointer from dlsym (ctypes on libc): not seen
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc(5000)
+    assert native_traces() == [(3000, ("<string>", l1))]
+    # unmapping from inside a traced mapping: the trace keeps its size
+    page = 4096
+    m = probe.call("mmap", a=8 * page)
+    probe.call("munmap", m + 4 * page, 4 * page)
+    assert (8 * page) in [s for s, _ in native_traces()]
+    """ % lib)
