@@ -491,3 +491,31 @@ def test_what_cannot_be_seen(tmp_path):
     probe.call("munmap", m + 4 * page, 4 * page)
     assert (8 * page) in [s for s, _ in native_traces()]
     """ % lib)
+
+
+def test_lines_of_code_that_died_after_a_capture_without_the_gil():
+    # A capture without the GIL names code objects that later die: with a
+    # record (met with the GIL first, or from a code watcher) the frame's
+    # line is read at the code's death; without, at once. Either way the
+    # trace keeps the line it was allocated at.
+    run("""
+    import gc
+    tm.start(3, native=True)
+    blocks = []
+    for i, warm in enumerate((True, False) * 20):
+        src = ("def f(n):\\n"
+               "    x = [0] * n if %s else None\\n"
+               "    return probe.call('malloc', a=n, nogil=True)\\n") % warm
+        ns = {"probe": probe}
+        exec(compile(src, "gen%d.py" % i, "exec"), ns)
+        blocks.append(ns["f"](1000 + i))
+        del ns
+    gc.collect()
+    # other code objects, likely at the dead ones' addresses
+    keep = [compile("def g%d(): pass" % i, "other.py", "exec")
+            for i in range(200)]
+    snap = tm.take_snapshot()
+    got = sorted((t.size, t.traceback[-1].filename, t.traceback[-1].lineno)
+                 for t in snap.traces if t.domain == NATIVE)
+    assert got == [(1000 + i, "gen%d.py" % i, 3) for i in range(40)], got
+    """)

@@ -543,16 +543,14 @@ ctm_intern_traceback_unlocked(ctm_interner *in, const ctm_rawframe *frames,
     }
     int resolved = 0;
     if (!gil) {
-        /* Resolved frames: no code objects to compare with. */
-        return intern_capture(in, frames, nframe, total_nframe, 0, NULL,
-                              &resolved);
+        arm = NULL;             /* see intern_capture */
     }
     uint64_t key = stack_key(frames, nframe, total_nframe);
     stack_cache_entry *e = stack_entry(in, key);
     if (stack_matches(in, e, key, frames, nframe, total_nframe)) {
         return e->traceback;
     }
-    int64_t id = intern_capture(in, frames, nframe, total_nframe, 1, arm,
+    int64_t id = intern_capture(in, frames, nframe, total_nframe, gil, arm,
                                 &resolved);
     if (arm != NULL && interner_size(in) >= in->compact_at) {
         *arm = 1;               /* the caller's after-work compacts */
@@ -583,16 +581,14 @@ intern_capture(ctm_interner *in, const ctm_rawframe *frames, int nframe,
         }
     }
     for (int i = 0; i < nframe; i++) {
-        int64_t f;
-        if (gil) {
-            f = intern_code_frame(in, frames[i].code, frames[i].addr, arm,
-                                  resolved);
-        }
-        else {
-            /* No GIL: resolved at once, however deaths are heard of (a
-             * co_extra token could not be stored). */
-            f = intern_resolved(in, frames[i].code, frames[i].addr);
-        }
+        /* Without the GIL, a code object that has no record gets one
+         * only from a code watcher: a co_extra token could not be stored,
+         * and the frame is resolved at once. One that has a record (met
+         * with the GIL before) gives its code frame: the code objects of
+         * the capture are alive, on the thread's stack, and a record's
+         * frames are resolved at its death. */
+        int64_t f = intern_code_frame(in, frames[i].code, frames[i].addr,
+                                      gil ? arm : NULL, resolved);
         if (f < 0) {
             goto done;
         }

@@ -62,9 +62,10 @@
  * memory comes from libc and never enters the hooks.
  *
  * Threads without the GIL: the thread's own frames are read (they cannot
- * change while it is inside an allocator) but their lines are resolved
- * at once (a co_extra slot, which tells of a code object's death where
- * no code watcher does, needs the GIL and PyMem). Once the
+ * change while it is inside an allocator, and their code objects are
+ * alive); a code object met for the first time has its lines resolved at
+ * once unless a code watcher tells of its death (a co_extra slot, which
+ * tells of it otherwise, needs the GIL and PyMem). Once the
  * interpreter is exiting, such threads get the "<unknown>" traceback:
  * their thread states may be freed under them.
  *
