@@ -440,6 +440,25 @@ void *limits_own_allocator(size_t size) { return own_allocator(size); }
 /* The same library calling the C library's malloc: seen. */
 void *limits_malloc(size_t size) { return malloc(size); }
 
+/* The C library's malloc kept in a function pointer, as libxml2 keeps
+ * xmlMalloc: the loader fills the pointer, seen. */
+void *(*limits_pointer)(size_t) = malloc;
+void *limits_through_pointer(size_t size) { return limits_pointer(size); }
+
+/* A pointer the program set to its own allocator: left alone. */
+static void *
+program_allocator(size_t size)
+{
+    return malloc(size);
+}
+void *(*limits_replaced)(size_t) = malloc;
+void limits_replace(void) { limits_replaced = program_allocator; }
+void *limits_through_replaced(size_t size) { return limits_replaced(size); }
+int limits_replaced_is_ours(void)
+{
+    return limits_replaced == program_allocator;
+}
+
 /* Allocated by a constructor while the library loads, before the scan
  * that patches it. */
 void *limits_at_load;
@@ -519,3 +538,27 @@ def test_lines_of_code_that_died_after_a_capture_without_the_gil():
                  for t in snap.traces if t.domain == NATIVE)
     assert got == [(1000 + i, "gen%d.py" % i, 3) for i in range(40)], got
     """)
+
+
+def test_function_pointers_in_a_librarys_data(tmp_path):
+    # libxml2 (inside lxml) calls malloc through xmlMalloc, a pointer the
+    # loader fills: redirected too, but only where it still holds malloc.
+    lib = build_limits_library(tmp_path)
+    run("""
+    import ctypes
+    lib = ctypes.CDLL(%r)
+    for f in (lib.limits_through_pointer, lib.limits_through_replaced):
+        f.restype = ctypes.c_void_p
+    lib.limits_replace()
+    tm.start(1, native=True)
+    lib.limits_through_pointer(1111); l1 = line()
+    assert native_traces() == [(1111, ("<string>", l1))], native_traces()
+    # the program's own allocator stays: its malloc is the library's
+    # call through the PLT, seen inside program_allocator
+    assert lib.limits_replaced_is_ours() == 1
+    tm.stop()
+    # put back: the pointer is malloc again, nothing traced
+    tm.start(1)
+    lib.limits_through_pointer(2222)
+    assert native_traces() == []
+    """ % lib)

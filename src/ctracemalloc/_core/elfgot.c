@@ -37,9 +37,11 @@
 #  if defined(__x86_64__)
 #    define CTM_R_JUMP_SLOT R_X86_64_JUMP_SLOT
 #    define CTM_R_GLOB_DAT R_X86_64_GLOB_DAT
+#    define CTM_R_ABS64 R_X86_64_64
 #  else
 #    define CTM_R_JUMP_SLOT R_AARCH64_JUMP_SLOT
 #    define CTM_R_GLOB_DAT R_AARCH64_GLOB_DAT
+#    define CTM_R_ABS64 R_AARCH64_ABS64
 #  endif
 #else
 #  define CTM_GOT 0
@@ -249,18 +251,23 @@ patch_relocations(scan_state *st, const object_info *o,
     for (size_t i = 0; i < n; i++) {
         unsigned long type = ELF64_R_TYPE(rel[i].r_info);
         unsigned long sym = ELF64_R_SYM(rel[i].r_info);
-        if ((type != CTM_R_JUMP_SLOT && type != CTM_R_GLOB_DAT) || sym == 0) {
+        int data = type == CTM_R_ABS64;
+        if ((type != CTM_R_JUMP_SLOT && type != CTM_R_GLOB_DAT && !data)
+            || sym == 0 || (data && rel[i].r_addend != 0)) {
             continue;
         }
         const ctm_got_symbol *s = find_symbol(
             set, o->strtab + o->symtab[sym].st_name);
-        if (s == NULL) {
+        if (s == NULL || (data && s->original == NULL)) {
             continue;
         }
         uintptr_t *slot = (uintptr_t *)(o->base + rel[i].r_offset);
         uintptr_t old = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
         if (old == (uintptr_t)s->replacement) {
             continue;           /* written by an earlier scan */
+        }
+        if (data && old != (uintptr_t)s->original) {
+            continue;           /* the program stored another function */
         }
         if (ctm_grow((void **)&set->patches, &set->cap, set->npatches + 1,
                      sizeof(ctm_got_patch)) < 0) {

@@ -5,10 +5,11 @@
  * A call from one ELF object to a function that another one defines goes
  * through a slot of the caller's global offset table: the PLT stub jumps
  * through a JUMP_SLOT entry, or code built with -fno-plt calls through a
- * GLOB_DAT entry. Writing another address into those slots redirects that
- * object's calls, and only those: a pointer taken with dlsym, or a call
- * inside the defining object that never goes through its PLT, is not
- * redirected.
+ * GLOB_DAT entry; a function pointer the object stores in its data
+ * (an absolute relocation) is filled by the loader the same way. Writing
+ * another address into those slots redirects that object's calls, and
+ * only those: a pointer taken with dlsym, or a call inside the defining
+ * object that never goes through its PLT, is not redirected.
  *
  * A set names the symbols and their replacements and remembers every slot
  * it wrote and what the slot held, so that restoring puts back exactly
@@ -30,6 +31,11 @@
 typedef struct {
     const char *name;           /* the symbol, without a version */
     void *replacement;
+    /* What the symbol resolves to, or NULL. If set, data words that the
+     * loader filled with its address (R_*_64 relocations: a library's
+     * own function pointer, libxml2's xmlMalloc = malloc) are redirected
+     * too, where they still hold it. */
+    void *original;
 } ctm_got_symbol;
 
 typedef struct {

@@ -353,7 +353,8 @@ find_originals(void)
         *functions[i].original = dlsym(RTLD_DEFAULT, functions[i].name);
         if (*functions[i].original != NULL) {
             symbols[n++] = (ctm_got_symbol){functions[i].name,
-                                            functions[i].replacement};
+                                            functions[i].replacement,
+                                            *functions[i].original};
         }
     }
     if (orig.malloc == NULL || orig.calloc == NULL || orig.realloc == NULL
