@@ -183,7 +183,8 @@ def memcheck_ours(report):
     happened, a frame of ours (not counting the allocator hooks, which
     pass the program's requests through); for a block (lost, or where an
     error's memory was allocated or freed), the caller of the allocator
-    is our code, and not a hook passing the program's request on."""
+    is our code, and not a hook or a native replacement passing the
+    program's request on."""
     stacks, stack = [], None
     for line in report.splitlines():
         m = MEMCHECK_FRAME.match(line)
@@ -199,7 +200,9 @@ def memcheck_ours(report):
         return MEMCHECK_OURS.search(frame) is not None
 
     def passes_through(frame):
-        return ours(frame) and frame.startswith("hook_")
+        # the allocator hooks, and native tracing's replacements of malloc
+        # and the rest (native.c)
+        return ours(frame) and frame.startswith(("hook_", "native_"))
 
     for frames in stacks:
         if MEMCHECK_ALLOCATOR.match(frames[0]):
