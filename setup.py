@@ -80,4 +80,17 @@ core = Extension(
     extra_link_args=link_args,
 )
 
-setup(ext_modules=[core], cmdclass={"build_py": build_py_with_pth})
+# A shared object of its own whose allocator calls go through its GOT, as
+# an extension's do: the native tracer's probe (and the tests' source of
+# native calls).
+probe = Extension(
+    "ctracemalloc._nativeprobe",
+    sources=["src/ctracemalloc/_nativeprobe.c"],
+    depends=["src/ctracemalloc/_core/native.h"],
+    include_dirs=["src/ctracemalloc/_core"],
+    define_macros=macros,
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+setup(ext_modules=[core, probe], cmdclass={"build_py": build_py_with_pth})

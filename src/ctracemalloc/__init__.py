@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence  # noqa: F401
 
 from . import _ctracemalloc
 from ._ctracemalloc import (
+    NATIVE_DOMAIN,
     BaseFilter,
     DomainFilter,
     Filter,

@@ -12,6 +12,7 @@
  */
 #include "hooks.h"
 #include "intercept.h"
+#include "native.h"
 #include "reftracer.h"
 #include "tracer.h"
 #include "tracerapi.h"
@@ -20,6 +21,7 @@ static void
 stop_tracing(void)
 {
     ctm_tracer_end();
+    ctm_native_uninstall();
     ctm_intercept_uninstall();
     ctm_hooks_uninstall();
     ctm_reftracer_uninstall();
@@ -49,7 +51,7 @@ reconcile(int reinstall)
 }
 
 int
-ctm_tracer_start(int nframe)
+ctm_tracer_start(int nframe, int native)
 {
     if (nframe < 1 || nframe > CTM_MAX_NFRAME) {
         PyErr_Format(PyExc_ValueError,
@@ -60,7 +62,9 @@ ctm_tracer_start(int nframe)
     /* Tracing with hooks another tracer dropped is stopped first. */
     reconcile(0);
     if (atomic_load(&ctm_tracer.tracing)) {
-        return 0;
+        /* As the stdlib's start: nothing changes, but a mode asked for
+         * is turned on. */
+        return native ? ctm_native_install() : 0;
     }
     if (ctm_tracer_begin(nframe) < 0) {
         return -1;
@@ -68,7 +72,8 @@ ctm_tracer_start(int nframe)
     ctm_hooks_install();
     ctm_reftracer_install();
     ctm_large_keep_spare(1);
-    if (ctm_intercept_install() < 0) {
+    if (ctm_intercept_install() < 0
+        || (native && ctm_native_install() < 0)) {
         stop_tracing();         /* a warning turned into an error */
         return -1;
     }

@@ -17,6 +17,10 @@
  * page, writes, and protects it again. Every write is one aligned
  * word-sized store, so a thread that calls through the slot meanwhile
  * sees the old or the new address, never a mix.
+ *
+ * An object is known by the address of its dynamic section: the same
+ * object unloaded and loaded again at the same address has the same
+ * slots and the same saved values, another one has another section.
  */
 #include "elfgot.h"
 
@@ -27,6 +31,7 @@
 #  define CTM_GOT 1
 #  include <elf.h>
 #  include <link.h>
+#  include <pthread.h>
 #  include <sys/mman.h>
 #  include <unistd.h>
 #  if defined(__x86_64__)
@@ -48,9 +53,39 @@ ctm_got_supported(void)
     return 1;
 }
 
+/* The lock of every call (elfgot.h), held around fork. */
+static pthread_mutex_t got_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+got_fork_prepare(void)
+{
+    pthread_mutex_lock(&got_lock);
+}
+
+static void
+got_fork_release(void)
+{
+    pthread_mutex_unlock(&got_lock);
+}
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(got_fork_prepare, got_fork_release, got_fork_release);
+}
+
+static void
+got_lock_take(void)
+{
+    pthread_once(&atfork_once, register_atfork);
+    pthread_mutex_lock(&got_lock);
+}
+
 /* What a scan needs of one object. */
 typedef struct {
     uintptr_t base;             /* load address (bias) */
+    uintptr_t dynamic;          /* its dynamic section: its identity */
     const ElfW(Sym) *symtab;
     const char *strtab;
     const ElfW(Rela) *jmprel;   /* JUMP_SLOT relocations */
@@ -128,6 +163,7 @@ read_object(const struct dl_phdr_info *info, object_info *o)
     if (dyn == NULL) {
         return -1;
     }
+    o->dynamic = (uintptr_t)dyn;
     size_t jmprel_bytes = 0, rela_bytes = 0;
     ElfW(Sxword) pltrel = DT_RELA;
     for (; dyn->d_tag != DT_NULL; dyn++) {
@@ -235,7 +271,7 @@ patch_relocations(scan_state *st, const object_info *o,
             continue;
         }
         set->patches[set->npatches++] = (ctm_got_patch){
-            slot, old, (uintptr_t)s->replacement};
+            slot, old, (uintptr_t)s->replacement, o->dynamic};
         st->written++;
     }
     return 0;
@@ -260,6 +296,11 @@ scan_object(struct dl_phdr_info *info, size_t size, void *arg)
         || (set->only != 0 && !object_contains(info, set->only))) {
         return 0;
     }
+    for (size_t i = 0; i < CTM_GOT_MAX_SKIP; i++) {
+        if (set->skip[i] != 0 && object_contains(info, set->skip[i])) {
+            return 0;
+        }
+    }
     object_info o;
     if (read_object(info, &o) < 0) {
         return 0;
@@ -273,27 +314,61 @@ scan_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-long
-ctm_got_apply(ctm_got_set *set)
+/* Scan the set if it is active or activate is set. With got_lock. */
+static long
+scan_locked(ctm_got_set *set, int activate)
 {
+    if (!set->active && !activate) {
+        return 0;
+    }
+    set->active = 1;
     scan_state st = {set, 0, 0, 1};
     dl_iterate_phdr(scan_object, &st);
     return st.error ? -1 : st.written;
 }
 
+long
+ctm_got_apply(ctm_got_set *set)
+{
+    got_lock_take();
+    long written = scan_locked(set, 1);
+    pthread_mutex_unlock(&got_lock);
+    return written;
+}
+
+long
+ctm_got_rescan(ctm_got_set *set)
+{
+    got_lock_take();
+    long written = scan_locked(set, 0);
+    pthread_mutex_unlock(&got_lock);
+    return written;
+}
+
+/* Visit the records of set that this loaded object wrote: restore puts
+ * their slots back, and either way they are marked found (slot NULL). */
+typedef struct {
+    ctm_got_set *set;
+    int restore;
+} visit_state;
+
 static int
-restore_object(struct dl_phdr_info *info, size_t size, void *arg)
+visit_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    ctm_got_set *set = arg;
+    visit_state *st = arg;
+    ctm_got_set *set = st->set;
     object_info o;
     if (read_object(info, &o) < 0) {
         return 0;
     }
     for (size_t i = 0; i < set->npatches; i++) {
         ctm_got_patch *p = &set->patches[i];
-        if (p->slot != NULL && object_contains(info, (uintptr_t)p->slot)) {
-            if (__atomic_load_n(p->slot, __ATOMIC_ACQUIRE) == p->replacement) {
+        if (p->slot != NULL && p->object == o.dynamic
+            && object_contains(info, (uintptr_t)p->slot)) {
+            if (st->restore
+                && __atomic_load_n(p->slot, __ATOMIC_ACQUIRE)
+                   == p->replacement) {
                 (void)write_slot(&o, p->slot, p->saved);
             }
             p->slot = NULL;
@@ -305,21 +380,52 @@ restore_object(struct dl_phdr_info *info, size_t size, void *arg)
 void
 ctm_got_restore(ctm_got_set *set)
 {
+    got_lock_take();
     if (set->npatches > 0) {
         /* by object: a record whose object was unloaded is dropped */
-        dl_iterate_phdr(restore_object, set);
+        visit_state st = {set, 1};
+        dl_iterate_phdr(visit_object, &st);
     }
     ctm_free(set->patches);
     set->patches = NULL;
     set->npatches = set->cap = 0;
     set->adds = 0;
     set->failed = 0;
+    set->active = 0;
+    pthread_mutex_unlock(&got_lock);
+}
+
+void
+ctm_got_forget_unloaded(ctm_got_set *set)
+{
+    got_lock_take();
+    /* Mark the records of loaded objects found (slot NULL) in a copy,
+     * and keep in the set the records the copy did not find. */
+    size_t n = set->npatches;
+    ctm_got_patch *marked = n ? ctm_malloc(n * sizeof(ctm_got_patch)) : NULL;
+    if (marked != NULL) {
+        memcpy(marked, set->patches, n * sizeof(ctm_got_patch));
+        visit_state st = {&(ctm_got_set){.patches = marked, .npatches = n},
+                          0};
+        dl_iterate_phdr(visit_object, &st);
+        size_t kept = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (marked[i].slot == NULL) {
+                set->patches[kept++] = set->patches[i];
+            }
+        }
+        set->npatches = kept;
+        ctm_free(marked);
+    }
+    pthread_mutex_unlock(&got_lock);
 }
 
 #else /* no GOT slots to find on this platform */
 
 int ctm_got_supported(void) { return 0; }
 long ctm_got_apply(ctm_got_set *set) { (void)set; return 0; }
+long ctm_got_rescan(ctm_got_set *set) { (void)set; return 0; }
 void ctm_got_restore(ctm_got_set *set) { (void)set; }
+void ctm_got_forget_unloaded(ctm_got_set *set) { (void)set; }
 
 #endif

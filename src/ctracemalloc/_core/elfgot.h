@@ -13,9 +13,14 @@
  * A set names the symbols and their replacements and remembers every slot
  * it wrote and what the slot held, so that restoring puts back exactly
  * that, and only in slots that still hold the replacement (someone may
- * have written them since). Slots in an object's RELRO pages are made
- * writable for the write and read-only again. A set is not thread-safe:
- * its user serialises the calls (the tracer: the GIL).
+ * have written them since) of the object it wrote them in (another
+ * object loaded at the same address after a dlclose is not touched).
+ * Slots in an object's RELRO pages are made writable for the write and
+ * read-only again. Every call below may come from any thread: one
+ * process-wide lock serialises them all, every set's (two sets writing
+ * slots on the same RELRO page at once could each leave it read-only
+ * under the other's write), and is taken around fork so that a child
+ * finds it free.
  */
 #ifndef CTM_ELFGOT_H
 #define CTM_ELFGOT_H
@@ -31,7 +36,12 @@ typedef struct {
     uintptr_t *slot;
     uintptr_t saved;            /* what the slot held before */
     uintptr_t replacement;
+    uintptr_t object;           /* the object's dynamic section: which
+                                   object wrote it, among those loaded at
+                                   one address in turn */
 } ctm_got_patch;
+
+#define CTM_GOT_MAX_SKIP 4
 
 typedef struct {
     const ctm_got_symbol *symbols;
@@ -39,12 +49,15 @@ typedef struct {
     /* Patch only the object mapped at this address (0: every object);
      * the loader and the vDSO are never patched. */
     uintptr_t only;
+    /* Nor the objects mapped at these addresses (0: none). */
+    uintptr_t skip[CTM_GOT_MAX_SKIP];
     ctm_got_patch *patches;
     size_t npatches, cap;
     /* the loader's count of loaded objects at the last scan (0: none
      * yet): a scan with nothing loaded since costs one callback */
     unsigned long long adds;
     size_t failed;              /* slots that could not be written */
+    int active;                 /* applied and not restored since */
 } ctm_got_set;
 
 /* Whether this platform's GOT slots can be found (x86-64 and AArch64
@@ -55,8 +68,14 @@ int ctm_got_supported(void);
  * written by this call, or -1 if memory ran out (the slots written so
  * far stay written and recorded). */
 long ctm_got_apply(ctm_got_set *set);
+/* The same, only if the set is active: for a loader's call, which may
+ * come in any thread, even while another restores the set. */
+long ctm_got_rescan(ctm_got_set *set);
 /* Put back what every recorded slot held, where the slot still holds our
  * replacement and its object is still loaded; forget the records. */
 void ctm_got_restore(ctm_got_set *set);
+/* Forget the records of slots whose object is no longer loaded (after a
+ * dlclose), so that the records do not grow with every load and unload. */
+void ctm_got_forget_unloaded(ctm_got_set *set);
 
 #endif /* CTM_ELFGOT_H */

@@ -135,19 +135,19 @@ static const ctm_got_symbol api_symbols[] = {
     {"PyTraceMalloc_Untrack", (void *)untrack},
     {"_PyTraceMalloc_GetTraceback", (void *)get_traceback},
 };
-static ctm_got_set api_set = {api_symbols, 0, 0, NULL, 0, 0, 0, 0};
+static ctm_got_set api_set = {.symbols = api_symbols};
 
 #if !CTM_HAVE_REFTRACER
 static ctm_got_symbol new_reference_symbols[2];
-static ctm_got_set new_reference_set = {new_reference_symbols, 0, 0,
-                                        NULL, 0, 0, 0, 0};
+static ctm_got_set new_reference_set = {.symbols = new_reference_symbols};
 #endif
 
 static void *dlsym_hook(void *handle, const char *name);
 static const ctm_got_symbol loader_symbols[] = {
     {"dlsym", (void *)dlsym_hook},
 };
-static ctm_got_set loader_set = {loader_symbols, 1, 0, NULL, 0, 0, 0, 0};
+static ctm_got_set loader_set = {.symbols = loader_symbols,
+                                  .nsymbols = 1};
 
 /* ---- install, probes, uninstall ---- */
 

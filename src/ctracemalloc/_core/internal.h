@@ -41,5 +41,9 @@
 
 /* Domain of the allocations that the allocator hooks trace. */
 #define CTM_DEFAULT_DOMAIN 0u
+/* What extension modules and their libraries take from the C allocator
+ * and anonymous mmap (native.c): "natv", clear of the domains that
+ * known extensions report to (numpy: 389047). */
+#define CTM_NATIVE_DOMAIN 0x6E617476u
 
 #endif /* CTM_INTERNAL_H */

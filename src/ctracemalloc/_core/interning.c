@@ -667,13 +667,15 @@ ctm_interner_code_died_unlocked(ctm_interner *in, void *token)
     }
 }
 
-void
+int
 ctm_interner_code_object_died_unlocked(ctm_interner *in, PyCodeObject *code)
 {
     int64_t rec = ctm_coderecs_find(&in->codes, code);
-    if (rec >= 0) {
-        code_died(in, (uint32_t)rec);
+    if (rec < 0) {
+        return 0;
     }
+    code_died(in, (uint32_t)rec);
+    return 1;
 }
 
 /* ---- compaction ----

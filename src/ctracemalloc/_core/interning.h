@@ -84,9 +84,10 @@ int ctm_interner_unarmed_unlocked(ctm_interner *in, PyCodeObject **code,
 void ctm_interner_code_died_unlocked(ctm_interner *in, void *token);
 /* The same, from a code watcher: code is dying, still whole. Any code
  * object of the interpreter may come: one without a record costs a
- * lookup in an index. */
-void ctm_interner_code_object_died_unlocked(ctm_interner *in,
-                                            PyCodeObject *code);
+ * lookup in an index. 1 if code had a record (frames of it may be
+ * cached by the caller), else 0. */
+int ctm_interner_code_object_died_unlocked(ctm_interner *in,
+                                           PyCodeObject *code);
 /* Compaction (interning.c says what it does and when it is due).
  * ntraces: the live traces, which the caller walks to compact; if they
  * are what keeps it from being due, it is not asked again before it

@@ -25,14 +25,16 @@ static PyObject *orig_get_traceback_limit;
 static PyObject *orig_get_traces;
 
 static PyObject *
-start(PyObject *self, PyObject *args)
+start(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
-    int nframe = 1;
-    if (!PyArg_ParseTuple(args, "|i:start", &nframe)) {
+    static char *keywords[] = {"", "native", NULL};
+    int nframe = 1, native = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$p:start", keywords,
+                                     &nframe, &native)) {
         return NULL;
     }
-    if (ctm_tracer_start(nframe) < 0) {
+    if (ctm_tracer_start(nframe, native) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -406,9 +408,12 @@ at_exit(PyObject *self, PyObject *unused)
 }
 
 PyDoc_STRVAR(start_doc,
-"start(nframe: int=1)\n--\n\n"
+"start($module, nframe=1, /, *, native=False)\n--\n\n"
 "Start tracing Python memory allocations, storing up to nframe frames\n"
-"per traceback.");
+"per traceback. With native=True, also trace what extension modules and\n"
+"the libraries they load take from the C allocator and anonymous mmap,\n"
+"in the domain NATIVE_DOMAIN. While tracing, only turns native tracing\n"
+"on if asked.");
 PyDoc_STRVAR(take_snapshot_doc,
 "take_snapshot()\n--\n\n"
 "Take a snapshot of the traces of memory blocks allocated by Python.");
@@ -421,7 +426,8 @@ PyDoc_STRVAR(untrack_doc,
 "Stop tracing the memory block at address ptr in domain.");
 
 static PyMethodDef module_methods[] = {
-    {"start", start, METH_VARARGS, start_doc},
+    {"start", (PyCFunction)(void (*)(void))start,
+     METH_VARARGS | METH_KEYWORDS, start_doc},
     {"stop", stop, METH_NOARGS,
      "stop()\n--\n\nStop tracing and clear the traces."},
     {"is_tracing", is_tracing, METH_NOARGS,
@@ -566,6 +572,9 @@ PyInit__ctracemalloc(void)
                                    NULL);
     if (caps == NULL || PyModule_AddObject(m, "_C_API", caps) < 0) {
         Py_XDECREF(caps);
+        goto error;
+    }
+    if (PyModule_AddIntConstant(m, "NATIVE_DOMAIN", CTM_NATIVE_DOMAIN) < 0) {
         goto error;
     }
     /* Kept for the life of the process: the tracer outlives modules. */

@@ -5,7 +5,10 @@
  *  - traces.traced is the sum of the live traces' sizes, never negative,
  *    and traces.peak >= traces.traced;
  *  - every live trace names a traceback of the interner;
- *  - while tracing, nframe >= 1 and frames holds nframe frames.
+ *  - while tracing, nframe >= 1 and frames holds nframe frames;
+ *  - an entry of the capture cache of the current epoch names a
+ *    traceback made of exactly its code frames, each of a live code
+ *    object (a death or a clear starts a new epoch).
  *
  * fork: the lock (and the capture's memo lock) is taken around fork(),
  * so that the child inherits consistent tables, then reset in the child,
@@ -15,6 +18,7 @@
 #include "tracerapi.h"
 
 #include <pthread.h>
+#include <string.h>
 
 ctm_tracer_state ctm_tracer;
 CTM_TLS int ctm_reentrant;
@@ -56,6 +60,73 @@ register_atfork(void)
     pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
+/* ---- the capture cache ---- */
+
+void
+ctm_tbcache_store_unlocked(const ctm_rawframe *frames, int n,
+                           int total_nframe, uint32_t tb)
+{
+    CTM_ASSERT_LOCKED();
+    CTM_ASSERT(n >= 1 && n <= CTM_TBCACHE_FRAMES);
+    if (ctm_tracer.tbcache == NULL) {
+        return;
+    }
+    /* Only a traceback of exactly these code frames: a resolved frame
+     * (a code object met first where its death cannot be watched, or a
+     * capture without the GIL) says nothing of the code object that will
+     * be at that address next. */
+    ctm_interner *in = ctm_tracer.interner;
+    const ctm_ttb *t = ctm_interner_traceback_unlocked(in, tb);
+    if (t->nframe != n || t->total_nframe != total_nframe) {
+        return;
+    }
+    const uint32_t *ids = ctm_interner_frame_ids_unlocked(in) + t->first;
+    for (int i = 0; i < n; i++) {
+        const ctm_tframe *f = ctm_interner_frame_unlocked(in, ids[i]);
+        if (f->code == NULL || f->code != frames[i].code
+            || f->addr != frames[i].addr) {
+            return;
+        }
+    }
+    ctm_tbcache_entry *e = ctm_tbcache_entry_of(frames, total_nframe);
+    for (int i = 0; i < n; i++) {
+        e->code[i] = frames[i].code;
+        e->addr[i] = frames[i].addr;
+    }
+    e->nframe = (uint16_t)n;
+    e->total_nframe = (uint16_t)total_nframe;
+    e->traceback = tb;
+    e->epoch = ctm_tracer.tbcache_epoch;
+}
+
+/* A new, empty capture cache: each entry on a cache line of its own. */
+static ctm_tbcache_entry *
+tbcache_new(void)
+{
+    size_t bytes = sizeof(ctm_tbcache_entry) << CTM_TBCACHE_BITS;
+    ctm_tbcache_entry *cache = aligned_alloc(64, bytes);
+    if (cache != NULL) {
+        memset(cache, 0, bytes);
+    }
+    return cache;
+}
+
+/* Make every entry of the capture cache stale: a code object whose
+ * frames it may hold died, or the interner was cleared. */
+static void
+tbcache_forget_unlocked(void)
+{
+    CTM_ASSERT_LOCKED();
+    if (++ctm_tracer.tbcache_epoch == 0) {
+        /* Wrapped: entries of epoch 1 would look current again. */
+        if (ctm_tracer.tbcache != NULL) {
+            memset(ctm_tracer.tbcache, 0,
+                   sizeof(ctm_tbcache_entry) << CTM_TBCACHE_BITS);
+        }
+        ctm_tracer.tbcache_epoch = 1;
+    }
+}
+
 /* ---- recording ---- */
 
 void
@@ -75,6 +146,66 @@ ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
     ctm_tracer_record(domain, ptr, size, gil_known, 0, 0);
 }
 
+/* ---- retraces waiting (tracer.h) ---- */
+
+void
+ctm_tracer_apply_ring_unlocked(void)
+{
+    CTM_ASSERT_LOCKED();
+    size_t tail = atomic_load_explicit(&ctm_tracer.ring_tail,
+                                       memory_order_acquire);
+    size_t head = atomic_load_explicit(&ctm_tracer.ring_head,
+                                       memory_order_relaxed);
+    CTM_ASSERT(tail - head <= CTM_RING_SIZE);
+    /* Only a block's last retrace counts: the others are skipped, newest
+     * first, as far as a small table of the blocks done remembers. */
+    uintptr_t done[64] = {0};
+    for (size_t i = tail; i != head;) {
+        const ctm_retrace *r = &ctm_tracer.ring[--i & (CTM_RING_SIZE - 1)];
+        uintptr_t *d = &done[(r->block >> 4) & 63];
+        if (*d == r->block) {
+            continue;
+        }
+        *d = r->block;
+        ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
+                                               CTM_DEFAULT_DOMAIN, r->block);
+        if (v != NULL) {
+            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
+                                              r->traceback);
+        }
+        else {
+            atomic_store_explicit(ctm_untraced_slot(r->block), r->block,
+                                  memory_order_relaxed);
+        }
+    }
+    atomic_store_explicit(&ctm_tracer.ring_head, tail, memory_order_release);
+}
+
+/* Push a retrace on the ring: 1, or 0 if it is full. With the traced
+ * interpreter's GIL. */
+static inline int
+ring_push(uintptr_t block, uint32_t traceback)
+{
+    size_t tail = atomic_load_explicit(&ctm_tracer.ring_tail,
+                                       memory_order_relaxed);
+    if (tail - atomic_load_explicit(&ctm_tracer.ring_head,
+                                    memory_order_acquire) >= CTM_RING_SIZE) {
+        return 0;
+    }
+    ctm_retrace *r = &ctm_tracer.ring[tail & (CTM_RING_SIZE - 1)];
+    r->block = block;
+    r->traceback = traceback;
+    atomic_store_explicit(&ctm_tracer.ring_tail, tail + 1,
+                          memory_order_release);
+    return 1;
+}
+
+#ifdef CTM_DEBUG
+/* Test builds check one cache hit, and one block known to be untraced,
+ * in 8 under the lock (which also applies the ring, so most do not). */
+static CTM_TLS unsigned hits_seen, untraced_seen;
+#endif
+
 void
 ctm_tracer_new_object(PyObject *obj)
 {
@@ -86,6 +217,20 @@ ctm_tracer_new_object(PyObject *obj)
         ctm_last_block = 0;
         return;
     }
+    if (atomic_load_explicit(ctm_untraced_slot(block), memory_order_relaxed)
+        == block) {
+        /* allocated before tracing started: nothing to retrace */
+#ifdef CTM_DEBUG
+        if ((++untraced_seen & 7) == 0) {
+            ctm_tables_lock();
+            CTM_ASSERT(ctm_traces_get_unlocked(&ctm_tracer.traces,
+                                               CTM_DEFAULT_DOMAIN, block)
+                       == NULL);
+            ctm_tables_unlock();
+        }
+#endif
+        return;
+    }
     /* An object made from a free list: its block was traced when it was
      * first allocated; give it the current traceback. */
     int gil;
@@ -94,16 +239,45 @@ ctm_tracer_new_object(PyObject *obj)
         return;
     }
     ctm_reentrant = 1;
+    /* We hold the traced interpreter's GIL: the capture cache and the
+     * ring need no lock (tracer.h). */
+    ctm_rawframe *frames = ctm_tracer.gil_frames;
+    int n, total;
+    ctm_capture(ts, frames, ctm_tracer.nframe, &n, &total);
+    int64_t tb = n > 0 ? ctm_tbcache_lookup(frames, n, total) : -1;
+#ifdef CTM_DEBUG
+    if (tb >= 0 && (++hits_seen & 7) == 0) {
+        ctm_tables_lock();
+        CTM_ASSERT(ctm_intern_traceback_unlocked(ctm_tracer.interner, frames,
+                                                 n, total, 1, NULL) == tb);
+        ctm_tables_unlock();
+    }
+#endif
+    if (tb >= 0 && ring_push(block, (uint32_t)tb)) {
+        ctm_reentrant = 0;
+        return;
+    }
     ctm_tables_lock();
     ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
                                            CTM_DEFAULT_DOMAIN, block);
     if (v != NULL) {
-        /* interning touches the interner, not the traces: v stays valid */
-        int64_t tb = ctm_tracer_traceback_unlocked(ts, gil, NULL);
+        if (tb < 0) {
+            /* interning touches the interner, not the traces: v stays
+             * valid */
+            tb = ctm_intern_traceback_unlocked(ctm_tracer.interner, frames,
+                                               n, total, 1, NULL);
+            if (tb >= 0 && n > 0 && n <= CTM_TBCACHE_FRAMES) {
+                ctm_tbcache_store_unlocked(frames, n, total, (uint32_t)tb);
+            }
+        }
         if (tb >= 0) {
             (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
                                               (uint32_t)tb);
         }
+    }
+    else {
+        atomic_store_explicit(ctm_untraced_slot(block), block,
+                              memory_order_relaxed);
     }
     ctm_tables_unlock();
     ctm_reentrant = 0;
@@ -136,6 +310,7 @@ code_extra_free(void *token)
     ctm_tables_lock();
     if (ctm_tracer.interner != NULL) {
         ctm_interner_code_died_unlocked(ctm_tracer.interner, token);
+        tbcache_forget_unlocked();
     }
     ctm_tables_unlock();
 }
@@ -147,9 +322,10 @@ code_watcher(ctm_code_event event, PyCodeObject *code)
 {
     if (ctm_code_event_is_death(event)) {
         ctm_tables_lock();
-        if (ctm_tracer.interner != NULL) {
-            ctm_interner_code_object_died_unlocked(ctm_tracer.interner,
-                                                   code);
+        if (ctm_tracer.interner != NULL
+            && ctm_interner_code_object_died_unlocked(ctm_tracer.interner,
+                                                      code)) {
+            tbcache_forget_unlocked();
         }
         ctm_tables_unlock();
     }
@@ -239,6 +415,7 @@ compact(void)
             && ctm_traces_exact_counts_unlocked(t, ntb, &counts) == 0
             && ctm_interner_compact_unlocked(in, counts, map) >= 0) {
             ctm_traces_rename_unlocked(t, map, counts, ntb);
+            tbcache_forget_unlocked();    /* its ids are the old ones */
             atomic_fetch_add_explicit(&ctm_tracer.compactions, 1,
                                       memory_order_relaxed);
         }
@@ -271,6 +448,7 @@ ctm_tracer_maintain(void)
             /* Its death would go unnoticed: resolve its frames now. */
             ctm_tables_lock();
             ctm_interner_code_died_unlocked(ctm_tracer.interner, token);
+            tbcache_forget_unlocked();
             ctm_tables_unlock();
         }
     }
@@ -286,10 +464,18 @@ ctm_tracer_begin(int nframe)
     CTM_ASSERT(nframe >= 1 && nframe <= CTM_MAX_NFRAME);
     pthread_once(&atfork_once, register_atfork);
     ctm_rawframe *frames = ctm_malloc((size_t)nframe * sizeof(ctm_rawframe));
+    ctm_rawframe *gil_frames = ctm_malloc((size_t)nframe
+                                          * sizeof(ctm_rawframe));
     ctm_interner *in = ctm_tracer.interner ? NULL : ctm_interner_new();
-    if (frames == NULL || (ctm_tracer.interner == NULL && in == NULL)) {
+    ctm_tbcache_entry *cache = ctm_tracer.tbcache ? NULL
+        : tbcache_new();
+    if (frames == NULL || gil_frames == NULL
+        || (ctm_tracer.interner == NULL && in == NULL)
+        || (ctm_tracer.tbcache == NULL && cache == NULL)) {
         ctm_free(frames);
+        ctm_free(gil_frames);
         ctm_free(in);
+        ctm_free(cache);
         PyErr_NoMemory();
         return -1;
     }
@@ -299,10 +485,16 @@ ctm_tracer_begin(int nframe)
     ctm_tracer.interp = interp;
     ctm_free(ctm_tracer.frames);
     ctm_tracer.frames = frames;
+    ctm_free(ctm_tracer.gil_frames);
+    ctm_tracer.gil_frames = gil_frames;
     ctm_tracer.nframe = nframe;
     if (in != NULL) {
         ctm_tracer.interner = in;
     }
+    if (cache != NULL) {
+        ctm_tracer.tbcache = cache;
+    }
+    tbcache_forget_unlocked();
     ctm_interner_set_notice(ctm_tracer.interner, notice, extra_index);
     atomic_store(&ctm_tracer.tracing, 1);
     ctm_tables_unlock();
@@ -327,6 +519,7 @@ ctm_tracer_clear(void)
     if (ctm_tracer.interner != NULL) {
         ctm_interner_clear_unlocked(ctm_tracer.interner);
     }
+    tbcache_forget_unlocked();
     ctm_tables_unlock();
     ctm_large_release_spare();
 }
@@ -369,7 +562,11 @@ ctm_tracer_memory(void)
     if (ctm_tracer.interner != NULL) {
         n += ctm_interner_memory_unlocked(ctm_tracer.interner);
     }
-    n += (size_t)ctm_tracer.nframe * sizeof(ctm_rawframe);
+    n += 2 * (size_t)ctm_tracer.nframe * sizeof(ctm_rawframe);
+    if (ctm_tracer.tbcache != NULL) {
+        n += sizeof(ctm_tbcache_entry) << CTM_TBCACHE_BITS;
+    }
+    n += sizeof(ctm_tracer.ring) + sizeof(ctm_tracer.untraced);
     ctm_tables_unlock();
     n += ctm_capture_memory() + ctm_large_spare_bytes();
     return n;
@@ -410,6 +607,13 @@ ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
     }
     int was = ctm_reentrant;
     ctm_reentrant = 1;
+    if (domain != CTM_NATIVE_DOMAIN
+        && atomic_load_explicit(&ctm_tracer.native, memory_order_relaxed)) {
+        /* An extension reports a block it took from the C allocator
+         * (numpy's buffers): it is counted once, in the reported domain.
+         * Removed first, so that no snapshot sees it twice. */
+        (void)ctm_tracer_remove(CTM_NATIVE_DOMAIN, ptr, NULL, NULL);
+    }
     int rc = ctm_tracer_record(domain, ptr, size, 0, 0, 0) < 0 ? -2 : 0;
     ctm_reentrant = was;
     return rc;

@@ -12,6 +12,50 @@
  * free, so it cannot deadlock against the hooks. A function whose name
  * ends in _unlocked expects the caller to hold it (debug builds check).
  *
+ * The traced interpreter's GIL: what only the thread that holds it
+ * touches needs no lock. Objects made from a free list are announced
+ * with it held (ctm_tracer_new_object), and so is every allocation of
+ * the MEM and OBJ domains; the GIL orders each of its holders after the
+ * last. Two structures rely on it, beside the lock:
+ *
+ *  - The capture cache: a capture made with the GIL is looked up first
+ *    in a small direct-mapped cache of recent captures (up to
+ *    CTM_TBCACHE_FRAMES frames, compared frame by frame) and their
+ *    traceback ids, in front of the interner and its stack cache: reused
+ *    objects, and most allocations, come from a few hot lines. It holds
+ *    only tracebacks made of code frames (code object, offset), checked
+ *    against the interner when an entry is stored. Such a traceback keeps
+ *    its meaning until one of its code objects dies (its frames are
+ *    resolved; a new code object may come at the same address) or the
+ *    interner is cleared: both happen with the GIL, and bump the cache's
+ *    epoch, which makes every entry stale. Without the GIL the interner
+ *    resolves frames at once: those captures bypass the cache.
+ *  - Retraces waiting: an object reused from a free list whose capture
+ *    hits the cache is not retraced at once, under the lock, but pushed
+ *    (block, traceback) on a ring, with no lock taken. Whoever takes the
+ *    tables lock next, any thread, applies the ring first, in order
+ *    (ctm_tables_lock): so nothing ever reads or changes the traces with
+ *    a retrace pending that was pushed before it took the lock. A block
+ *    with a pending retrace is a live object's: it is freed (its trace
+ *    removed) only after its object dies, and both happen with the GIL,
+ *    after the push; the removal takes the lock, which applies the push
+ *    first. A full ring is applied by its pusher, under the lock. The
+ *    ring has one producer at a time (the GIL holder; the GIL orders
+ *    them) and one consumer at a time (the lock holder), so a head and a
+ *    tail with acquire and release are all it needs; a fork copies it
+ *    whole, as a push publishes its entry with one store.
+ *
+ * Blocks known to be untraced: many objects reused from free lists were
+ * allocated before tracing started, and their blocks have no trace to
+ * give a traceback. A small direct-mapped set of such blocks, found
+ * untraced under the lock, lets their reuse return at once, without a
+ * capture or the lock. A block becomes traced only when it is recorded,
+ * and every record of a domain-0 block drops it from the set, under the
+ * lock; a block being reused is a live object's, recorded (allocated)
+ * before it came to the free list, so the reuse sees the drop. The set's
+ * words are relaxed atomics: any thread may drop a block, and a stale
+ * word could only cost a traceback, never memory.
+ *
  * Reentrancy: a thread-local flag is set while a client records, so that
  * an allocator that calls another (pymalloc falling back on the RAW
  * allocator) is traced once, at the outermost level. The tracer's own
@@ -40,6 +84,33 @@
 #include <sched.h>
 #include <stdatomic.h>
 
+/* The capture cache (see the top): 2^CTM_TBCACHE_BITS entries of 64
+ * bytes, for captures of at most CTM_TBCACHE_FRAMES frames. */
+#define CTM_TBCACHE_BITS 9
+#define CTM_TBCACHE_FRAMES 4
+
+typedef struct {
+    PyCodeObject *code[CTM_TBCACHE_FRAMES];   /* the capture's frames */
+    int32_t addr[CTM_TBCACHE_FRAMES];
+    uint32_t epoch;             /* the cache's epoch when stored; 0: empty */
+    uint32_t traceback;
+    uint16_t nframe;
+    uint16_t total_nframe;
+} ctm_tbcache_entry;
+_Static_assert(sizeof(ctm_tbcache_entry) <= 64,
+               "a capture cache entry fits a cache line");
+
+/* The set of blocks known to be untraced (see the top). */
+#define CTM_UNTRACED_SIZE 256   /* a power of two */
+
+/* A retrace waiting on the ring (see the top). */
+#define CTM_RING_SIZE 256       /* a power of two */
+
+typedef struct {
+    uintptr_t block;
+    uint32_t traceback;
+} ctm_retrace;
+
 /* All of the tracer's state. What protects each field is said beside
  * it. */
 typedef struct {
@@ -47,6 +118,10 @@ typedef struct {
      * read by the clients without the lock first (a cheap early exit),
      * then again under the lock before touching the tables. */
     atomic_int tracing;
+    /* Nonzero while native allocations are traced (native.c): a block
+     * tracked in another domain then stops being native. Written with
+     * the GIL; read without the lock. */
+    atomic_int native;
     /* Set when the interpreter starts exiting (atexit), never cleared.
      * Read without the lock, then again under it. */
     atomic_int exiting;
@@ -62,7 +137,7 @@ typedef struct {
 
     /* Protected by the tables lock: */
     int nframe;                 /* frames kept per traceback; 0 until the
-                                   first start */
+                                   first start. Written with the GIL too */
     ctm_rawframe *frames;       /* the capture buffer, nframe frames */
     ctm_traces traces;          /* the live traces */
     ctm_interner *interner;     /* their tracebacks; NULL until the first
@@ -77,6 +152,25 @@ typedef struct {
      * (a realloc's old trace) is only good if this has not moved.
      * Written under the lock. */
     atomic_uint compactions;
+
+    /* Protected by the traced interpreter's GIL (see the top); written
+     * under the lock as well, except the ring's tail: */
+    ctm_rawframe *gil_frames;   /* the GIL holder's capture buffer, nframe
+                                   frames */
+    ctm_tbcache_entry *tbcache; /* the capture cache; NULL until the first
+                                   start, then kept */
+    uint32_t tbcache_epoch;     /* entries of another epoch are stale;
+                                   never 0 */
+
+    /* The ring of retraces waiting: the GIL holder pushes at the tail,
+     * the lock holder applies from the head. Free-running counts. */
+    atomic_size_t ring_head;
+    atomic_size_t ring_tail;
+    ctm_retrace ring[CTM_RING_SIZE];
+
+    /* Blocks known to be untraced, by address (0: none); added and
+     * dropped under the lock, read by the GIL holder without it. */
+    atomic_uintptr_t untraced[CTM_UNTRACED_SIZE];
 } ctm_tracer_state;
 
 extern ctm_tracer_state ctm_tracer;
@@ -99,6 +193,12 @@ ctm_tracer_self(void)
 }
 #endif
 
+/* Apply the retraces waiting on the ring (tracer.c). */
+void ctm_tracer_apply_ring_unlocked(void);
+
+/* Take the tables lock, and apply the retraces waiting (see the top):
+ * every push that happened before is applied before the caller reads or
+ * changes the traces. */
 static inline void
 ctm_tables_lock(void)
 {
@@ -116,6 +216,11 @@ ctm_tables_lock(void)
     atomic_store_explicit(&ctm_tracer.owner, ctm_tracer_self(),
                           memory_order_relaxed);
 #endif
+    if (atomic_load_explicit(&ctm_tracer.ring_tail, memory_order_relaxed)
+        != atomic_load_explicit(&ctm_tracer.ring_head,
+                                memory_order_relaxed)) {
+        ctm_tracer_apply_ring_unlocked();
+    }
 }
 
 static inline void
@@ -127,6 +232,13 @@ ctm_tables_unlock(void)
     atomic_store_explicit(&ctm_tracer.owner, 0, memory_order_relaxed);
 #endif
     atomic_store_explicit(&ctm_tracer.lock, 0, memory_order_release);
+}
+
+/* The slot of block in the set of blocks known to be untraced. */
+static inline atomic_uintptr_t *
+ctm_untraced_slot(uintptr_t block)
+{
+    return &ctm_tracer.untraced[(block >> 4) & (CTM_UNTRACED_SIZE - 1)];
 }
 
 /* CTM_ASSERT_LOCKED(): in debug builds, check that the calling thread
@@ -174,6 +286,45 @@ ctm_tracer_tstate(int gil_known, int *gil)
     return ts;
 }
 
+/* The capture cache's entry for a capture of n frames (1 to
+ * CTM_TBCACHE_FRAMES) and total_nframe: its slot is the most recent
+ * frame's and total's. */
+static inline ctm_tbcache_entry *
+ctm_tbcache_entry_of(const ctm_rawframe *frames, int total_nframe)
+{
+    uint64_t h = ((uint64_t)(uintptr_t)frames[0].code
+                  ^ ((uint64_t)(uint32_t)frames[0].addr << 32)
+                  ^ (uint32_t)total_nframe) * 0x9E3779B97F4A7C15ULL;
+    return &ctm_tracer.tbcache[h >> (64 - CTM_TBCACHE_BITS)];
+}
+
+/* The traceback id that the capture cache holds for frames[0..n) and
+ * total_nframe, or -1. With the traced interpreter's GIL. */
+static inline int64_t
+ctm_tbcache_lookup(const ctm_rawframe *frames, int n, int total_nframe)
+{
+    if (n > CTM_TBCACHE_FRAMES || ctm_tracer.tbcache == NULL) {
+        return -1;
+    }
+    const ctm_tbcache_entry *e = ctm_tbcache_entry_of(frames, total_nframe);
+    if (e->epoch != ctm_tracer.tbcache_epoch || e->nframe != n
+        || e->total_nframe != total_nframe) {
+        return -1;
+    }
+    int same = 1;
+    for (int i = 0; i < n; i++) {
+        same &= (e->code[i] == frames[i].code)
+                & (e->addr[i] == frames[i].addr);
+    }
+    return same ? (int64_t)e->traceback : -1;
+}
+
+/* Remember traceback tb, just interned from frames[0..n) and
+ * total_nframe, if it can be (tracer.c). With the traced interpreter's
+ * GIL and the lock. */
+void ctm_tbcache_store_unlocked(const ctm_rawframe *frames, int n,
+                                int total_nframe, uint32_t tb);
+
 /* Capture the traceback of ts (NULL: no Python frame) and intern it: its
  * id, or -1 if memory ran out. arm: see ctm_intern_traceback_unlocked
  * (then call ctm_tracer_maintain once the lock is released). */
@@ -182,10 +333,26 @@ ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
 {
     CTM_ASSERT_LOCKED();
     int n, total;
-    ctm_capture(ts, ctm_tracer.frames, ctm_tracer.nframe, &n, &total);
-    return ctm_intern_traceback_unlocked(ctm_tracer.interner,
-                                         ctm_tracer.frames, n, total, gil,
-                                         arm);
+    ctm_rawframe *frames = ctm_tracer.frames;
+    ctm_capture(ts, frames, ctm_tracer.nframe, &n, &total);
+    if (!gil || n == 0) {
+        return ctm_intern_traceback_unlocked(ctm_tracer.interner, frames, n,
+                                             total, gil, arm);
+    }
+    int64_t tb = ctm_tbcache_lookup(frames, n, total);
+    if (tb >= 0) {
+        /* The interner gives the same id: its code frames are unique. */
+        CTM_ASSERT(ctm_intern_traceback_unlocked(ctm_tracer.interner,
+                                                 frames, n, total, gil, arm)
+                   == tb);
+        return tb;
+    }
+    tb = ctm_intern_traceback_unlocked(ctm_tracer.interner, frames, n,
+                                       total, gil, arm);
+    if (tb >= 0 && n <= CTM_TBCACHE_FRAMES) {
+        ctm_tbcache_store_unlocked(frames, n, total, (uint32_t)tb);
+    }
+    return tb;
 }
 
 /* The work that a capture leaves for after the lock: with co_extra
@@ -234,6 +401,13 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
     }
     if (ctm_tracer_tracing()) {
         ctm_traces *t = &ctm_tracer.traces;
+        if (domain == CTM_DEFAULT_DOMAIN) {
+            /* about to be traced (see the top) */
+            atomic_uintptr_t *u = ctm_untraced_slot(ptr);
+            if (atomic_load_explicit(u, memory_order_relaxed) == ptr) {
+                atomic_store_explicit(u, 0, memory_order_relaxed);
+            }
+        }
         int64_t tb = ctm_tracer_traceback_unlocked(ts, gil,
                                                    arm ? &unarmed : NULL);
         if (tb < 0
@@ -265,6 +439,19 @@ ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
                                          size, traceback);
     ctm_tables_unlock();
     return had;
+}
+
+/* The size of the trace of (domain, ptr), or -1 if it has none; a size
+ * of 4 GiB or more reads as 0xFFFFFFFF (enough for the probes). */
+static inline int64_t
+ctm_tracer_trace_size(uint32_t domain, uintptr_t ptr)
+{
+    ctm_tables_lock();
+    const ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces, domain,
+                                                 ptr);
+    int64_t size = v != NULL ? (int64_t)v->size : -1;
+    ctm_tables_unlock();
+    return size;
 }
 
 /* The interpreter made the object obj (the reference tracer, or its

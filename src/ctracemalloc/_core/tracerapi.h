@@ -8,8 +8,10 @@
 
 #include "snapdata.h"
 
-/* Start tracing with nframe frames per traceback. Return 0 or -1. */
-int ctm_tracer_start(int nframe);
+/* Start tracing with nframe frames per traceback, native allocations
+ * too if native is set (native.h). Already tracing: only turn native
+ * tracing on if asked. Return 0 or -1. */
+int ctm_tracer_start(int nframe, int native);
 void ctm_tracer_stop(void);
 void ctm_tracer_clear(void);
 int ctm_tracer_is_tracing(void);
