@@ -59,17 +59,20 @@ CHILD = r"""
 import gc, importlib, inspect, json, os, sys, time
 action, mode, module, workload = sys.argv[1:5]
 sys.path.insert(0, %(here)r)
+# 25 frames to measure memory: the largest native traceback must reach
+# the workload's line when a library's Python code made the native call.
+nframe = 25 if action == "coverage" else 1
 tm = tracker = None
 if mode == "stdlib":
     import tracemalloc as tm
-    tm.start(1)
+    tm.start(nframe)
 elif mode.startswith("ctracemalloc"):
     import ctracemalloc as tm
     try:
         if mode == "ctracemalloc-native":
-            tm.start(1, native=True)
+            tm.start(nframe, native=True)
         else:
-            tm.start(1)
+            tm.start(nframe)
     except TypeError as exc:
         print(json.dumps({"na": "start(native=True) raises TypeError: %%s"
                                 %% exc}))
@@ -116,10 +119,17 @@ else:
         if diff and diff[0].size_diff > 0:
             frame = diff[0].traceback[0]
             out["top"] = [frame.filename, frame.lineno, diff[0].size_diff]
-        marker = importlib.import_module(module).EXPECTED[workload]
+        diff = native1.compare_to(native0, "traceback")
+        if diff and diff[0].size_diff > 0:
+            # most recent call first
+            out["chain"] = [[frame.filename, frame.lineno]
+                            for frame in reversed(list(diff[0].traceback))]
+        marker = importlib.import_module(module).EXPECTED.get(workload)
         lines, first = inspect.getsourcelines(run)
-        hits = [first + i for i, line in enumerate(lines) if marker in line]
-        out["expected"] = [run.__code__.co_filename, hits[0]]
+        hits = [first + i for i, line in enumerate(lines)
+                if marker and marker in line]
+        if hits:
+            out["expected"] = [run.__code__.co_filename, hits[0]]
 if tracker is not None:
     tracker.__exit__(None, None, None)
     shutil.rmtree(tmpdir)
@@ -179,6 +189,19 @@ def where(frame):
     return "%s:%d" % (os.path.basename(frame[0]), frame[1])
 
 
+def check(workload, expected, top, chain):
+    """Whether the workload's own line is the top native line, or, where a
+    library's Python code made the native calls, in its traceback."""
+    text = "%s: the %s line (%s) is the top native line: " % (
+        workload, EXPECTED[workload].rstrip("("), where(expected))
+    if top and top[:2] == expected:
+        return text + "yes"
+    if chain and expected in chain:
+        chain = chain[:chain.index(expected) + 1]
+        return text + "no, it calls it (%s)" % " <- ".join(map(where, chain))
+    return text + "NO"
+
+
 def coverage_table(names, modes, na):
     print("\ncoverage: memory kept by each workload (RSS growth of an "
           "untraced child, after gc)")
@@ -203,11 +226,7 @@ def coverage_table(names, modes, na):
                  pct(native, rss), pct(both, rss),
                  where(top) if not na else "n/a"))
         if "expected" in ctm:
-            expected = ctm["expected"]
-            ok = bool(top) and top[:2] == expected
-            checks.append("%s: the %s line (%s) is the top native line: %s"
-                          % (w, EXPECTED[w].rstrip("("), where(expected),
-                             "yes" if ok else "NO"))
+            checks.append(check(w, ctm["expected"], top, ctm.get("chain")))
         results[w] = {"untraced": base, "stdlib": std, "native": ctm}
     print("-" * len(header))
     print("RSS: untraced child; stdlib: growth of the stdlib's traces; "
