@@ -74,6 +74,22 @@ def pillow_decode():
     return run
 
 
+def shapely_buffer():
+    """Points buffered into polygons by Shapely, the polygons kept: they
+    are GEOS geometries (C++), allocated by operator new, that is by
+    malloc called from libstdc++."""
+    import numpy
+    import shapely
+
+    coords = numpy.random.default_rng(17).uniform(0, 1000, (n(100_000), 2))
+    points = shapely.points(coords)
+
+    def run():
+        polygons = shapely.buffer(points, 2.0, quad_segs=8)
+        return polygons
+    return run
+
+
 def zstd_decompress():
     """zstandard frames decompressed into kept buffers: the CPU is in
     libzstd, but the buffers are bytes objects, which come from Python's
@@ -95,6 +111,7 @@ WORKLOADS = [
     ("sqlite", ["sqlite3"]),
     ("lxml", ["lxml"]),
     ("pillow", ["PIL"]),
+    ("shapely", ["shapely"]),
     ("zstd", ["zstandard"]),
 ]
 
@@ -102,12 +119,14 @@ EXPECTED = {
     "sqlite": "db.executemany(",
     "lxml": "etree.fromstring(",
     "pillow": "im.load()",
+    "shapely": "shapely.buffer(",
 }
 
 _FUNCS = {
     "sqlite": sqlite_fill,
     "lxml": lxml_parse,
     "pillow": pillow_decode,
+    "shapely": shapely_buffer,
     "zstd": zstd_decompress,
 }
 
