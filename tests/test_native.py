@@ -572,3 +572,43 @@ def test_function_pointers_in_a_librarys_data(tmp_path):
     assert native_traces() == []
     probe.call("free", q)
     """ % lib)
+
+
+def test_sqlite_in_worker_threads():
+    # SQLite releases the GIL around its work: four threads fill their own
+    # databases while the main thread takes snapshots; each thread's
+    # memory is at its own line, and all of it goes when they close.
+    run("""
+    import gc, sqlite3, threading
+    tm.start(5, native=True)
+    lines = {}
+    def fill(k):
+        con = sqlite3.connect(":memory:")
+        con.execute("create table t (a integer, b text)")
+        con.executemany("insert into t values (?, ?)",
+                        ((i, "row %d" % i) for i in range(30000))); lines[k] = line()
+        barrier.wait()
+        barrier.wait()
+        con.close()
+    barrier = threading.Barrier(5, timeout=120)
+    threads = [threading.Thread(target=fill, args=(k,), daemon=True)
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and barrier.n_waiting < 4:
+        tm.take_snapshot()
+    barrier.wait()
+    snap = tm.take_snapshot().filter_traces([tm.DomainFilter(True, NATIVE)])
+    by_line = {}
+    for t in snap.traces:
+        for f in t.traceback:
+            if f.filename == "<string>" and f.lineno == lines[0] - 1:
+                by_line[f.lineno] = by_line.get(f.lineno, 0) + t.size
+    # 30,000 rows take some 600 KB in each thread
+    assert by_line.get(lines[0] - 1, 0) > 4 * 400_000, by_line
+    barrier.wait()
+    for t in threads:
+        t.join()
+    gc.collect()
+    assert native_total() < 200_000, native_total()
+    """)
