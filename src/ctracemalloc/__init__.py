@@ -5,7 +5,9 @@ A drop-in for the standard library's tracemalloc module::
     import ctracemalloc as tracemalloc
 
 Same functions, classes, reprs, output formats, exceptions and semantics;
-faster tracing and analysis. Beyond the stdlib: track()/untrack() for
+faster tracing and analysis. Beyond the stdlib: start(native=True) for
+what extension modules and their libraries take from malloc and mmap
+(traced in NATIVE_DOMAIN), track()/untrack() for
 blocks in other domains, a C API for extensions (get_include()),
 install() to stand in for `import tracemalloc`, a command line
 (python -m ctracemalloc) and startup tracing (CTRACEMALLOC=NFRAME).
