@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.ctm_only
 
 DOMAIN = 7
+NATIVE = 0x6E617476             # ctracemalloc.NATIVE_DOMAIN: the nursery's
 REGION = 1 << 14
 BASE = 0x7F0000000000
 
@@ -32,14 +33,14 @@ def size_of(i, big):
     return (2 ** 32 + i) if big else 1 + i
 
 
-def held(ctm):
+def held(ctm, domain=DOMAIN):
     snapshot = ctm.take_snapshot().filter_traces(
-        [ctm.DomainFilter(True, DOMAIN)])
+        [ctm.DomainFilter(True, domain)])
     return sorted(trace.size for trace in snapshot.traces)
 
 
-def check(ctm, model):
-    assert held(ctm) == sorted(model.values())
+def check(ctm, model, domain=DOMAIN):
+    assert held(ctm, domain) == sorted(model.values())
 
 
 ops = st.lists(
@@ -49,10 +50,14 @@ ops = st.lists(
     max_size=400)
 
 
+@pytest.mark.parametrize("domain", [DOMAIN, NATIVE])
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops)
-def test_random_operations(ctm, operations):
+@given(operations=ops)
+def test_random_operations(ctm, domain, operations):
+    """In an ordinary domain, and in the native one, whose traces start in
+    the nursery (even pointers, sizes under 4 GiB) and move to the store
+    when pushed out of their slot."""
     ctm.start()
     try:
         model = {}
@@ -60,12 +65,12 @@ def test_random_operations(ctm, operations):
             ptr = POINTERS[i]
             if op == "track":
                 # track() again replaces the size, big or not
-                ctm.track(DOMAIN, ptr, size_of(i, big))
+                ctm.track(domain, ptr, size_of(i, big))
                 model[ptr] = size_of(i, big)
             else:
-                ctm.untrack(DOMAIN, ptr)
+                ctm.untrack(domain, ptr)
                 model.pop(ptr, None)
-        check(ctm, model)
+        check(ctm, model, domain)
     finally:
         ctm.stop()
 
@@ -164,15 +169,16 @@ def site_lines():
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(
     st.tuples(st.sampled_from(["track", "untrack"]),
-              st.sampled_from([DOMAIN, DOMAIN + 1]),
+              st.sampled_from([DOMAIN, DOMAIN + 1, NATIVE]),
               st.integers(0, len(POINTERS) - 1),
               st.integers(0, 2),
               st.booleans()),
     max_size=300))
 def test_counts_per_traceback(ctm, operations):
     """Traces replaced by others of another traceback (and of another
-    size, big or not), removed, in two domains: each snapshot places each
-    one under its own traceback."""
+    size, big or not), removed, in three domains (one of them native, in
+    the nursery or the store): each snapshot places each one under its own
+    traceback."""
     lines = site_lines()
     ctm.start()
     try:
@@ -186,9 +192,10 @@ def test_counts_per_traceback(ctm, operations):
                 ctm.untrack(domain, ptr)
                 model.pop((domain, ptr), None)
             if k % 50 == 0:
-                assert by_site(ctm, [DOMAIN, DOMAIN + 1]) == \
+                assert by_site(ctm, [DOMAIN, DOMAIN + 1, NATIVE]) == \
                     sorted(model.values())
-        assert by_site(ctm, [DOMAIN, DOMAIN + 1]) == sorted(model.values())
+        assert by_site(ctm, [DOMAIN, DOMAIN + 1, NATIVE]) == \
+            sorted(model.values())
     finally:
         ctm.stop()
 
@@ -196,28 +203,33 @@ def test_counts_per_traceback(ctm, operations):
 def test_counts_per_traceback_on_two_threads(ctm):
     """Enough traces (over 131,072) that two threads place them, each its
     half of the store: one from the start of a traceback's run, the other
-    from its end. Replacements move traces between tracebacks; after
+    from its end. Every other block is native (the nursery holds the
+    youngest). Replacements move traces between tracebacks; after
     clear_traces() the counts start again from nothing."""
     lines = site_lines()
     rng = random.Random(4)
     ptrs = [BASE + 16 * k for k in range(200_000)]
+
+    def domain(ptr):
+        return NATIVE if ptr & 16 else DOMAIN
+
     ctm.start()
     try:
         model = {}
         for k, ptr in enumerate(ptrs):
-            track_at(ctm, k % 3, DOMAIN, ptr, 1 + k % 1000)
-            model[ptr] = (DOMAIN, 1 + k % 1000, lines[k % 3])
+            track_at(ctm, k % 3, domain(ptr), ptr, 1 + k % 1000)
+            model[ptr] = (domain(ptr), 1 + k % 1000, lines[k % 3])
         for _ in range(3):
             for ptr in rng.sample(ptrs, 50_000):
                 site = rng.randrange(3)
                 big = rng.random() < 0.01
                 size = 2 ** 32 + 5 if big else rng.randrange(1, 100)
-                track_at(ctm, site, DOMAIN, ptr, size)
-                model[ptr] = (DOMAIN, size, lines[site])
+                track_at(ctm, site, domain(ptr), ptr, size)
+                model[ptr] = (domain(ptr), size, lines[site])
             for ptr in rng.sample(ptrs, 10_000):
-                ctm.untrack(DOMAIN, ptr)
+                ctm.untrack(domain(ptr), ptr)
                 model.pop(ptr, None)
-            assert by_site(ctm, [DOMAIN]) == sorted(model.values())
+            assert by_site(ctm, [DOMAIN, NATIVE]) == sorted(model.values())
         ctm.clear_traces()
         for ptr in ptrs[:150_000]:
             track_at(ctm, 2, DOMAIN, ptr, 3)

@@ -22,17 +22,24 @@
  *    (from 64 slots up), and is freed (with its index slot) when its last
  *    trace goes.
  *
- * Nursery (domain 0 only): most blocks a program allocates are freed
- * soon after, and a trace that comes and goes without touching the store
- * saves both of its updates. The nursery is a direct-mapped table of
- * NURSERY_SIZE young traces in front of domain 0's store: a block from
- * the allocator takes its slot, and the trace that held the slot moves to
- * the store. The slot is the block's 16-byte granule modulo the size, so
- * a pool filling up pushes out the traces of an older pool in address
- * order, and they reach the store in runs, while the bucket they go to
- * is in cache. A pointer is in the nursery or in the store, never both;
- * lookups try the nursery's one slot first. Sizes of 4 GiB and more, and
- * traces added by the track API, go to the store directly.
+ * Nursery (domain 0 and the native domain): most blocks a program
+ * allocates are freed soon after, and a trace that comes and goes without
+ * touching the store saves both of its updates. The nursery is a
+ * direct-mapped table of NURSERY_SIZE young traces in front of the stores
+ * of both domains: a block from the allocator (or from the C allocator,
+ * for native tracing) takes its slot, and the trace that held the slot
+ * moves to its own domain's store. The slot is the block's 16-byte
+ * granule modulo the size, so a pool filling up pushes out the traces of
+ * an older pool in address order, and they reach the store in runs,
+ * while the bucket they go to is in cache. A young trace's key is its
+ * pointer for domain 0, and its pointer with bit 0 set for the native
+ * domain (allocators return blocks aligned to 8 bytes at least): every
+ * pass over the nursery takes the domain and the real pointer from the
+ * key. Per domain, a pointer is in the nursery or in the store, never
+ * both; lookups try the nursery's one slot first. Sizes of 4 GiB and
+ * more, odd pointers (possible through the track API), the other domains
+ * and domain 0's traces added by the track API go to the store directly;
+ * a native trace added again while in the store is replaced there.
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see util.h.
  */
@@ -531,21 +538,49 @@ set_size(ctm_traces *tr, uint32_t domain, uintptr_t ptr, ctm_value *v,
 
 /* ---- the nursery ---- */
 
+/* The key of (domain, ptr) in the nursery: ptr for domain 0, ptr | 1 for
+ * the native domain; 0 when it never goes there (other domains, address
+ * 0, odd addresses). */
+static inline uintptr_t
+young_key(uint32_t domain, uintptr_t ptr)
+{
+    if (ptr == 0 || (ptr & 1) != 0) {
+        return 0;
+    }
+    if (domain == CTM_DEFAULT_DOMAIN) {
+        return ptr;
+    }
+    return domain == CTM_NATIVE_DOMAIN ? ptr | 1 : 0;
+}
+
+static inline uint32_t
+young_domain(uintptr_t key)
+{
+    return (key & 1) ? CTM_NATIVE_DOMAIN : CTM_DEFAULT_DOMAIN;
+}
+
+static inline uintptr_t
+young_ptr(uintptr_t key)
+{
+    return key & ~(uintptr_t)1;
+}
+
 static inline ctm_young *
 nursery_slot(const ctm_traces *tr, uintptr_t ptr)
 {
     return &tr->nursery[(ptr >> 4) & (NURSERY_SIZE - 1)];
 }
 
-/* The young trace of ptr, or NULL. */
+/* The young trace of (domain, ptr), or NULL. */
 static inline ctm_young *
-nursery_find(const ctm_traces *tr, uintptr_t ptr)
+nursery_find(const ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 {
-    if (tr->nursery == NULL || ptr == 0) {
+    uintptr_t key = young_key(domain, ptr);
+    if (tr->nursery == NULL || key == 0) {
         return NULL;
     }
     ctm_young *y = nursery_slot(tr, ptr);
-    return y->ptr == ptr ? y : NULL;
+    return y->ptr == key ? y : NULL;
 }
 
 /* Make room in tr->live for traceback id tb. 0, or -1 if memory ran
@@ -595,51 +630,78 @@ count_removed(ctm_traces *tr, uint64_t size, uint32_t tb)
     tr->traced -= size;
 }
 
-int
-ctm_traces_add_block_unlocked(ctm_traces *tr, uintptr_t ptr, uint64_t size,
-                              uint32_t traceback)
+/* The young trace y grows up into its domain's store, and its slot is
+ * emptied. 0, or -1 if memory ran out (nothing changed then). */
+static int
+nursery_evict(ctm_traces *tr, ctm_young *y)
 {
-    if (size >= CTM_BIG_SIZE || ptr == 0) {
-        return ctm_traces_add_unlocked(tr, CTM_DEFAULT_DOMAIN, ptr, size,
-                                       traceback);
-    }
-    if (live_reserve(tr, traceback) < 0) {
+    uint32_t domain = young_domain(y->ptr);
+    uintptr_t ptr = young_ptr(y->ptr);
+    ctm_store *s = domain_store(tr, domain, 1);
+    if (s == NULL) {
         return -1;
     }
+    int fresh;
+    ctm_value *v = store_upsert(s, ptr, y->value.size, &fresh);
+    if (v == NULL) {
+        return -1;
+    }
+    if (!fresh) {
+        /* In the store too: only when an allocator's caller broke the
+         * rules (see ctm_traces_add_block_unlocked). */
+        count_removed(tr, ctm_traces_value_size_unlocked(tr, domain, ptr, v),
+                      v->traceback);
+        if (v->size == CTM_BIG_SIZE) {
+            big_remove(tr, domain, ptr);
+        }
+    }
+    *v = y->value;
+    y->ptr = 0;
+    return 0;
+}
+
+/* Put the trace of key (young_key, not 0) in the nursery, pushing the
+ * slot's trace into its store; the caller made sure that key is not in
+ * the store, and reserved the traceback's live count. 0, or -1 if memory
+ * ran out (nothing changed then). */
+static int
+nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
+{
     if (tr->nursery == NULL) {
         tr->nursery = ctm_calloc(NURSERY_SIZE, sizeof(ctm_young));
         if (tr->nursery == NULL) {
             return -1;
         }
     }
-    ctm_young *y = nursery_slot(tr, ptr);
-    if (y->ptr == ptr) {
+    ctm_young *y = nursery_slot(tr, key);
+    if (y->ptr == key) {
         /* Traced already (the allocator's caller broke the rules): the
          * new trace replaces the old one. */
         count_removed(tr, y->value.size, y->value.traceback);
     }
-    else if (y->ptr != 0) {
-        /* The slot's trace grows up into the store. */
-        int fresh;
-        ctm_value *v = store_upsert(&tr->main, y->ptr, y->value.size, &fresh);
-        if (v == NULL) {
-            return -1;
-        }
-        if (!fresh) {
-            count_removed(tr, ctm_traces_value_size_unlocked(
-                              tr, CTM_DEFAULT_DOMAIN, y->ptr, v),
-                          v->traceback);
-            if (v->size == CTM_BIG_SIZE) {
-                big_remove(tr, CTM_DEFAULT_DOMAIN, y->ptr);
-            }
-        }
-        *v = y->value;
+    else if (y->ptr != 0 && nursery_evict(tr, y) < 0) {
+        return -1;
     }
-    y->ptr = ptr;
+    y->ptr = key;
     y->value.size = (uint32_t)size;
     y->value.traceback = traceback;
     count_added(tr, size, traceback);
     return 0;
+}
+
+int
+ctm_traces_add_block_unlocked(ctm_traces *tr, uintptr_t ptr, uint64_t size,
+                              uint32_t traceback)
+{
+    uintptr_t key = young_key(CTM_DEFAULT_DOMAIN, ptr);
+    if (size >= CTM_BIG_SIZE || key == 0) {
+        return ctm_traces_add_unlocked(tr, CTM_DEFAULT_DOMAIN, ptr, size,
+                                       traceback);
+    }
+    if (live_reserve(tr, traceback) < 0) {
+        return -1;
+    }
+    return nursery_put(tr, key, size, traceback);
 }
 
 int
@@ -649,27 +711,33 @@ ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     if (live_reserve(tr, traceback) < 0) {
         return -1;
     }
-    if (domain == CTM_DEFAULT_DOMAIN) {
-        ctm_young *y = nursery_find(tr, ptr);
-        if (y != NULL) {
-            /* Replace the young trace: in place, or by one in the store
-             * when the size needs the big list. */
-            count_removed(tr, y->value.size, y->value.traceback);
-            if (size < CTM_BIG_SIZE) {
-                y->value.size = (uint32_t)size;
-                y->value.traceback = traceback;
-                count_added(tr, size, traceback);
-                return 0;
-            }
-            ctm_young old = *y;
-            y->ptr = 0;
-            if (ctm_traces_add_unlocked(tr, domain, ptr, size,
-                                        traceback) < 0) {
-                *y = old;
-                count_added(tr, old.value.size, old.value.traceback);
-                return -1;
-            }
+    ctm_young *y = nursery_find(tr, domain, ptr);
+    if (y != NULL) {
+        /* Replace the young trace: in place, or by one in the store when
+         * the size needs the big list. */
+        count_removed(tr, y->value.size, y->value.traceback);
+        if (size < CTM_BIG_SIZE) {
+            y->value.size = (uint32_t)size;
+            y->value.traceback = traceback;
+            count_added(tr, size, traceback);
             return 0;
+        }
+        ctm_young old = *y;
+        y->ptr = 0;
+        if (ctm_traces_add_unlocked(tr, domain, ptr, size, traceback) < 0) {
+            *y = old;
+            count_added(tr, old.value.size, old.value.traceback);
+            return -1;
+        }
+        return 0;
+    }
+    uintptr_t key = domain == CTM_NATIVE_DOMAIN ? young_key(domain, ptr) : 0;
+    if (key != 0 && size < CTM_BIG_SIZE) {
+        /* A native block: young, unless its trace is in the store (a
+         * block traced again), where it is replaced. */
+        ctm_store *ns = domain_store(tr, domain, 0);
+        if (ns == NULL || store_get(ns, ptr) == NULL) {
+            return nursery_put(tr, key, size, traceback);
         }
     }
     ctm_store *s = domain_store(tr, domain, 1);
@@ -702,16 +770,17 @@ int
 ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                            uint64_t *size, uint32_t *traceback)
 {
-    ctm_store *s = domain_store(tr, domain, 0);
     ctm_value v;
-    ctm_young *y = domain == CTM_DEFAULT_DOMAIN ? nursery_find(tr, ptr)
-                                                : NULL;
+    ctm_young *y = nursery_find(tr, domain, ptr);
     if (y != NULL) {
         v = y->value;
         y->ptr = 0;
     }
-    else if (s == NULL || !store_remove(s, ptr, &v)) {
-        return 0;
+    else {
+        ctm_store *s = domain_store(tr, domain, 0);
+        if (s == NULL || !store_remove(s, ptr, &v)) {
+            return 0;
+        }
     }
     uint64_t sz = ctm_traces_value_size_unlocked(tr, domain, ptr, &v);
     if (v.size == CTM_BIG_SIZE) {
@@ -730,8 +799,7 @@ ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
 ctm_value *
 ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 {
-    ctm_young *y = domain == CTM_DEFAULT_DOMAIN ? nursery_find(tr, ptr)
-                                                : NULL;
+    ctm_young *y = nursery_find(tr, domain, ptr);
     if (y != NULL) {
         return &y->value;
     }
@@ -864,7 +932,7 @@ place_share_run(void *arg)
          i++) {
         const ctm_young *y = &tr->nursery[i];
         if (y->ptr != 0) {
-            place_one(g, CTM_DEFAULT_DOMAIN, y->value.size,
+            place_one(g, young_domain(y->ptr), y->value.size,
                       y->value.traceback);
         }
     }

@@ -17,6 +17,10 @@
  *
  * A value is the size (CTM_BIG_SIZE meaning "look in the big-size list":
  * blocks of 4 GiB or more are rare) and the interned traceback id.
+ *
+ * Young traces of domain 0 and of the native domain wait in a nursery
+ * shared by both, in front of their stores (store.c): per domain, a
+ * pointer's trace is in the nursery or in the store, never both.
  */
 #ifndef CTM_STORE_H
 #define CTM_STORE_H
@@ -57,16 +61,20 @@ typedef struct {
     uint64_t size;
 } ctm_big;
 
-/* A young trace of domain 0: see the nursery in store.c. */
+/* A young trace of domain 0 or of the native domain: see the nursery in
+ * store.c. */
 typedef struct {
-    uintptr_t ptr;              /* 0 marks an empty slot */
+    uintptr_t ptr;              /* the block's address, | 1 for the native
+                                   domain; 0 marks an empty slot */
     ctm_value value;
 } ctm_young;
 
 typedef struct {
-    ctm_young *nursery;         /* domain 0's young traces, or NULL */
+    ctm_young *nursery;         /* young traces (domain 0, native),
+                                   or NULL */
     ctm_store main;             /* domain 0: the allocator hooks */
-    ctm_domain_store *others;   /* other domains: the track API */
+    ctm_domain_store *others;   /* other domains: the track API,
+                                   native tracing */
     size_t nothers;
     ctm_big *bigs;              /* sizes >= CTM_BIG_SIZE */
     size_t nbigs, capbigs;
