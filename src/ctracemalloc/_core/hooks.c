@@ -46,12 +46,20 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
         probe_seen |= 1 << (int)(h - hooks);
         return a->malloc(a->ctx, nelem * elsize);
     }
+    if (ctm_reentrant || !ctm_tracer_tracing()) {
+        return use_calloc ? a->calloc(a->ctx, nelem, elsize)
+                          : a->malloc(a->ctx, nelem * elsize);
+    }
+    /* What the allocator underneath allocates itself (pymalloc's arena
+     * table, its large blocks from the RAW allocator) is not traced: the
+     * outer block is, once, as the stdlib does. */
+    ctm_reentrant = 1;
     void *ptr = use_calloc ? a->calloc(a->ctx, nelem, elsize)
                            : a->malloc(a->ctx, nelem * elsize);
-    if (ptr == NULL || ctm_reentrant || !ctm_tracer_tracing()) {
-        return ptr;
+    if (ptr == NULL) {
+        ctm_reentrant = 0;
+        return NULL;
     }
-    ctm_reentrant = 1;
     /* Only PyMem resizes co_extra slots: an object allocation is a safe
      * place to arm code objects' death notices. */
     if (ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
@@ -88,7 +96,9 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     if (ptr == NULL) {
         return hook_alloc(h, 0, 1, size);
     }
-    if (!ctm_tracer_tracing()) {
+    if (ctm_reentrant || !ctm_tracer_tracing()) {
+        /* (inside a hook: the outer hook traces its own block, see
+         * hook_alloc) */
         return a->realloc(a->ctx, ptr, size);
     }
     /* Take the old trace out before the block may move: once realloc
@@ -99,6 +109,7 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     int had = ctm_tracer_remove(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
                                 &old_size, &old_tb);
 
+    ctm_reentrant = 1;
     void *ptr2 = a->realloc(a->ctx, ptr, size);
     if (ptr2 == NULL) {
         if (had) {
@@ -106,14 +117,9 @@ hook_realloc(void *ctx, void *ptr, size_t size)
             ctm_tracer_restore(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, old_size,
                                old_tb, epoch, h->domain != PYMEM_DOMAIN_RAW);
         }
+        ctm_reentrant = 0;
         return NULL;
     }
-    if (ctm_reentrant) {
-        /* An allocator inside a hook resized a block: its outer hook
-         * records the result. */
-        return ptr2;
-    }
-    ctm_reentrant = 1;
     /* Like the stdlib, a resized block gets the resizer's traceback. A
      * failure cannot be reported: the block has already changed. */
     ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr2, size,
