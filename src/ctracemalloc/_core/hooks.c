@@ -96,19 +96,21 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     if (ptr == NULL) {
         return hook_alloc(h, 0, 1, size);
     }
-    if (ctm_reentrant || !ctm_tracer_tracing()) {
-        /* (inside a hook: the outer hook traces its own block, see
-         * hook_alloc) */
+    if (!ctm_tracer_tracing()) {
         return a->realloc(a->ctx, ptr, size);
     }
     /* Take the old trace out before the block may move: once realloc
-     * returns, another thread may be handed the old address. */
+     * returns, another thread may be handed the old address. Inside a
+     * hook too (an allocator resizing a block of its own): the new block
+     * is not traced then, but the old one's trace must not outlive it,
+     * as in the stdlib. */
     uint64_t old_size = 0;
     uint32_t old_tb = 0;
     unsigned epoch = ctm_tracer_epoch();
     int had = ctm_tracer_remove(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
                                 &old_size, &old_tb);
 
+    int outer = !ctm_reentrant;
     ctm_reentrant = 1;
     void *ptr2 = a->realloc(a->ctx, ptr, size);
     if (ptr2 == NULL) {
@@ -117,8 +119,11 @@ hook_realloc(void *ctx, void *ptr, size_t size)
             ctm_tracer_restore(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, old_size,
                                old_tb, epoch, h->domain != PYMEM_DOMAIN_RAW);
         }
-        ctm_reentrant = 0;
+        ctm_reentrant = !outer;
         return NULL;
+    }
+    if (!outer) {
+        return ptr2;            /* the outer hook traces its own block */
     }
     /* Like the stdlib, a resized block gets the resizer's traceback. A
      * failure cannot be reported: the block has already changed. */
