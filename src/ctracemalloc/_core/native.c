@@ -125,25 +125,25 @@ put_back(const taken *t, void *ptr, uint64_t size)
 
 /* ---- the replacements ---- */
 
-static void *
-native_malloc(size_t size)
-{
-    void *ptr = orig.malloc(size);
-    if (ptr != NULL && tracing_native()) {
-        record(ptr, size);
+/* The functions that return a new block of `bytes` bytes, or NULL. */
+#define ALLOCATOR_REPLACEMENT(name, params, args, bytes)                   \
+    static void *native_##name params                                     \
+    {                                                                     \
+        void *ptr = orig.name args;                                       \
+        if (ptr != NULL && tracing_native()) {                            \
+            record(ptr, bytes);                                           \
+        }                                                                 \
+        return ptr;                                                       \
     }
-    return ptr;
-}
-
-static void *
-native_calloc(size_t n, size_t size)
-{
-    void *ptr = orig.calloc(n, size);
-    if (ptr != NULL && tracing_native()) {
-        record(ptr, n * size);  /* no overflow: the allocator checked */
-    }
-    return ptr;
-}
+ALLOCATOR_REPLACEMENT(malloc, (size_t size), (size), size)
+/* (no overflow in n * size: the allocator checked) */
+ALLOCATOR_REPLACEMENT(calloc, (size_t n, size_t size), (n, size), n * size)
+ALLOCATOR_REPLACEMENT(aligned_alloc, (size_t alignment, size_t size),
+                      (alignment, size), size)
+ALLOCATOR_REPLACEMENT(memalign, (size_t alignment, size_t size),
+                      (alignment, size), size)
+ALLOCATOR_REPLACEMENT(valloc, (size_t size), (size), size)
+ALLOCATOR_REPLACEMENT(pvalloc, (size_t size), (size), size)
 
 /* realloc and reallocarray: the new block gets the caller's traceback,
  * as a realloc of domain 0 does. A size of 0 frees the block (glibc):
@@ -199,30 +199,6 @@ native_posix_memalign(void **out, size_t alignment, size_t size)
     return rc;
 }
 
-#define ALIGNED_REPLACEMENT(name)                                         \
-    static void *native_##name(size_t alignment, size_t size)            \
-    {                                                                     \
-        void *ptr = orig.name(alignment, size);                           \
-        if (ptr != NULL && tracing_native()) {                            \
-            record(ptr, size);                                            \
-        }                                                                 \
-        return ptr;                                                       \
-    }
-ALIGNED_REPLACEMENT(aligned_alloc)
-ALIGNED_REPLACEMENT(memalign)
-
-#define PAGED_REPLACEMENT(name)                                           \
-    static void *native_##name(size_t size)                               \
-    {                                                                     \
-        void *ptr = orig.name(size);                                      \
-        if (ptr != NULL && tracing_native()) {                            \
-            record(ptr, size);                                            \
-        }                                                                 \
-        return ptr;                                                       \
-    }
-PAGED_REPLACEMENT(valloc)
-PAGED_REPLACEMENT(pvalloc)
-
 /* Anonymous mappings only: a file's pages are the file's. */
 #define MMAP_REPLACEMENT(name)                                            \
     static void *native_##name(void *addr, size_t length, int prot,       \
@@ -256,11 +232,12 @@ native_munmap(void *addr, size_t length)
     }
     taken t = take(addr);
     int rc = orig.munmap(addr, length);
+    uint64_t gone = pages(length);
     if (t.had && rc != 0) {
         put_back(&t, addr, t.size);
     }
-    else if (t.had && t.size > pages(length)) {
-        put_back(&t, (char *)addr + pages(length), t.size - pages(length));
+    else if (t.had && t.size > gone) {
+        put_back(&t, (char *)addr + gone, t.size - gone);
     }
     return rc;
 }
