@@ -38,6 +38,13 @@ static hook_ctx hooks[3] = {
 static CTM_TLS int probing;
 static CTM_TLS int probe_seen;
 
+static inline void *
+inner_alloc(PyMemAllocatorEx *a, int use_calloc, size_t nelem, size_t elsize)
+{
+    return use_calloc ? a->calloc(a->ctx, nelem, elsize)
+                      : a->malloc(a->ctx, nelem * elsize);
+}
+
 static void *
 hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
 {
@@ -47,15 +54,13 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
         return a->malloc(a->ctx, nelem * elsize);
     }
     if (ctm_reentrant || !ctm_tracer_tracing()) {
-        return use_calloc ? a->calloc(a->ctx, nelem, elsize)
-                          : a->malloc(a->ctx, nelem * elsize);
+        return inner_alloc(a, use_calloc, nelem, elsize);
     }
     /* What the allocator underneath allocates itself (pymalloc's arena
      * table, its large blocks from the RAW allocator) is not traced: the
      * outer block is, once, as the stdlib does. */
     ctm_reentrant = 1;
-    void *ptr = use_calloc ? a->calloc(a->ctx, nelem, elsize)
-                           : a->malloc(a->ctx, nelem * elsize);
+    void *ptr = inner_alloc(a, use_calloc, nelem, elsize);
     if (ptr == NULL) {
         ctm_reentrant = 0;
         return NULL;
@@ -110,7 +115,7 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     int had = ctm_tracer_remove(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
                                 &old_size, &old_tb);
 
-    int outer = !ctm_reentrant;
+    int was = ctm_reentrant;
     ctm_reentrant = 1;
     void *ptr2 = a->realloc(a->ctx, ptr, size);
     if (ptr2 == NULL) {
@@ -119,10 +124,10 @@ hook_realloc(void *ctx, void *ptr, size_t size)
             ctm_tracer_restore(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, old_size,
                                old_tb, epoch, h->domain != PYMEM_DOMAIN_RAW);
         }
-        ctm_reentrant = !outer;
+        ctm_reentrant = was;
         return NULL;
     }
-    if (!outer) {
+    if (was) {
         return ptr2;            /* the outer hook traces its own block */
     }
     /* Like the stdlib, a resized block gets the resizer's traceback. A
