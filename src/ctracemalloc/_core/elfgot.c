@@ -403,8 +403,8 @@ void
 ctm_got_forget_unloaded(ctm_got_set *set)
 {
     got_lock_take();
-    /* Mark the records of loaded objects found (slot NULL) in a copy,
-     * and keep in the set the records the copy did not find. */
+    /* In a copy of the records, visiting the loaded objects marks those
+     * it finds (slot NULL): the set keeps those, and forgets the rest. */
     size_t n = set->npatches;
     ctm_got_patch *marked = n ? ctm_malloc(n * sizeof(ctm_got_patch)) : NULL;
     if (marked != NULL) {
