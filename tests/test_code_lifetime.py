@@ -18,7 +18,7 @@ import weakref
 
 import pytest
 
-from tmhelpers import child_env, patience
+from tmhelpers import child_env, patience, under_each_tracer
 
 pytestmark = pytest.mark.ctm_only
 
@@ -378,19 +378,11 @@ print(sys.getallocatedblocks() - before)
 
 
 @needs_watcher
-def test_no_block_per_code_object(tmp_path):
+def test_no_block_per_code_object():
     """Nothing is stored in the code objects the tracer meets: 3,000
     functions compiled, run and kept grow the interpreter's blocks as
     much as under the stdlib (a co_extra slot would be a block each)."""
-    script = tmp_path / "blocks.py"
-    script.write_text(BLOCKS)
-    grown = {}
-    for name in ("tracemalloc", "ctracemalloc"):
-        proc = subprocess.run([sys.executable, str(script), name],
-                              env=child_env(), capture_output=True,
-                              text=True, timeout=patience(120))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        grown[name] = int(proc.stdout)
+    grown = {name: int(out) for name, out in under_each_tracer(BLOCKS).items()}
     print(grown)
     assert grown["ctracemalloc"] <= grown["tracemalloc"] + 30, grown
 
@@ -444,20 +436,13 @@ print(tm.get_traced_memory()[0])
 """
 
 
-def test_generated_modules_are_not_kept(tmp_path):
+def test_generated_modules_are_not_kept():
     """50,000 modules compiled, run and dropped: ctracemalloc traces
     about what the stdlib traces, not the code objects. (One filename for
     all: the stdlib keeps every traced filename str alive, which is its
     own observer effect, about 60 bytes a module.)"""
-    script = tmp_path / "gen.py"
-    script.write_text(GENERATED)
-    traced = {}
-    for name in ("tracemalloc", "ctracemalloc"):
-        proc = subprocess.run([sys.executable, str(script), name],
-                              env=child_env(), capture_output=True,
-                              text=True, timeout=patience(300))
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        traced[name] = int(proc.stdout)
+    traced = {name: int(out)
+              for name, out in under_each_tracer(GENERATED, 300).items()}
     print(traced)
     assert traced["ctracemalloc"] <= 1.2 * traced["tracemalloc"] + 65536, \
         traced

@@ -25,7 +25,7 @@ import sys
 
 import pytest
 
-from tmhelpers import child_env, patience, require_ctm
+from tmhelpers import child_env, patience, require_ctm, under_each_tracer
 
 pytestmark = pytest.mark.ctm_only
 
@@ -106,17 +106,14 @@ def test_workload_is_big_enough(results):
 
 ALLOCATOR_OWN_BLOCKS = """
 import collections, sys
-if sys.argv[1] == "stdlib":
-    import tracemalloc as tm
-else:
-    import ctracemalloc as tm
+tm = __import__(sys.argv[1])
 tm.start(1)
 # enough objects for pymalloc to take new arenas, and so to grow its table
 # of arenas (a RAW realloc made inside the OBJ allocator)
-keep = [bytes(200 + i % 50) for i in range(60000)]
+keep = [bytes(200 + i % 50) for i in range(60000)]; here = sys._getframe().f_lineno
 snap = tm.take_snapshot()
 sizes = collections.Counter(t.size for t in snap.traces
-                            if t.traceback[0].lineno == 10)
+                            if t.traceback[0].lineno == here)
 print(sorted(sizes.items()))
 """
 
@@ -124,11 +121,5 @@ print(sorted(sizes.items()))
 def test_what_the_allocator_allocates_itself_is_not_traced():
     # The allocator under a hook may allocate for itself (pymalloc's table
     # of arenas): the stdlib traces only the outer block, and so do we.
-    out = {}
-    for impl in ("stdlib", "ctm"):
-        proc = subprocess.run([sys.executable, "-c", ALLOCATOR_OWN_BLOCKS,
-                               impl], env=child_env(), capture_output=True,
-                              text=True, timeout=patience(120))
-        assert proc.returncode == 0, proc.stderr
-        out[impl] = proc.stdout
-    assert out["ctm"] == out["stdlib"]
+    out = under_each_tracer(ALLOCATOR_OWN_BLOCKS)
+    assert out["ctracemalloc"] == out["tracemalloc"]

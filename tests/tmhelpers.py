@@ -56,6 +56,21 @@ def child_env():
 EMPTY_BYTES_SIZE = sys.getsizeof(b"")
 
 
+def under_each_tracer(code, timeout=120):
+    """Run code, a program that traces with the module sys.argv[1] names,
+    in a fresh interpreter under the stdlib's tracemalloc and under
+    ctracemalloc: {"tracemalloc": its stdout, "ctracemalloc": ...}."""
+    import subprocess
+    out = {}
+    for name in ("tracemalloc", "ctracemalloc"):
+        proc = subprocess.run([sys.executable, "-c", code, name],
+                              env=child_env(), capture_output=True,
+                              text=True, timeout=patience(timeout))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[name] = proc.stdout
+    return out
+
+
 def get_frames(nframe, lineno_delta=0):
     """The caller's stack as (filename, lineno) pairs, most recent first,
     at most nframe of them; lineno_delta is added to the caller's line."""
