@@ -596,7 +596,33 @@ def test_what_cannot_be_seen(tmp_path):
     q = libc.malloc(5000)
     assert native_traces() == [(3000, ("<string>", l1))]
     libc.free(q)
+    # a traced block freed that way keeps its trace; when its address
+    # comes back from malloc (glibc's per-thread cache gives the block
+    # freed last) the new trace replaces it: at once if the old one is
+    # still in the nursery, else when the new one leaves the nursery for
+    # the store (both are counted until then)
+    def push_out():
+        more = [probe.call("malloc", a=24) for _ in range(6000)]
+        for b in more:
+            probe.call("free", b)
     probe.call("free", p)
+    r = probe.call("malloc", a=1000); l2 = line()
+    libc.free(r)
+    assert native_traces() == [(1000, ("<string>", l2))]
+    s = probe.call("malloc", a=1000); l3 = line()
+    assert s == r
+    assert native_traces() == [(1000, ("<string>", l3))]
+    libc.free(s)
+    push_out()
+    t = probe.call("malloc", a=1000); l4 = line()
+    assert t == s
+    assert native_traces() in ([(1000, ("<string>", l3)),
+                                (1000, ("<string>", l4))],
+                               [(1000, ("<string>", l4))])
+    push_out()
+    assert native_traces() == [(1000, ("<string>", l4))]
+    probe.call("free", t)
+    assert native_traces() == []
     # unmapping from inside a traced mapping: the trace keeps its size
     page = 4096
     m = probe.call("mmap", a=8 * page)

@@ -85,12 +85,16 @@ tracing_native(void)
            && !ctm_reentrant;
 }
 
+/* Trace a block: fresh, when the C allocator just handed it out (its
+ * address had no trace, unless its free was not seen; see
+ * ctm_traces_add_block_unlocked); else a mapping, which may replace one
+ * at its address. */
 static void
-record(void *ptr, size_t size)
+record(void *ptr, size_t size, int fresh)
 {
     ctm_reentrant = 1;
-    (void)ctm_tracer_record(CTM_NATIVE_DOMAIN, (uintptr_t)ptr, size, 0, 0,
-                            0);
+    (void)ctm_tracer_record(CTM_NATIVE_DOMAIN, (uintptr_t)ptr, size, 0,
+                            fresh, 0);
     ctm_reentrant = 0;
 }
 
@@ -131,7 +135,7 @@ put_back(const taken *t, void *ptr, uint64_t size)
     {                                                                     \
         void *ptr = orig.name args;                                       \
         if (ptr != NULL && tracing_native()) {                            \
-            record(ptr, bytes);                                           \
+            record(ptr, bytes, 1);                                        \
         }                                                                 \
         return ptr;                                                       \
     }
@@ -152,7 +156,7 @@ static void *
 resized(const taken *t, void *ptr, void *result, size_t n, size_t size)
 {
     if (result != NULL) {
-        record(result, n * size);
+        record(result, n * size, 1);
     }
     else if (t->had && n != 0 && size != 0) {
         put_back(t, ptr, t->size);
@@ -194,7 +198,7 @@ native_posix_memalign(void **out, size_t alignment, size_t size)
 {
     int rc = orig.posix_memalign(out, alignment, size);
     if (rc == 0 && tracing_native()) {
-        record(*out, size);
+        record(*out, size, 1);
     }
     return rc;
 }
@@ -207,7 +211,7 @@ native_posix_memalign(void **out, size_t alignment, size_t size)
         void *ptr = orig.name(addr, length, prot, flags, fd, offset);     \
         if (ptr != MAP_FAILED && (flags & MAP_ANONYMOUS)                  \
             && tracing_native()) {                                        \
-            record(ptr, length);                                          \
+            record(ptr, length, 0);                                       \
         }                                                                 \
         return ptr;                                                       \
     }
@@ -260,7 +264,7 @@ native_mremap(void *addr, size_t old_length, size_t length, int flags, ...)
     taken t = take(addr);
     void *ptr = orig.mremap(addr, old_length, length, flags, new_address);
     if (t.had && ptr != MAP_FAILED) {
-        record(ptr, length);
+        record(ptr, length, 0);
     }
     else if (t.had) {
         put_back(&t, addr, t.size);

@@ -35,11 +35,16 @@
  * pointer for domain 0, and its pointer with bit 0 set for the native
  * domain (allocators return blocks aligned to 8 bytes at least): every
  * pass over the nursery takes the domain and the real pointer from the
- * key. Per domain, a pointer is in the nursery or in the store, never
- * both; lookups try the nursery's one slot first. Sizes of 4 GiB and
+ * key. Lookups try the nursery's one slot first. Sizes of 4 GiB and
  * more, odd pointers (possible through the track API), the other domains
- * and domain 0's traces added by the track API go to the store directly;
- * a native trace added again while in the store is replaced there.
+ * and domain 0's traces added by the track API go to the store directly.
+ * A block just allocated goes to the nursery without a look in the
+ * store, since its free removed its old trace; if that free was not seen
+ * (a caller that broke the allocator's rules, a native block freed by
+ * code that is not patched), the old trace stays in the store until the
+ * young one moves there and replaces it. Other native traces (mappings)
+ * replace one in the store. So, per domain, a pointer is in the nursery
+ * or in the store, both only after a free that was not seen.
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see util.h.
  */
@@ -647,8 +652,8 @@ nursery_evict(ctm_traces *tr, ctm_young *y)
         return -1;
     }
     if (!fresh) {
-        /* In the store too: only when an allocator's caller broke the
-         * rules (see ctm_traces_add_block_unlocked). */
+        /* In the store too: only when the block's free was not seen
+         * (see ctm_traces_add_block_unlocked). */
         count_removed(tr, ctm_traces_value_size_unlocked(tr, domain, ptr, v),
                       v->traceback);
         if (v->size == CTM_BIG_SIZE) {
@@ -661,8 +666,8 @@ nursery_evict(ctm_traces *tr, ctm_young *y)
 }
 
 /* Put the trace of key (young_key, not 0) in the nursery, pushing the
- * slot's trace into its store; the caller made sure that key is not in
- * the store, and reserved the traceback's live count. 0, or -1 if memory
+ * slot's trace into its store; the caller reserved the traceback's live
+ * count. 0, or -1 if memory
  * ran out (nothing changed then). */
 static int
 nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
@@ -690,13 +695,12 @@ nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
 }
 
 int
-ctm_traces_add_block_unlocked(ctm_traces *tr, uintptr_t ptr, uint64_t size,
-                              uint32_t traceback)
+ctm_traces_add_block_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
+                              uint64_t size, uint32_t traceback)
 {
-    uintptr_t key = young_key(CTM_DEFAULT_DOMAIN, ptr);
+    uintptr_t key = young_key(domain, ptr);
     if (size >= CTM_BIG_SIZE || key == 0) {
-        return ctm_traces_add_unlocked(tr, CTM_DEFAULT_DOMAIN, ptr, size,
-                                       traceback);
+        return ctm_traces_add_unlocked(tr, domain, ptr, size, traceback);
     }
     if (live_reserve(tr, traceback) < 0) {
         return -1;

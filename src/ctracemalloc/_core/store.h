@@ -86,10 +86,15 @@ typedef struct {
     size_t live_cap;            /* entries of live (ids above: none) */
 } ctm_traces;
 
-/* Add the trace of a block the allocator just returned (domain 0): the
- * block cannot be traced already, its trace goes to the nursery. Return 0,
- * or -1 when memory for the tables ran out (nothing changed then). */
-int ctm_traces_add_block_unlocked(ctm_traces *t, uintptr_t ptr, uint64_t size,
+/* Add the trace of a block an allocator just returned, in domain 0 or
+ * the native domain: its free removed any trace at its address, so the
+ * trace goes to the nursery without a look in the store. When a free was
+ * not seen (a caller that broke the allocator's rules, a native block
+ * freed by code that is not patched), the old trace stays, counted,
+ * until the young one moves to the store and replaces it. Return 0, or
+ * -1 when memory for the tables ran out (nothing changed then). */
+int ctm_traces_add_block_unlocked(ctm_traces *t, uint32_t domain,
+                                  uintptr_t ptr, uint64_t size,
                                   uint32_t traceback);
 /* Add or replace the trace of (domain, ptr). Return 0, or -1 when memory
  * for the tables ran out (nothing changed then). */

@@ -371,8 +371,9 @@ void ctm_tracer_reader_begin(void);
 void ctm_tracer_reader_end(void);
 
 /* Record a trace for (domain, ptr), with the caller's traceback: a block
- * the allocator just returned (block: domain 0, untraced so far), or any
- * pointer (the track API, which may replace a trace). gil_known: the
+ * an allocator just returned (block: domain 0 or the native domain, see
+ * ctm_traces_add_block_unlocked), or any pointer (the track API, which
+ * may replace a trace). gil_known: the
  * caller holds the GIL. arm: the caller may arm code objects' death
  * notices once the lock is released (see ctm_tracer_maintain); if not,
  * with co_extra notices, code objects met for the first time are
@@ -412,8 +413,8 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
         int64_t tb = ctm_tracer_traceback_unlocked(ts, gil,
                                                    arm ? &unarmed : NULL);
         if (tb < 0
-            || (block ? ctm_traces_add_block_unlocked(t, ptr, size,
-                                                      (uint32_t)tb)
+            || (block ? ctm_traces_add_block_unlocked(t, domain, ptr,
+                                                      size, (uint32_t)tb)
                       : ctm_traces_add_unlocked(t, domain, ptr, size,
                                                 (uint32_t)tb)) < 0) {
             ctm_tracer.lost++;
