@@ -48,36 +48,13 @@
  *
  * Memory comes from libc (ctm_malloc), never from PyMem: see util.h.
  */
-#include "store.h"
+#include "storeimpl.h"
 
 #include <signal.h>
 #include <string.h>
 
 #define INDEX_MIN 64
-#define NURSERY_BITS 11
-#define NURSERY_SIZE (1u << NURSERY_BITS)     /* 2048 slots, 32 KiB */
 #define BUCKET_MIN 2
-#define NO_KEY 0xFFFFu
-#define OFFSET_MASK (((uintptr_t)1 << CTM_REGION_BITS) - 1)
-/* Below this many live traces, placing them for a snapshot takes less
- * than a millisecond, and a second thread would cost more than it
- * saves. */
-#define PLACE_PARALLEL_MIN (1u << 17)
-
-struct ctm_bucket {
-    uint32_t mask;              /* capacity - 1 */
-    uint32_t count;
-    uint16_t keys[];            /* capacity keys, then capacity values */
-};
-
-/* Capacities are at least 2, so the values that follow the keys are
- * 4-byte aligned after the 8-byte header. */
-static inline ctm_value *
-bucket_values(const ctm_bucket *b)
-{
-    return (ctm_value *)(void *)((char *)b + sizeof(ctm_bucket)
-                                 + (b->mask + 1) * sizeof(uint16_t));
-}
 
 static inline size_t
 bucket_bytes(uint32_t capacity)
@@ -558,18 +535,6 @@ young_key(uint32_t domain, uintptr_t ptr)
     return domain == CTM_NATIVE_DOMAIN ? ptr | 1 : 0;
 }
 
-static inline uint32_t
-young_domain(uintptr_t key)
-{
-    return (key & 1) ? CTM_NATIVE_DOMAIN : CTM_DEFAULT_DOMAIN;
-}
-
-static inline uintptr_t
-young_ptr(uintptr_t key)
-{
-    return key & ~(uintptr_t)1;
-}
-
 static inline ctm_young *
 nursery_slot(const ctm_traces *tr, uintptr_t ptr)
 {
@@ -590,8 +555,8 @@ nursery_find(const ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 
 /* Make room in tr->live for traceback id tb. 0, or -1 if memory ran
  * out. */
-static int
-live_reserve(ctm_traces *tr, uint32_t tb)
+int
+ctm_traces_live_reserve(ctm_traces *tr, uint32_t tb)
 {
     if (tb < tr->live_cap) {
         return 0;
@@ -702,7 +667,7 @@ ctm_traces_add_block_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     if (size >= CTM_BIG_SIZE || key == 0) {
         return ctm_traces_add_unlocked(tr, domain, ptr, size, traceback);
     }
-    if (live_reserve(tr, traceback) < 0) {
+    if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
     }
     return nursery_put(tr, key, size, traceback);
@@ -712,7 +677,7 @@ int
 ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                         uint64_t size, uint32_t traceback)
 {
-    if (live_reserve(tr, traceback) < 0) {
+    if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
     }
     ctm_young *y = nursery_find(tr, domain, ptr);
@@ -814,7 +779,7 @@ ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
 int
 ctm_traces_retrace_unlocked(ctm_traces *tr, ctm_value *v, uint32_t traceback)
 {
-    if (live_reserve(tr, traceback) < 0) {
+    if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
     }
     tr->live[v->traceback]--;
@@ -849,277 +814,4 @@ ctm_traces_memory_unlocked(const ctm_traces *tr)
     }
     return n + tr->capbigs * sizeof(ctm_big)
         + tr->live_cap * sizeof(uint64_t);
-}
-
-/* How a share of the placing handles each trace: counted, or written
- * to its traceback's next place (forwards) or previous place
- * (backwards), under its snapshot traceback id. A place is taken from
- * next[] even when it falls outside out (only wrong counts make that
- * happen; the caller checks them from next[] afterwards). */
-enum { COUNT, FORWARDS, BACKWARDS };
-
-typedef struct {
-    const ctm_traces *tr;
-    size_t from, to;            /* slots of the main store */
-    int first, last;            /* + the nursery, + the other domains */
-    int how;
-    uint64_t *counts;           /* COUNT */
-    uint64_t *next;             /* FORWARDS, BACKWARDS */
-    const uint32_t *rename;
-    ctm_snap_trace *out;
-    uint64_t n;                 /* places in out */
-} place_share;
-
-static inline void
-place_one(const place_share *g, uint32_t domain, uint64_t size, uint32_t tb)
-{
-    uint64_t p;
-    if (g->how == COUNT) {
-        g->counts[tb]++;
-        return;
-    }
-    if (g->how == FORWARDS) {
-        p = g->next[tb]++;
-    }
-    else {
-        p = --g->next[tb];      /* wraps below 0: outside */
-    }
-    if (p < g->n) {
-        ctm_snap_trace *o = &g->out[p];
-        o->size = size;
-        o->traceback = g->rename[tb];
-        o->domain = domain;
-    }
-}
-
-/* The traces of slots [from, to) of store s. */
-static void
-store_place(const place_share *g, uint32_t domain, const ctm_store *s,
-            size_t from, size_t to)
-{
-    for (size_t i = from; i < to; i++) {
-        const ctm_bucket *b = s->slots[i].bucket;
-        if (b == NULL) {
-            continue;
-        }
-        const ctm_value *vals = bucket_values(b);
-        for (uint32_t j = 0; j <= b->mask; j++) {
-            if (b->keys[j] == NO_KEY) {
-                continue;
-            }
-            uint64_t size = vals[j].size;
-            if (size == CTM_BIG_SIZE) {
-                uintptr_t ptr = (s->slots[i].region << CTM_REGION_BITS)
-                    | b->keys[j];
-                size = ctm_traces_value_size_unlocked(g->tr, domain, ptr,
-                                                      &vals[j]);
-            }
-            place_one(g, domain, size, vals[j].traceback);
-        }
-    }
-}
-
-static size_t
-store_slots(const ctm_store *s)
-{
-    return s->slots != NULL ? s->mask + 1 : 0;
-}
-
-/* A share of the placing. Read-only on the tables, which the caller
- * has locked. */
-static void
-place_share_run(void *arg)
-{
-    const place_share *g = arg;
-    const ctm_traces *tr = g->tr;
-    for (uint32_t i = 0; g->first && tr->nursery != NULL && i < NURSERY_SIZE;
-         i++) {
-        const ctm_young *y = &tr->nursery[i];
-        if (y->ptr != 0) {
-            place_one(g, young_domain(y->ptr), y->value.size,
-                      y->value.traceback);
-        }
-    }
-    store_place(g, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to);
-    for (size_t i = 0; g->last && i < tr->nothers; i++) {
-        const ctm_store *s = &tr->others[i].store;
-        store_place(g, tr->others[i].domain, s, 0, store_slots(s));
-    }
-}
-
-/* Run shares a and b at once, b on a helper thread. */
-static void
-run_shares(place_share *a, place_share *b)
-{
-    ctm_helper h;
-    ctm_helper_start(&h, place_share_run, b);
-    place_share_run(a);
-    ctm_helper_join(&h);
-}
-
-void
-ctm_placement_free(ctm_placement *g)
-{
-    ctm_free(g->counts);
-    g->counts = NULL;
-}
-
-int
-ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, ctm_placement *g)
-{
-    g->ntb = ntb;
-    g->counts = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
-    if (g->counts == NULL) {
-        return -1;
-    }
-    size_t known = ntb < tr->live_cap ? ntb : tr->live_cap;
-    if (known) {
-        memcpy(g->counts, tr->live, known * sizeof(uint64_t));
-    }
-    return 0;
-}
-
-/* Whether counts[] were right, from the places the shares took: every
- * trace of traceback i took one, next[i] - start forwards from the start
- * of its run and (when back is not NULL) end - back[i] backwards from its
- * end, which add up to counts[i] if and only if that is its number of
- * traces. */
-static int
-counts_right(const ctm_placement *g, const uint64_t *next,
-             const uint64_t *back)
-{
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < g->ntb; i++) {
-        uint64_t end = pos + g->counts[i];
-        uint64_t seen = (next[i] - pos) + (back ? end - back[i] : 0);
-        if (seen != g->counts[i]) {
-            return 0;
-        }
-        pos = end;
-    }
-    return 1;
-}
-
-/* Place every trace from counts[] (forwards, by one thread when back is
- * NULL). */
-static void
-place(const ctm_traces *tr, const ctm_placement *g, uint64_t *next,
-      uint64_t *back, const uint32_t *rename, ctm_snap_trace *out)
-{
-    uint64_t pos = 0;
-    for (uint32_t i = 0; i < g->ntb; i++) {
-        next[i] = pos;
-        pos += g->counts[i];
-        if (back != NULL) {
-            back[i] = pos;
-        }
-    }
-    size_t nslots = store_slots(&tr->main);
-    place_share a = {tr, 0, nslots, 1, 1, FORWARDS, NULL, next, rename, out,
-                     tr->ntraces};
-    if (back == NULL) {
-        place_share_run(&a);
-        return;
-    }
-    /* the helper's share of a traceback's traces fill its run from the
-     * end, the other share's from the start: together they fill it */
-    a.to = nslots / 2;
-    a.last = 0;
-    place_share b = {tr, nslots / 2, nslots, 0, 1, BACKWARDS, NULL, back,
-                     rename, out, tr->ntraces};
-    run_shares(&a, &b);
-}
-
-int
-ctm_traces_place_unlocked(ctm_traces *tr, ctm_placement *g,
-                          const uint32_t *rename, ctm_snap_trace *out)
-{
-    uint32_t ntb = g->ntb;
-    uint64_t *next = ctm_malloc((ntb ? ntb : 1) * sizeof(uint64_t));
-    uint64_t *back = tr->ntraces < PLACE_PARALLEL_MIN ? NULL
-                   : ctm_malloc((size_t)ntb * sizeof(uint64_t));
-    if (next == NULL) {
-        ctm_free(back);
-        return -1;
-    }
-    place(tr, g, next, back, rename, out);
-    if (!counts_right(g, next, back)) {
-        /* The tables' counts went wrong: a bug, which test builds stop
-         * at. Count the traces, mend the counts, and place again. */
-#ifdef CTM_SELF_CHECK
-        fprintf(stderr, "ctracemalloc: the live trace counts are wrong\n");
-        abort();
-#endif
-        memset(g->counts, 0, (size_t)ntb * sizeof(uint64_t));
-        place_share c = {tr, 0, store_slots(&tr->main), 1, 1, COUNT,
-                         g->counts, NULL, NULL, NULL, 0};
-        place_share_run(&c);
-        memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
-        memcpy(tr->live, g->counts,
-               (ntb < tr->live_cap ? ntb : tr->live_cap) * sizeof(uint64_t));
-        place(tr, g, next, NULL, rename, out);
-    }
-    ctm_free(next);
-    ctm_free(back);
-    return 0;
-}
-
-/* ---- the interner's compaction ---- */
-
-int
-ctm_traces_exact_counts_unlocked(ctm_traces *tr, uint32_t ntb,
-                                 uint64_t **counts)
-{
-    uint64_t *c = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
-    if (c == NULL || (ntb && live_reserve(tr, ntb - 1) < 0)) {
-        ctm_free(c);
-        return -1;
-    }
-    place_share s = {tr, 0, store_slots(&tr->main), 1, 1, COUNT, c, NULL,
-                     NULL, NULL, 0};
-    place_share_run(&s);
-    *counts = c;
-    return 0;
-}
-
-static void
-store_rename(ctm_store *s, const uint32_t *map)
-{
-    for (size_t i = 0; i < store_slots(s); i++) {
-        ctm_bucket *b = s->slots[i].bucket;
-        if (b == NULL) {
-            continue;
-        }
-        ctm_value *vals = bucket_values(b);
-        for (uint32_t j = 0; j <= b->mask; j++) {
-            if (b->keys[j] != NO_KEY) {
-                vals[j].traceback = map[vals[j].traceback];
-            }
-        }
-    }
-}
-
-void
-ctm_traces_rename_unlocked(ctm_traces *tr, const uint32_t *map,
-                           const uint64_t *counts, uint32_t ntb)
-{
-    for (uint32_t i = 0; tr->nursery != NULL && i < NURSERY_SIZE; i++) {
-        ctm_young *y = &tr->nursery[i];
-        if (y->ptr != 0) {
-            y->value.traceback = map[y->value.traceback];
-        }
-    }
-    store_rename(&tr->main, map);
-    for (size_t i = 0; i < tr->nothers; i++) {
-        store_rename(&tr->others[i].store, map);
-    }
-    /* counts were taken with room for ntb ids reserved, and new ids are
-     * below old ones */
-    memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
-    for (uint32_t i = 0; i < ntb; i++) {
-        if (counts[i]) {
-            CTM_ASSERT(map[i] < tr->live_cap);
-            tr->live[map[i]] += counts[i];
-        }
-    }
 }
