@@ -596,21 +596,44 @@ def test_what_cannot_be_seen(tmp_path):
     q = libc.malloc(5000)
     assert native_traces() == [(3000, ("<string>", l1))]
     libc.free(q)
-    # a traced block freed that way keeps its trace; when its address
-    # comes back from malloc (glibc's per-thread cache gives the block
-    # freed last) the new trace replaces it: at once if the old one is
-    # still in the nursery, else when the new one leaves the nursery for
-    # the store (both are counted until then)
+    probe.call("free", p)
+    # unmapping from inside a traced mapping: the trace keeps its size
+    page = 4096
+    m = probe.call("mmap", a=8 * page)
+    probe.call("munmap", m + 4 * page, 4 * page)
+    assert (8 * page) in [s for s, _ in native_traces()]
+    """ % lib)
+
+
+
+def test_a_block_freed_unseen_is_replaced_when_its_address_returns():
+    # A traced block freed through a dlsym pointer keeps its trace; when
+    # its address comes back from malloc the new trace replaces it: at
+    # once if the old one is still in the nursery, else when the new one
+    # leaves the nursery for the store (both are counted until then).
+    # glibc's per-thread cache hands out the block of a size freed last;
+    # the allocators of memory checkers (ASan, valgrind: the suite runs
+    # them with PYTHONMALLOC=malloc) hold freed blocks back instead, and
+    # then there is nothing to replace: the old trace stays.
+    run("""
+    import ctypes, os
+    tm.start(1, native=True)
+    libc = ctypes.CDLL(None)
+    libc.free.argtypes = [ctypes.c_void_p]
+    reuses = os.environ.get("PYTHONMALLOC") != "malloc"
     def push_out():
         more = [probe.call("malloc", a=24) for _ in range(6000)]
         for b in more:
             probe.call("free", b)
-    probe.call("free", p)
     r = probe.call("malloc", a=1000); l2 = line()
     libc.free(r)
     assert native_traces() == [(1000, ("<string>", l2))]
     s = probe.call("malloc", a=1000); l3 = line()
-    assert s == r
+    if s != r:
+        assert not reuses, "glibc did not give back the block freed last"
+        assert native_traces() == [(1000, ("<string>", l2)),
+                                   (1000, ("<string>", l3))]
+        raise SystemExit(0)
     assert native_traces() == [(1000, ("<string>", l3))]
     libc.free(s)
     push_out()
@@ -623,13 +646,7 @@ def test_what_cannot_be_seen(tmp_path):
     assert native_traces() == [(1000, ("<string>", l4))]
     probe.call("free", t)
     assert native_traces() == []
-    # unmapping from inside a traced mapping: the trace keeps its size
-    page = 4096
-    m = probe.call("mmap", a=8 * page)
-    probe.call("munmap", m + 4 * page, 4 * page)
-    assert (8 * page) in [s for s, _ in native_traces()]
-    """ % lib)
-
+    """)
 
 def test_lines_of_code_that_died_after_a_capture_without_the_gil():
     # A capture without the GIL names code objects that later die: with a
