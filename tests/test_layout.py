@@ -26,7 +26,7 @@ MAX_LINES = 1200
 LAYERS = [
     ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c", "elfgot.c"]),
     ("tracer tables", ["capture.c", "coderecs.c", "interning.c",
-                       "store.c", "placing.c"]),
+                       "store.c", "placing.c", "timeline.c"]),
     ("tracer", ["tracer.c"]),
     ("tracer clients", ["hooks.c", "reftracer.c", "intercept.c",
                         "native.c"]),

@@ -7,7 +7,9 @@ A drop-in for the standard library's tracemalloc module::
 Same functions, classes, reprs, output formats, exceptions and semantics;
 faster tracing and analysis. Beyond the stdlib: start(native=True) for
 what extension modules and their libraries take from malloc and mmap
-(traced in NATIVE_DOMAIN), track()/untrack() for
+(traced in NATIVE_DOMAIN), start(peak=True) for take_peak_snapshot()
+(what held the memory at its high-water mark) and get_timeline(),
+track()/untrack() for
 blocks in other domains, a C API for extensions (get_include()),
 install() to stand in for `import tracemalloc`, a command line
 (python -m ctracemalloc) and startup tracing (CTRACEMALLOC=NFRAME).
@@ -35,6 +37,7 @@ from ._ctracemalloc import (
     _normalize_filename,
     clear_traces,
     get_object_traceback,
+    get_timeline,
     get_traceback_limit,
     get_traced_memory,
     get_tracemalloc_memory,
@@ -42,6 +45,7 @@ from ._ctracemalloc import (
     reset_peak,
     start,
     stop,
+    take_peak_snapshot,
     take_snapshot,
     track,
     untrack,

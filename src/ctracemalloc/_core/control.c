@@ -26,6 +26,7 @@ stop_tracing(void)
     ctm_hooks_uninstall();
     ctm_reftracer_uninstall();
     ctm_large_keep_spare(0);
+    ctm_tracer_peak_stop();
     ctm_tracer_clear();
 }
 
@@ -51,7 +52,7 @@ reconcile(int reinstall)
 }
 
 int
-ctm_tracer_start(int nframe, int native)
+ctm_tracer_start(int nframe, int native, int peak)
 {
     if (nframe < 1 || nframe > CTM_MAX_NFRAME) {
         PyErr_Format(PyExc_ValueError,
@@ -64,6 +65,9 @@ ctm_tracer_start(int nframe, int native)
     if (atomic_load(&ctm_tracer.tracing)) {
         /* As the stdlib's start: nothing changes, but a mode asked for
          * is turned on. */
+        if (peak && ctm_tracer_peak_start() < 0) {
+            return -1;
+        }
         return native ? ctm_native_install() : 0;
     }
     if (ctm_tracer_begin(nframe) < 0) {
@@ -73,6 +77,7 @@ ctm_tracer_start(int nframe, int native)
     ctm_reftracer_install();
     ctm_large_keep_spare(1);
     if (ctm_intercept_install() < 0
+        || (peak && ctm_tracer_peak_start() < 0)
         || (native && ctm_native_install() < 0)) {
         stop_tracing();         /* a warning turned into an error */
         return -1;

@@ -29,13 +29,13 @@ static PyObject *
 start(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
-    static char *keywords[] = {"", "native", NULL};
-    int nframe = 1, native = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$p:start", keywords,
-                                     &nframe, &native)) {
+    static char *keywords[] = {"", "native", "peak", NULL};
+    int nframe = 1, native = 0, peak = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$pp:start", keywords,
+                                     &nframe, &native, &peak)) {
         return NULL;
     }
-    if (ctm_tracer_start(nframe, native) < 0) {
+    if (ctm_tracer_start(nframe, native, peak) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -195,7 +195,7 @@ take_snapshot(PyObject *self, PyObject *unused)
         not_tracing_error();
         goto done;
     }
-    ctm_snapdata *data = ctm_tracer_snapshot();
+    ctm_snapdata *data = ctm_tracer_snapshot(0);
     if (data == NULL) {
         goto done;
     }
@@ -214,6 +214,58 @@ done:
 }
 
 static PyObject *
+take_peak_snapshot(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    ctm_tracer_reconcile();
+    if (!ctm_tracer_is_tracing()) {
+        return not_tracing_error();
+    }
+    if (!ctm_tracer_peak_on()) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "the peak is recorded only when tracing was "
+                        "started with start(peak=True)");
+        return NULL;
+    }
+    PyObject *limit = PyLong_FromLong(ctm_tracer_nframe());
+    if (limit == NULL) {
+        return NULL;
+    }
+    PyObject *res = NULL;
+    ctm_snapdata *data = ctm_tracer_snapshot(1);
+    if (data != NULL) {
+        res = ctm_snapshot_new(data, limit);
+    }
+    Py_DECREF(limit);
+    return res;
+}
+
+static PyObject *
+get_timeline(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    size_t n;
+    ctm_point *points = ctm_tracer_timeline(&n);
+    if (points == NULL) {
+        return NULL;
+    }
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        PyObject *item = Py_BuildValue("dK", (double)points[i].ns / 1e9,
+                                       (unsigned long long)points[i].bytes);
+        if (item == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    ctm_free(points);
+    return list;
+}
+
+static PyObject *
 get_traces(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -221,7 +273,7 @@ get_traces(PyObject *self, PyObject *unused)
     if (!ctm_tracer_is_tracing()) {
         return PyList_New(0);
     }
-    ctm_snapdata *data = ctm_tracer_snapshot();
+    ctm_snapdata *data = ctm_tracer_snapshot(0);
     if (data == NULL) {
         return NULL;
     }
@@ -418,12 +470,14 @@ native_slots(PyObject *self, PyObject *unused)
 }
 
 PyDoc_STRVAR(start_doc,
-"start($module, nframe=1, /, *, native=False)\n--\n\n"
+"start($module, nframe=1, /, *, native=False, peak=False)\n--\n\n"
 "Start tracing Python memory allocations, storing up to nframe frames\n"
 "per traceback. With native=True, also trace what extension modules and\n"
 "the libraries they load take from the C allocator and anonymous mmap,\n"
-"in the domain NATIVE_DOMAIN. While tracing, only turns native tracing\n"
-"on if asked.");
+"in the domain NATIVE_DOMAIN. With peak=True, also record the traces\n"
+"live at the peak (take_peak_snapshot()) and the traced memory over\n"
+"time (get_timeline()). While tracing, only turns those modes on if\n"
+"asked (peak=True then starts a new peak, as reset_peak() does).");
 PyDoc_STRVAR(take_snapshot_doc,
 "take_snapshot()\n--\n\n"
 "Take a snapshot of the traces of memory blocks allocated by Python.");
@@ -452,6 +506,16 @@ static PyMethodDef module_methods[] = {
      "(current, peak) size in bytes of the traced memory blocks."},
     {"reset_peak", reset_peak, METH_NOARGS,
      "reset_peak()\n--\n\nSet the peak size to the current size."},
+    {"take_peak_snapshot", take_peak_snapshot, METH_NOARGS,
+     "take_peak_snapshot()\n--\n\n"
+     "Snapshot of the traces that were live when traced memory reached its\n"
+     "peak (since start(), clear_traces() or reset_peak()); needs\n"
+     "start(peak=True)."},
+    {"get_timeline", get_timeline, METH_NOARGS,
+     "get_timeline()\n--\n\n"
+     "Traced memory over time, as a list of (seconds since start(), bytes),\n"
+     "with a point at least every 10 ms while memory changes and one for\n"
+     "now at the end; [] unless tracing with start(peak=True)."},
     {"get_tracemalloc_memory", get_tracemalloc_memory, METH_NOARGS,
      "get_tracemalloc_memory()\n--\n\n"
      "Memory in bytes used by the tracer to store traces."},

@@ -18,10 +18,16 @@
  * happen; the caller checks them from next[] afterwards). */
 enum { COUNT, FORWARDS, BACKWARDS };
 
+/* Which traces: the live ones, the peak record's, or both (those the
+ * interner must keep). */
+enum { LIVE = 1, PEAK = 2, BOTH = LIVE | PEAK };
+
 typedef struct {
     const ctm_traces *tr;
     size_t from, to;            /* slots of the main store */
-    int first, last;            /* + the nursery, + the other domains */
+    int first, last;            /* + the nursery, + the other stores and
+                                   the gone list */
+    int which;
     int how;
     uint64_t *counts;           /* COUNT */
     uint64_t *next;             /* FORWARDS, BACKWARDS */
@@ -86,18 +92,36 @@ place_share_run(void *arg)
 {
     const place_share *g = arg;
     const ctm_traces *tr = g->tr;
+    int live = g->which & LIVE;
     for (uint32_t i = 0; g->first && tr->nursery != NULL && i < NURSERY_SIZE;
          i++) {
         const ctm_young *y = &tr->nursery[i];
-        if (y->ptr != 0) {
+        if (y->ptr != 0 && (live || young_at_peak(tr, y))) {
             place_one(g, young_domain(y->ptr), y->value.size,
                       y->value.traceback);
         }
     }
     store_place(g, CTM_DEFAULT_DOMAIN, &tr->main, g->from, g->to);
-    for (size_t i = 0; g->last && i < tr->nothers; i++) {
+    if (!g->last) {
+        return;
+    }
+    for (size_t i = 0; i < tr->nothers; i++) {
         const ctm_store *s = &tr->others[i].store;
         store_place(g, tr->others[i].domain, s, 0, store_slots(s));
+    }
+    /* the traces stored since the peak */
+    if (live) {
+        store_place(g, CTM_DEFAULT_DOMAIN, &tr->recent, 0,
+                    store_slots(&tr->recent));
+        for (size_t i = 0; i < tr->nothers; i++) {
+            const ctm_store *s = &tr->others[i].recent;
+            store_place(g, tr->others[i].domain, s, 0, store_slots(s));
+        }
+    }
+    /* the peak's traces gone since */
+    for (size_t i = 0; (g->which & PEAK) && i < tr->ngone; i++) {
+        place_one(g, tr->gone[i].domain, tr->gone[i].size,
+                  tr->gone[i].traceback);
     }
 }
 
@@ -118,13 +142,33 @@ ctm_placement_free(ctm_placement *g)
     g->counts = NULL;
 }
 
+/* Count the traces of which (how = COUNT) into counts. */
+static void
+count_all(const ctm_traces *tr, int which, uint64_t *counts)
+{
+    place_share c = {tr, 0, store_slots(&tr->main), 1, 1, which, COUNT,
+                     counts, NULL, NULL, NULL, 0};
+    place_share_run(&c);
+}
+
 int
-ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, ctm_placement *g)
+ctm_traces_counts_unlocked(ctm_traces *tr, uint32_t ntb, int peak,
+                           ctm_placement *g)
 {
     g->ntb = ntb;
+    g->peak = peak;
+    g->n = tr->ntraces;
     g->counts = ctm_calloc(ntb ? ntb : 1, sizeof(uint64_t));
     if (g->counts == NULL) {
         return -1;
+    }
+    if (peak) {
+        count_all(tr, PEAK, g->counts);
+        g->n = 0;
+        for (uint32_t i = 0; i < ntb; i++) {
+            g->n += g->counts[i];
+        }
+        return 0;
     }
     size_t known = ntb < tr->live_cap ? ntb : tr->live_cap;
     if (known) {
@@ -169,8 +213,9 @@ place(const ctm_traces *tr, const ctm_placement *g, uint64_t *next,
         }
     }
     size_t nslots = store_slots(&tr->main);
-    place_share a = {tr, 0, nslots, 1, 1, FORWARDS, NULL, next, rename, out,
-                     tr->ntraces};
+    int which = g->peak ? PEAK : LIVE;
+    place_share a = {tr, 0, nslots, 1, 1, which, FORWARDS, NULL, next,
+                     rename, out, g->n};
     if (back == NULL) {
         place_share_run(&a);
         return;
@@ -179,8 +224,8 @@ place(const ctm_traces *tr, const ctm_placement *g, uint64_t *next,
      * end, the other share's from the start: together they fill it */
     a.to = nslots / 2;
     a.last = 0;
-    place_share b = {tr, nslots / 2, nslots, 0, 1, BACKWARDS, NULL, back,
-                     rename, out, tr->ntraces};
+    place_share b = {tr, nslots / 2, nslots, 0, 1, which, BACKWARDS, NULL,
+                     back, rename, out, g->n};
     run_shares(&a, &b);
 }
 
@@ -190,7 +235,7 @@ ctm_traces_place_unlocked(ctm_traces *tr, ctm_placement *g,
 {
     uint32_t ntb = g->ntb;
     uint64_t *next = ctm_malloc((ntb ? ntb : 1) * sizeof(uint64_t));
-    uint64_t *back = tr->ntraces < PLACE_PARALLEL_MIN ? NULL
+    uint64_t *back = g->n < PLACE_PARALLEL_MIN ? NULL
                    : ctm_malloc((size_t)ntb * sizeof(uint64_t));
     if (next == NULL) {
         ctm_free(back);
@@ -205,9 +250,7 @@ ctm_traces_place_unlocked(ctm_traces *tr, ctm_placement *g,
         abort();
 #endif
         memset(g->counts, 0, (size_t)ntb * sizeof(uint64_t));
-        place_share c = {tr, 0, store_slots(&tr->main), 1, 1, COUNT,
-                         g->counts, NULL, NULL, NULL, 0};
-        place_share_run(&c);
+        count_all(tr, LIVE, g->counts);
         memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
         memcpy(tr->live, g->counts,
                (ntb < tr->live_cap ? ntb : tr->live_cap) * sizeof(uint64_t));
@@ -229,9 +272,7 @@ ctm_traces_exact_counts_unlocked(ctm_traces *tr, uint32_t ntb,
         ctm_free(c);
         return -1;
     }
-    place_share s = {tr, 0, store_slots(&tr->main), 1, 1, COUNT, c, NULL,
-                     NULL, NULL, 0};
-    place_share_run(&s);
+    count_all(tr, BOTH, c);
     *counts = c;
     return 0;
 }
@@ -264,16 +305,25 @@ ctm_traces_rename_unlocked(ctm_traces *tr, const uint32_t *map,
         }
     }
     store_rename(&tr->main, map);
+    store_rename(&tr->recent, map);
     for (size_t i = 0; i < tr->nothers; i++) {
         store_rename(&tr->others[i].store, map);
+        store_rename(&tr->others[i].recent, map);
     }
     /* counts were taken with room for ntb ids reserved, and new ids are
-     * below old ones */
+     * below old ones; they count the gone traces too, which are not
+     * live */
     memset(tr->live, 0, tr->live_cap * sizeof(uint64_t));
     for (uint32_t i = 0; i < ntb; i++) {
         if (counts[i]) {
             CTM_ASSERT(map[i] < tr->live_cap);
             tr->live[map[i]] += counts[i];
         }
+    }
+    for (size_t i = 0; i < tr->ngone; i++) {
+        ctm_gone *g = &tr->gone[i];
+        g->traceback = map[g->traceback];
+        CTM_ASSERT(tr->live[g->traceback] > 0);
+        tr->live[g->traceback]--;
     }
 }

@@ -431,15 +431,18 @@ store_memory(const ctm_store *s)
 
 /* ---- domains and big sizes ---- */
 
+/* The store of domain's traces (recent: those stored since the peak, see
+ * the peak record), or NULL when it does not exist and create is 0 or
+ * memory ran out. */
 static ctm_store *
-domain_store(ctm_traces *tr, uint32_t domain, int create)
+domain_store(ctm_traces *tr, uint32_t domain, int recent, int create)
 {
     if (domain == CTM_DEFAULT_DOMAIN) {
-        return &tr->main;
+        return recent ? &tr->recent : &tr->main;
     }
     for (size_t i = 0; i < tr->nothers; i++) {
         if (tr->others[i].domain == domain) {
-            return &tr->others[i].store;
+            return recent ? &tr->others[i].recent : &tr->others[i].store;
         }
     }
     if (!create) {
@@ -453,7 +456,8 @@ domain_store(ctm_traces *tr, uint32_t domain, int create)
     tr->others = o;
     memset(&o[tr->nothers], 0, sizeof(*o));
     o[tr->nothers].domain = domain;
-    return &o[tr->nothers++].store;
+    ctm_domain_store *d = &o[tr->nothers++];
+    return recent ? &d->recent : &d->store;
 }
 
 static ctm_big *
@@ -518,6 +522,7 @@ set_size(ctm_traces *tr, uint32_t domain, uintptr_t ptr, ctm_value *v,
     v->size = CTM_BIG_SIZE;
 }
 
+
 /* ---- the nursery ---- */
 
 /* The key of (domain, ptr) in the nursery: ptr for domain 0, ptr | 1 for
@@ -553,8 +558,6 @@ nursery_find(const ctm_traces *tr, uint32_t domain, uintptr_t ptr)
     return y->ptr == key ? y : NULL;
 }
 
-/* Make room in tr->live for traceback id tb. 0, or -1 if memory ran
- * out. */
 int
 ctm_traces_live_reserve(ctm_traces *tr, uint32_t tb)
 {
@@ -575,8 +578,34 @@ ctm_traces_live_reserve(ctm_traces *tr, uint32_t tb)
     return 0;
 }
 
-/* The counters, for a trace that comes (its traceback's entry in
- * tr->live reserved) or goes. */
+/* ---- the counters and the peak record ----
+ *
+ * The peak record (start(peak=True)) keeps the traces that were live when
+ * traced memory last reached its peak, as a difference from the live
+ * traces, so that a new peak costs a counter and not a copy:
+ *  - a trace added since the peak is marked as such: a young trace by the
+ *    number of peaks (gen) when it was added, in young_gen; a trace in a
+ *    store by being in its domain's recent store, not its main one;
+ *  - a trace of the peak that goes (freed, replaced or retraced) is
+ *    copied to the gone list;
+ *  - at a new peak (or reset_peak()), gen moves on, the recent stores
+ *    are merged into the main ones and the gone list is emptied: every
+ *    live trace is the peak's.
+ * The peak's traces are then the young ones of an older gen, those of the
+ * main stores and the gone ones (placing.c places them). young_gen keeps
+ * gen's low 16 bits: every 2^15 peaks, every young trace is stamped with
+ * the peak before, so that no stamp comes round to the current gen. The
+ * gone list holds at most the peak's traces and the recent stores hold
+ * live ones, so the record costs at most a snapshot's worth of memory;
+ * the tracebacks it names stay interned (placing.c counts them for the
+ * compaction). A new peak is settled at the end of the operation that
+ * made it, when no caller holds a value of the stores.
+ *
+ * A free that was not seen (see ctm_traces_add_block_unlocked) leaves a
+ * trace in a main store that a young trace of its address replaces only
+ * if it moves to the same store: one added since the peak goes to the
+ * recent store, and both are counted until the next peak. */
+
 static void
 count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
 {
@@ -586,19 +615,176 @@ count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
     tr->traced += size;
     if (tr->traced > tr->peak) {
         tr->peak = tr->traced;
+        tr->peak_due = tr->peak_on;
+    }
+    if (tr->timeline != NULL) {
+        ctm_timeline_tick(tr->timeline, tr->traced);
     }
 }
 
+/* A trace goes: the counters, and the gone list when it was the peak's
+ * (at_peak). */
 static void
-count_removed(ctm_traces *tr, uint64_t size, uint32_t tb)
+count_removed(ctm_traces *tr, uint32_t domain, uint64_t size, uint32_t tb,
+              int at_peak)
 {
     CTM_ASSERT(tr->ntraces > 0);
     CTM_ASSERT(tb < tr->live_cap && tr->live[tb] > 0);
     CTM_ASSERT(tr->traced >= size);
+    if (at_peak && tr->peak_on) {
+        if (ctm_grow((void **)&tr->gone, &tr->capgone, tr->ngone + 1,
+                     sizeof(ctm_gone)) < 0) {
+            tr->peak_lost = 1;
+        }
+        else {
+            ctm_gone *g = &tr->gone[tr->ngone++];
+            g->size = size;
+            g->domain = domain;
+            g->traceback = tb;
+        }
+    }
     tr->ntraces--;
     tr->live[tb]--;
     tr->traced -= size;
+    if (tr->timeline != NULL) {
+        ctm_timeline_tick(tr->timeline, tr->traced);
+    }
 }
+
+/* Room in s for extra more traces in region without growing anything,
+ * so that they go in without a failure. 0, or -1 if memory ran out. */
+static int
+store_reserve(ctm_store *s, uintptr_t region, uint32_t extra)
+{
+    ctm_region_slot *r = index_find(s, region);
+    uint32_t count = r ? r->bucket->count : 0;
+    uint32_t cap = r ? r->bucket->mask + 1 : BUCKET_MIN;
+    while (count + extra > cap - cap / 8) {
+        cap *= 2;
+    }
+    if (r == NULL) {
+        ctm_bucket *b = bucket_new(cap);
+        if (b == NULL || (r = index_insert(s, region)) == NULL) {
+            ctm_free(b);
+            return -1;
+        }
+        r->bucket = b;
+        s->nregions++;
+        s->bucket_bytes += bucket_bytes(cap);
+    }
+    else if (cap != r->bucket->mask + 1) {
+        ctm_bucket *b = bucket_resize(s, r->bucket, cap);
+        if (b == NULL) {
+            return -1;
+        }
+        r->bucket = b;
+    }
+    return 0;
+}
+
+/* The traces of recent (domain's) move into its main store. 0, or -1 if
+ * memory ran out (then none moved). */
+static int
+merge_recent(ctm_traces *tr, uint32_t domain, ctm_store *main,
+             ctm_store *recent)
+{
+    for (size_t i = 0; i < store_slots(recent); i++) {
+        const ctm_region_slot *r = &recent->slots[i];
+        if (r->bucket != NULL
+            && store_reserve(main, r->region, r->bucket->count) < 0) {
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < store_slots(recent); i++) {
+        const ctm_bucket *b = recent->slots[i].bucket;
+        if (b == NULL) {
+            continue;
+        }
+        uintptr_t base = recent->slots[i].region << CTM_REGION_BITS;
+        const ctm_value *vals = bucket_values(b);
+        for (uint32_t j = 0; j <= b->mask; j++) {
+            if (b->keys[j] == NO_KEY) {
+                continue;
+            }
+            int fresh;
+            ctm_value *v = store_upsert(main, base | b->keys[j], 0, &fresh);
+            CTM_ASSERT(v != NULL);
+            if (!fresh) {
+                /* a trace whose free was not seen: replaced, and the
+                 * peak's (it was counted in it) */
+                count_removed(tr, domain,
+                              ctm_traces_value_size_unlocked(
+                                  tr, domain, base | b->keys[j], v),
+                              v->traceback, 1);
+            }
+            *v = vals[j];
+        }
+    }
+    store_release(recent);
+    return 0;
+}
+
+/* Every live trace is the peak's now. */
+static void
+peak_settle(ctm_traces *tr)
+{
+    tr->peak_due = 0;
+    tr->ngone = 0;
+    tr->gen++;
+    if ((tr->gen & 0x7FFF) == 0 && tr->young_gen != NULL) {
+        for (uint32_t i = 0; i < NURSERY_SIZE; i++) {
+            tr->young_gen[i] = (uint16_t)(tr->gen - 1);
+        }
+    }
+    if (merge_recent(tr, CTM_DEFAULT_DOMAIN, &tr->main, &tr->recent) < 0) {
+        tr->peak_lost = 1;
+    }
+    for (size_t i = 0; i < tr->nothers; i++) {
+        ctm_domain_store *d = &tr->others[i];
+        if (merge_recent(tr, d->domain, &d->store, &d->recent) < 0) {
+            tr->peak_lost = 1;
+        }
+    }
+}
+
+/* The end of an operation that added a trace. */
+static inline void
+settle(ctm_traces *tr)
+{
+    if (tr->peak_due) {
+        peak_settle(tr);
+    }
+}
+
+int
+ctm_traces_peak_start_unlocked(ctm_traces *tr)
+{
+    if (tr->nursery != NULL && tr->young_gen == NULL) {
+        tr->young_gen = ctm_malloc(NURSERY_SIZE * sizeof(uint16_t));
+        if (tr->young_gen == NULL) {
+            return -1;
+        }
+        /* the young traces are the peak's once gen moves on */
+        for (uint32_t i = 0; i < NURSERY_SIZE; i++) {
+            tr->young_gen[i] = (uint16_t)tr->gen;
+        }
+    }
+    tr->peak_on = 1;
+    ctm_traces_reset_peak_unlocked(tr);
+    return 0;
+}
+
+void
+ctm_traces_reset_peak_unlocked(ctm_traces *tr)
+{
+    tr->peak = tr->traced;
+    if (tr->peak_on) {
+        tr->peak_lost = 0;
+        peak_settle(tr);
+    }
+}
+
+/* ---- adding and removing ---- */
 
 /* The young trace y grows up into its domain's store, and its slot is
  * emptied. 0, or -1 if memory ran out (nothing changed then). */
@@ -607,7 +793,8 @@ nursery_evict(ctm_traces *tr, ctm_young *y)
 {
     uint32_t domain = young_domain(y->ptr);
     uintptr_t ptr = young_ptr(y->ptr);
-    ctm_store *s = domain_store(tr, domain, 1);
+    int recent = tr->peak_on && !young_at_peak(tr, y);
+    ctm_store *s = domain_store(tr, domain, recent, 1);
     if (s == NULL) {
         return -1;
     }
@@ -619,8 +806,9 @@ nursery_evict(ctm_traces *tr, ctm_young *y)
     if (!fresh) {
         /* In the store too: only when the block's free was not seen
          * (see ctm_traces_add_block_unlocked). */
-        count_removed(tr, ctm_traces_value_size_unlocked(tr, domain, ptr, v),
-                      v->traceback);
+        count_removed(tr, domain,
+                      ctm_traces_value_size_unlocked(tr, domain, ptr, v),
+                      v->traceback, !recent);
         if (v->size == CTM_BIG_SIZE) {
             big_remove(tr, domain, ptr);
         }
@@ -632,8 +820,7 @@ nursery_evict(ctm_traces *tr, ctm_young *y)
 
 /* Put the trace of key (young_key, not 0) in the nursery, pushing the
  * slot's trace into its store; the caller reserved the traceback's live
- * count. 0, or -1 if memory
- * ran out (nothing changed then). */
+ * count. 0, or -1 if memory ran out (nothing changed then). */
 static int
 nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
 {
@@ -643,11 +830,19 @@ nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
             return -1;
         }
     }
+    if (tr->peak_on && tr->young_gen == NULL) {
+        tr->young_gen = ctm_calloc(NURSERY_SIZE, sizeof(uint16_t));
+        if (tr->young_gen == NULL) {
+            return -1;
+        }
+    }
     ctm_young *y = nursery_slot(tr, key);
     if (y->ptr == key) {
-        /* Traced already (the allocator's caller broke the rules): the
-         * new trace replaces the old one. */
-        count_removed(tr, y->value.size, y->value.traceback);
+        /* Traced already (its free was not seen): the new trace
+         * replaces the old one. */
+        count_removed(tr, young_domain(key), y->value.size,
+                      y->value.traceback,
+                      tr->peak_on && young_at_peak(tr, y));
     }
     else if (y->ptr != 0 && nursery_evict(tr, y) < 0) {
         return -1;
@@ -655,8 +850,87 @@ nursery_put(ctm_traces *tr, uintptr_t key, uint64_t size, uint32_t traceback)
     y->ptr = key;
     y->value.size = (uint32_t)size;
     y->value.traceback = traceback;
+    if (tr->young_gen != NULL) {
+        tr->young_gen[y - tr->nursery] = (uint16_t)tr->gen;
+    }
     count_added(tr, size, traceback);
     return 0;
+}
+
+/* Add the trace of (domain, ptr) to a store: its recent one while the
+ * peak record is kept, unless this trace makes a new peak. The caller
+ * made sure no young trace has ptr. 0, or -1 if memory ran out (nothing
+ * changed then). */
+static int
+store_add(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t size,
+          uint32_t traceback)
+{
+    int recent = tr->peak_on && tr->traced + size <= tr->peak;
+    ctm_store *s = domain_store(tr, domain, recent, 1);
+    if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
+        return -1;
+    }
+    int fresh;
+    ctm_value *v = store_upsert(s, ptr, size, &fresh);
+    if (v == NULL) {
+        return -1;
+    }
+    if (!fresh) {
+        /* A block traced twice (track() again, or realloc in place):
+         * the new trace replaces the old one. */
+        count_removed(tr, domain,
+                      ctm_traces_value_size_unlocked(tr, domain, ptr, v),
+                      v->traceback, !recent);
+    }
+    if (size < CTM_BIG_SIZE && v->size != CTM_BIG_SIZE) {
+        v->size = (uint32_t)size;
+    }
+    else {
+        set_size(tr, domain, ptr, v, size);
+    }
+    v->traceback = traceback;
+    count_added(tr, size, traceback);
+    return 0;
+}
+
+/* Remove the trace of (domain, ptr): 1 if there was one (its size and
+ * traceback given back when not NULL), else 0. */
+static int
+remove_trace(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t *size,
+             uint32_t *traceback)
+{
+    ctm_value v;
+    int at_peak = 1;
+    ctm_young *y = nursery_find(tr, domain, ptr);
+    if (y != NULL) {
+        v = y->value;
+        at_peak = tr->peak_on && young_at_peak(tr, y);
+        y->ptr = 0;
+    }
+    else {
+        ctm_store *s = tr->peak_on ? domain_store(tr, domain, 1, 0) : NULL;
+        if (s != NULL && store_remove(s, ptr, &v)) {
+            at_peak = 0;
+        }
+        else {
+            s = domain_store(tr, domain, 0, 0);
+            if (s == NULL || !store_remove(s, ptr, &v)) {
+                return 0;
+            }
+        }
+    }
+    uint64_t sz = ctm_traces_value_size_unlocked(tr, domain, ptr, &v);
+    if (v.size == CTM_BIG_SIZE) {
+        big_remove(tr, domain, ptr);
+    }
+    if (size != NULL) {
+        *size = sz;
+    }
+    if (traceback != NULL) {
+        *traceback = v.traceback;
+    }
+    count_removed(tr, domain, sz, v.traceback, at_peak);
+    return 1;
 }
 
 int
@@ -670,21 +944,21 @@ ctm_traces_add_block_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
     }
-    return nursery_put(tr, key, size, traceback);
+    int rc = nursery_put(tr, key, size, traceback);
+    settle(tr);
+    return rc;
 }
 
-int
-ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
-                        uint64_t size, uint32_t traceback)
+/* Add or replace the trace of (domain, ptr), without the peak record. */
+static int
+add_or_replace(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t size,
+               uint32_t traceback)
 {
-    if (ctm_traces_live_reserve(tr, traceback) < 0) {
-        return -1;
-    }
     ctm_young *y = nursery_find(tr, domain, ptr);
     if (y != NULL) {
         /* Replace the young trace: in place, or by one in the store when
          * the size needs the big list. */
-        count_removed(tr, y->value.size, y->value.traceback);
+        count_removed(tr, domain, y->value.size, y->value.traceback, 0);
         if (size < CTM_BIG_SIZE) {
             y->value.size = (uint32_t)size;
             y->value.traceback = traceback;
@@ -693,7 +967,7 @@ ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
         }
         ctm_young old = *y;
         y->ptr = 0;
-        if (ctm_traces_add_unlocked(tr, domain, ptr, size, traceback) < 0) {
+        if (store_add(tr, domain, ptr, size, traceback) < 0) {
             *y = old;
             count_added(tr, old.value.size, old.value.traceback);
             return -1;
@@ -704,65 +978,52 @@ ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
     if (key != 0 && size < CTM_BIG_SIZE) {
         /* A native block: young, unless its trace is in the store (a
          * block traced again), where it is replaced. */
-        ctm_store *ns = domain_store(tr, domain, 0);
+        ctm_store *ns = domain_store(tr, domain, 0, 0);
         if (ns == NULL || store_get(ns, ptr) == NULL) {
             return nursery_put(tr, key, size, traceback);
         }
     }
-    ctm_store *s = domain_store(tr, domain, 1);
-    if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
+    return store_add(tr, domain, ptr, size, traceback);
+}
+
+/* Add the trace of (domain, ptr), which has none: young when it can be. */
+static int
+add_new(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t size,
+        uint32_t traceback)
+{
+    uintptr_t key = young_key(domain, ptr);
+    if (key != 0 && size < CTM_BIG_SIZE) {
+        return nursery_put(tr, key, size, traceback);
+    }
+    return store_add(tr, domain, ptr, size, traceback);
+}
+
+int
+ctm_traces_add_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
+                        uint64_t size, uint32_t traceback)
+{
+    if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
     }
-    int fresh;
-    ctm_value *v = store_upsert(s, ptr, size, &fresh);
-    if (v == NULL) {
-        return -1;
-    }
-    if (!fresh) {
-        /* A block traced twice (track() again, or realloc in place):
-         * the new trace replaces the old one. */
-        count_removed(tr, ctm_traces_value_size_unlocked(tr, domain, ptr, v),
-                      v->traceback);
-    }
-    if (size < CTM_BIG_SIZE && v->size != CTM_BIG_SIZE) {
-        v->size = (uint32_t)size;
+    int rc;
+    if (tr->peak_on) {
+        /* The old trace may be the peak's: it goes as a free takes it
+         * (and stays gone if the new one cannot be added). */
+        (void)remove_trace(tr, domain, ptr, NULL, NULL);
+        rc = add_new(tr, domain, ptr, size, traceback);
     }
     else {
-        set_size(tr, domain, ptr, v, size);
+        rc = add_or_replace(tr, domain, ptr, size, traceback);
     }
-    v->traceback = traceback;
-    count_added(tr, size, traceback);
-    return 0;
+    settle(tr);
+    return rc;
 }
 
 int
 ctm_traces_remove_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
                            uint64_t *size, uint32_t *traceback)
 {
-    ctm_value v;
-    ctm_young *y = nursery_find(tr, domain, ptr);
-    if (y != NULL) {
-        v = y->value;
-        y->ptr = 0;
-    }
-    else {
-        ctm_store *s = domain_store(tr, domain, 0);
-        if (s == NULL || !store_remove(s, ptr, &v)) {
-            return 0;
-        }
-    }
-    uint64_t sz = ctm_traces_value_size_unlocked(tr, domain, ptr, &v);
-    if (v.size == CTM_BIG_SIZE) {
-        big_remove(tr, domain, ptr);
-    }
-    if (size != NULL) {
-        *size = sz;
-    }
-    if (traceback != NULL) {
-        *traceback = v.traceback;
-    }
-    count_removed(tr, sz, v.traceback);
-    return 1;
+    return remove_trace(tr, domain, ptr, size, traceback);
 }
 
 ctm_value *
@@ -772,15 +1033,45 @@ ctm_traces_get_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr)
     if (y != NULL) {
         return &y->value;
     }
-    ctm_store *s = domain_store(tr, domain, 0);
-    return s ? store_get(s, ptr) : NULL;
+    ctm_value *v = NULL;
+    ctm_store *s = tr->peak_on ? domain_store(tr, domain, 1, 0) : NULL;
+    if (s != NULL) {
+        v = store_get(s, ptr);
+    }
+    if (v == NULL && (s = domain_store(tr, domain, 0, 0)) != NULL) {
+        v = store_get(s, ptr);
+    }
+    return v;
+}
+
+/* Whether the trace whose value is v (of domain, ptr) is the peak's. */
+static int
+value_at_peak(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
+              const ctm_value *v)
+{
+    ctm_young *y = nursery_find(tr, domain, ptr);
+    if (y != NULL && &y->value == v) {
+        return young_at_peak(tr, y);
+    }
+    ctm_store *s = domain_store(tr, domain, 1, 0);
+    return s == NULL || store_get(s, ptr) != v;
 }
 
 int
-ctm_traces_retrace_unlocked(ctm_traces *tr, ctm_value *v, uint32_t traceback)
+ctm_traces_retrace_unlocked(ctm_traces *tr, uint32_t domain, uintptr_t ptr,
+                            ctm_value *v, uint32_t traceback)
 {
     if (ctm_traces_live_reserve(tr, traceback) < 0) {
         return -1;
+    }
+    if (tr->peak_on && value_at_peak(tr, domain, ptr, v)) {
+        /* The peak's trace keeps its traceback: it goes, and the block
+         * comes back with the new one. */
+        uint64_t size;
+        (void)remove_trace(tr, domain, ptr, &size, NULL);
+        int rc = add_new(tr, domain, ptr, size, traceback);
+        settle(tr);
+        return rc;
     }
     tr->live[v->traceback]--;
     tr->live[traceback]++;
@@ -792,26 +1083,38 @@ void
 ctm_traces_clear_unlocked(ctm_traces *tr)
 {
     ctm_free(tr->nursery);
+    ctm_free(tr->young_gen);
     store_release(&tr->main);
+    store_release(&tr->recent);
     for (size_t i = 0; i < tr->nothers; i++) {
         store_release(&tr->others[i].store);
+        store_release(&tr->others[i].recent);
     }
     ctm_free(tr->others);
     ctm_free(tr->bigs);
     ctm_free(tr->live);
+    ctm_free(tr->gone);
+    int peak_on = tr->peak_on;
+    ctm_timeline *timeline = tr->timeline;
     memset(tr, 0, sizeof(*tr));
+    tr->peak_on = peak_on;
+    tr->timeline = timeline;
 }
 
 size_t
 ctm_traces_memory_unlocked(const ctm_traces *tr)
 {
-    size_t n = store_memory(&tr->main);
+    size_t n = store_memory(&tr->main) + store_memory(&tr->recent);
     if (tr->nursery != NULL) {
         n += NURSERY_SIZE * sizeof(ctm_young);
     }
+    if (tr->young_gen != NULL) {
+        n += NURSERY_SIZE * sizeof(uint16_t);
+    }
     for (size_t i = 0; i < tr->nothers; i++) {
-        n += sizeof(ctm_domain_store) + store_memory(&tr->others[i].store);
+        n += sizeof(ctm_domain_store) + store_memory(&tr->others[i].store)
+            + store_memory(&tr->others[i].recent);
     }
     return n + tr->capbigs * sizeof(ctm_big)
-        + tr->live_cap * sizeof(uint64_t);
+        + tr->live_cap * sizeof(uint64_t) + tr->capgone * sizeof(ctm_gone);
 }

@@ -53,6 +53,7 @@ typedef struct {
 typedef struct {
     uint32_t domain;
     ctm_store store;
+    ctm_store recent;           /* peak record: stored since the peak */
 } ctm_domain_store;
 
 typedef struct {
@@ -69,6 +70,16 @@ typedef struct {
     ctm_value value;
 } ctm_young;
 
+/* A trace that was live at the peak and has gone since: see the peak
+ * record in store.c. */
+typedef struct {
+    uint64_t size;
+    uint32_t domain;
+    uint32_t traceback;
+} ctm_gone;
+
+typedef struct ctm_timeline ctm_timeline;
+
 typedef struct {
     ctm_young *nursery;         /* young traces (domain 0, native),
                                    or NULL */
@@ -84,6 +95,17 @@ typedef struct {
     uint64_t *live;             /* live traces per traceback id, so that a
                                    snapshot need not count them */
     size_t live_cap;            /* entries of live (ids above: none) */
+    /* The peak record (store.c), kept while peak_on: */
+    int peak_on;
+    int peak_due;               /* a new peak, to settle (store.c) */
+    int peak_lost;              /* memory ran out: the record is wrong */
+    uint32_t gen;               /* peaks so far */
+    uint16_t *young_gen;        /* per nursery slot: gen at its add */
+    ctm_store recent;           /* domain 0: stored since the peak */
+    ctm_gone *gone;             /* live at the peak, gone since */
+    size_t ngone, capgone;
+    ctm_timeline *timeline;     /* traced memory over time, or NULL; its
+                                   owner's, kept by clear */
 } ctm_traces;
 
 /* Add the trace of a block an allocator just returned, in domain 0 or
@@ -109,15 +131,24 @@ int ctm_traces_remove_unlocked(ctm_traces *t, uint32_t domain, uintptr_t ptr,
  * keeps the counts per traceback. */
 ctm_value *ctm_traces_get_unlocked(ctm_traces *t, uint32_t domain,
                                    uintptr_t ptr);
-/* Give the trace whose value is v (from ctm_traces_get_unlocked) another
- * traceback. Return 0, or -1 when memory for the tables ran out (nothing
- * changed then). */
-int ctm_traces_retrace_unlocked(ctm_traces *t, ctm_value *v,
+/* Give the trace of (domain, ptr), whose value is v (from
+ * ctm_traces_get_unlocked), another traceback. Return 0, or -1 when
+ * memory for the tables ran out (nothing changed then, unless the peak
+ * record is kept: then the trace may be lost). */
+int ctm_traces_retrace_unlocked(ctm_traces *t, uint32_t domain,
+                                uintptr_t ptr, ctm_value *v,
                                 uint32_t traceback);
 /* Size of the value v of (domain, ptr). */
 uint64_t ctm_traces_value_size_unlocked(const ctm_traces *t, uint32_t domain,
                                         uintptr_t ptr, const ctm_value *v);
-/* Drop every trace and release the tables' memory. */
+/* The peak record (store.c): start keeping it (the peak is reset to the
+ * traced memory), 0 or -1 if memory ran out; reset the peak (a new
+ * record when it is kept). The record stops with clear's caller
+ * zeroing peak_on. */
+int ctm_traces_peak_start_unlocked(ctm_traces *t);
+void ctm_traces_reset_peak_unlocked(ctm_traces *t);
+/* Drop every trace and release the tables' memory (the peak record and
+ * the timeline stay on if they were). */
 void ctm_traces_clear_unlocked(ctm_traces *t);
 size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 
@@ -130,12 +161,17 @@ size_t ctm_traces_memory_unlocked(const ctm_traces *t);
 typedef struct {
     uint32_t ntb;               /* above every traceback id */
     uint64_t *counts;           /* traces per traceback */
+    uint64_t n;                 /* traces in all */
+    int peak;                   /* the peak record's traces, not the live
+                                   ones */
 } ctm_placement;
 
-/* The counts, copied into g. Return 0, or -1 if memory ran out; either
- * way ctm_placement_free(g) after. */
-int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, ctm_placement *g);
-/* The placing pass: out (room for every live trace) gets them grouped,
+/* The counts, copied into g (of the peak record's traces when peak: then
+ * counted). Return 0, or -1 if memory ran out; either way
+ * ctm_placement_free(g) after. */
+int ctm_traces_counts_unlocked(ctm_traces *t, uint32_t ntb, int peak,
+                               ctm_placement *g);
+/* The placing pass: out (room for g->n traces) gets them grouped,
  * each named rename[traceback id]. It checks the counts as it goes; a
  * wrong one (a bug) stops a test build, and a release build counts the
  * traces, mends the tables' counts and places them again. Return 0, or

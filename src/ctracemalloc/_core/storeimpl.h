@@ -5,6 +5,7 @@
 #define CTM_STOREIMPL_H
 
 #include "store.h"
+#include "timeline.h"
 
 #define NURSERY_BITS 11
 #define NURSERY_SIZE (1u << NURSERY_BITS)     /* 2048 slots, 32 KiB */
@@ -43,6 +44,14 @@ static inline uintptr_t
 young_ptr(uintptr_t key)
 {
     return key & ~(uintptr_t)1;
+}
+
+/* Whether young trace y was live at the peak (the peak record: see
+ * store.c). */
+static inline int
+young_at_peak(const ctm_traces *tr, const ctm_young *y)
+{
+    return tr->young_gen[y - tr->nursery] != (uint16_t)tr->gen;
 }
 
 /* Make room in tr->live for traceback id tb. 0, or -1 if memory ran

@@ -170,8 +170,9 @@ ctm_tracer_apply_ring_unlocked(void)
         ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
                                                CTM_DEFAULT_DOMAIN, r->block);
         if (v != NULL) {
-            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
-                                              r->traceback);
+            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces,
+                                              CTM_DEFAULT_DOMAIN, r->block,
+                                              v, r->traceback);
         }
         else {
             atomic_store_explicit(ctm_untraced_slot(r->block), r->block,
@@ -271,7 +272,8 @@ ctm_tracer_new_object(PyObject *obj)
             }
         }
         if (tb >= 0) {
-            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces, v,
+            (void)ctm_traces_retrace_unlocked(&ctm_tracer.traces,
+                                              CTM_DEFAULT_DOMAIN, block, v,
                                               (uint32_t)tb);
         }
     }
@@ -550,8 +552,69 @@ void
 ctm_tracer_reset_peak(void)
 {
     ctm_tables_lock();
-    ctm_tracer.traces.peak = ctm_tracer.traces.traced;
+    ctm_traces_reset_peak_unlocked(&ctm_tracer.traces);
     ctm_tables_unlock();
+}
+
+/* ---- the peak record and the timeline ---- */
+
+int
+ctm_tracer_peak_start(void)
+{
+    ctm_tables_lock();
+    ctm_traces *t = &ctm_tracer.traces;
+    int rc = 0;
+    if (!t->peak_on) {
+        ctm_timeline *tl = ctm_timeline_new(t->traced);
+        rc = tl != NULL && ctm_traces_peak_start_unlocked(t) == 0 ? 0 : -1;
+        if (rc == 0) {
+            t->timeline = tl;
+        }
+        else {
+            ctm_free(tl);
+        }
+    }
+    ctm_tables_unlock();
+    if (rc < 0) {
+        PyErr_NoMemory();
+    }
+    return rc;
+}
+
+void
+ctm_tracer_peak_stop(void)
+{
+    ctm_tables_lock();
+    ctm_traces *t = &ctm_tracer.traces;
+    t->peak_on = 0;
+    ctm_free(t->timeline);
+    t->timeline = NULL;
+    ctm_tables_unlock();
+}
+
+int
+ctm_tracer_peak_on(void)
+{
+    ctm_tables_lock();
+    int on = ctm_tracer.traces.peak_on;
+    ctm_tables_unlock();
+    return on;
+}
+
+ctm_point *
+ctm_tracer_timeline(size_t *n)
+{
+    ctm_point *out = ctm_malloc((CTM_TIMELINE_POINTS + 2)
+                                * sizeof(ctm_point));
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    ctm_tables_lock();
+    ctm_traces *t = &ctm_tracer.traces;
+    *n = t->timeline ? ctm_timeline_points(t->timeline, t->traced, out) : 0;
+    ctm_tables_unlock();
+    return out;
 }
 
 size_t

@@ -7,11 +7,13 @@
 #define CTM_TRACERAPI_H
 
 #include "snapdata.h"
+#include "timeline.h"
 
 /* Start tracing with nframe frames per traceback, native allocations
- * too if native is set (native.h). Already tracing: only turn native
- * tracing on if asked. Return 0 or -1. */
-int ctm_tracer_start(int nframe, int native);
+ * too if native is set (native.h), the peak record and the timeline if
+ * peak is. Already tracing: only turn those on if asked. Return 0 or
+ * -1. */
+int ctm_tracer_start(int nframe, int native, int peak);
 void ctm_tracer_stop(void);
 void ctm_tracer_clear(void);
 int ctm_tracer_is_tracing(void);
@@ -27,8 +29,18 @@ void ctm_tracer_interner_stats(size_t *ntracebacks, size_t *nframes,
  * "co_extra", or "none" (frames resolved as captured, or never
  * started). */
 const char *ctm_tracer_code_notice(void);
-/* Snapshot data of the live traces. Needs the GIL. */
-ctm_snapdata *ctm_tracer_snapshot(void);
+/* Snapshot data of the live traces, or of those of the peak record
+ * (peak). Needs the GIL. */
+ctm_snapdata *ctm_tracer_snapshot(int peak);
+/* The peak record (store.c) and the timeline (timeline.h), kept while
+ * tracing: start them (0, or -1 with MemoryError), stop them, whether
+ * they are on. */
+int ctm_tracer_peak_start(void);
+void ctm_tracer_peak_stop(void);
+int ctm_tracer_peak_on(void);
+/* The timeline's points (*n of them, none when it is not kept; ctm_free
+ * the array), or NULL with MemoryError if memory ran out. */
+ctm_point *ctm_tracer_timeline(size_t *n);
 /* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
 PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
 /* Track or untrack a block in a domain, with the caller's traceback.

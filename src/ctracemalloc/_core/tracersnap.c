@@ -252,8 +252,9 @@ touch_range(void *arg)
  * ncs filenames of cs. 0; 1 to go round again (a filename was not
  * there); -1 if memory ran out. */
 static int
-snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
-                ctm_snap_trace **traces, Py_ssize_t *ntraces, size_t *bytes)
+snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, int peak,
+                  ctm_builder *b, ctm_snap_trace **traces,
+                  Py_ssize_t *ntraces, size_t *bytes)
 {
     CTM_ASSERT_LOCKED();
     ctm_interner *in = ctm_tracer.interner;
@@ -267,10 +268,10 @@ snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, ctm_builder *b,
     ctm_placement g;
     ctm_snap_trace *out = NULL;
     int rc = -1;
-    if (ctm_traces_counts_unlocked(&ctm_tracer.traces, ntb, &g) < 0) {
+    if (ctm_traces_counts_unlocked(&ctm_tracer.traces, ntb, peak, &g) < 0) {
         goto done;
     }
-    size_t n = ctm_tracer.traces.ntraces;
+    size_t n = g.n;
     uint32_t nframes = ctm_interner_nframes_unlocked(in);
     out = ctm_large_new(n * sizeof(ctm_snap_trace), bytes);
     m.frame_map = ctm_malloc((size_t)nframes * sizeof(int64_t));
@@ -332,7 +333,7 @@ done:
 }
 
 ctm_snapdata *
-ctm_tracer_snapshot(void)
+ctm_tracer_snapshot(int peak)
 {
     cstring_strs cs = {0};
     ctm_snapdata *result = NULL;
@@ -356,8 +357,17 @@ ctm_tracer_snapshot(void)
         size_t bytes = 0;
         ctm_builder_hold_errors(b);
         ctm_tables_lock();
-        rc = snapshot_unlocked(&cs, cs.n - (late < cs.n ? late : cs.n), b,
-                             &traces, &ntraces, &bytes);
+        if (peak && ctm_tracer.traces.peak_lost) {
+            rc = -1;            /* the record is wrong */
+            ctm_tables_unlock();
+            ctm_builder_free(b);
+            PyErr_SetString(PyExc_MemoryError,
+                            "the peak record ran out of memory: "
+                            "call reset_peak() to start a new one");
+            break;
+        }
+        rc = snapshot_unlocked(&cs, cs.n - (late < cs.n ? late : cs.n), peak,
+                               b, &traces, &ntraces, &bytes);
         late = 0;
         ctm_tables_unlock();
         if (ctm_builder_release_errors(b) < 0 || rc < 0) {
