@@ -5,6 +5,7 @@ they print must agree with the snapshot's own statistics.
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,17 @@ def script(tmp_path):
     return write(tmp_path / "prog.py", SCRIPT)
 
 
+# run's default -n (README, Command line)
+DEFAULT_NFRAME = 25
+
+
+def run_report(stderr):
+    """The lines of run's report, without the commands to try next that
+    follow it."""
+    lines = stderr.splitlines()
+    return lines[:lines.index("ctracemalloc: next, try:")]
+
+
 def top_entries(text):
     """The '#N: ...' lines of a report."""
     return [line.split(": ", 1)[1] for line in text.splitlines()
@@ -88,7 +100,7 @@ def test_run_script(ctm, tmp_path, script):
     assert "Total: size=%s, count=%d" % (
         ctm._format_size(total, False), sum(s.count for s in stats)) \
         in proc.stderr
-    assert snapshot.traceback_limit == 1
+    assert snapshot.traceback_limit == DEFAULT_NFRAME
 
 
 def test_run_default_name(ctm, tmp_path, script):
@@ -96,7 +108,8 @@ def test_run_default_name(ctm, tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     name = re.search(r"wrote the snapshot to (\S+) ", proc.stderr).group(1)
     assert re.fullmatch(r"ctracemalloc-prog-\d+\.snapshot", name)
-    assert ctm.Snapshot.load(tmp_path / name).traceback_limit == 1
+    assert ctm.Snapshot.load(tmp_path / name).traceback_limit == \
+        DEFAULT_NFRAME
 
 
 DEEP = """\
@@ -251,6 +264,80 @@ def test_run_console_script(ctm, tmp_path, script):
                           timeout=patience(120))
     assert proc.returncode == 3, proc.stderr
     assert (tmp_path / "s.snapshot").exists()
+
+
+def test_run_checks_the_output_first(ctm, tmp_path):
+    """A snapshot path that cannot be written fails before the program
+    runs, in one line: not after a long run, with its status lost."""
+    marker = tmp_path / "ran"
+    prog = write(tmp_path / "p.py", "open(%r, 'w').close()\n" % str(marker))
+    for out, problem in [(tmp_path / "none" / "x.snap", "no directory"),
+                         (tmp_path, "it is a directory")]:
+        proc = cli("run", "-o", out, prog, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert no_traceback(proc) == "ctracemalloc: error: cannot write " \
+            "the snapshot to %s: %s" % (out, problem) + (
+                " %s" % (tmp_path / "none") if problem == "no directory"
+                else "")
+        assert not marker.exists()
+    assert cli("run", "-o", tmp_path / "ok.snap", prog).returncode == 0
+    assert marker.exists()
+
+
+def test_run_says_what_to_try_next(ctm, tmp_path, script):
+    out = tmp_path / "my run.snapshot"
+    proc = cli("run", "-o", out, script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    start = lines.index("ctracemalloc: next, try:")
+    commands = [shlex.split(line.split(" # ")[0])
+                for line in lines[start + 1:]]
+    html = str(tmp_path / "my run.html")
+    assert commands == [
+        ["ctracemalloc", "top", str(out), "--key-type", "traceback"],
+        ["ctracemalloc", "flamegraph", str(out), "-o", html],
+        ["ctracemalloc", "compare", "OLD", str(out)]]
+    # they work (OLD: an earlier snapshot)
+    for command in commands:
+        args = [str(out) if a == "OLD" else a for a in command[1:]]
+        done = cli(*args, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+    assert os.path.exists(html)
+
+
+OWN = """\
+import sys, threading
+data = [bytearray(1000) for _ in range(200)]
+box = []
+t = threading.Thread(target=lambda: box.append(
+    [bytearray(3000) for _ in range(50)]))
+t.start(); t.join()
+if sys.argv[1:] == ["raise"]:
+    raise ValueError("boom")
+"""
+
+
+@pytest.mark.parametrize("how", ["ends", "raise"])
+def test_run_report_has_none_of_its_own_allocations(ctm, tmp_path, how):
+    """What the runner allocates itself (its snapshot call, its handling
+    of the program's end) is not in the snapshot nor in the report: no
+    trace has a frame in ctracemalloc's own files, while a thread of the
+    program, whose traces have no frame of the runner, keeps its own."""
+    prog = write(tmp_path / "own.py", OWN)
+    out = tmp_path / "own.snapshot"
+    proc = cli("run", "-o", out, "--top", 0, prog, how, cwd=tmp_path)
+    assert proc.returncode == (1 if how == "raise" else 0), proc.stderr
+    package = os.path.join(os.path.dirname(os.path.abspath(ctm.__file__)),
+                           "")
+    snapshot = ctm.Snapshot.load(out)
+    assert snapshot.traceback_limit == DEFAULT_NFRAME
+    ours = [t.traceback for t in snapshot.traces
+            if any(f.filename.startswith(package) for f in t.traceback)]
+    assert ours == []
+    report = proc.stderr.split("wrote the snapshot")[1]
+    assert package not in report and "_cli.py" not in report
+    thread_blocks = [t for t in snapshot.traces if 3000 <= t.size < 3100]
+    assert len(thread_blocks) >= 50
 
 
 # -- top and compare -------------------------------------------------------

@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from test_cli import cli, flame_data, no_traceback, selftest, top_entries, \
-    write
+from test_cli import cli, flame_data, no_traceback, run_report, \
+    selftest, top_entries, write
 from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
@@ -231,7 +231,7 @@ def test_run_summary_marks_native(ctm, tmp_path):
     assert entries[0] == "[native] %s" % native[0]
     assert not entries[1].startswith("[native]")
     python = side_stats(ctm, out, False)
-    assert proc.stderr.splitlines()[-2:] == [
+    assert run_report(proc.stderr)[-2:] == [
         "  Python: size=%s, count=%d" % (
             ctm._format_size(sum(s.size for s in python), False),
             sum(s.count for s in python)),
@@ -402,7 +402,7 @@ def test_run_native(ctm, tmp_path):
     assert "[native] %s" % insert in top_entries(proc.stderr)
     assert '    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)' in \
         proc.stderr
-    lines = proc.stderr.splitlines()
+    lines = run_report(proc.stderr)
     assert lines[-2].startswith("  Python: size=")
     assert lines[-1].startswith("  native: size=")
     # without --native, none of it
