@@ -64,6 +64,16 @@ def script(tmp_path):
 DEFAULT_NFRAME = 25
 
 
+def label(stat, key_type):
+    """The entry top prints for stat: str(stat), but a traceback labelled
+    by its most recent frame (the tests' files are all the program's own
+    code)."""
+    text = str(stat)
+    if key_type != "traceback":
+        return text
+    return str(stat.traceback[-1]) + text[len(str(stat.traceback)):]
+
+
 def run_report(stderr):
     """The lines of run's report, without the commands to try next that
     follow it."""
@@ -361,7 +371,7 @@ def test_top(ctm, snapshots):
         assert proc.returncode == 0, proc.stderr
         stats = snapshot.statistics(key)
         shown = min(4, len(stats))
-        assert top_entries(proc.stdout) == [str(s) for s in stats[:4]]
+        assert top_entries(proc.stdout) == [label(s, key) for s in stats[:4]]
         lines = proc.stdout.splitlines()
         noun = {"lineno": "lines", "filename": "files",
                 "traceback": "tracebacks"}[key]
@@ -381,7 +391,16 @@ def test_top(ctm, snapshots):
     proc = cli("top", old, "--cumulative", "--limit", 0)
     stats = snapshot.statistics("lineno", cumulative=True)
     assert top_entries(proc.stdout) == [str(s) for s in stats]
-    assert "Total" not in proc.stdout
+    # the entries overlap: said, and the total is the traces' own
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["Top %d lines (cumulative)" % len(stats),
+                         "(a block counts at every line of its traceback, "
+                         "so rows overlap; the total counts each block "
+                         "once)"]
+    assert lines[-1] == "Total: size=%s, count=%d" % (
+        ctm._format_size(sum(t.size for t in snapshot.traces), False),
+        len(snapshot.traces))
+    assert proc.stderr == ""
 
 
 def test_top_filters_and_json(ctm, snapshots, script):
@@ -418,6 +437,158 @@ def test_compare(ctm, snapshots):
         sum(d.count for d in diffs), sum(d.count_diff for d in diffs))
     data = json.loads(cli("compare", old, new, "--json").stdout)
     assert data["stats"][0]["size_diff"] == diffs[0].size_diff
+
+
+def test_top_labels_a_traceback_by_the_programs_frame(ctm, tmp_path):
+    """--key-type traceback labels each entry by its most recent frame in
+    the program's own code: not the stdlib's, an installed package's or
+    ctracemalloc's; by its most recent frame when it has none."""
+    import json as stdlib_json
+    app = str(tmp_path / "app.py")
+    json_file = stdlib_json.__file__
+    package = os.path.join(os.path.dirname(ctm.__file__), "_cli.py")
+    installed = "/venv/lib/python3.11/site-packages/lib/core.py"
+    raw = [  # frames most recent first
+        (0, 5000, ((json_file, 353), (json_file, 337), (app, 11),
+                   (app, 21)), 4),
+        (0, 4000, ((installed, 7), (app, 12), (app, 21)), 3),
+        (0, 3000, ((package, 400), (app, 13), (app, 21)), 3),
+        (0, 2000, ((json_file, 40), ("<frozen runpy>", 88)), 2),
+        (0, 1000, ((app, 14), (app, 21)), 2),
+    ]
+    path = tmp_path / "labels.snapshot"
+    ctm.Snapshot(raw, 4).dump(path)
+    proc = cli("top", path, "--key-type", "traceback")
+    assert proc.returncode == 0, proc.stderr
+    stats = ctm.Snapshot.load(path).statistics("traceback")
+    labels = ["%s:11" % app, "%s:12" % app, "%s:13" % app,
+              "%s:40" % json_file, "%s:14" % app]
+    assert top_entries(proc.stdout) == [
+        "%s%s" % (name, str(s)[len(str(s.traceback)):])
+        for name, s in zip(labels, stats)]
+    # compare labels its entries alike
+    proc = cli("compare", path, path, "--key-type", "traceback", "--limit", 1)
+    assert top_entries(proc.stdout)[0].startswith("%s:11: size=" % app)
+
+
+LEAK = """\
+import json
+CACHE = []
+def handle(i):
+    body = json.dumps({"id": i, "items": list(range(20))})
+    CACHE.append(json.loads(body))
+for i in range(3000):
+    handle(i)
+"""
+
+
+@pytest.fixture
+def leak(ctm, tmp_path):
+    """A leak allocated in json, called from the program's file: its
+    snapshot (run's default frames) and the program."""
+    prog = write(tmp_path / "leak.py", LEAK)
+    out = tmp_path / "leak.snapshot"
+    assert cli("run", "-o", out, prog, cwd=tmp_path).returncode == 0
+    return out, prog
+
+
+def test_top_on_a_leak_through_a_library(ctm, leak):
+    out, prog = leak
+    snapshot = ctm.Snapshot.load(out)
+    # the biggest traceback: json's, labelled by the program's line
+    proc = cli("top", out, "--key-type", "traceback", "--limit", 1)
+    first = top_entries(proc.stdout)[0]
+    assert first.startswith("%s:5: size=" % prog), proc.stdout
+    json_dir = "%sjson%s" % (os.sep, os.sep)
+    assert json_dir in proc.stdout.split(first)[1]
+
+    def entries(filters):
+        stats = snapshot.filter_traces(filters).statistics("lineno")
+        return [str(s) for s in stats]
+
+    # --include keeps the program's own lines; --include-any-frame also
+    # what it allocated through json
+    proc = cli("top", out, "--include", "*leak.py", "--limit", 0)
+    assert top_entries(proc.stdout) == entries([ctm.Filter(True, "*leak.py")])
+    assert json_dir not in proc.stdout
+    proc = cli("top", out, "--include-any-frame", "*leak.py", "--limit", 0)
+    assert proc.returncode == 0, proc.stderr
+    expected = entries([ctm.Filter(True, "*leak.py", all_frames=True)])
+    assert top_entries(proc.stdout) == expected
+    assert json_dir in expected[0]
+    proc = cli("top", out, "--exclude-any-frame", "*leak.py", "--limit", 0)
+    assert top_entries(proc.stdout) == entries(
+        [ctm.Filter(False, "*leak.py", all_frames=True)])
+    assert str(prog) not in proc.stdout
+
+    # a filter that matches nothing says so, in one line
+    for args, given in [
+            (["--include", "*x.py"], "--include '*x.py'"),
+            (["--include", "*leak.py", "--exclude-any-frame", "*leak.py"],
+             "--include '*leak.py' --exclude-any-frame '*leak.py'"),
+            (["--json", "--include-any-frame", "x y.py"],
+             "--include-any-frame 'x y.py'")]:
+        proc = cli("top", out, *args)
+        assert proc.returncode == 1
+        assert proc.stdout == ""
+        assert no_traceback(proc) == "ctracemalloc: error: no trace " \
+            "matches %s" % given
+    proc = cli("compare", out, out, "--include", "*x.py")
+    assert proc.returncode == 1 and "no trace matches" in proc.stderr
+
+
+def test_cumulative_total(ctm, leak):
+    out, _ = leak
+    snapshot = ctm.Snapshot.load(out)
+    size = sum(t.size for t in snapshot.traces)
+    count = len(snapshot.traces)
+    # the rows add up to more than the total: the program's file counts
+    # what it allocated through json too
+    cumulative = snapshot.statistics("filename", cumulative=True)
+    assert sum(s.size for s in cumulative) > size
+    proc = cli("top", out, "--cumulative", "--key-type", "filename")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert top_entries(proc.stdout) == [str(s) for s in cumulative[:10]]
+    lines = proc.stdout.splitlines()
+    assert lines[1] == ("(a block counts at every file of its traceback, "
+                        "so rows overlap; the total counts each block once)")
+    assert lines[-1] == "Total: size=%s, count=%d" % (
+        ctm._format_size(size, False), count)
+    data = json.loads(cli("top", out, "--cumulative", "--json").stdout)
+    assert data["total"] == {"size": size, "count": count}
+    proc = cli("compare", out, out, "--cumulative")
+    assert proc.stdout.splitlines()[-1] == \
+        "Total: size=%s (+0 B), count=%d (+0)" % (
+            ctm._format_size(size, False), count)
+
+
+def test_one_frame_is_said(ctm, tmp_path, script):
+    """--cumulative, --key-type traceback and the flame graph show nothing
+    more than plain top on a snapshot of one frame: one line says so,
+    and what to do."""
+    one = tmp_path / "one.snapshot"
+    assert cli("run", "-n", 1, "-o", one, script).returncode == 0
+    note = ("ctracemalloc: %s keeps 1 frame per traceback, so %%s: rerun "
+            "with -n N (ctracemalloc run -n 25 ..., or CTRACEMALLOC=25)"
+            % one)
+    cases = [(("top", one, "--cumulative"), "--cumulative adds nothing"),
+             (("top", one, "--key-type", "traceback"),
+              "--key-type traceback adds nothing"),
+             (("compare", one, one, "--cumulative"),
+              "--cumulative adds nothing"),
+             (("flamegraph", one, "-o", tmp_path / "one.html"),
+              "its flame graph is one row of boxes")]
+    for args, what in cases:
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.splitlines()[0] == note % what
+        if args[0] != "flamegraph":
+            assert proc.stdout.startswith("Top ")
+    deep = tmp_path / "deep.snapshot"
+    assert cli("run", "-n", 3, "-o", deep, script).returncode == 0
+    for args in (("top", deep, "--cumulative"),
+                 ("top", deep, "--key-type", "traceback")):
+        assert cli(*args).stderr == ""
 
 
 # -- flamegraph ------------------------------------------------------------
