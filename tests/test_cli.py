@@ -808,34 +808,49 @@ STARTUP_PROBE = ("import tracemalloc, sys; "
                  "tracemalloc.get_traceback_limit())")
 
 
+# the source tree's, for development builds
+SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                       "src")
+
+
+def startup_installed():
+    import ctracemalloc
+    site = os.path.dirname(os.path.dirname(ctracemalloc.__file__))
+    return os.path.exists(os.path.join(site, "ctracemalloc-startup.pth"))
+
+
+def with_startup(code):
+    """code, run as startup tracing runs it: where pip has not installed
+    ctracemalloc-startup.pth beside the package (a development build),
+    code first has site read the source tree's, as it reads it at
+    startup, later (after the interpreter's own imports, before the
+    program's)."""
+    if startup_installed():
+        return code
+    return "import site; site.addsitedir(%r)\n%s" % (SOURCES, code)
+
+
 def python(code, env_extra, cwd=None, options=()):
     env = child_env()
     env.pop("CTRACEMALLOC", None)
+    env.pop("CTRACEMALLOC_OUTPUT", None)
     env.update(env_extra)
-    return subprocess.run([sys.executable, *options, "-c", code], env=env,
-                          cwd=cwd,
+    return subprocess.run([sys.executable, *options, "-c",
+                           with_startup(code)], env=env, cwd=cwd,
                           capture_output=True, text=True,
                           timeout=patience(120))
 
 
-def startup_installed(ctm):
-    site = os.path.dirname(os.path.dirname(ctm.__file__))
-    return os.path.exists(os.path.join(site, "ctracemalloc-startup.pth"))
-
-
 def test_startup_tracing(ctm, tmp_path):
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     proc = python(STARTUP_PROBE, {"CTRACEMALLOC": "7"})
     assert proc.stdout.split() == ["ctracemalloc", "True", "7"], proc.stderr
     assert proc.stderr == ""
-    for value in ("", None):
+    for value in ("", "0", None):       # off, silently, as for the stdlib
         env = {} if value is None else {"CTRACEMALLOC": value}
         proc = python(STARTUP_PROBE, env)
         assert proc.stdout.split() == ["tracemalloc", "False", "1"]
         assert proc.stderr == ""
-    for value in ("abc", "0", "-3", "70000"):
+    for value in ("abc", "00", "-3", "70000"):
         proc = python(STARTUP_PROBE, {"CTRACEMALLOC": value})
         assert proc.stdout.split() == ["tracemalloc", "False", "1"]
         line = no_traceback(proc)
@@ -858,9 +873,6 @@ def test_startup_tracing(ctm, tmp_path):
 def test_startup_tracing_ignores_the_environment_as_python_does(ctm, option):
     """-E and -I turn CTRACEMALLOC off, as they turn PYTHONTRACEMALLOC off
     (the stdlib's tracer, checked here the same way)."""
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     probe = "import tracemalloc; print(tracemalloc.is_tracing())"
     for var in ("CTRACEMALLOC", "PYTHONTRACEMALLOC"):
         proc = python(probe, {var: "7"})
@@ -876,9 +888,6 @@ def test_startup_tracing_leaves_the_stdlib_to_who_names_it(ctm):
     stdlib's, configured as asked, while ctracemalloc traces as well
     (CPython's test_tracemalloc starts its children this way, and they
     inherit CTRACEMALLOC)."""
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     probe = STARTUP_PROBE + "; import ctracemalloc; " \
         "print(ctracemalloc.is_tracing())"
     cases = [({"PYTHONTRACEMALLOC": "10"}, (), ["tracemalloc", "True", "10"]),
@@ -887,6 +896,45 @@ def test_startup_tracing_leaves_the_stdlib_to_who_names_it(ctm):
     for env, options, expected in cases:
         proc = python(probe, dict(env, CTRACEMALLOC="3"), options=options)
         assert proc.stdout.split() == expected + ["True"], (env, proc.stderr)
+
+
+def test_startup_output(ctm, tmp_path):
+    """CTRACEMALLOC_OUTPUT=FILE: the snapshot is written at exit, and
+    nothing else printed; a path that cannot be written warns once at
+    startup; alone, or with CTRACEMALLOC=0, it does nothing."""
+    out = tmp_path / "at exit.snapshot"
+    code = ("import atexit\n"
+            "keep = [bytearray(1000) for _ in range(300)]\n"
+            "atexit.register(lambda: print('bye'))\n")
+    proc = python(code, {"CTRACEMALLOC": "4",
+                         "CTRACEMALLOC_OUTPUT": str(out)}, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert (proc.stdout, proc.stderr) == ("bye\n", "")
+    snapshot = ctm.Snapshot.load(out)
+    assert snapshot.traceback_limit == 4
+    stats = snapshot.statistics("lineno")
+    assert stats[0].traceback[-1].filename == "<string>"
+    assert stats[0].count >= 300 and stats[0].size >= 300 * 1000
+    # ctracemalloc's own allocations (the hook, the exit's writing) are
+    # not in it
+    package = os.path.join(os.path.dirname(os.path.abspath(ctm.__file__)),
+                           "")
+    assert not [t for t in snapshot.traces
+                if any(f.filename.startswith(package) for f in t.traceback)]
+    out.unlink()
+    for env in ({"CTRACEMALLOC_OUTPUT": str(out)},
+                {"CTRACEMALLOC": "0", "CTRACEMALLOC_OUTPUT": str(out)}):
+        proc = python(STARTUP_PROBE, env, cwd=tmp_path)
+        assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+        assert proc.stderr == ""
+        assert not out.exists()
+    bad = tmp_path / "missing" / "x.snapshot"
+    proc = python(STARTUP_PROBE, {"CTRACEMALLOC": "4",
+                                  "CTRACEMALLOC_OUTPUT": str(bad)})
+    assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+    assert no_traceback(proc) == (
+        "ctracemalloc: CTRACEMALLOC_OUTPUT=%r: no directory %s: tracing "
+        "stays off" % (str(bad), tmp_path / "missing"))
 
 
 def test_install_resource_warning(ctm, tmp_path):
