@@ -727,6 +727,36 @@ def test_bad_input(ctm, tmp_path, script):
         assert proc.returncode == 0 and "usage:" in proc.stdout
 
 
+def test_usage_errors_point_to_the_commands_help(ctm, tmp_path, script):
+    good = tmp_path / "good.snapshot"
+    ctm.Snapshot([(0, 1, (("a.py", 1),), 1)], 1).dump(good)
+    cases = [("top", (good, "--unknown"), "unrecognized arguments: --unknown"),
+             ("compare", (good, good, "--x", "1"),
+              "unrecognized arguments: --x 1"),
+             ("flamegraph", (good, "--limit", "3"),
+              "unrecognized arguments: --limit 3"),
+             ("top", (good, "--limit", "x"), "not a number"),
+             ("run", ("--bogus", script), "unrecognized arguments: --bogus"),
+             ("run", ("-n", "0", script), "from 1 to 65535")]
+    for command, args, message in cases:
+        proc = cli(command, *args, cwd=tmp_path)
+        assert proc.returncode == 2
+        line = no_traceback(proc)
+        assert message in line, line
+        assert line.endswith("(see ctracemalloc %s --help)" % command), line
+
+
+def test_version(ctm):
+    proc = cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout == "ctracemalloc %s\n" % ctm.__version__
+    # the package's version is the project's
+    pyproject = os.path.join(SOURCES, os.pardir, "pyproject.toml")
+    with open(pyproject) as f:
+        declared = re.search(r'^version = "(.*)"$', f.read(), re.M).group(1)
+    assert ctm.__version__ == declared
+
+
 def test_top_into_closed_pipe(ctm, snapshots):
     old, _ = snapshots
     proc = subprocess.run(

@@ -11,6 +11,7 @@
                           [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
     ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
+    ctracemalloc --version
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
 with malloc, mmap and the like, traced by run --native) is named wherever
@@ -33,7 +34,7 @@ import shlex
 import signal
 import sys
 
-from . import _recording
+from . import __version__, _recording
 
 PROG = "ctracemalloc"
 KEY_TYPES = ("lineno", "filename", "traceback")
@@ -742,6 +743,8 @@ def make_parser():
     parser = Parser(prog=PROG, description=(
         "Trace a Python program's memory and read its snapshots: the "
         "stdlib's tracemalloc, in C."))
+    parser.add_argument("--version", action="version",
+                        version="%s %s" % (PROG, __version__))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=Parser)
     run = sub.add_parser(
@@ -812,7 +815,11 @@ def main(argv=None):
             # as for python, what follows -m MODULE or -c CODE is the
             # program's: the two never meet
             return cmd_run(run_parser.parse_args(ours), program)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:     # the command's own help, not the program's
+            raise UsageError("unrecognized arguments: %s (see %s --help)"
+                             % (" ".join(unknown), " ".join(
+                                 filter(None, (PROG, args.command)))))
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2
