@@ -700,6 +700,22 @@ def domain_option(p):
                         "--native)")
 
 
+FILTER_HELP = {
+    "include": "keep only traces allocated in files matching this fnmatch "
+               "pattern: their most recent frame's (repeatable; a trace "
+               "matching any --include or --include-any-frame stays)",
+    "include_any_frame": "keep only traces with any frame of their "
+                         "traceback in a file matching PATTERN: what the "
+                         "program's file allocated through json and other "
+                         "libraries too (Filter(True, PATTERN, "
+                         "all_frames=True); repeatable)",
+    "exclude": "drop traces allocated in files matching this pattern "
+               "(repeatable)",
+    "exclude_any_frame": "drop traces with any frame in a file matching "
+                         "PATTERN (repeatable)",
+}
+
+
 def analysis_options(p):
     p.add_argument("--key-type", choices=KEY_TYPES, default="lineno",
                    help="group by line (default), file or whole traceback "
@@ -713,27 +729,10 @@ def analysis_options(p):
                         "of more than 1 frame")
     p.add_argument("--limit", type=count_arg, default=10, metavar="N",
                    help="show the first N entries (default 10; 0: all)")
-    p.add_argument("--include", action="append", default=[],
-                   metavar="PATTERN",
-                   help="keep only traces allocated in files matching "
-                        "this fnmatch pattern: their most recent frame's "
-                        "(repeatable; a trace matching any --include or "
-                        "--include-any-frame stays)")
-    p.add_argument("--exclude", action="append", default=[],
-                   metavar="PATTERN",
-                   help="drop traces allocated in files matching this "
-                        "pattern (repeatable)")
-    p.add_argument("--include-any-frame", action="append", default=[],
-                   metavar="PATTERN",
-                   help="keep only traces with any frame of their "
-                        "traceback in a file matching PATTERN: what the "
-                        "program's file allocated through json and other "
-                        "libraries too (Filter(True, PATTERN, "
-                        "all_frames=True); repeatable)")
-    p.add_argument("--exclude-any-frame", action="append", default=[],
-                   metavar="PATTERN",
-                   help="drop traces with any frame in a file matching "
-                        "PATTERN (repeatable)")
+    for option, _, _ in FILE_FILTERS:
+        p.add_argument("--" + option.replace("_", "-"), action="append",
+                       default=[], metavar="PATTERN",
+                       help=FILTER_HELP[option])
     domain_option(p)
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of text")
