@@ -5,6 +5,7 @@ they print must agree with the snapshot's own statistics.
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -59,6 +60,27 @@ def script(tmp_path):
     return write(tmp_path / "prog.py", SCRIPT)
 
 
+# run's default -n (README, Command line)
+DEFAULT_NFRAME = 25
+
+
+def label(stat, key_type):
+    """The entry top prints for stat: str(stat), but a traceback labelled
+    by its most recent frame (the tests' files are all the program's own
+    code)."""
+    text = str(stat)
+    if key_type != "traceback":
+        return text
+    return str(stat.traceback[-1]) + text[len(str(stat.traceback)):]
+
+
+def run_report(stderr):
+    """The lines of run's report, without the commands to try next that
+    follow it."""
+    lines = stderr.splitlines()
+    return lines[:lines.index("ctracemalloc: next, try:")]
+
+
 def top_entries(text):
     """The '#N: ...' lines of a report."""
     return [line.split(": ", 1)[1] for line in text.splitlines()
@@ -88,7 +110,7 @@ def test_run_script(ctm, tmp_path, script):
     assert "Total: size=%s, count=%d" % (
         ctm._format_size(total, False), sum(s.count for s in stats)) \
         in proc.stderr
-    assert snapshot.traceback_limit == 1
+    assert snapshot.traceback_limit == DEFAULT_NFRAME
 
 
 def test_run_default_name(ctm, tmp_path, script):
@@ -96,7 +118,8 @@ def test_run_default_name(ctm, tmp_path, script):
     assert proc.returncode == 0, proc.stderr
     name = re.search(r"wrote the snapshot to (\S+) ", proc.stderr).group(1)
     assert re.fullmatch(r"ctracemalloc-prog-\d+\.snapshot", name)
-    assert ctm.Snapshot.load(tmp_path / name).traceback_limit == 1
+    assert ctm.Snapshot.load(tmp_path / name).traceback_limit == \
+        DEFAULT_NFRAME
 
 
 DEEP = """\
@@ -253,6 +276,80 @@ def test_run_console_script(ctm, tmp_path, script):
     assert (tmp_path / "s.snapshot").exists()
 
 
+def test_run_checks_the_output_first(ctm, tmp_path):
+    """A snapshot path that cannot be written fails before the program
+    runs, in one line: not after a long run, with its status lost."""
+    marker = tmp_path / "ran"
+    prog = write(tmp_path / "p.py", "open(%r, 'w').close()\n" % str(marker))
+    for out, problem in [(tmp_path / "none" / "x.snap", "no directory"),
+                         (tmp_path, "it is a directory")]:
+        proc = cli("run", "-o", out, prog, cwd=tmp_path)
+        assert proc.returncode == 1
+        assert no_traceback(proc) == "ctracemalloc: error: cannot write " \
+            "the snapshot to %s: %s" % (out, problem) + (
+                " %s" % (tmp_path / "none") if problem == "no directory"
+                else "")
+        assert not marker.exists()
+    assert cli("run", "-o", tmp_path / "ok.snap", prog).returncode == 0
+    assert marker.exists()
+
+
+def test_run_says_what_to_try_next(ctm, tmp_path, script):
+    out = tmp_path / "my run.snapshot"
+    proc = cli("run", "-o", out, script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    start = lines.index("ctracemalloc: next, try:")
+    commands = [shlex.split(line.split(" # ")[0])
+                for line in lines[start + 1:]]
+    html = str(tmp_path / "my run.html")
+    assert commands == [
+        ["ctracemalloc", "top", str(out), "--key-type", "traceback"],
+        ["ctracemalloc", "flamegraph", str(out), "-o", html],
+        ["ctracemalloc", "compare", "OLD", str(out)]]
+    # they work (OLD: an earlier snapshot)
+    for command in commands:
+        args = [str(out) if a == "OLD" else a for a in command[1:]]
+        done = cli(*args, cwd=tmp_path)
+        assert done.returncode == 0, (args, done.stderr)
+    assert os.path.exists(html)
+
+
+OWN = """\
+import sys, threading
+data = [bytearray(1000) for _ in range(200)]
+box = []
+t = threading.Thread(target=lambda: box.append(
+    [bytearray(3000) for _ in range(50)]))
+t.start(); t.join()
+if sys.argv[1:] == ["raise"]:
+    raise ValueError("boom")
+"""
+
+
+@pytest.mark.parametrize("how", ["ends", "raise"])
+def test_run_report_has_none_of_its_own_allocations(ctm, tmp_path, how):
+    """What the runner allocates itself (its snapshot call, its handling
+    of the program's end) is not in the snapshot nor in the report: no
+    trace has a frame in ctracemalloc's own files, while a thread of the
+    program, whose traces have no frame of the runner, keeps its own."""
+    prog = write(tmp_path / "own.py", OWN)
+    out = tmp_path / "own.snapshot"
+    proc = cli("run", "-o", out, "--top", 0, prog, how, cwd=tmp_path)
+    assert proc.returncode == (1 if how == "raise" else 0), proc.stderr
+    package = os.path.join(os.path.dirname(os.path.abspath(ctm.__file__)),
+                           "")
+    snapshot = ctm.Snapshot.load(out)
+    assert snapshot.traceback_limit == DEFAULT_NFRAME
+    ours = [t.traceback for t in snapshot.traces
+            if any(f.filename.startswith(package) for f in t.traceback)]
+    assert ours == []
+    report = proc.stderr.split("wrote the snapshot")[1]
+    assert package not in report and "_cli.py" not in report
+    thread_blocks = [t for t in snapshot.traces if 3000 <= t.size < 3100]
+    assert len(thread_blocks) >= 50
+
+
 # -- top and compare -------------------------------------------------------
 
 @pytest.fixture
@@ -274,7 +371,7 @@ def test_top(ctm, snapshots):
         assert proc.returncode == 0, proc.stderr
         stats = snapshot.statistics(key)
         shown = min(4, len(stats))
-        assert top_entries(proc.stdout) == [str(s) for s in stats[:4]]
+        assert top_entries(proc.stdout) == [label(s, key) for s in stats[:4]]
         lines = proc.stdout.splitlines()
         noun = {"lineno": "lines", "filename": "files",
                 "traceback": "tracebacks"}[key]
@@ -294,7 +391,16 @@ def test_top(ctm, snapshots):
     proc = cli("top", old, "--cumulative", "--limit", 0)
     stats = snapshot.statistics("lineno", cumulative=True)
     assert top_entries(proc.stdout) == [str(s) for s in stats]
-    assert "Total" not in proc.stdout
+    # the entries overlap: said, and the total is the traces' own
+    lines = proc.stdout.splitlines()
+    assert lines[:2] == ["Top %d lines (cumulative)" % len(stats),
+                         "(a block counts at every line of its traceback, "
+                         "so rows overlap; the total counts each block "
+                         "once)"]
+    assert lines[-1] == "Total: size=%s, count=%d" % (
+        ctm._format_size(sum(t.size for t in snapshot.traces), False),
+        len(snapshot.traces))
+    assert proc.stderr == ""
 
 
 def test_top_filters_and_json(ctm, snapshots, script):
@@ -331,6 +437,158 @@ def test_compare(ctm, snapshots):
         sum(d.count for d in diffs), sum(d.count_diff for d in diffs))
     data = json.loads(cli("compare", old, new, "--json").stdout)
     assert data["stats"][0]["size_diff"] == diffs[0].size_diff
+
+
+def test_top_labels_a_traceback_by_the_programs_frame(ctm, tmp_path):
+    """--key-type traceback labels each entry by its most recent frame in
+    the program's own code: not the stdlib's, an installed package's or
+    ctracemalloc's; by its most recent frame when it has none."""
+    import json as stdlib_json
+    app = str(tmp_path / "app.py")
+    json_file = stdlib_json.__file__
+    package = os.path.join(os.path.dirname(ctm.__file__), "_cli.py")
+    installed = "/venv/lib/python3.11/site-packages/lib/core.py"
+    raw = [  # frames most recent first
+        (0, 5000, ((json_file, 353), (json_file, 337), (app, 11),
+                   (app, 21)), 4),
+        (0, 4000, ((installed, 7), (app, 12), (app, 21)), 3),
+        (0, 3000, ((package, 400), (app, 13), (app, 21)), 3),
+        (0, 2000, ((json_file, 40), ("<frozen runpy>", 88)), 2),
+        (0, 1000, ((app, 14), (app, 21)), 2),
+    ]
+    path = tmp_path / "labels.snapshot"
+    ctm.Snapshot(raw, 4).dump(path)
+    proc = cli("top", path, "--key-type", "traceback")
+    assert proc.returncode == 0, proc.stderr
+    stats = ctm.Snapshot.load(path).statistics("traceback")
+    labels = ["%s:11" % app, "%s:12" % app, "%s:13" % app,
+              "%s:40" % json_file, "%s:14" % app]
+    assert top_entries(proc.stdout) == [
+        "%s%s" % (name, str(s)[len(str(s.traceback)):])
+        for name, s in zip(labels, stats)]
+    # compare labels its entries alike
+    proc = cli("compare", path, path, "--key-type", "traceback", "--limit", 1)
+    assert top_entries(proc.stdout)[0].startswith("%s:11: size=" % app)
+
+
+LEAK = """\
+import json
+CACHE = []
+def handle(i):
+    body = json.dumps({"id": i, "items": list(range(20))})
+    CACHE.append(json.loads(body))
+for i in range(3000):
+    handle(i)
+"""
+
+
+@pytest.fixture
+def leak(ctm, tmp_path):
+    """A leak allocated in json, called from the program's file: its
+    snapshot (run's default frames) and the program."""
+    prog = write(tmp_path / "leak.py", LEAK)
+    out = tmp_path / "leak.snapshot"
+    assert cli("run", "-o", out, prog, cwd=tmp_path).returncode == 0
+    return out, prog
+
+
+def test_top_on_a_leak_through_a_library(ctm, leak):
+    out, prog = leak
+    snapshot = ctm.Snapshot.load(out)
+    # the biggest traceback: json's, labelled by the program's line
+    proc = cli("top", out, "--key-type", "traceback", "--limit", 1)
+    first = top_entries(proc.stdout)[0]
+    assert first.startswith("%s:5: size=" % prog), proc.stdout
+    json_dir = "%sjson%s" % (os.sep, os.sep)
+    assert json_dir in proc.stdout.split(first)[1]
+
+    def entries(filters):
+        stats = snapshot.filter_traces(filters).statistics("lineno")
+        return [str(s) for s in stats]
+
+    # --include keeps the program's own lines; --include-any-frame also
+    # what it allocated through json
+    proc = cli("top", out, "--include", "*leak.py", "--limit", 0)
+    assert top_entries(proc.stdout) == entries([ctm.Filter(True, "*leak.py")])
+    assert json_dir not in proc.stdout
+    proc = cli("top", out, "--include-any-frame", "*leak.py", "--limit", 0)
+    assert proc.returncode == 0, proc.stderr
+    expected = entries([ctm.Filter(True, "*leak.py", all_frames=True)])
+    assert top_entries(proc.stdout) == expected
+    assert json_dir in expected[0]
+    proc = cli("top", out, "--exclude-any-frame", "*leak.py", "--limit", 0)
+    assert top_entries(proc.stdout) == entries(
+        [ctm.Filter(False, "*leak.py", all_frames=True)])
+    assert str(prog) not in proc.stdout
+
+    # a filter that matches nothing says so, in one line
+    for args, given in [
+            (["--include", "*x.py"], "--include '*x.py'"),
+            (["--include", "*leak.py", "--exclude-any-frame", "*leak.py"],
+             "--include '*leak.py' --exclude-any-frame '*leak.py'"),
+            (["--json", "--include-any-frame", "x y.py"],
+             "--include-any-frame 'x y.py'")]:
+        proc = cli("top", out, *args)
+        assert proc.returncode == 1
+        assert proc.stdout == ""
+        assert no_traceback(proc) == "ctracemalloc: error: no trace " \
+            "matches %s" % given
+    proc = cli("compare", out, out, "--include", "*x.py")
+    assert proc.returncode == 1 and "no trace matches" in proc.stderr
+
+
+def test_cumulative_total(ctm, leak):
+    out, _ = leak
+    snapshot = ctm.Snapshot.load(out)
+    size = sum(t.size for t in snapshot.traces)
+    count = len(snapshot.traces)
+    # the rows add up to more than the total: the program's file counts
+    # what it allocated through json too
+    cumulative = snapshot.statistics("filename", cumulative=True)
+    assert sum(s.size for s in cumulative) > size
+    proc = cli("top", out, "--cumulative", "--key-type", "filename")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert top_entries(proc.stdout) == [str(s) for s in cumulative[:10]]
+    lines = proc.stdout.splitlines()
+    assert lines[1] == ("(a block counts at every file of its traceback, "
+                        "so rows overlap; the total counts each block once)")
+    assert lines[-1] == "Total: size=%s, count=%d" % (
+        ctm._format_size(size, False), count)
+    data = json.loads(cli("top", out, "--cumulative", "--json").stdout)
+    assert data["total"] == {"size": size, "count": count}
+    proc = cli("compare", out, out, "--cumulative")
+    assert proc.stdout.splitlines()[-1] == \
+        "Total: size=%s (+0 B), count=%d (+0)" % (
+            ctm._format_size(size, False), count)
+
+
+def test_one_frame_is_said(ctm, tmp_path, script):
+    """--cumulative, --key-type traceback and the flame graph show nothing
+    more than plain top on a snapshot of one frame: one line says so,
+    and what to do."""
+    one = tmp_path / "one.snapshot"
+    assert cli("run", "-n", 1, "-o", one, script).returncode == 0
+    note = ("ctracemalloc: %s keeps 1 frame per traceback, so %%s: rerun "
+            "with -n N (ctracemalloc run -n 25 ..., or CTRACEMALLOC=25)"
+            % one)
+    cases = [(("top", one, "--cumulative"), "--cumulative adds nothing"),
+             (("top", one, "--key-type", "traceback"),
+              "--key-type traceback adds nothing"),
+             (("compare", one, one, "--cumulative"),
+              "--cumulative adds nothing"),
+             (("flamegraph", one, "-o", tmp_path / "one.html"),
+              "its flame graph is one row of boxes")]
+    for args, what in cases:
+        proc = cli(*args)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stderr.splitlines()[0] == note % what
+        if args[0] != "flamegraph":
+            assert proc.stdout.startswith("Top ")
+    deep = tmp_path / "deep.snapshot"
+    assert cli("run", "-n", 3, "-o", deep, script).returncode == 0
+    for args in (("top", deep, "--cumulative"),
+                 ("top", deep, "--key-type", "traceback")):
+        assert cli(*args).stderr == ""
 
 
 # -- flamegraph ------------------------------------------------------------
@@ -469,6 +727,36 @@ def test_bad_input(ctm, tmp_path, script):
         assert proc.returncode == 0 and "usage:" in proc.stdout
 
 
+def test_usage_errors_point_to_the_commands_help(ctm, tmp_path, script):
+    good = tmp_path / "good.snapshot"
+    ctm.Snapshot([(0, 1, (("a.py", 1),), 1)], 1).dump(good)
+    cases = [("top", (good, "--unknown"), "unrecognized arguments: --unknown"),
+             ("compare", (good, good, "--x", "1"),
+              "unrecognized arguments: --x 1"),
+             ("flamegraph", (good, "--limit", "3"),
+              "unrecognized arguments: --limit 3"),
+             ("top", (good, "--limit", "x"), "not a number"),
+             ("run", ("--bogus", script), "unrecognized arguments: --bogus"),
+             ("run", ("-n", "0", script), "from 1 to 65535")]
+    for command, args, message in cases:
+        proc = cli(command, *args, cwd=tmp_path)
+        assert proc.returncode == 2
+        line = no_traceback(proc)
+        assert message in line, line
+        assert line.endswith("(see ctracemalloc %s --help)" % command), line
+
+
+def test_version(ctm):
+    proc = cli("--version")
+    assert proc.returncode == 0
+    assert proc.stdout == "ctracemalloc %s\n" % ctm.__version__
+    # the package's version is the project's
+    pyproject = os.path.join(SOURCES, os.pardir, "pyproject.toml")
+    with open(pyproject) as f:
+        declared = re.search(r'^version = "(.*)"$', f.read(), re.M).group(1)
+    assert ctm.__version__ == declared
+
+
 def test_top_into_closed_pipe(ctm, snapshots):
     old, _ = snapshots
     proc = subprocess.run(
@@ -550,34 +838,49 @@ STARTUP_PROBE = ("import tracemalloc, sys; "
                  "tracemalloc.get_traceback_limit())")
 
 
+# the source tree's, for development builds
+SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
+                       "src")
+
+
+def startup_installed():
+    import ctracemalloc
+    site = os.path.dirname(os.path.dirname(ctracemalloc.__file__))
+    return os.path.exists(os.path.join(site, "ctracemalloc-startup.pth"))
+
+
+def with_startup(code):
+    """code, run as startup tracing runs it: where pip has not installed
+    ctracemalloc-startup.pth beside the package (a development build),
+    code first has site read the source tree's, as it reads it at
+    startup, later (after the interpreter's own imports, before the
+    program's)."""
+    if startup_installed():
+        return code
+    return "import site; site.addsitedir(%r)\n%s" % (SOURCES, code)
+
+
 def python(code, env_extra, cwd=None, options=()):
     env = child_env()
     env.pop("CTRACEMALLOC", None)
+    env.pop("CTRACEMALLOC_OUTPUT", None)
     env.update(env_extra)
-    return subprocess.run([sys.executable, *options, "-c", code], env=env,
-                          cwd=cwd,
+    return subprocess.run([sys.executable, *options, "-c",
+                           with_startup(code)], env=env, cwd=cwd,
                           capture_output=True, text=True,
                           timeout=patience(120))
 
 
-def startup_installed(ctm):
-    site = os.path.dirname(os.path.dirname(ctm.__file__))
-    return os.path.exists(os.path.join(site, "ctracemalloc-startup.pth"))
-
-
 def test_startup_tracing(ctm, tmp_path):
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     proc = python(STARTUP_PROBE, {"CTRACEMALLOC": "7"})
     assert proc.stdout.split() == ["ctracemalloc", "True", "7"], proc.stderr
     assert proc.stderr == ""
-    for value in ("", None):
+    for value in ("", "0", None):       # off, silently, as for the stdlib
         env = {} if value is None else {"CTRACEMALLOC": value}
         proc = python(STARTUP_PROBE, env)
         assert proc.stdout.split() == ["tracemalloc", "False", "1"]
         assert proc.stderr == ""
-    for value in ("abc", "0", "-3", "70000"):
+    for value in ("abc", "00", "-3", "70000"):
         proc = python(STARTUP_PROBE, {"CTRACEMALLOC": value})
         assert proc.stdout.split() == ["tracemalloc", "False", "1"]
         line = no_traceback(proc)
@@ -600,9 +903,6 @@ def test_startup_tracing(ctm, tmp_path):
 def test_startup_tracing_ignores_the_environment_as_python_does(ctm, option):
     """-E and -I turn CTRACEMALLOC off, as they turn PYTHONTRACEMALLOC off
     (the stdlib's tracer, checked here the same way)."""
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     probe = "import tracemalloc; print(tracemalloc.is_tracing())"
     for var in ("CTRACEMALLOC", "PYTHONTRACEMALLOC"):
         proc = python(probe, {var: "7"})
@@ -618,9 +918,6 @@ def test_startup_tracing_leaves_the_stdlib_to_who_names_it(ctm):
     stdlib's, configured as asked, while ctracemalloc traces as well
     (CPython's test_tracemalloc starts its children this way, and they
     inherit CTRACEMALLOC)."""
-    if not startup_installed(ctm):
-        pytest.skip("ctracemalloc-startup.pth is not installed beside the "
-                    "package (a development build)")
     probe = STARTUP_PROBE + "; import ctracemalloc; " \
         "print(ctracemalloc.is_tracing())"
     cases = [({"PYTHONTRACEMALLOC": "10"}, (), ["tracemalloc", "True", "10"]),
@@ -629,6 +926,45 @@ def test_startup_tracing_leaves_the_stdlib_to_who_names_it(ctm):
     for env, options, expected in cases:
         proc = python(probe, dict(env, CTRACEMALLOC="3"), options=options)
         assert proc.stdout.split() == expected + ["True"], (env, proc.stderr)
+
+
+def test_startup_output(ctm, tmp_path):
+    """CTRACEMALLOC_OUTPUT=FILE: the snapshot is written at exit, and
+    nothing else printed; a path that cannot be written warns once at
+    startup; alone, or with CTRACEMALLOC=0, it does nothing."""
+    out = tmp_path / "at exit.snapshot"
+    code = ("import atexit\n"
+            "keep = [bytearray(1000) for _ in range(300)]\n"
+            "atexit.register(lambda: print('bye'))\n")
+    proc = python(code, {"CTRACEMALLOC": "4",
+                         "CTRACEMALLOC_OUTPUT": str(out)}, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert (proc.stdout, proc.stderr) == ("bye\n", "")
+    snapshot = ctm.Snapshot.load(out)
+    assert snapshot.traceback_limit == 4
+    stats = snapshot.statistics("lineno")
+    assert stats[0].traceback[-1].filename == "<string>"
+    assert stats[0].count >= 300 and stats[0].size >= 300 * 1000
+    # ctracemalloc's own allocations (the hook, the exit's writing) are
+    # not in it
+    package = os.path.join(os.path.dirname(os.path.abspath(ctm.__file__)),
+                           "")
+    assert not [t for t in snapshot.traces
+                if any(f.filename.startswith(package) for f in t.traceback)]
+    out.unlink()
+    for env in ({"CTRACEMALLOC_OUTPUT": str(out)},
+                {"CTRACEMALLOC": "0", "CTRACEMALLOC_OUTPUT": str(out)}):
+        proc = python(STARTUP_PROBE, env, cwd=tmp_path)
+        assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+        assert proc.stderr == ""
+        assert not out.exists()
+    bad = tmp_path / "missing" / "x.snapshot"
+    proc = python(STARTUP_PROBE, {"CTRACEMALLOC": "4",
+                                  "CTRACEMALLOC_OUTPUT": str(bad)})
+    assert proc.stdout.split() == ["tracemalloc", "False", "1"]
+    assert no_traceback(proc) == (
+        "ctracemalloc: CTRACEMALLOC_OUTPUT=%r: no directory %s: tracing "
+        "stays off" % (str(bad), tmp_path / "missing"))
 
 
 def test_install_resource_warning(ctm, tmp_path):

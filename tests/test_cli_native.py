@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from test_cli import cli, flame_data, no_traceback, selftest, top_entries, \
-    write
+from test_cli import cli, flame_data, label, no_traceback, run_report, \
+    selftest, top_entries, write
 from tmhelpers import child_env, patience
 
 pytestmark = pytest.mark.ctm_only
@@ -98,16 +98,17 @@ def test_top_agrees_with_each_domain(ctm, mixed):
         both = sorted([(s, "") for s in python]
                       + [(s, "[native] ") for s in native],
                       key=lambda e: e[0]._sort_key(), reverse=True)
-        assert top_entries(proc.stdout) == [tag + str(s) for s, tag in both]
+        assert top_entries(proc.stdout) == [tag + label(s, key)
+                                            for s, tag in both]
         proc = cli("top", mixed, "--key-type", key, "--domain", "native")
-        assert top_entries(proc.stdout) == ["[native] %s" % s
+        assert top_entries(proc.stdout) == ["[native] %s" % label(s, key)
                                             for s in native]
         lines = proc.stdout.splitlines()
         # one side only: the total and that side, no empty Python line
         assert lines[-2:] == ["Total: size=196 KiB, count=10",
                               "  native: size=196 KiB, count=10"]
         proc = cli("top", mixed, "--key-type", key, "--domain", "python")
-        assert top_entries(proc.stdout) == [str(s) for s in python]
+        assert top_entries(proc.stdout) == [label(s, key) for s in python]
         assert "native" not in proc.stdout
         assert proc.stdout.splitlines()[-1] == "Total: size=15.0 KiB, " \
                                                "count=15"
@@ -231,7 +232,7 @@ def test_run_summary_marks_native(ctm, tmp_path):
     assert entries[0] == "[native] %s" % native[0]
     assert not entries[1].startswith("[native]")
     python = side_stats(ctm, out, False)
-    assert proc.stderr.splitlines()[-2:] == [
+    assert run_report(proc.stderr)[-2:] == [
         "  Python: size=%s, count=%d" % (
             ctm._format_size(sum(s.size for s in python), False),
             sum(s.count for s in python)),
@@ -402,7 +403,7 @@ def test_run_native(ctm, tmp_path):
     assert "[native] %s" % insert in top_entries(proc.stderr)
     assert '    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)' in \
         proc.stderr
-    lines = proc.stderr.splitlines()
+    lines = run_report(proc.stderr)
     assert lines[-2].startswith("  Python: size=")
     assert lines[-1].startswith("  native: size=")
     # without --native, none of it

@@ -6,9 +6,12 @@
     ctracemalloc run [...] -c CODE [ARGS...]
     ctracemalloc top FILE [--key-type K] [--cumulative] [--limit N]
                           [--include PATTERN]... [--exclude PATTERN]...
+                          [--include-any-frame PATTERN]...
+                          [--exclude-any-frame PATTERN]...
                           [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
     ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
+    ctracemalloc --version
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
 with malloc, mmap and the like, traced by run --native) is named wherever
@@ -21,17 +24,26 @@ on stderr naming the problem, and exit status 2 for a bad command line, 1
 for a file that cannot be read or written.
 """
 import argparse
+import functools
 import heapq
 import json
 import linecache
 import os
+import re
+import shlex
 import signal
 import sys
+
+from . import __version__, _recording
 
 PROG = "ctracemalloc"
 KEY_TYPES = ("lineno", "filename", "traceback")
 KEY_NOUNS = {"lineno": "lines", "filename": "files",
              "traceback": "tracebacks"}
+KEY_NOUN = {"lineno": "line", "filename": "file"}
+# Frames per traceback that run keeps unless -n says otherwise: 25 frames
+# cost little more than 1 (README, Command line: the measure).
+DEFAULT_NFRAME = 25
 DOMAINS = ("all", "python", "native")
 NATIVE_TAG = "[native] "
 DOMAIN_LABELS = {"python": "Python", "native": "native"}
@@ -129,15 +141,47 @@ def restricted(snapshot, domain):
     return snapshot.filter_traces([domain_filter(domain == "native")])
 
 
-def filtered(snapshot, args):
-    """The snapshot with the traces that --domain, --include and --exclude
+# The file filters: option, inclusive, all_frames (Filter's arguments).
+FILE_FILTERS = (("include", True, False), ("include_any_frame", True, True),
+                ("exclude", False, False), ("exclude_any_frame", False, True))
+
+
+def filtered(args, *snapshots):
+    """The snapshots with the traces that --domain and the file filters
     keep. The domain goes first and alone: inclusive filters are
     alternatives, so an inclusive DomainFilter among --include patterns
-    would add traces instead of restricting them."""
-    snapshot = restricted(snapshot, args.domain)
-    filters = ([tm().Filter(True, p) for p in args.include]
-               + [tm().Filter(False, p) for p in args.exclude])
-    return snapshot.filter_traces(filters) if filters else snapshot
+    would add traces instead of restricting them. File filters that
+    leave no trace of snapshots that had some fail with one line, not an
+    empty report (the domain alone does not: a snapshot without native
+    traces prints as it always did)."""
+    snapshots = [restricted(s, args.domain) for s in snapshots]
+    given = [(option, inclusive, all_frames, pattern)
+             for option, inclusive, all_frames in FILE_FILTERS
+             for pattern in getattr(args, option)]
+    if not given:
+        return snapshots
+    filters = [tm().Filter(inclusive, pattern, all_frames=all_frames)
+               for _, inclusive, all_frames, pattern in given]
+    kept = [s.filter_traces(filters) for s in snapshots]
+    if any(len(s.traces) for s in snapshots) \
+            and not any(len(s.traces) for s in kept):
+        raise Failure("no trace matches %s" % " ".join(
+            "--%s %s" % (option.replace("_", "-"), shlex.quote(pattern))
+            for option, _, _, pattern in given))
+    return kept
+
+
+def note_one_frame(paths, snapshots, what):
+    """One line on stderr when a snapshot keeps one frame per traceback,
+    where what (--cumulative, --key-type traceback, the flame graph) needs
+    more to show anything more."""
+    for path, snapshot in zip(paths, snapshots):
+        if snapshot.traceback_limit == 1:
+            print("%s: %s keeps 1 frame per traceback, so %s: rerun with "
+                  "-n N (%s run -n %d ..., or CTRACEMALLOC=%d)"
+                  % (PROG, path, what, PROG, DEFAULT_NFRAME, DEFAULT_NFRAME),
+                  file=sys.stderr)
+            return
 
 
 # -- statistics --------------------------------------------------------------
@@ -170,6 +214,59 @@ def domain_statistics(args, snapshot, old=None):
         key=lambda entry: entry[0]._sort_key(), reverse=True)
     entries = list(merged)
     return [s for s, _ in entries], [n for _, n in entries]
+
+
+def overall(args, snapshot, old=None):
+    """With --cumulative, the (stats, natives) whose sums are the totals:
+    those of the traces counted once, as cumulative entries overlap.
+    Otherwise None: the entries' own."""
+    if not args.cumulative:
+        return None
+    once = argparse.Namespace(key_type="filename", cumulative=False)
+    return domain_statistics(once, snapshot, old)
+
+
+# Frames of code that is not the program's own: the stdlib (lib/pythonX.Y),
+# installed packages and frozen modules, wherever the snapshot was written.
+LIBRARY_PATH = re.compile(r"[/\\](site-packages|dist-packages|"
+                          r"lib(64)?[/\\]python\d+(\.\d+)?)[/\\]|^<frozen ")
+
+
+@functools.lru_cache(maxsize=None)
+def library_dirs():
+    """This interpreter's stdlib and site-packages directories, and
+    ctracemalloc's own, each ending with a separator."""
+    import site
+    import sysconfig
+    paths = sysconfig.get_paths()
+    dirs = {paths.get(k) for k in ("stdlib", "platstdlib", "purelib",
+                                   "platlib")}
+    dirs.update(site.getsitepackages() if hasattr(site, "getsitepackages")
+                else ())
+    dirs.add(os.path.dirname(os.path.abspath(__file__)))
+    return tuple(os.path.join(d, "") for d in dirs if d)
+
+
+def program_frame(traceback):
+    """The traceback's most recent frame in the program's own code (not
+    the stdlib's, an installed package's or ctracemalloc's), or else its
+    most recent frame."""
+    for frame in reversed(traceback):
+        name = frame.filename
+        if not (name.startswith(library_dirs()) or LIBRARY_PATH.search(name)):
+            return frame
+    return traceback[-1]
+
+
+def entry_text(stat, key_type):
+    """An entry as tracemalloc prints the statistic, but a traceback
+    labelled by its program_frame: tracemalloc labels it by its oldest
+    frame, the same <module> line for most entries."""
+    text = str(stat)
+    if key_type == "traceback" and len(stat.traceback):
+        text = str(program_frame(stat.traceback)) + \
+            text[len(str(stat.traceback)):]
+    return text
 
 
 def fmt_size(size, sign=False):
@@ -208,27 +305,32 @@ def sides_of(stats, natives):
             for name, native in (("python", False), ("native", True))]
 
 
-def report(args, stats, diff, out, natives=None):
+def report(args, stats, diff, out, natives=None, totals=None):
     """The entries of stats in the documented format, most first, at most
-    args.limit of them (0: all), then the rest and the total. With
-    natives, native entries are marked and the total is split by
-    domain."""
+    args.limit of them (0: all), then the rest and the total: that of
+    totals (overall()'s) if given, else of stats. With natives, native
+    entries are marked and the total is split by domain."""
     shown = stats[:args.limit] if args.limit else stats
     noun = KEY_NOUNS[args.key_type]
     print("Top %d %s%s" % (len(shown), noun,
                            " (cumulative)" if args.cumulative else ""),
           file=out)
+    if args.cumulative:
+        print("(a block counts at every %s of its traceback, so rows "
+              "overlap; the total counts each block once)"
+              % KEY_NOUN[args.key_type], file=out)
     for index, stat in enumerate(shown):
         tag = NATIVE_TAG if natives and natives[index] else ""
-        print("#%d: %s%s" % (index + 1, tag, stat), file=out)
+        print("#%d: %s%s" % (index + 1, tag, entry_text(stat, args.key_type)),
+              file=out)
         for line in source_lines(stat, args.key_type):
             print(line, file=out)
     rest = stats[len(shown):]
     if rest:
         print("%d other %s: %s" % (len(rest), noun, fmt_sums(rest, False)),
               file=out)
-    if args.cumulative:
-        return      # cumulative entries overlap: they have no total
+    if totals is not None:
+        stats, natives = totals
     print("Total: %s" % fmt_sums(stats, diff), file=out)
     if natives is not None:
         for name, part in sides_of(stats, natives):
@@ -237,7 +339,7 @@ def report(args, stats, diff, out, natives=None):
                                     fmt_sums(part, diff)), file=out)
 
 
-def as_json(args, stats, diff, files, natives=None):
+def as_json(args, stats, diff, files, natives=None, totals=None):
     shown = stats[:args.limit] if args.limit else stats
     fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
 
@@ -254,36 +356,55 @@ def as_json(args, stats, diff, files, natives=None):
               "stats": [entry(i, s) for i, s in enumerate(shown)],
               "other": dict(entries=len(stats) - len(shown),
                             **sums(stats[len(shown):], False))}
-    if not args.cumulative:
-        result["total"] = sums(stats, diff)
-        if natives is not None:
-            result["domains"] = {name: sums(part, diff)
-                                 for name, part in sides_of(stats, natives)}
+    if totals is not None:
+        stats, natives = totals
+    result["total"] = sums(stats, diff)
+    if natives is not None:
+        result["domains"] = {name: sums(part, diff)
+                             for name, part in sides_of(stats, natives)}
     return json.dumps(result, indent=1)
 
 
+def note_frames(args, paths, snapshots):
+    """What needs more than one frame per traceback and gets one: said in
+    one line on stderr, the report still printed."""
+    needs = [what for what, asked in (
+        ("--cumulative", args.cumulative),
+        ("--key-type traceback", args.key_type == "traceback")) if asked]
+    if needs:
+        note_one_frame(paths, snapshots, "%s adds nothing"
+                       % " and ".join(needs))
+
+
 def cmd_top(args):
-    snapshot = filtered(load(args.file), args)
+    snapshot, = filtered(args, load(args.file))
     stats, natives = domain_statistics(args, snapshot)
+    note_frames(args, [args.file], [snapshot])
+    totals = overall(args, snapshot)
     if args.json:
-        print(as_json(args, stats, False, [args.file], natives))
+        print(as_json(args, stats, False, [args.file], natives, totals))
     else:
-        report(args, stats, False, sys.stdout, natives)
+        report(args, stats, False, sys.stdout, natives, totals)
 
 
 def cmd_compare(args):
-    old = filtered(load(args.old), args)
-    new = filtered(load(args.new), args)
+    old, new = filtered(args, load(args.old), load(args.new))
     stats, natives = domain_statistics(args, new, old)
+    note_frames(args, [args.new, args.old], [new, old])
+    totals = overall(args, new, old)
     if args.json:
-        print(as_json(args, stats, True, [args.old, args.new], natives))
+        print(as_json(args, stats, True, [args.old, args.new], natives,
+                      totals))
     else:
-        report(args, stats, True, sys.stdout, natives)
+        report(args, stats, True, sys.stdout, natives, totals)
 
 
 def cmd_flamegraph(args):
     from . import _flamegraph
-    python, native = split(restricted(load(args.file), args.domain))
+    snapshot = load(args.file)
+    note_one_frame([args.file], [snapshot],
+                   "its flame graph is one row of boxes")
+    python, native = split(restricted(snapshot, args.domain))
     out = args.output or default_name(args.file, "-flamegraph.html")
     html = _flamegraph.render(python, title=os.path.basename(args.file),
                               native=native)
@@ -468,10 +589,27 @@ def zipfile_like(path):
         return False
 
 
+def next_commands(out):
+    """The commands to try on run's snapshot, one per line."""
+    out_q = shlex.quote(out)
+    html = shlex.quote(os.path.splitext(out)[0] + ".html")
+    return [
+        ("%s top %s --key-type traceback" % (PROG, out_q),
+         "where the biggest entries were allocated from"),
+        ("%s flamegraph %s -o %s" % (PROG, out_q, html),
+         "the traceback tree, as a web page"),
+        ("%s compare OLD %s" % (PROG, out_q),
+         "what grew since an earlier snapshot OLD"),
+    ]
+
+
 def cmd_run(args, program):
     prog = prepare(args, program)
     out = args.output or "%s-%s-%d.snapshot" % (PROG, prog.name,
                                                   os.getpid())
+    problem = _recording.output_problem(out)
+    if problem is not None:     # now, not after the program has run
+        raise Failure("cannot write the snapshot to %s: %s" % (out, problem))
     ctm = tm()
     ctm.install()
     interrupted = False
@@ -508,12 +646,12 @@ def cmd_run(args, program):
     # ends as python would, without a snapshot: the report is the
     # parent's.
     child = os.getpid() != runner
-    snapshot = (ctm.take_snapshot() if ctm.is_tracing() and not child
-                else None)
-    ctm.stop()
+    if child:
+        ctm.stop()
+        snapshot = None
+    else:
+        snapshot = _recording.finish(ctm, prog.chain, args.nframe)
     del held
-    if snapshot is not None:
-        snapshot = snapshot._strip_root(prog.chain, args.nframe)
     try:
         sys.stdout.flush()      # the program's output before our report
     except (OSError, ValueError):
@@ -531,7 +669,7 @@ def cmd_run(args, program):
                   file=sys.stderr)
     else:
         try:
-            snapshot.dump(out)
+            _recording.write(snapshot, out)
         except OSError as exc:
             raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
         top = argparse.Namespace(key_type="lineno", cumulative=False,
@@ -541,6 +679,9 @@ def cmd_run(args, program):
               % (PROG, out, len(snapshot.traces),
                  fmt_size(sum(s.size for s in stats))), file=sys.stderr)
         report(top, stats, False, sys.stderr, natives)
+        print("%s: next, try:" % PROG, file=sys.stderr)
+        for command, what in next_commands(out):
+            print("  %-50s # %s" % (command, what), file=sys.stderr)
     sys.stderr.flush()
     if interrupted:
         # as python does: die of SIGINT, so that the shell sees it
@@ -559,22 +700,39 @@ def domain_option(p):
                         "--native)")
 
 
+FILTER_HELP = {
+    "include": "keep only traces allocated in files matching this fnmatch "
+               "pattern: their most recent frame's (repeatable; a trace "
+               "matching any --include or --include-any-frame stays)",
+    "include_any_frame": "keep only traces with any frame of their "
+                         "traceback in a file matching PATTERN: what the "
+                         "program's file allocated through json and other "
+                         "libraries too (Filter(True, PATTERN, "
+                         "all_frames=True); repeatable)",
+    "exclude": "drop traces allocated in files matching this pattern "
+               "(repeatable)",
+    "exclude_any_frame": "drop traces with any frame in a file matching "
+                         "PATTERN (repeatable)",
+}
+
+
 def analysis_options(p):
     p.add_argument("--key-type", choices=KEY_TYPES, default="lineno",
-                   help="group by line (default), file or whole traceback")
+                   help="group by line (default), file or whole traceback "
+                        "(labelled by its most recent frame in the "
+                        "program's own code, not the stdlib's or an "
+                        "installed package's)")
     p.add_argument("--cumulative", action="store_true",
                    help="count a trace under every frame of its traceback, "
-                        "not only the most recent")
+                        "not only the most recent: entries overlap (the "
+                        "total counts each trace once); needs snapshots "
+                        "of more than 1 frame")
     p.add_argument("--limit", type=count_arg, default=10, metavar="N",
                    help="show the first N entries (default 10; 0: all)")
-    p.add_argument("--include", action="append", default=[],
-                   metavar="PATTERN",
-                   help="keep only traces allocated in files matching "
-                        "this fnmatch pattern (repeatable)")
-    p.add_argument("--exclude", action="append", default=[],
-                   metavar="PATTERN",
-                   help="drop traces allocated in files matching this "
-                        "pattern (repeatable)")
+    for option, _, _ in FILE_FILTERS:
+        p.add_argument("--" + option.replace("_", "-"), action="append",
+                       default=[], metavar="PATTERN",
+                       help=FILTER_HELP[option])
     domain_option(p)
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of text")
@@ -584,6 +742,8 @@ def make_parser():
     parser = Parser(prog=PROG, description=(
         "Trace a Python program's memory and read its snapshots: the "
         "stdlib's tracemalloc, in C."))
+    parser.add_argument("--version", action="version",
+                        version="%s %s" % (PROG, __version__))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND",
                                 parser_class=Parser)
     run = sub.add_parser(
@@ -592,12 +752,18 @@ def make_parser():
             "Run SCRIPT (or -m MODULE, or -c CODE) as python would, tracing "
             "its memory from its first line. When it ends (normally, by "
             "sys.exit, by an exception or by Ctrl-C), write the snapshot "
-            "and print the lines that allocated the most to stderr. Exit "
-            "with the program's status."),
+            "(without ctracemalloc's own allocations), print the lines "
+            "that allocated the most to stderr, and the commands to try "
+            "next. Exit with the program's status. A FILE that cannot be "
+            "written fails before the program runs."),
         usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] [--native] "
               "(SCRIPT | -m MODULE | -c CODE) [ARGS...]")
-    run.add_argument("-n", "--nframe", type=nframe_arg, default=1,
-                     help="frames kept per traceback (default 1)")
+    run.add_argument("-n", "--nframe", type=nframe_arg,
+                     default=DEFAULT_NFRAME,
+                     help="frames kept per traceback (default %d: in "
+                          "benchmarks/overhead.py, traced runs took 2.4x "
+                          "their untraced time with 25 frames, 2.1x with "
+                          "1)" % DEFAULT_NFRAME)
     run.add_argument("-o", "--output", metavar="FILE",
                      help="snapshot file (default: "
                           "ctracemalloc-NAME-PID.snapshot)")
@@ -648,7 +814,11 @@ def main(argv=None):
             # as for python, what follows -m MODULE or -c CODE is the
             # program's: the two never meet
             return cmd_run(run_parser.parse_args(ours), program)
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:     # the command's own help, not the program's
+            raise UsageError("unrecognized arguments: %s (see %s --help)"
+                             % (" ".join(unknown), " ".join(
+                                 filter(None, (PROG, args.command)))))
         if args.command is None:
             parser.print_help(sys.stderr)
             return 2

@@ -2,10 +2,11 @@
 
 The file ctracemalloc-startup.pth, installed beside the package in
 site-packages, imports this module while site runs, before the program's
-first import, when the variable is set (and only then: the line costs
-nothing otherwise). Like PYTHONTRACEMALLOC: NFRAME is the number of frames
-kept per traceback, from 1 to 65535; unset or empty means off. An invalid
-value prints one warning on stderr and leaves tracing off. Python's -E and
+first import, when the variable is set to something other than 0 (and
+only then: the line costs nothing otherwise). Like PYTHONTRACEMALLOC:
+NFRAME is the number of frames kept per traceback, from 1 to 65535; unset,
+empty or 0 means off, silently. Another value prints one warning on
+stderr and leaves tracing off. Python's -E and
 -I options (sys.flags.ignore_environment) turn it off, as they do
 PYTHONTRACEMALLOC. When tracing
 starts, install() makes `import tracemalloc` give ctracemalloc, so that
@@ -20,6 +21,13 @@ native=True)): what extensions and their libraries allocate with malloc,
 mmap and the like. 0 or empty means Python's memory only; alone, without
 CTRACEMALLOC, it does nothing. Another value, or a start() that refuses
 native tracing, prints one line on stderr and leaves tracing off.
+
+CTRACEMALLOC_OUTPUT=FILE with it writes, at the interpreter's exit, what
+the run recorded (its snapshot, see _recording) to FILE, and prints
+nothing else. A FILE that cannot be written (its directory missing or
+read-only) prints one line at startup and leaves tracing off. Empty, or
+alone without CTRACEMALLOC, it does nothing. A child the program forks
+writes nothing.
 """
 import os
 import sys
@@ -29,7 +37,7 @@ def _start():
     if sys.flags.ignore_environment:
         return
     value = os.environ.get("CTRACEMALLOC", "")
-    if not value:
+    if value in ("", "0"):
         return
     try:
         nframe = int(value)
@@ -44,6 +52,13 @@ def _start():
     if native not in ("", "0", "1"):
         sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=%r is not 0 or "
                          "1: tracing stays off\n" % native)
+        return
+    output = os.environ.get("CTRACEMALLOC_OUTPUT", "")
+    from . import _recording
+    problem = output and _recording.output_problem(output)
+    if problem:
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC_OUTPUT=%r: %s: tracing "
+                         "stays off\n" % (output, problem))
         return
     import ctracemalloc
     if native == "1":
@@ -62,6 +77,28 @@ def _start():
         # off) or -X tracemalloc asks for the stdlib's tracer by name:
         # `import tracemalloc` stays the stdlib's there.
         ctracemalloc.install()
+    if output:
+        # registered after ctracemalloc's own exit handler: runs before it
+        import atexit
+        atexit.register(_write_at_exit, ctracemalloc, output, os.getpid())
+
+
+def _write_at_exit(tm, path, pid):
+    """CTRACEMALLOC_OUTPUT: write what the run recorded to path, in the
+    process that started tracing."""
+    if os.getpid() != pid:
+        return
+    from . import _recording
+    recorded = _recording.finish(tm)
+    if recorded is None:
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC_OUTPUT: the program "
+                         "stopped tracing: no snapshot\n")
+        return
+    try:
+        _recording.write(recorded, path)
+    except OSError as exc:
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC_OUTPUT: cannot write "
+                         "%s: %s\n" % (path, exc.strerror or exc))
 
 
 _start()
