@@ -75,10 +75,22 @@ def label(stat, key_type):
 
 
 def run_report(stderr):
-    """The lines of run's report, without the commands to try next that
-    follow it."""
+    """The lines of run's report of the end snapshot, without the report
+    of the peak and the commands to try next that follow it."""
     lines = stderr.splitlines()
-    return lines[:lines.index("ctracemalloc: next, try:")]
+    end = lines.index("ctracemalloc: next, try:")
+    peak = [i for i, line in enumerate(lines[:end])
+            if line.startswith("ctracemalloc: peak ")]
+    return lines[:peak[0] if peak else end]
+
+
+def peak_report(stderr):
+    """The lines of run's report of the peak snapshot, from its first
+    line ("ctracemalloc: peak SIZE at T s (N traces); at the peak:")."""
+    lines = stderr.splitlines()
+    start = [i for i, line in enumerate(lines)
+             if line.startswith("ctracemalloc: peak ")][0]
+    return lines[start:lines.index("ctracemalloc: next, try:")]
 
 
 def top_entries(text):
@@ -99,7 +111,8 @@ def test_run_script(ctm, tmp_path, script):
     snapshot = ctm.Snapshot.load(out)
     stats = snapshot.statistics("lineno")
     # the report is the snapshot's statistics, in the documented format
-    assert top_entries(proc.stderr) == [str(s) for s in stats[:3]]
+    assert top_entries("\n".join(run_report(proc.stderr))) == \
+        [str(s) for s in stats[:3]]
     first = stats[0]
     assert (first.traceback[0].filename, first.traceback[0].lineno) == \
         (str(script), 3)
@@ -305,6 +318,7 @@ def test_run_says_what_to_try_next(ctm, tmp_path, script):
     html = str(tmp_path / "my run.html")
     assert commands == [
         ["ctracemalloc", "top", str(out), "--key-type", "traceback"],
+        ["ctracemalloc", "top", str(out), "--peak"],
         ["ctracemalloc", "flamegraph", str(out), "-o", html],
         ["ctracemalloc", "compare", "OLD", str(out)]]
     # they work (OLD: an earlier snapshot)
@@ -313,6 +327,83 @@ def test_run_says_what_to_try_next(ctm, tmp_path, script):
         done = cli(*args, cwd=tmp_path)
         assert done.returncode == 0, (args, done.stderr)
     assert os.path.exists(html)
+
+
+PEAKY = """\
+def temporary():
+    big = [bytes(1000) for _ in range(30_000)]
+    return len(big)
+def kept():
+    return [bytes(1000) for _ in range(1_000)]
+temporary()
+keep = kept()
+"""
+
+
+def test_run_reports_the_peak(ctm, tmp_path):
+    prog = write(tmp_path / "peaky.py", PEAKY)
+    out = tmp_path / "peaky.snapshot"
+    proc = cli("run", "-o", out, "--top", 2, prog, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    snapshot = ctm.Snapshot.load(out)
+    peak = snapshot.peak
+    stats = peak.statistics("lineno")
+    assert stats[0].traceback[0].lineno == 2
+    assert stats[0].count >= 30_000
+    assert stats[0].size >= 30_000_000
+    # the end snapshot has no trace of it
+    assert all(s.traceback[0].lineno != 2
+               for s in snapshot.statistics("lineno"))
+    # the summary: peak N MiB at T s, then the top lines at the peak
+    info = snapshot.run
+    assert info["peak_bytes"] == sum(t.size for t in peak.traces)
+    assert 0 < info["peak_time"] <= info["duration"]
+    assert info["command"] == str(prog)
+    assert info["nframe"] == 25
+    assert info["end_bytes"] == sum(t.size for t in snapshot.traces)
+    first = peak_report(proc.stderr)[0]
+    assert first == "ctracemalloc: peak %s at %.3g s (%d traces); at the " \
+        "peak:" % (ctm._format_size(info["peak_bytes"], False),
+                   info["peak_time"], len(peak.traces)), first
+    assert top_entries("\n".join(peak_report(proc.stderr))) == \
+        [str(s) for s in stats[:2]]
+    # the timeline: from the start, sorted, its highest point the peak's
+    times = [t for t, _ in snapshot.timeline]
+    assert times == sorted(times) and times[0] == 0
+    assert max(b for _, b in snapshot.timeline) >= info["peak_bytes"]
+    # top, compare and flamegraph read it with --peak
+    done = cli("top", out, "--peak", "--limit", 1)
+    assert done.returncode == 0, done.stderr
+    assert top_entries(done.stdout) == [str(stats[0])]
+    done = cli("compare", out, out, "--peak")
+    assert done.returncode == 0, done.stderr
+    html = tmp_path / "peak.html"
+    done = cli("flamegraph", out, "--peak", "-o", html)
+    assert done.returncode == 0, done.stderr
+    assert "peaky.py" in html.read_text()
+
+
+def test_run_without_the_peak(ctm, tmp_path):
+    prog = write(tmp_path / "peaky.py", PEAKY)
+    out = tmp_path / "flat.snapshot"
+    proc = cli("run", "--no-peak", "-o", out, prog, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ctracemalloc: peak" not in proc.stderr
+    assert "--peak" not in proc.stderr
+    assert ctm.Snapshot.load(out).peak is None
+    for args in (["top", out, "--peak"], ["flamegraph", out, "--peak"]):
+        done = cli(*args)
+        assert done.returncode == 1
+        assert done.stderr == "ctracemalloc: error: %s has no peak " \
+            "snapshot: ctracemalloc run records one unless given " \
+            "--no-peak, and CTRACEMALLOC_OUTPUT too\n" % out, done.stderr
+    # a snapshot of a program's own has none either
+    plain = tmp_path / "plain.snapshot"
+    ctm.start()
+    ctm.take_snapshot().dump(plain)
+    ctm.stop()
+    done = cli("top", plain, "--peak")
+    assert done.returncode == 1 and "has no peak snapshot" in done.stderr
 
 
 OWN = """\
@@ -935,6 +1026,7 @@ def test_startup_output(ctm, tmp_path):
     out = tmp_path / "at exit.snapshot"
     code = ("import atexit\n"
             "keep = [bytearray(1000) for _ in range(300)]\n"
+            "temp = [bytearray(1000) for _ in range(3000)]; del temp\n"
             "atexit.register(lambda: print('bye'))\n")
     proc = python(code, {"CTRACEMALLOC": "4",
                          "CTRACEMALLOC_OUTPUT": str(out)}, cwd=tmp_path)
@@ -942,6 +1034,11 @@ def test_startup_output(ctm, tmp_path):
     assert (proc.stdout, proc.stderr) == ("bye\n", "")
     snapshot = ctm.Snapshot.load(out)
     assert snapshot.traceback_limit == 4
+    # the peak is recorded too: the temporary on the line after keep's
+    top = snapshot.peak.statistics("lineno")[0]
+    keep = snapshot.statistics("lineno")[0]
+    assert top.traceback[0].lineno == keep.traceback[0].lineno + 1
+    assert top.size >= 3000 * 1000
     stats = snapshot.statistics("lineno")
     assert stats[0].traceback[-1].filename == "<string>"
     assert stats[0].count >= 300 and stats[0].size >= 300 * 1000

@@ -228,7 +228,7 @@ def test_run_summary_marks_native(ctm, tmp_path):
     native = side_stats(ctm, out, True)
     assert [(s.traceback[0].lineno, s.size) for s in native] == \
         [(5, 5000000)]
-    entries = top_entries(proc.stderr)
+    entries = top_entries("\n".join(run_report(proc.stderr)))
     assert entries[0] == "[native] %s" % native[0]
     assert not entries[1].startswith("[native]")
     python = side_stats(ctm, out, False)

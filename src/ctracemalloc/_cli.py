@@ -93,6 +93,20 @@ count_arg = int_arg(0, None, "must not be negative: %d")
 
 # -- reading snapshots -------------------------------------------------------
 
+def load_for(args, path):
+    """The snapshot of path that args ask for: the end snapshot, or with
+    --peak the peak snapshot a run recorded with it."""
+    snapshot = load(path)
+    if not getattr(args, "peak", False):
+        return snapshot
+    peak = _recording.peak_of(snapshot)
+    if peak is None:
+        raise Failure("%s has no peak snapshot: ctracemalloc run records "
+                      "one unless given --no-peak, and CTRACEMALLOC_OUTPUT "
+                      "too" % path)
+    return peak
+
+
 def load(path):
     """Snapshot.load, with progress on stderr when it is a terminal (the
     loader reports every 1% of a file of more than a MiB)."""
@@ -377,7 +391,7 @@ def note_frames(args, paths, snapshots):
 
 
 def cmd_top(args):
-    snapshot, = filtered(args, load(args.file))
+    snapshot, = filtered(args, load_for(args, args.file))
     stats, natives = domain_statistics(args, snapshot)
     note_frames(args, [args.file], [snapshot])
     totals = overall(args, snapshot)
@@ -388,7 +402,8 @@ def cmd_top(args):
 
 
 def cmd_compare(args):
-    old, new = filtered(args, load(args.old), load(args.new))
+    old, new = filtered(args, load_for(args, args.old),
+                        load_for(args, args.new))
     stats, natives = domain_statistics(args, new, old)
     note_frames(args, [args.new, args.old], [new, old])
     totals = overall(args, new, old)
@@ -401,7 +416,7 @@ def cmd_compare(args):
 
 def cmd_flamegraph(args):
     from . import _flamegraph
-    snapshot = load(args.file)
+    snapshot = load_for(args, args.file)
     note_one_frame([args.file], [snapshot],
                    "its flame graph is one row of boxes")
     python, native = split(restricted(snapshot, args.domain))
@@ -589,13 +604,17 @@ def zipfile_like(path):
         return False
 
 
-def next_commands(out):
+def next_commands(out, peak=False):
     """The commands to try on run's snapshot, one per line."""
     out_q = shlex.quote(out)
     html = shlex.quote(os.path.splitext(out)[0] + ".html")
     return [
         ("%s top %s --key-type traceback" % (PROG, out_q),
          "where the biggest entries were allocated from"),
+    ] + ([
+        ("%s top %s --peak" % (PROG, out_q),
+         "what held the memory at its peak"),
+    ] if peak else []) + [
         ("%s flamegraph %s -o %s" % (PROG, out_q, html),
          "the traceback tree, as a web page"),
         ("%s compare OLD %s" % (PROG, out_q),
@@ -603,7 +622,19 @@ def next_commands(out):
     ]
 
 
+def program_command(args, program):
+    """The program's command line, as given to run."""
+    if args.code is not None:
+        words = ["-c", args.code]
+    elif args.module is not None:
+        words = ["-m", args.module]
+    else:
+        words = []
+    return " ".join(shlex.quote(w) for w in words + list(program))
+
+
 def cmd_run(args, program):
+    command = program_command(args, program)
     prog = prepare(args, program)
     out = args.output or "%s-%s-%d.snapshot" % (PROG, prog.name,
                                                   os.getpid())
@@ -621,6 +652,8 @@ def cmd_run(args, program):
     held = None
     runner = os.getpid()
     options = {"native": True} if args.native else {}
+    if args.peak:
+        options["peak"] = True
 
     def start(extra):
         try:
@@ -650,7 +683,7 @@ def cmd_run(args, program):
         ctm.stop()
         snapshot = None
     else:
-        snapshot = _recording.finish(ctm, prog.chain, args.nframe)
+        snapshot = _recording.finish(ctm, prog.chain, args.nframe, command)
     del held
     try:
         sys.stdout.flush()      # the program's output before our report
@@ -679,9 +712,19 @@ def cmd_run(args, program):
               % (PROG, out, len(snapshot.traces),
                  fmt_size(sum(s.size for s in stats))), file=sys.stderr)
         report(top, stats, False, sys.stderr, natives)
+        peak = _recording.peak_of(snapshot)
+        if peak is not None:
+            stats, natives = domain_statistics(top, peak)
+            info = snapshot.run
+            when = (" at %.3g s" % info["peak_time"]
+                    if "peak_time" in info else "")
+            print("%s: peak %s%s (%d traces); at the peak:"
+                  % (PROG, fmt_size(info["peak_bytes"]), when,
+                     len(peak.traces)), file=sys.stderr)
+            report(top, stats, False, sys.stderr, natives)
         print("%s: next, try:" % PROG, file=sys.stderr)
-        for command, what in next_commands(out):
-            print("  %-50s # %s" % (command, what), file=sys.stderr)
+        for line, what in next_commands(out, peak is not None):
+            print("  %-50s # %s" % (line, what), file=sys.stderr)
     sys.stderr.flush()
     if interrupted:
         # as python does: die of SIGINT, so that the shell sees it
@@ -734,8 +777,16 @@ def analysis_options(p):
                        default=[], metavar="PATTERN",
                        help=FILTER_HELP[option])
     domain_option(p)
+    peak_option(p)
     p.add_argument("--json", action="store_true",
                    help="print JSON instead of text")
+
+
+def peak_option(p):
+    p.add_argument("--peak", action="store_true",
+                   help="read the snapshot taken at the peak of traced "
+                        "memory, which ctracemalloc run records with the "
+                        "end snapshot, instead of the end snapshot")
 
 
 def make_parser():
@@ -757,7 +808,7 @@ def make_parser():
             "next. Exit with the program's status. A FILE that cannot be "
             "written fails before the program runs."),
         usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] [--native] "
-              "(SCRIPT | -m MODULE | -c CODE) [ARGS...]")
+              "[--no-peak] (SCRIPT | -m MODULE | -c CODE) [ARGS...]")
     run.add_argument("-n", "--nframe", type=nframe_arg,
                      default=DEFAULT_NFRAME,
                      help="frames kept per traceback (default %d: in "
@@ -776,6 +827,11 @@ def make_parser():
                           "mmap and the like, with the Python traceback "
                           "of the calling thread (ctracemalloc."
                           "NATIVE_DOMAIN); reports mark it [native]")
+    run.add_argument("--no-peak", dest="peak", action="store_false",
+                     help="do not record the snapshot at the peak of "
+                          "traced memory and the memory over time "
+                          "(recorded by default: in benchmarks/peak.py "
+                          "they cost a few percent)")
     run.add_argument("-m", dest="module", metavar="MODULE",
                      help="run a library module as a script")
     run.add_argument("-c", dest="code", metavar="CODE",
@@ -802,6 +858,7 @@ def make_parser():
     flame.add_argument("-o", "--output", metavar="OUT.html",
                        help="default: NAME-flamegraph.html")
     domain_option(flame)
+    peak_option(flame)
     return parser, run
 
 

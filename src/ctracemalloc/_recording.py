@@ -41,18 +41,70 @@ def own_filters(tm):
         for name in ("_startup.py", "_recording.py")]
 
 
-def finish(tm, chain=(), nframe=None):
+def finish(tm, chain=(), nframe=None, command=None):
     """Stop tracing and return what the run recorded (None if tracing
-    was off): today the snapshot at its end, without the runner's frames
-    below the program's (chain, see _cli.Program) kept to nframe frames,
-    and without ctracemalloc's own allocations."""
-    recorded = tm.take_snapshot() if tm.is_tracing() else None
-    tm.stop()
-    if recorded is None:
+    was off): the snapshot at its end and, when the peak was recorded
+    (start(peak=True)), the snapshot at the peak and the timeline. Both
+    snapshots lose the runner's frames below the program's (chain, see
+    _cli.Program; kept to nframe frames) and ctracemalloc's own
+    allocations. The end snapshot carries the rest as attributes, which
+    its file keeps (Snapshot.dump writes a snapshot's attributes):
+    .peak (a Snapshot, or None), .timeline ([(seconds, bytes)]) and
+    .run (a dict: command, python, duration, peak_bytes, peak_time,
+    end_bytes, nframe)."""
+    if not tm.is_tracing():
+        tm.stop()
         return None
+    try:
+        # first: the end snapshot's own allocations make no peak then
+        peak = tm.take_peak_snapshot()
+    except RuntimeError:
+        peak = None
+    timeline = tm.get_timeline() if peak is not None else []
+    limit = tm.get_traceback_limit()
+    recorded = tm.take_snapshot()
+    tm.stop()
+    recorded, peak = [_own_part(tm, s, chain, nframe)
+                      for s in (recorded, peak)]
+    recorded.peak = peak
+    recorded.timeline = timeline
+    recorded.run = run_info(recorded, peak, timeline, command,
+                            nframe or limit)
+    return recorded
+
+
+def _own_part(tm, snapshot, chain, nframe):
+    """snapshot without the runner's frames and ctracemalloc's own
+    allocations (None stays None)."""
+    if snapshot is None:
+        return None
+    # filtered first: a trace of the runner alone has no frame left once
+    # stripped
+    snapshot = snapshot.filter_traces(own_filters(tm))
     if nframe is not None:
-        recorded = recorded._strip_root(tuple(chain), nframe)
-    return recorded.filter_traces(own_filters(tm))
+        snapshot = snapshot._strip_root(tuple(chain), nframe)
+    return snapshot
+
+
+def run_info(recorded, peak, timeline, command, nframe):
+    """What a report says of the run (see finish)."""
+    import platform
+
+    info = {"command": command, "python": platform.python_version(),
+            "nframe": nframe,
+            "end_bytes": sum(t.size for t in recorded.traces)}
+    if timeline:
+        info["duration"] = timeline[-1][0]
+    if peak is not None:
+        info["peak_bytes"] = sum(t.size for t in peak.traces)
+        if timeline:
+            info["peak_time"] = max(timeline, key=lambda p: p[1])[0]
+    return info
+
+
+def peak_of(recorded):
+    """The peak snapshot that a run's file holds, or None."""
+    return getattr(recorded, "peak", None)
 
 
 def write(recorded, path):

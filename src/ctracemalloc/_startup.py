@@ -22,8 +22,10 @@ mmap and the like. 0 or empty means Python's memory only; alone, without
 CTRACEMALLOC, it does nothing. Another value, or a start() that refuses
 native tracing, prints one line on stderr and leaves tracing off.
 
-CTRACEMALLOC_OUTPUT=FILE with it writes, at the interpreter's exit, what
-the run recorded (its snapshot, see _recording) to FILE, and prints
+CTRACEMALLOC_OUTPUT=FILE with it records the peak too (start(peak=True))
+and writes, at the interpreter's exit, what the run recorded (its
+snapshot, the peak snapshot and the timeline, see _recording) to FILE, and
+prints
 nothing else. A FILE that cannot be written (its directory missing or
 read-only) prints one line at startup and leaves tracing off. Empty, or
 alone without CTRACEMALLOC, it does nothing. A child the program forks
@@ -61,16 +63,18 @@ def _start():
                          "stays off\n" % (output, problem))
         return
     import ctracemalloc
+    # a run written at exit records its peak and timeline, as `run` does
+    modes = {"peak": True} if output else {}
     if native == "1":
         try:
-            ctracemalloc.start(nframe, native=True)
+            ctracemalloc.start(nframe, native=True, **modes)
         except (TypeError, ValueError, RuntimeError, OSError) as exc:
             sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=1: cannot "
                              "trace native memory (%s): tracing stays off\n"
                              % exc)
             return
     else:
-        ctracemalloc.start(nframe)
+        ctracemalloc.start(nframe, **modes)
     if "PYTHONTRACEMALLOC" not in os.environ \
             and "tracemalloc" not in sys._xoptions:
         # A program run with PYTHONTRACEMALLOC (even empty, which means
