@@ -351,9 +351,9 @@ def test_run_reports_the_peak(ctm, tmp_path):
     assert stats[0].traceback[0].lineno == 2
     assert stats[0].count >= 30_000
     assert stats[0].size >= 30_000_000
-    # the end snapshot has no trace of it
-    assert all(s.traceback[0].lineno != 2
-               for s in snapshot.statistics("lineno"))
+    # the end snapshot has no trace of it (3.9 keeps a few bytes there)
+    assert sum(s.size for s in snapshot.statistics("lineno")
+               if s.traceback[0].lineno == 2) < 1000
     # the summary: peak N MiB at T s, then the top lines at the peak
     info = snapshot.run
     assert info["peak_bytes"] == sum(t.size for t in peak.traces)
