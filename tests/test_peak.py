@@ -144,6 +144,16 @@ def test_python_objects_exactly():
     snap = tm.take_peak_snapshot()
     assert len(snap.traces) > 1000
     assert snap.traceback_limit == 10
+    # more than 2**16 peaks in a row (young traces' stamps keep gen's low
+    # 16 bits, and are renewed every 2**15 peaks), then frees
+    tm.clear_traces()
+    grow = [bytes(8) for _ in range(150_000)]
+    del grow[::3]
+    peak_snapshot_checked()
+    tm.reset_peak()
+    grow.extend(bytes(8) for _ in range(70_000))
+    del grow[:100_000]
+    peak_snapshot_checked()
     """)
 
 

@@ -736,6 +736,13 @@ peak_settle(ctm_traces *tr)
             tr->young_gen[i] = (uint16_t)(tr->gen - 1);
         }
     }
+#ifdef CTM_SELF_CHECK
+    /* every young trace is the peak's now: none has the current stamp */
+    for (uint32_t i = 0; tr->young_gen != NULL && i < NURSERY_SIZE; i++) {
+        CTM_ASSERT(tr->nursery[i].ptr == 0
+                   || tr->young_gen[i] != (uint16_t)tr->gen);
+    }
+#endif
     if (merge_recent(tr, CTM_DEFAULT_DOMAIN, &tr->main, &tr->recent) < 0) {
         tr->peak_lost = 1;
     }
