@@ -290,3 +290,48 @@ def test_timeline_is_bounded_and_keeps_the_peak():
     assert times == sorted(times)
     assert max(b for _, b in points) == tm.get_traced_memory()[1]
     """, env={"CTRACEMALLOC_TEST_TIMELINE_NS": "1000"})
+
+
+def test_threads_and_native_threads():
+    # Threads that allocate Python objects, and native blocks without the
+    # GIL, while the main thread takes peak snapshots: each one's total
+    # is the peak of its moment.
+    run("""
+    import threading
+    import ctracemalloc._nativeprobe as probe
+    tm.start(3, peak=True, native=True)
+    stop = threading.Event()
+    def python_worker(seed):
+        rng = random.Random(seed)
+        keep = []
+        while not stop.is_set():
+            keep.append(bytes(rng.randrange(1, 4000)))
+            if len(keep) > 3000:
+                del keep[:rng.randrange(3000)]
+    def native_worker(seed):
+        rng = random.Random(seed)
+        held = []
+        while not stop.is_set():
+            held.append(probe.call("malloc", a=rng.randrange(1, 9000),
+                                   nogil=True))
+            if len(held) > 500:
+                for p in held[:250]:
+                    probe.call("free", p, nogil=True)
+                del held[:250]
+        for p in held:
+            probe.call("free", p)
+    threads = [threading.Thread(target=python_worker, args=(i,))
+               for i in range(2)]
+    threads += [threading.Thread(target=native_worker, args=(10 + i,))
+                for i in range(2)]
+    for t in threads:
+        t.start()
+    for i in range(40):
+        peak_snapshot_checked()
+        if i % 10 == 9:
+            tm.reset_peak()
+    stop.set()
+    for t in threads:
+        t.join()
+    peak_snapshot_checked()
+    """)
