@@ -35,13 +35,19 @@ def script_json(value):
     return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
 
 
-def page(template, values):
+def page(template, values, data):
     """The template (a page file's name) with each {{KEY}} replaced by
-    values[KEY], and {{FLAME_JS}} and {{FLAME_CSS}} by the shared flame
-    graph code. One pass, so that a value holding "{{DATA}}" (a title, a
-    file name) stays text."""
-    values = dict(values, FLAME_JS=asset("flamegraph.js"),
-                  FLAME_CSS=asset("flamegraph.css"))
+    values[KEY]; {{STYLES}} by the shared styles (flamegraph.css), and
+    {{SCRIPTS}} by what every page's script starts from: the tooltip
+    element of the flame graph (#tip), data as JSON (#data, read by
+    ctmFlame.pageData()) and the flame graph's script (flamegraph.js).
+    One pass, so that a value holding "{{DATA}}" (a title, a file name)
+    stays text."""
+    values = dict(values, STYLES=asset("flamegraph.css"), SCRIPTS=(
+        '<div id="tip" class="tip"></div>\n'
+        '<script id="data" type="application/json">%s</script>\n'
+        '<script>%s</script>' % (script_json(data),
+                                 asset("flamegraph.js"))))
     return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)],
                   asset(template))
 
@@ -153,6 +159,5 @@ def tree_data(snapshot, native=None, functions=None):
 def render(snapshot, title="snapshot", native=None):
     """The page; snapshot holds the Python traces, native (if any) the
     native ones."""
-    return page("flamegraph.html", {
-        "TITLE": html.escape(title),
-        "DATA": script_json(tree_data(snapshot, native))})
+    return page("flamegraph.html", {"TITLE": html.escape(title)},
+                tree_data(snapshot, native))

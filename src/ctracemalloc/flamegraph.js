@@ -197,5 +197,11 @@ var ctmFlame = (function () {
         "native: size=" + fmtSize(nat.size) + ", count=" + nat.count + ")"));
   };
 
-  return {Graph: Graph, fmtSize: fmtSize, NATIVE_COLOR: NATIVE_COLOR};
+  // the page's data (_flamegraph.page() puts it in #data)
+  function pageData() {
+    return JSON.parse(document.getElementById("data").textContent);
+  }
+
+  return {Graph: Graph, fmtSize: fmtSize, NATIVE_COLOR: NATIVE_COLOR,
+          pageData: pageData};
 })();
