@@ -454,3 +454,71 @@ def test_a_million_traces_open_quickly(ctm, tmp_path, open_page):
     assert any(label.startswith("test_report.py:") for label in
                page.visible_boxes())
 
+
+# -- the command ---------------------------------------------------------------
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "ctracemalloc"]
+                          + [str(a) for a in args], cwd=cwd,
+                          env=child_env(), capture_output=True, text=True,
+                          timeout=patience(120))
+
+
+def test_report_command(ctm, tmp_path, open_page):
+    """run -n 25 -o x.snap, then report x.snap -o r.html, opened."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent("""\
+        data = [bytearray(1000) for _ in range(2000)]
+        more = [bytes(5000) for _ in range(300)]
+        """))
+    snap = tmp_path / "x.snap"
+    proc = cli("run", "-n", 25, "-o", snap, script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "r.html"
+    proc = cli("report", snap, "-o", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == \
+        "ctracemalloc: wrote the report of %s to %s" % (snap, out)
+    page = open_page(out)
+    assert page.errors == []
+    assert page.requests == [page.url]
+    assert "app.py:1" in page.visible_boxes()
+    assert page.page.is_visible("#chart-empty")
+    meta = dict(zip(page.texts("dl.meta dt"), page.texts("dl.meta dd")))
+    snapshot = ctm.Snapshot.load(str(snap))
+    assert meta["frames"] == "25 a traceback"
+    assert meta["end"] == "%s, %d traces" % (
+        ctm._format_size(total(snapshot), False), len(snapshot.traces))
+    assert meta["peak"] == "not recorded"
+    row = page.texts("#view-end table.top tbody tr:first-child td")
+    assert row[4] == "%s:1data = [bytearray(1000) for _ in range(2000)]" \
+        % script
+
+
+def test_report_command_bad_input(ctm, tmp_path):
+    snap = tmp_path / "x.snap"
+    ctm.Snapshot([(0, 1, (("a.py", 1),), 1)], 1).dump(str(snap))
+    cases = [
+        (("report", tmp_path / "missing.snap", "-o", tmp_path / "r.html"),
+         1, "cannot read"),
+        (("report", tmp_path / "prog.txt", "-o", tmp_path / "r.html"),
+         1, "not a ctracemalloc snapshot"),
+        (("report", snap, "-o", tmp_path / "no" / "r.html"), 1,
+         "cannot write"),
+        (("report",), 2, "required: RUN"),
+        (("report", snap, "-o"), 2, "expected one argument"),
+    ]
+    (tmp_path / "prog.txt").write_text("print(1)\n")
+    for args, status, message in cases:
+        proc = cli(*args, cwd=tmp_path)
+        assert proc.returncode == status, (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("ctracemalloc: error: "), lines
+        assert message in lines[0], (args, lines[0])
+    proc = cli("report", "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+    # the default name, in the current directory
+    assert cli("report", snap, cwd=tmp_path).returncode == 0
+    assert (tmp_path / "x-report.html").exists()

@@ -9,6 +9,7 @@
                           [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
     ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
+    ctracemalloc report RUN [-o OUT.html]
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
 with malloc, mmap and the like, traced by run --native) is named wherever
@@ -293,6 +294,22 @@ def cmd_flamegraph(args):
     except OSError as exc:
         raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
     print("%s: wrote the flame graph of %s to %s" % (PROG, args.file, out),
+          file=sys.stderr)
+
+
+def cmd_report(args):
+    """The report of a run. For now RUN is a snapshot file: the snapshot
+    at the end, without a peak or a timeline; the run file (with both)
+    will replace this loading."""
+    from . import _report
+    end = load(args.run)
+    run = _report.Run(end, meta={"nframe": end.traceback_limit})
+    out = args.output or default_name(args.run, "-report.html")
+    try:
+        _report.write_report(run, out, title=os.path.basename(args.run))
+    except OSError as exc:
+        raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
+    print("%s: wrote the report of %s to %s" % (PROG, args.run, out),
           file=sys.stderr)
 
 
@@ -636,6 +653,15 @@ def make_parser():
     flame.add_argument("-o", "--output", metavar="OUT.html",
                        help="default: NAME-flamegraph.html")
     domain_option(flame)
+    rep = sub.add_parser(
+        "report", help="write the report of a run as HTML",
+        description="A single self-contained HTML page of a run: memory "
+                    "over time, and at the peak and at the end the flame "
+                    "graph and the top lines and files. RUN is a snapshot "
+                    "file for now (the end only).")
+    rep.add_argument("run", metavar="RUN")
+    rep.add_argument("-o", "--output", metavar="OUT.html",
+                     help="default: NAME-report.html")
     return parser, run
 
 
@@ -653,7 +679,8 @@ def main(argv=None):
             parser.print_help(sys.stderr)
             return 2
         {"top": cmd_top, "compare": cmd_compare,
-         "flamegraph": cmd_flamegraph}[args.command](args)
+         "flamegraph": cmd_flamegraph,
+         "report": cmd_report}[args.command](args)
         return 0
     except UsageError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)
