@@ -144,7 +144,7 @@ def browser():
     exe = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
     if exe is None:
         pytest.fail("Chromium not found at %s nor on PATH (Debian: apt-get "
-                    "install chromium, as .ci/run does): the report's "
+                    "install chromium, as scripts/test does): the report's "
                     "browser tests cannot run" % CHROMIUM)
     with clean_environment():
         manager = sync_playwright().start()
