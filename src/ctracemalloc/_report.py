@@ -140,8 +140,9 @@ def header(run, peak):
             ("duration", "not recorded" if duration is None
              else fmt_seconds(duration)),
             ("peak", peak_text),
-            ("end", "%s, %d traces" % (_cli.fmt_size(end),
-                                       len(run.end.traces))),
+            ("end", "%s, %d trace%s" % (
+                _cli.fmt_size(end), len(run.end.traces),
+                "" if len(run.end.traces) == 1 else "s")),
             ("frames", "%d a traceback" % nframe)]
     return "".join('<div><dt>%s</dt><dd id="meta-%s">%s</dd></div>'
                    % (name, name.lower(), html.escape(str(text)))
