@@ -316,17 +316,19 @@ def test_run_says_what_to_try_next(ctm, tmp_path, script):
     commands = [shlex.split(line.split(" # ")[0])
                 for line in lines[start + 1:]]
     html = str(tmp_path / "my run.html")
+    flame = str(tmp_path / "my run-flamegraph.html")
     assert commands == [
         ["ctracemalloc", "top", str(out), "--key-type", "traceback"],
         ["ctracemalloc", "top", str(out), "--peak"],
-        ["ctracemalloc", "flamegraph", str(out), "-o", html],
+        ["ctracemalloc", "report", str(out), "-o", html],
+        ["ctracemalloc", "flamegraph", str(out), "-o", flame],
         ["ctracemalloc", "compare", "OLD", str(out)]]
     # they work (OLD: an earlier snapshot)
     for command in commands:
         args = [str(out) if a == "OLD" else a for a in command[1:]]
         done = cli(*args, cwd=tmp_path)
         assert done.returncode == 0, (args, done.stderr)
-    assert os.path.exists(html)
+    assert os.path.exists(html) and os.path.exists(flame)
 
 
 PEAKY = """\

@@ -11,6 +11,7 @@
                           [--domain D] [--json]
     ctracemalloc compare OLD NEW [same options as top]
     ctracemalloc flamegraph FILE [-o OUT.html] [--domain D]
+    ctracemalloc report RUN [-o OUT.html]
     ctracemalloc --version
 
 Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
@@ -432,6 +433,27 @@ def cmd_flamegraph(args):
           file=sys.stderr)
 
 
+def cmd_report(args):
+    """The report of a run: its file holds the snapshot at the end, and,
+    as its attributes (see _recording.finish), the peak snapshot, the
+    timeline and what the run was. A snapshot file of another origin
+    gives the end alone."""
+    from . import _report
+    end = load(args.run)
+    meta = dict(getattr(end, "run", None) or {})
+    meta.setdefault("nframe", end.traceback_limit)
+    run = _report.Run(end, peak=_recording.peak_of(end),
+                      timeline=getattr(end, "timeline", None) or (),
+                      meta=meta)
+    out = args.output or default_name(args.run, "-report.html")
+    try:
+        _report.write_report(run, out, title=os.path.basename(args.run))
+    except OSError as exc:
+        raise Failure("cannot write %s: %s" % (out, exc.strerror or exc))
+    print("%s: wrote the report of %s to %s" % (PROG, args.run, out),
+          file=sys.stderr)
+
+
 def default_name(path, suffix):
     stem = os.path.splitext(os.path.basename(path))[0]
     return stem + suffix
@@ -615,7 +637,12 @@ def next_commands(out, peak=False):
         ("%s top %s --peak" % (PROG, out_q),
          "what held the memory at its peak"),
     ] if peak else []) + [
-        ("%s flamegraph %s -o %s" % (PROG, out_q, html),
+        ("%s report %s -o %s" % (PROG, out_q, html),
+         "memory over time, and the flame graphs and top lines at the "
+         "peak and at the end, as a web page"),
+        ("%s flamegraph %s -o %s" % (PROG, out_q,
+                                     shlex.quote(os.path.splitext(out)[0]
+                                                 + "-flamegraph.html")),
          "the traceback tree, as a web page"),
         ("%s compare OLD %s" % (PROG, out_q),
          "what grew since an earlier snapshot OLD"),
@@ -859,6 +886,16 @@ def make_parser():
                        help="default: NAME-flamegraph.html")
     domain_option(flame)
     peak_option(flame)
+    rep = sub.add_parser(
+        "report", help="write the report of a run as HTML",
+        description="A single self-contained HTML page of a run: memory "
+                    "over time, and at the peak and at the end the flame "
+                    "graph and the top lines and files. RUN is the file "
+                    "that ctracemalloc run (or CTRACEMALLOC_OUTPUT) "
+                    "wrote; any snapshot file gives the end alone.")
+    rep.add_argument("run", metavar="RUN")
+    rep.add_argument("-o", "--output", metavar="OUT.html",
+                     help="default: NAME-report.html")
     return parser, run
 
 
@@ -880,7 +917,8 @@ def main(argv=None):
             parser.print_help(sys.stderr)
             return 2
         {"top": cmd_top, "compare": cmd_compare,
-         "flamegraph": cmd_flamegraph}[args.command](args)
+         "flamegraph": cmd_flamegraph,
+         "report": cmd_report}[args.command](args)
         return 0
     except UsageError as exc:
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)

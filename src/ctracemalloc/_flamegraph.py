@@ -3,7 +3,9 @@
 The tree comes from the C core (Snapshot._tree(): a node per frame path,
 totals included); this module only adds each frame's source line and
 fills the template flamegraph.html, whose script draws it. No network:
-the script and styles are inline.
+the script and styles are inline. The drawing itself (flamegraph.js,
+flamegraph.css) is shared with the report of a run (_report.py), whose
+page fills its template the same way (page()).
 
 Native memory (NATIVE_DOMAIN) is drawn as a box of its own kind, "native",
 below the Python frame that was running when an extension allocated it,
@@ -16,7 +18,55 @@ import linecache
 import os
 import re
 
-TEMPLATE = os.path.join(os.path.dirname(__file__), "flamegraph.html")
+HERE = os.path.dirname(__file__)
+
+
+def asset(name):
+    """The text of one of the package's page files (templates, scripts,
+    styles)."""
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def script_json(value):
+    """value as JSON to put inside a <script> element: "</script>" or
+    "<!--" in a string (a source line, a file name) would end or change
+    the element, so no "<" at all (\\u003c in JSON)."""
+    return json.dumps(value, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def page(template, values, data):
+    """The template (a page file's name) with each {{KEY}} replaced by
+    values[KEY]; {{STYLES}} by the shared styles (flamegraph.css), and
+    {{SCRIPTS}} by what every page's script starts from: the tooltip
+    element of the flame graph (#tip), data as JSON (#data, read by
+    ctmFlame.pageData()) and the flame graph's script (flamegraph.js).
+    One pass, so that a value holding "{{DATA}}" (a title, a file name)
+    stays text."""
+    values = dict(values, STYLES=asset("flamegraph.css"), SCRIPTS=(
+        '<div id="tip" class="tip"></div>\n'
+        '<script id="data" type="application/json">%s</script>\n'
+        '<script>%s</script>' % (script_json(data),
+                                 asset("flamegraph.js"))))
+    return re.sub(r"\{\{([A-Z_]+)\}\}", lambda m: values[m.group(1)],
+                  asset(template))
+
+
+def frame_functions(snapshot):
+    """{(filename, lineno): function name} for the frames of the
+    snapshot's tracebacks, where the core records function names
+    (Frame.function); empty where it does not. Walks the distinct
+    tracebacks (statistics('traceback')), not the traces."""
+    from . import Frame
+    if not hasattr(Frame, "function"):
+        return {}
+    functions = {}
+    for stat in snapshot.statistics("traceback"):
+        for frame in stat.traceback:
+            name = getattr(frame, "function", None)
+            if name:
+                functions[(frame.filename, frame.lineno)] = name
+    return functions
 
 
 def with_native(tree, native):
@@ -63,11 +113,18 @@ def with_native(tree, native):
     return (parents, files, linenos, sizes, counts, names), natives
 
 
-def tree_data(snapshot, native=None):
+def tree_data(snapshot, native=None, functions=None):
     """The tree as compact JSON-ready arrays, with the source line of each
     distinct frame; with native, a snapshot of native traces, those
-    merged in (with_native) and the native nodes listed."""
+    merged in (with_native) and the native nodes listed. functions:
+    {(filename, lineno): name} (default: frame_functions of both), the
+    nodes' function names, given as "func" (an index into "funcs", -1
+    where unknown) when any is known."""
     tree, natives = snapshot._tree(), []
+    if functions is None:
+        functions = frame_functions(snapshot)
+        if native is not None:
+            functions.update(frame_functions(native))
     if native is not None and len(native.traces):
         tree, natives = with_native(tree, native)
     parents, files, linenos, sizes, counts, names = tree
@@ -77,7 +134,7 @@ def tree_data(snapshot, native=None):
             lines[(f, lineno)] = linecache.getline(names[f], lineno).strip()
     sources = sorted(set(lines.values()))
     source_index = {text: i for i, text in enumerate(sources)}
-    return {
+    data = {
         "parent": parents,
         "file": files,
         "line": linenos,
@@ -89,18 +146,18 @@ def tree_data(snapshot, native=None):
         "sources": sources,
         "native": natives,
     }
+    if functions:
+        funcs = sorted(set(functions.values()))
+        func_index = {name: i for i, name in enumerate(funcs)}
+        data["funcs"] = funcs
+        data["func"] = [
+            func_index.get(functions.get((names[f], n)), -1) if f >= 0
+            else -1 for f, n in zip(files, linenos)]
+    return data
 
 
 def render(snapshot, title="snapshot", native=None):
     """The page; snapshot holds the Python traces, native (if any) the
     native ones."""
-    with open(TEMPLATE, encoding="utf-8") as f:
-        template = f.read()
-    data = json.dumps(tree_data(snapshot, native), separators=(",", ":"))
-    # inside <script>, "</script>" or "<!--" in a source line would end
-    # or change the element: no "<" at all (\u003c in JSON)
-    values = {"TITLE": html.escape(title),
-              "DATA": data.replace("<", "\\u003c")}
-    # one pass, so that a title or file name holding "{{DATA}}" stays text
-    return re.sub(r"\{\{(TITLE|DATA)\}\}", lambda m: values[m.group(1)],
-                  template)
+    return page("flamegraph.html", {"TITLE": html.escape(title)},
+                tree_data(snapshot, native))
