@@ -464,6 +464,7 @@ def test_report_command(ctm, tmp_path, open_page):
     script.write_text(textwrap.dedent("""\
         data = [bytearray(1000) for _ in range(2000)]
         more = [bytes(5000) for _ in range(300)]
+        temp = [bytes(1000) for _ in range(20000)]; del temp
         """))
     snap = tmp_path / "x.snap"
     proc = cli("run", "-n", 25, "-o", snap, script, cwd=tmp_path)
@@ -476,14 +477,24 @@ def test_report_command(ctm, tmp_path, open_page):
     page = open_page(out)
     assert page.errors == []
     assert page.requests == [page.url]
-    assert "app.py:1" in page.visible_boxes()
-    assert page.page.is_visible("#chart-empty")
-    meta = dict(zip(page.texts("dl.meta dt"), page.texts("dl.meta dd")))
     snapshot = ctm.Snapshot.load(str(snap))
+    info = snapshot.run
+    # the peak's tab opens first: the temporary of line 3 held it
+    assert "app.py:3" in page.visible_boxes()
+    # the run file's timeline, drawn, its peak marked
+    assert len(chart_points(page)) == len(snapshot.timeline)
+    assert page.texts("#peak-label") == ["peak %s at %.3f s" % (
+        ctm._format_size(info["peak_bytes"], False), info["peak_time"])]
+    meta = dict(zip(page.texts("dl.meta dt"), page.texts("dl.meta dd")))
     assert meta["frames"] == "25 a traceback"
     assert meta["end"] == "%s, %d traces" % (
         ctm._format_size(total(snapshot), False), len(snapshot.traces))
-    assert meta["peak"] == "not recorded"
+    assert meta["command"] == str(script)
+    assert meta["peak"] == "%s at %.3f s" % (
+        ctm._format_size(info["peak_bytes"], False), info["peak_time"])
+    page.page.click("text=At the end")
+    assert "app.py:1" in page.visible_boxes()
+    assert "app.py:3" not in page.visible_boxes()
     row = page.texts("#view-end table.top tbody tr:first-child td")
     assert row[4] == "%s:1data = [bytearray(1000) for _ in range(2000)]" \
         % script
