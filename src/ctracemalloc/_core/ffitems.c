@@ -285,6 +285,7 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
         }
         frames[i].filename = (uint32_t)filename;
         frames[i].lineno = (int32_t)lineno;
+        frames[i].function = CTM_NO_FUNCTION;
     }
     uint64_t *slots = st->frame_slots;
     const size_t mask = st->frame_mask;

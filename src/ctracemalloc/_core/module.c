@@ -284,7 +284,7 @@ get_object_traceback(PyObject *self, PyObject *args, PyObject *kwargs)
     if (frames == NULL || frames == Py_None) {
         return frames;
     }
-    PyObject *tb = ctm_traceback_new(frames, NULL);
+    PyObject *tb = ctm_traceback_new(frames, NULL, NULL);
     Py_DECREF(frames);
     return tb;
 }

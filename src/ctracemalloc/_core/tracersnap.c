@@ -19,9 +19,9 @@
  * each under its snapshot traceback.
  *
  * Nothing under the lock may allocate through PyMem (the hooks would
- * wait for the lock it holds) or set a Python error. The filename of a
- * code frame is its code object's co_filename, hashed and compared in C;
- * those of resolved frames, copied as C strings by threads without the
+ * wait for the lock it holds) or set a Python error. The filename and
+ * function name of a code frame are its code object's, hashed and
+ * compared in C; those of resolved frames, copied as C strings by threads without the
  * GIL, are made into str before the lock is taken. A resolved frame
  * whose filename arrived since then sends the snapshot round again:
  * filenames are interned, so that happens at most once per new filename.
@@ -190,6 +190,38 @@ map_frame(snap_maps *m, uint32_t id)
     }
     int64_t r = ctm_builder_frame(m->b, (uint32_t)s,
                                   ctm_tframe_lineno_unlocked(f));
+    if (r < 0) {
+        return -1;
+    }
+    /* Two tracer frames on one line make one snapshot frame, which
+     * keeps the name of the first (interning.h). */
+    if (f->code != NULL) {
+        name = ctm_code_function(f->code);
+        if (name == NULL || !PyUnicode_Check(name)) {
+            name = NULL;
+        }
+        else {
+            hash = PyUnicode_Type.tp_hash(name);
+        }
+    }
+    else if (f->function == 0) {
+        name = NULL;
+    }
+    else if (f->function - 1 < m->ncs) {
+        name = m->cs->strs[f->function - 1];
+        hash = m->cs->hashes[f->function - 1];
+    }
+    else {
+        m->retry = 1;
+        return -1;
+    }
+    if (name != NULL) {
+        s = ctm_builder_string_hashed(m->b, name, hash);
+        if (s < 0) {
+            return -1;
+        }
+        ctm_builder_frame_function(m->b, (uint32_t)r, (uint32_t)s);
+    }
     m->frame_map[id] = r;
     return r;
 }

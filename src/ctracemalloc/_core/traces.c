@@ -62,8 +62,11 @@ make_trace(const ctm_snapdata *d, Py_ssize_t i)
     if (raw == NULL) {
         return NULL;
     }
-    PyObject *trace = ctm_trace_new(raw);
+    PyObject *names = ctm_snapdata_functions_tuple(
+        d, d->traces[i].traceback);
+    PyObject *trace = names ? ctm_trace_new(raw, names) : NULL;
     Py_DECREF(raw);
+    Py_XDECREF(names);
     return trace;
 }
 
