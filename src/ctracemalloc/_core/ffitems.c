@@ -310,6 +310,38 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
     return ctm_ff_section_end(st, c);
 }
 
+int
+ctm_ff_parse_functions(ctm_ffloader *st, cursor *c)
+{
+    ctm_snapdata *d = st->d;
+    uint64_t n;
+    if (get_varint(c, &n) < 0 || n > cur_left(c) / 2) {
+        return ctm_ff_bad_payload(st);
+    }
+    /* Every frame is there (the reader checked their count): a gap that
+     * passes the last one is caught before it can wrap. */
+    const uint64_t nframes = (uint64_t)d->nframes;
+    const uint64_t nstrings = (uint64_t)d->nstrings;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t gap, name;
+        if (get_varint(c, &gap) < 0 || get_varint(c, &name) < 0) {
+            return ctm_ff_bad_payload(st);
+        }
+        uint64_t next = (uint64_t)(st->named + 1);
+        if (gap >= nframes - next) {
+            return ctm_ff_corrupted(st, "function frame index out of "
+                                        "range");
+        }
+        if (name >= nstrings) {
+            return ctm_ff_corrupted(st, "function name index out of "
+                                        "range");
+        }
+        st->named = (int64_t)(next + gap);
+        d->frames[st->named].function = (uint32_t)name;
+    }
+    return ctm_ff_section_end(st, c);
+}
+
 /* Copy n > 0 frame references of width 1, 2 or 4 bytes from p to refs
  * (the caller checks that the bytes are there); their largest, which
  * the caller checks against nframes, once for the traceback. */
