@@ -1,8 +1,10 @@
 """A snapshot's flame graph as one self-contained HTML file.
 
 The tree comes from the C core (Snapshot._tree(): a node per frame path,
-totals included); this module only adds each frame's source line and
-fills the template flamegraph.html, whose script draws it. No network:
+totals included, with its function's name where known); this module only
+adds each frame's source line and fills the template flamegraph.html,
+whose script draws it: a box says "func (file:line)", or "file:line" for
+a frame whose function is not known. No network:
 the script and styles are inline.
 
 Native memory (NATIVE_DOMAIN) is drawn as a box of its own kind, "native",
@@ -24,10 +26,17 @@ def with_native(tree, native):
     merged in: their frames added to the nodes of the same path, and
     each node's own native traces (those that end there) in a new child,
     a native node (file -1). Returns the tree and the native nodes."""
-    parents, files, linenos, sizes, counts, names = map(list, tree)
-    n_parents, n_files, n_linenos, n_sizes, n_counts, n_names = \
-        native._tree()
+    parents, files, linenos, sizes, counts, names, functions = map(
+        list, tree)
+    (n_parents, n_files, n_linenos, n_sizes, n_counts, n_names,
+     n_functions) = native._tree()
     file_index = {name: i for i, name in enumerate(names)}
+
+    def index_of(name):
+        if name not in file_index:
+            file_index[name] = len(names)
+            names.append(name)
+        return file_index[name]
     node_of = {(parents[i], files[i], linenos[i]): i
                for i in range(1, len(parents))}
     own = [[size, count] for size, count in zip(n_sizes, n_counts)]
@@ -35,32 +44,34 @@ def with_native(tree, native):
         own[n_parents[i]][0] -= n_sizes[i]
         own[n_parents[i]][1] -= n_counts[i]
 
-    def add(parent, file, lineno, size, count):
+    def add(parent, file, lineno, size, count, function=-1):
         parents.append(parent)
         files.append(file)
         linenos.append(lineno)
         sizes.append(size)
         counts.append(count)
+        functions.append(function)
         return len(parents) - 1
 
     merged = [0]        # native tree node -> node
     sizes[0] += n_sizes[0]
     counts[0] += n_counts[0]
     for i in range(1, len(n_parents)):
-        name = n_names[n_files[i]]
-        if name not in file_index:
-            file_index[name] = len(names)
-            names.append(name)
-        key = (merged[n_parents[i]], file_index[name], n_linenos[i])
+        key = (merged[n_parents[i]], index_of(n_names[n_files[i]]),
+               n_linenos[i])
         if key not in node_of:
-            node_of[key] = add(*key, 0, 0)
+            # a frame only native traces pass through: the native
+            # snapshot's name for it
+            node_of[key] = add(*key, 0, 0, -1 if n_functions[i] < 0
+                               else index_of(n_names[n_functions[i]]))
         node = node_of[key]
         sizes[node] += n_sizes[i]
         counts[node] += n_counts[i]
         merged.append(node)
     natives = [add(merged[i], -1, 0, size, count)
                for i, (size, count) in enumerate(own) if count]
-    return (parents, files, linenos, sizes, counts, names), natives
+    return (parents, files, linenos, sizes, counts, names,
+            functions), natives
 
 
 def tree_data(snapshot, native=None):
@@ -70,7 +81,7 @@ def tree_data(snapshot, native=None):
     tree, natives = snapshot._tree(), []
     if native is not None and len(native.traces):
         tree, natives = with_native(tree, native)
-    parents, files, linenos, sizes, counts, names = tree
+    parents, files, linenos, sizes, counts, names, functions = tree
     lines = {}
     for f, lineno in zip(files, linenos):
         if f >= 0 and (f, lineno) not in lines:
@@ -84,6 +95,7 @@ def tree_data(snapshot, native=None):
         "size": sizes,
         "count": counts,
         "names": names,
+        "function": functions,
         "source": [source_index[lines[(f, n)]] if f >= 0 else -1
                    for f, n in zip(files, linenos)],
         "sources": sources,
