@@ -9,15 +9,14 @@ of the frame: equality, hashing, repr and pickling stay the stdlib's.
 import gc
 import pickle
 import re
-import subprocess
 import sys
 import tracemalloc as stdlib_tracemalloc
 
 import pytest
 
 from test_cli import flame_data, selftest
-from test_compaction import compacting_env
-from tmhelpers import patience, plain_traces
+from test_compaction import run_compacting
+from tmhelpers import plain_traces
 
 pytestmark = pytest.mark.ctm_only
 
@@ -301,11 +300,7 @@ def test_names_survive_compaction():
         "        names.setdefault((f.filename, f.lineno), set()).add(\n"
         "            f.function)\n"
         "print(sorted((k, sorted(v)) for k, v in names.items()))\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=compacting_env(),
-                          capture_output=True, text=True,
-                          timeout=patience(60))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    compactions, names = proc.stdout.splitlines()
+    compactions, names = run_compacting(code).splitlines()
     assert int(compactions) >= 3
     names = dict((tuple(k), v) for k, v in eval(names))
     # line 2 of each generated file: one frame, named by the first of the
