@@ -154,6 +154,31 @@ def test_names_outlive_code_objects(ctm, tmp_path):
     check_names(all_frames(snapshot), str(path))
 
 
+@pytest.mark.parametrize("dead", [False, True], ids=["alive", "dead"])
+def test_object_traceback_names(ctm, tmp_path, dead):
+    """get_object_traceback's frames, of code objects alive or dead."""
+    tracebacks = []
+
+    def look(ns):
+        objects = list(ns["kept"])
+        if dead:
+            ns.clear()
+            gc.collect()
+        tracebacks.extend(ctm.get_object_traceback(o) for o in objects)
+
+    run_program(ctm, tmp_path / "prog.py", before_snapshot=look)
+    method, inner, function, lam = tracebacks
+    # the program's frames, below those of the test that runs it
+    assert [f.function for f in method[-2:]] == [
+        "<module>", EXPECTED["method"]]
+    assert [f.function for f in inner[-3:]] == [
+        "<module>", "outer", EXPECTED["inner"]]
+    assert function[-1].function == "function"
+    assert lam[-1].function == "<lambda>"
+    assert [f.lineno for f in lam[-2:]] == [
+        marks()["calls"], marks()["lambda"]]
+
+
 def test_frame_is_the_stdlibs(ctm, stdlib, tmp_path):
     """The same program under both tracers: the frames compare, hash and
     print the same; the name changes none of that, nor pickling."""

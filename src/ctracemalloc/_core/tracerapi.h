@@ -31,6 +31,11 @@ const char *ctm_tracer_code_notice(void);
 ctm_snapdata *ctm_tracer_snapshot(void);
 /* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
 PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
+/* The same, and if functions is not NULL and the block is traced, the
+ * function names of its frames in *functions (a new reference: a tuple
+ * of str or None, most recent first, or None if no frame has one). */
+PyObject *ctm_tracer_named_traceback_of(uint32_t domain, uintptr_t ptr,
+                                        PyObject **functions);
 /* Track or untrack a block in a domain, with the caller's traceback.
  * Return 0, -1 if not tracing, -2 on memory error. No exception set;
  * callable without the GIL. */

@@ -35,8 +35,12 @@
  * under the lock. */
 typedef struct {
     PyObject *filename;         /* a code frame's: a new reference */
+    PyObject *function;         /* a code frame's function name: a new
+                                   reference, or NULL */
     uint32_t cstring;
     int32_t lineno;
+    int cfunction;              /* a resolved frame's function name is
+                                   copied (beside its filename) */
 } frame_copy;
 
 typedef struct {
@@ -417,14 +421,49 @@ ctm_tracer_snapshot(void)
     return result;
 }
 
+/* The function names of the copied frames, most recent first, or None
+ * if none has one (a new reference, NULL on error). */
+static PyObject *
+copied_functions(const frame_copy *frames, const ctm_cstring *cfuncs,
+                 uint32_t n)
+{
+    uint32_t named = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        named += frames[i].function != NULL || frames[i].cfunction;
+    }
+    if (named == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyTuple_New(n);
+    for (uint32_t i = 0; res != NULL && i < n; i++) {
+        PyObject *name = frames[i].function != NULL
+            ? Py_NewRef(frames[i].function)
+            : frames[i].cfunction ? cstring_str(&cfuncs[i])
+                                  : Py_NewRef(Py_None);
+        if (name == NULL) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyTuple_SET_ITEM(res, i, name);
+    }
+    return res;
+}
+
 PyObject *
 ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
+{
+    return ctm_tracer_named_traceback_of(domain, ptr, NULL);
+}
+
+PyObject *
+ctm_tracer_named_traceback_of(uint32_t domain, uintptr_t ptr,
+                              PyObject **functions)
 {
     /* Copy the block's frames under the lock; build the tuple after. */
     frame_copy buf[64];
     frame_copy *frames = buf;
-    ctm_cstring names[64];
-    ctm_cstring *cnames = names;
+    ctm_cstring names[64], funcs[64];
+    ctm_cstring *cnames = names, *cfuncs = funcs;
     uint32_t n = 0, ncopied = 0;
     int found = 0, nomem = 0;
     PyObject *res = NULL;
@@ -442,16 +481,31 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         if (n > 64) {
             frames = ctm_malloc(n * sizeof(frame_copy));
             cnames = ctm_malloc(n * sizeof(ctm_cstring));
-            nomem = frames == NULL || cnames == NULL;
+            cfuncs = ctm_malloc(n * sizeof(ctm_cstring));
+            nomem = frames == NULL || cnames == NULL || cfuncs == NULL;
         }
         for (uint32_t i = 0; !nomem && i < n; i++) {
             ctm_tframe *f = ctm_interner_frame_unlocked(in,
                                                         ids[t->first + i]);
-            frames[i].filename = f->code ? code_filename(f->code) : NULL;
-            frames[i].cstring = i;
-            frames[i].lineno = ctm_tframe_lineno_unlocked(f);
-            if (f->code == NULL) {
+            frame_copy *fc = &frames[i];
+            fc->filename = f->code ? code_filename(f->code) : NULL;
+            fc->function = NULL;
+            fc->cstring = i;
+            fc->lineno = ctm_tframe_lineno_unlocked(f);
+            fc->cfunction = 0;
+            if (f->code != NULL) {
+                PyObject *name = ctm_code_function(f->code);
+                if (name != NULL && PyUnicode_Check(name)) {
+                    fc->function = Py_NewRef(name);
+                }
+            }
+            else {
                 cnames[i] = *ctm_interner_cstring_unlocked(in, f->filename);
+                if (f->function) {
+                    cfuncs[i] = *ctm_interner_cstring_unlocked(
+                        in, f->function - 1);
+                    fc->cfunction = 1;
+                }
             }
             ncopied = i + 1;
         }
@@ -483,15 +537,25 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         }
         PyTuple_SET_ITEM(res, i, pair);
     }
+    if (functions != NULL) {
+        *functions = copied_functions(frames, cfuncs, n);
+        if (*functions == NULL) {
+            Py_CLEAR(res);
+        }
+    }
 done:
     for (uint32_t i = 0; i < ncopied; i++) {
         Py_XDECREF(frames[i].filename);
+        Py_XDECREF(frames[i].function);
     }
     if (frames != buf) {
         ctm_free(frames);
     }
     if (cnames != names) {
         ctm_free(cnames);
+    }
+    if (cfuncs != funcs) {
+        ctm_free(cfuncs);
     }
     ctm_tracer_reader_end();
     return res;
