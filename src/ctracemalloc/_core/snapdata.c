@@ -488,6 +488,8 @@ ctm_snapdata_functions_tuple(const ctm_snapdata *d, uint32_t tb)
         PyTuple_SET_ITEM(names, i, Py_NewRef(s == CTM_NO_FUNCTION
                                              ? Py_None : d->strings[s]));
     }
+    /* str and None: no cycle, nothing for the collector to visit */
+    PyObject_GC_UnTrack(names);
     return names;
 }
 

@@ -51,7 +51,8 @@ typedef struct {
     PyObject *frames;           /* _frames: frame tuples, oldest first */
     PyObject *total_nframe;     /* _total_nframe: int or None */
     PyObject *functions;        /* NULL, or the function names of named's
-                                   frames (str or None), oldest first */
+                                   frames (str or None), most recent
+                                   first: as given, not reversed */
     PyObject *named;            /* the frames tuple that functions names,
                                    held so that no other takes its
                                    address */
@@ -287,7 +288,7 @@ reversed_tuple(PyObject *seq)
 }
 
 /* A tuple of Frames, one per item of seq, in order (or reversed);
- * functions: NULL, or the names of seq's frames (in seq's order). */
+ * functions: NULL, or the names of the Frames made (in their order). */
 static PyObject *
 wrap_frames(PyObject *seq, int reverse, PyObject *functions)
 {
@@ -307,10 +308,9 @@ wrap_frames(PyObject *seq, int reverse, PyObject *functions)
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        Py_ssize_t k = reverse ? n - 1 - i : i;
-        PyObject *raw = PyTuple_GET_ITEM(items, k);
+        PyObject *raw = PyTuple_GET_ITEM(items, reverse ? n - 1 - i : i);
         PyObject *frame = frame_wrap(
-            raw, functions ? PyTuple_GET_ITEM(functions, k) : NULL);
+            raw, functions ? PyTuple_GET_ITEM(functions, i) : NULL);
         if (frame == NULL) {
             Py_CLEAR(res);
             goto done;
@@ -332,32 +332,24 @@ ctm_traceback_new(PyObject *frames, PyObject *total_nframe,
     if (rev == NULL) {
         return NULL;
     }
-    PyObject *revf = NULL;
-    if (functions != NULL && functions != Py_None
-        && PyTuple_GET_SIZE(functions) == PyTuple_GET_SIZE(rev)) {
-        revf = reversed_tuple(functions);
-        if (revf == NULL) {
-            Py_DECREF(rev);
-            return NULL;
-        }
-    }
     TracebackObj *self = (TracebackObj *)tp->tp_alloc(tp, 0);
     if (self == NULL) {
         Py_DECREF(rev);
-        Py_XDECREF(revf);
         return NULL;
     }
     self->frames = rev;
     self->total_nframe = Py_NewRef(total_nframe ? total_nframe : Py_None);
-    if (revf != NULL) {
-        self->functions = revf;
+    if (functions != NULL && functions != Py_None
+        && PyTuple_GET_SIZE(functions) == PyTuple_GET_SIZE(rev)) {
+        self->functions = Py_NewRef(functions);
         self->named = Py_NewRef(rev);
     }
     return (PyObject *)self;
 }
 
-/* The function names of the frames in _frames, borrowed, or NULL: only
- * while _frames holds the tuple they were given with. */
+/* The function names of the frames in _frames (most recent first, the
+ * reverse of _frames), borrowed, or NULL: only while _frames holds the
+ * tuple they were given with. */
 static PyObject *
 traceback_functions(PyObject *op)
 {
@@ -459,15 +451,30 @@ traceback_subscript(PyObject *op, PyObject *index)
     if (item == NULL) {
         return NULL;
     }
-    /* the same index of the names (a tuple as long as the frames) */
+    /* the same index of the names, which are in the reverse order:
+     * the index was good for the frames, a tuple as long */
     PyObject *functions = traceback_functions(op);
     PyObject *names = NULL;
-    if (functions != NULL) {
-        names = PyObject_GetItem(functions, index);
-        if (names == NULL) {
+    if (functions != NULL && PySlice_Check(index)) {
+        PyObject *oldest_first = reversed_tuple(functions);
+        names = oldest_first ? PyObject_GetItem(oldest_first, index) : NULL;
+        Py_XDECREF(oldest_first);
+    }
+    else if (functions != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(functions);
+        Py_ssize_t i = PyNumber_AsSsize_t(index, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) {
             Py_DECREF(item);
             return NULL;
         }
+        i += i < 0 ? n : 0;
+        /* (an __index__ may answer differently the second time) */
+        names = Py_NewRef(i >= 0 && i < n
+                          ? PyTuple_GET_ITEM(functions, n - 1 - i) : Py_None);
+    }
+    if (functions != NULL && names == NULL) {
+        Py_DECREF(item);
+        return NULL;
     }
     PyObject *res;
     if (PySlice_Check(index)) {
@@ -509,7 +516,10 @@ traceback_item(PyObject *op, Py_ssize_t i)
     functions = traceback_functions(op);
     res = frame_wrap(raw, functions != NULL
                               && i < PyTuple_GET_SIZE(functions)
-                          ? PyTuple_GET_ITEM(functions, i) : NULL);
+                          ? PyTuple_GET_ITEM(functions,
+                                             PyTuple_GET_SIZE(functions)
+                                             - 1 - i)
+                          : NULL);
 
 done:
     Py_XDECREF(frames);
