@@ -386,8 +386,9 @@ traceback_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->frames);
     Py_VISIT(self->total_nframe);
-    Py_VISIT(self->functions);
-    Py_VISIT(self->named);
+    /* Not functions nor named: the snapshot data's, which hold only
+     * str, int, None and tuples of them, so no cycle runs through them,
+     * and a traversal of every kept Traceback would pay for them. */
     return 0;
 }
 

@@ -183,8 +183,8 @@ ctm_wrapper_traverse(PyObject *op, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(((ctm_wrapper_object *)op)->raw);
-    Py_VISIT(((ctm_wrapper_object *)op)->names);
-    Py_VISIT(((ctm_wrapper_object *)op)->named);
+    /* Not names nor named: the snapshot data's, which hold only str,
+     * int, None and tuples of them, so no cycle runs through them. */
     return 0;
 }
 
