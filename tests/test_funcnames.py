@@ -365,3 +365,30 @@ def test_flamegraph_boxes_name_functions(ctm, tmp_path):
     title, dom = selftest(out)
     assert "prog.py:%d" % lines["function"] in dom
     assert "(prog.py:" not in dom
+
+
+def test_snapshot_holds_none_of_its_names(ctm):
+    """The names of dead code objects' frames are made into str for a
+    snapshot after its traces are copied: none of them is a trace of the
+    snapshot that holds it (the stdlib's snapshot has none of its own
+    objects). The filename they share is made before (the frames'
+    filenames must be there under the lock): a few blocks, not one per
+    name (205 when the names were made with the filenames)."""
+    keep = []
+    ctm.start(1)
+    try:
+        for i in range(200):
+            exec(compile("def f%d():\n    return bytearray(%d)\n"
+                         "keep.append(f%d())\n" % (i, 1000 + i, i),
+                         "<gen>", "exec"), {"keep": keep})
+        gc.collect()
+        snapshot = ctm.take_snapshot(); line = sys._getframe().f_lineno  # noqa
+    finally:
+        ctm.stop()
+    names = {f.function for t in snapshot.traces for f in t.traceback
+             if f.filename == "<gen>" and f.lineno == 2}
+    assert names == {"f0"}
+    here = [s for s in snapshot.statistics("lineno")
+            if s.traceback[0].filename == __file__
+            and s.traceback[0].lineno == line]
+    assert sum(s.count for s in here) < 10, here
