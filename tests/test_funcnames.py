@@ -14,7 +14,7 @@ import tracemalloc as stdlib_tracemalloc
 
 import pytest
 
-from test_cli import flame_data, selftest
+from test_cli import cli, flame_data, selftest
 from test_compaction import run_compacting
 from tmhelpers import plain_traces
 
@@ -392,3 +392,21 @@ def test_snapshot_holds_none_of_its_names(ctm):
             if s.traceback[0].filename == __file__
             and s.traceback[0].lineno == line]
     assert sum(s.count for s in here) < 10, here
+
+
+def test_run_keeps_names(ctm, tmp_path):
+    """ctracemalloc run: the snapshot it writes, cut below the program's
+    frames, names them."""
+    path = tmp_path / "prog.py"
+    path.write_text(PROGRAM)
+    out = tmp_path / "prog.snapshot"
+    proc = cli("run", "-n", 5, "-o", out, path)
+    assert proc.returncode == 0, proc.stderr
+    snapshot = ctm.Snapshot.load(out)
+    check_names(all_frames(snapshot), str(path))
+    # the runner's own frames are cut: the oldest frame is the program's
+    stat = next(s for s in snapshot.statistics("traceback")
+                if s.traceback[-1].lineno == marks()["inner"]
+                and s.traceback[-1].filename == str(path))
+    assert [f.function for f in stat.traceback] == [
+        "<module>", "outer", EXPECTED["inner"]]
