@@ -8,8 +8,9 @@
  * multiplicity; the counts of COUNTS against the bytes actually left
  * before the arrays are allocated from them; every index in range
  * (frame filename < nstrings, frame references < nframes, trace
- * traceback < ntracebacks, function names' frames and strings); no duplicate string, frame or traceback (a
- * hash index of each, sized from the counts and dropped once loaded);
+ * traceback < ntracebacks, function names' frames and strings); no
+ * duplicate string, frame or traceback (a hash index of each, sized
+ * from the counts and dropped once loaded);
  * lineno in int32, domain in uint32, total_nframe below 2**32 - 1; that
  * the counts of COUNTS are met exactly, that every section is consumed
  * exactly, and that nothing follows END. A missing file raises OSError

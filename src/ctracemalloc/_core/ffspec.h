@@ -94,12 +94,12 @@
  * frames have no name.
  *
  * Version 1.0 differs from 2.0 in one place: a TRACEBACKS section has
- * no width, and its frame references are varints. Fixed-width references take a
- * little more room (two bytes where a varint of a reference below a few
- * thousand takes one or two), and are read without a branch on their
- * length, which would mix one and two bytes at random and so
- * mispredict; they are most of the bytes of a file of deep tracebacks.
- * The reader reads both versions.
+ * no width, and its frame references are varints. Fixed-width
+ * references take a little more room (two bytes where a varint of a
+ * reference below a few thousand takes one or two), and are read
+ * without a branch on their length, which would mix one and two bytes
+ * at random and so mispredict; they are most of the bytes of a file of
+ * deep tracebacks. The reader reads all three versions.
  *
  * Why this encoding: a trace costs its size (1 to 3 bytes for most
  * sizes) and a quarter byte of length code, as take_snapshot emits

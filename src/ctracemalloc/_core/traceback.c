@@ -31,14 +31,15 @@
  *
  * ctm_traceback_new is the constructor the snapshot analysis calls per
  * result: for the tuple it passes, it fills the slots directly, without
- * calling any Python code.
+ * calling any Python code. The machinery shared with Trace is
+ * wrapper.c's.
  *
  * Function names (Frame.function) are ctracemalloc's own: the snapshot
  * data knows them, the raw tuples have no room for them. A Traceback the
  * analysis makes holds them beside its frames, and each Frame it gives
  * holds its own, for as long as the slot holds the tuple they came with;
  * a Frame or Traceback made from Python, or unpickled, has none. So
- * equality, hashing, repr and pickling stay the stdlib's. The machinery shared with Trace is wrapper.c's.
+ * equality, hashing, repr and pickling stay the stdlib's.
  */
 #include "types.h"
 

@@ -21,10 +21,11 @@
  * Nothing under the lock may allocate through PyMem (the hooks would
  * wait for the lock it holds) or set a Python error. The filename and
  * function name of a code frame are its code object's, hashed and
- * compared in C; those of resolved frames, copied as C strings by threads without the
- * GIL, are made into str before the lock is taken. A resolved frame
- * whose filename arrived since then sends the snapshot round again:
- * filenames are interned, so that happens at most once per new filename.
+ * compared in C; the filenames of resolved frames, copied as C strings
+ * by threads without the GIL, are made into str before the lock is
+ * taken. A resolved frame whose filename arrived since then sends the
+ * snapshot round again: filenames are interned, so that happens at most
+ * once per new filename.
  * The function names of resolved frames are made into str after the
  * traces are copied (pending_names), not before: they would be traces
  * of the snapshot that holds them, where the stdlib's snapshot has none
