@@ -106,6 +106,16 @@ def compacting_env():
     return env
 
 
+def run_compacting(code):
+    """The stdout of code, run in a child whose interner compacts all the
+    time (compacting_env)."""
+    proc = subprocess.run([sys.executable, "-c", code], env=compacting_env(),
+                          capture_output=True, text=True,
+                          timeout=patience(60))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
 def test_compacting_all_the_time():
     """The knob works: a few hundred stacks make many compactions."""
     code = (
@@ -118,11 +128,7 @@ def test_compacting_all_the_time():
         "tbs = [tm.get_object_traceback(b) for b in keep]\n"
         "assert len(tbs[0]) < len(tbs[1]) < len(tbs[2]) <= len(tbs[3]) == 5\n"
         "assert all(t[-1].lineno == 4 for t in tbs)\n")
-    proc = subprocess.run([sys.executable, "-c", code], env=compacting_env(),
-                          capture_output=True, text=True,
-                          timeout=patience(60))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert int(proc.stdout) >= 3
+    assert int(run_compacting(code)) >= 3
 
 
 @pytest.mark.parametrize("what", [

@@ -25,7 +25,8 @@ from tmhelpers import plain_traces
 pytestmark = pytest.mark.ctm_only
 
 MAGIC = b"\x89CTM\r\n\x1a\n"
-END, COUNTS, STRINGS, FRAMES, TRACEBACKS, TRACES, LIMIT, EXTRA = range(8)
+(END, COUNTS, STRINGS, FRAMES, TRACEBACKS, TRACES, LIMIT, EXTRA,
+ FUNCTIONS) = range(9)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +128,7 @@ def read_varint(data, pos):
             return value, pos
 
 
-def assemble(sections, major=2, minor=0):
+def assemble(sections, major=2, minor=1):
     """A file from (tag, payload) pairs, with correct checks."""
     out = bytearray(MAGIC + struct.pack("<HH", major, minor))
     for tag, payload in sections:
@@ -186,6 +187,15 @@ def traces_payload(traces):
             + bytes(data))
 
 
+def functions_payload(functions):
+    """FUNCTIONS: frames by gap from the previous named one."""
+    out, previous = bytearray(varint(len(functions))), -1
+    for frame in sorted(functions):
+        out += varint(frame - previous - 1) + varint(functions[frame])
+        previous = frame
+    return bytes(out)
+
+
 def limit_payload(limit):
     if limit is None:
         return b"\x00"
@@ -201,6 +211,8 @@ class Tables:
     def __init__(self, raw):
         self.strings, self.frames, self.tracebacks, self.traces = \
             [], [], [], []
+        # frame index -> string index of its function name (FUNCTIONS)
+        self.functions = {}
         sx, fx, tx = {}, {}, {}
         for trace in raw:
             domain, size, frames = trace[:3]
@@ -236,6 +248,8 @@ class Tables:
         if self.frames:
             secs.append((FRAMES, varint(len(self.frames)) + b"".join(
                 varint(s) + varint(zigzag(line)) for s, line in self.frames)))
+        if self.functions:
+            secs.append((FUNCTIONS, functions_payload(self.functions)))
         if self.tracebacks:
             if major == 1:
                 head, ref = b"", varint
@@ -289,6 +303,14 @@ def check_valid(ctm, snapshot):
             pass    # sizes that add up beyond 64 bits: valid, unsummable
     again = load_bytes(ctm, dump_bytes(snapshot))
     assert plain_traces(again) == traces
+    assert frame_functions(again) == frame_functions(snapshot)
+
+
+def frame_functions(snapshot):
+    """(filename, lineno, function) of every frame the traces name."""
+    return sorted({(f.filename, f.lineno, f.function)
+                   for t in snapshot.traces for f in t.traceback},
+                  key=repr)
 
 
 def try_load(ctm, data):
@@ -617,7 +639,7 @@ def test_versions(ctm):
     secs = Tables(RAW).sections(5)
     with pytest.raises(ValueError,
                        match=r"unsupported snapshot format version 9\.0"):
-        load_bytes(ctm, assemble(secs, major=9))
+        load_bytes(ctm, assemble(secs, major=9, minor=0))
     with pytest.raises(ValueError,
                        match=r"unsupported snapshot format version 0\.3"):
         load_bytes(ctm, assemble(secs, major=0, minor=3))
@@ -627,7 +649,7 @@ def test_versions(ctm):
         (tag, payload + (b"\xff\x01" if tag != END else b""))
         for tag, payload in secs]
     newer.insert(4, (99, b""))
-    loaded = load_bytes(ctm, assemble(newer, minor=1))
+    loaded = load_bytes(ctm, assemble(newer, minor=2))
     assert plain_traces(loaded) == RAW
     assert loaded.traceback_limit == 5
     # ... but not in a file of this minor version
@@ -711,6 +733,85 @@ def test_invalid_structure(ctm):
     assert by_tag[END] == b""
 
 
+def named_tables():
+    """RAW's tables with function names: frame 0 (a.py:1) is "f",
+    frame 2 (the odd filename) "C.m"; b.py:2 has none."""
+    tables = Tables(RAW)
+    tables.strings += ["f", "C.m"]
+    n = len(tables.strings)
+    tables.functions = {0: n - 2, 2: n - 1}
+    return tables
+
+
+def test_functions_section(ctm):
+    """FUNCTIONS (2.1) names frames; the C writer writes what the
+    independent one does, and what it reads back."""
+    loaded = load_bytes(ctm, assemble(named_tables().sections(5)))
+    assert plain_traces(loaded) == plain_traces(ctm.Snapshot(RAW, 5))
+    names = {(f[0], f[1]): f[2] for f in frame_functions(loaded)}
+    assert names[("a.py", 1)] == "f"
+    assert names[("\udc80\xe9\u20ac\U0001f600.py", -3)] == "C.m"
+    assert names[("b.py", 2)] is None
+    again = dump_bytes(loaded)
+    assert dict(split(again)[1])[FUNCTIONS] == functions_payload(
+        named_tables().functions)
+    assert frame_functions(load_bytes(ctm, again)) == frame_functions(loaded)
+    # no name, no section
+    assert FUNCTIONS not in dict(split(dump_bytes(ctm.Snapshot(RAW, 5)))[1])
+
+
+def test_reads_version_2_0(ctm):
+    """A file of 2.0 (no FUNCTIONS section) loads, without names; one
+    that has the section is damaged: 2.0 does not know tag 8."""
+    loaded = load_bytes(ctm, assemble(Tables(RAW).sections(5), minor=0))
+    assert plain_traces(loaded) == RAW
+    assert {f[2] for f in frame_functions(loaded)} == {None}
+    with pytest.raises(ValueError, match="unknown section"):
+        load_bytes(ctm, assemble(named_tables().sections(5), minor=0))
+
+
+@pytest.mark.parametrize("payload, message", [
+    (varint(1) + varint(5) + varint(0), "function frame index out of range"),
+    (varint(2) + varint(0) + varint(0) + varint(4) + varint(0),
+     "function frame index out of range"),
+    (varint(1) + varint(2**64 - 1) + varint(0),
+     "function frame index out of range"),
+    (varint(1) + varint(0) + varint(99), "function name index out of range"),
+    (varint(2) + varint(0) + varint(0), "malformed"),
+    (varint(1) + varint(0) + varint(0) + b"\0", "unexpected bytes"),
+])
+def test_invalid_functions(ctm, payload, message):
+    """RAW has 5 frames: a gap past the last one, a name that is no
+    string, a short or long payload."""
+    secs = [(t, payload if t == FUNCTIONS else p)
+            for t, p in named_tables().sections(5)]
+    with pytest.raises(ValueError, match=message):
+        load_bytes(ctm, assemble(secs))
+
+
+def test_functions_section_order(ctm):
+    secs = named_tables().sections(5)
+    tags = [t for t, _ in secs]
+    i = tags.index(FUNCTIONS)
+    functions = secs[i]
+    rest = secs[:i] + secs[i + 1:]
+    # before FRAMES: the frames it names are not there yet
+    j = tags.index(FRAMES)
+    with pytest.raises(ValueError, match="fewer frames"):
+        load_bytes(ctm, assemble(rest[:j] + [functions] + rest[j:]))
+    # after TRACEBACKS
+    k = [t for t, _ in rest].index(TRACES)
+    with pytest.raises(ValueError, match="out of order"):
+        load_bytes(ctm, assemble(rest[:k] + [functions] + rest[k:]))
+    # repeated sections continue from the frame named last
+    two = [(FUNCTIONS, varint(1) + varint(0) + varint(0)),
+           (FUNCTIONS, varint(1) + varint(0) + varint(1))]
+    loaded = load_bytes(ctm, assemble(secs[:i] + two + secs[i + 1:]))
+    names = {(f[0], f[1]): f[2] for f in frame_functions(loaded)}
+    assert names[("a.py", 1)] == "a.py"
+    assert names[("b.py", 2)] == "b.py"
+
+
 def test_unpickle_error_chained(ctm):
     """A pickle that this process cannot load (not damage: the checks
     match) says so, with pickle's error as the cause."""
@@ -743,7 +844,12 @@ def test_hypothesis_mutations(ctm, data):
     """Mutated payloads with valid checks: the parser itself must cope."""
     raw = data.draw(st.lists(trace_st, max_size=12))
     limit = data.draw(st.none() | st.integers(-3, 3))
-    secs = Tables(raw).sections(limit)
+    tables = Tables(raw)
+    if tables.frames and tables.strings:
+        named = data.draw(st.sets(st.integers(0, len(tables.frames) - 1)))
+        tables.functions = {f: data.draw(st.integers(
+            0, len(tables.strings) - 1)) for f in named}
+    secs = tables.sections(limit)
     for _ in range(data.draw(st.integers(1, 3))):
         kind = data.draw(st.sampled_from(
             ["flip", "set", "insert", "delete", "truncate", "drop",
@@ -778,4 +884,4 @@ def test_hypothesis_mutations(ctm, data):
         secs = secs[:i] + [(tag, payload)] + secs[i + 1:]
         if not secs:
             break
-    try_load(ctm, assemble(secs, minor=data.draw(st.sampled_from([0, 1]))))
+    try_load(ctm, assemble(secs, minor=data.draw(st.sampled_from([0, 1, 2]))))

@@ -186,11 +186,18 @@ class Loaded:
         return self.page.eval_on_selector_all(
             selector, "els => els.map(e => e.textContent)")
 
-    def visible_boxes(self):
-        """The labels of the flame graph boxes on show."""
+    def labels(self):
+        """The labels of the flame graph boxes on show: "func (file:line)"
+        where the function is known."""
         return self.page.eval_on_selector_all(
             ".view:not([hidden]) .flame .node",
             "els => els.map(e => e.textContent)")
+
+    def visible_boxes(self):
+        """The places of the flame graph boxes on show ("file:line"),
+        without their functions."""
+        return [re.sub(r"^.* \((.*)\)$", r"\1", label)
+                for label in self.labels()]
 
     def close(self):
         self.page.close()
@@ -290,7 +297,8 @@ def test_report_in_browser(ctm, run, program, tmp_path, open_page):
     boxes = page.visible_boxes()
     assert PEAK_ONLY in boxes and KEPT in boxes
     # hovering a box tells its size
-    page.page.hover('.view:not([hidden]) .node:text-is("%s")' % PEAK_ONLY)
+    page.page.locator(".view:not([hidden]) .flame .node").nth(
+        boxes.index(PEAK_ONLY)).hover()
     tip = page.page.inner_text("#tip")
     assert str(prog) + ":6" in tip
     assert "bytearray(1000) for _ in range(3000)" in tip
@@ -300,7 +308,7 @@ def test_report_in_browser(ctm, run, program, tmp_path, open_page):
     row = page.texts("#view-peak table.top tbody tr:first-child td")
     assert row[1] == ctm._format_size(first.size, False)
     assert row[3] == str(first.count)
-    assert row[4].startswith(str(prog) + ":6")
+    assert row[4].startswith("load_rows (%s:6)" % prog)
 
     # switched to the end: the bytearrays are gone, the bytes stay
     page.page.click('nav.tabs button:text-is("At the end")')
@@ -372,24 +380,19 @@ def test_native_memory_is_labelled(ctm, tmp_path, open_page):
     assert "native: size=97.7 KiB, count=2" in legend
 
 
-def test_function_names(ctm, run, tmp_path, open_page, monkeypatch):
-    """Where the core gives a frame's function, the page names it:
-    "func (file:line)"."""
-    from ctracemalloc import _flamegraph
-    real = _flamegraph.frame_functions
-
-    def with_names(snapshot):
-        names = real(snapshot)
-        for stat in snapshot.statistics("traceback"):
-            for frame in stat.traceback:
-                if frame.filename.endswith("prog.py") and frame.lineno == 6:
-                    names[(frame.filename, 6)] = "load_rows"
-        return names
-    monkeypatch.setattr(_flamegraph, "frame_functions", with_names)
+def test_function_names(ctm, run, tmp_path, open_page):
+    """The core names each frame's function: the page says "func
+    (file:line)", in the flame graph and in the tables."""
     page = open_page(write(run, tmp_path / "f.html"))
-    assert "load_rows (prog.py:6)" in page.visible_boxes()
+    stat = run.peak.statistics("lineno")[0]
+    frame = stat.traceback[0]
+    assert frame.function
+    label = "%s (%s:%d)" % (frame.function, os.path.basename(frame.filename),
+                            frame.lineno)
+    assert label in page.labels()
     row = page.texts("#view-peak table.top tbody tr:first-child td")
-    assert row[4].startswith("load_rows (")
+    assert row[4].startswith("%s (%s:%d)" % (frame.function, frame.filename,
+                                             frame.lineno))
 
 
 def test_escaping(ctm, tmp_path, open_page):
@@ -496,8 +499,8 @@ def test_report_command(ctm, tmp_path, open_page):
     assert "app.py:1" in page.visible_boxes()
     assert "app.py:3" not in page.visible_boxes()
     row = page.texts("#view-end table.top tbody tr:first-child td")
-    assert row[4] == "%s:1data = [bytearray(1000) for _ in range(2000)]" \
-        % script
+    assert row[4] == "<module> (%s:1)data = [bytearray(1000) for _ in " \
+        "range(2000)]" % script
 
 
 def test_report_command_bad_input(ctm, tmp_path):

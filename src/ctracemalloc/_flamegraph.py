@@ -1,9 +1,11 @@
 """A snapshot's flame graph as one self-contained HTML file.
 
 The tree comes from the C core (Snapshot._tree(): a node per frame path,
-totals included); this module only adds each frame's source line and
-fills the template flamegraph.html, whose script draws it. No network:
-the script and styles are inline. The drawing itself (flamegraph.js,
+totals included, with its function's name where known); this module only
+adds each frame's source line and fills the template flamegraph.html,
+whose script draws it: a box says "func (file:line)", or "file:line" for
+a frame whose function is not known. No network: the script and styles
+are inline. The drawing itself (flamegraph.js,
 flamegraph.css) is shared with the report of a run (_report.py), whose
 page fills its template the same way (page()).
 
@@ -52,32 +54,22 @@ def page(template, values, data):
                   asset(template))
 
 
-def frame_functions(snapshot):
-    """{(filename, lineno): function name} for the frames of the
-    snapshot's tracebacks, where the core records function names
-    (Frame.function); empty where it does not. Walks the distinct
-    tracebacks (statistics('traceback')), not the traces."""
-    from . import Frame
-    if not hasattr(Frame, "function"):
-        return {}
-    functions = {}
-    for stat in snapshot.statistics("traceback"):
-        for frame in stat.traceback:
-            name = getattr(frame, "function", None)
-            if name:
-                functions[(frame.filename, frame.lineno)] = name
-    return functions
-
-
 def with_native(tree, native):
     """tree (Snapshot._tree() lists) with the tree of the native traces
     merged in: their frames added to the nodes of the same path, and
     each node's own native traces (those that end there) in a new child,
     a native node (file -1). Returns the tree and the native nodes."""
-    parents, files, linenos, sizes, counts, names = map(list, tree)
-    n_parents, n_files, n_linenos, n_sizes, n_counts, n_names = \
-        native._tree()
+    parents, files, linenos, sizes, counts, names, functions = map(
+        list, tree)
+    (n_parents, n_files, n_linenos, n_sizes, n_counts, n_names,
+     n_functions) = native._tree()
     file_index = {name: i for i, name in enumerate(names)}
+
+    def index_of(name):
+        if name not in file_index:
+            file_index[name] = len(names)
+            names.append(name)
+        return file_index[name]
     node_of = {(parents[i], files[i], linenos[i]): i
                for i in range(1, len(parents))}
     own = [[size, count] for size, count in zip(n_sizes, n_counts)]
@@ -85,75 +77,66 @@ def with_native(tree, native):
         own[n_parents[i]][0] -= n_sizes[i]
         own[n_parents[i]][1] -= n_counts[i]
 
-    def add(parent, file, lineno, size, count):
+    def add(parent, file, lineno, size, count, function=-1):
         parents.append(parent)
         files.append(file)
         linenos.append(lineno)
         sizes.append(size)
         counts.append(count)
+        functions.append(function)
         return len(parents) - 1
 
     merged = [0]        # native tree node -> node
     sizes[0] += n_sizes[0]
     counts[0] += n_counts[0]
     for i in range(1, len(n_parents)):
-        name = n_names[n_files[i]]
-        if name not in file_index:
-            file_index[name] = len(names)
-            names.append(name)
-        key = (merged[n_parents[i]], file_index[name], n_linenos[i])
+        key = (merged[n_parents[i]], index_of(n_names[n_files[i]]),
+               n_linenos[i])
         if key not in node_of:
-            node_of[key] = add(*key, 0, 0)
+            # a frame only native traces pass through: the native
+            # snapshot's name for it
+            node_of[key] = add(*key, 0, 0, -1 if n_functions[i] < 0
+                               else index_of(n_names[n_functions[i]]))
         node = node_of[key]
         sizes[node] += n_sizes[i]
         counts[node] += n_counts[i]
         merged.append(node)
     natives = [add(merged[i], -1, 0, size, count)
                for i, (size, count) in enumerate(own) if count]
-    return (parents, files, linenos, sizes, counts, names), natives
+    return (parents, files, linenos, sizes, counts, names,
+            functions), natives
 
 
-def tree_data(snapshot, native=None, functions=None):
+def tree_data(snapshot, native=None):
     """The tree as compact JSON-ready arrays, with the source line of each
     distinct frame; with native, a snapshot of native traces, those
-    merged in (with_native) and the native nodes listed. functions:
-    {(filename, lineno): name} (default: frame_functions of both), the
-    nodes' function names, given as "func" (an index into "funcs", -1
-    where unknown) when any is known."""
+    merged in (with_native) and the native nodes listed. "func" gives
+    each node's function name, an index into "funcs" (the names), -1
+    where it is not known."""
     tree, natives = snapshot._tree(), []
-    if functions is None:
-        functions = frame_functions(snapshot)
-        if native is not None:
-            functions.update(frame_functions(native))
     if native is not None and len(native.traces):
         tree, natives = with_native(tree, native)
-    parents, files, linenos, sizes, counts, names = tree
+    parents, files, linenos, sizes, counts, names, functions = tree
     lines = {}
     for f, lineno in zip(files, linenos):
         if f >= 0 and (f, lineno) not in lines:
             lines[(f, lineno)] = linecache.getline(names[f], lineno).strip()
     sources = sorted(set(lines.values()))
     source_index = {text: i for i, text in enumerate(sources)}
-    data = {
+    return {
         "parent": parents,
         "file": files,
         "line": linenos,
         "size": sizes,
         "count": counts,
         "names": names,
+        "funcs": names,
+        "func": functions,
         "source": [source_index[lines[(f, n)]] if f >= 0 else -1
                    for f, n in zip(files, linenos)],
         "sources": sources,
         "native": natives,
     }
-    if functions:
-        funcs = sorted(set(functions.values()))
-        func_index = {name: i for i, name in enumerate(funcs)}
-        data["funcs"] = funcs
-        data["func"] = [
-            func_index.get(functions.get((names[f], n)), -1) if f >= 0
-            else -1 for f, n in zip(files, linenos)]
-    return data
 
 
 def render(snapshot, title="snapshot", native=None):

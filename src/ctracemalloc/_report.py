@@ -51,24 +51,24 @@ def top_entries(snapshot, key_type):
     return list(zip(stats, natives))[:TOP]
 
 
-def place(frame, functions, with_line=True):
+def place(frame, with_line=True):
     """"func (file:line)" where the function is known, else "file:line"
     (the file alone without with_line)."""
     if not with_line:
         return frame.filename
     at = "%s:%d" % (frame.filename, frame.lineno)
-    name = functions.get((frame.filename, frame.lineno))
+    name = getattr(frame, "function", None)
     return "%s (%s)" % (name, at) if name else at
 
 
-def table(snapshot, key_type, functions, total):
+def table(snapshot, key_type, total):
     """The HTML table of the top entries of snapshot by key_type."""
     lines = key_type == "lineno"
     rows = []
     for rank, (stat, native) in enumerate(
             top_entries(snapshot, key_type), 1):
         frame = stat.traceback[0]
-        where = html.escape(place(frame, functions, lines))
+        where = html.escape(place(frame, lines))
         if native:
             where = '<span class="tag">native</span> ' + where
         if lines:
@@ -98,9 +98,8 @@ def total_size(snapshot):
 def view(name, snapshot):
     """The section of one snapshot: its flame graph's data and its top
     lines and files."""
-    functions = _flamegraph.frame_functions(snapshot)
     python, native = _cli.split(snapshot)
-    tree = _flamegraph.tree_data(python, native, functions)
+    tree = _flamegraph.tree_data(python, native)
     total = tree["size"][0]
     section = (
         '<section class="view" id="view-%s" data-view="%s">'
@@ -110,8 +109,8 @@ def view(name, snapshot):
         '<div class="flame"></div>'
         '<div class="tables"><div><h2>Top lines</h2>%s</div>'
         '<div><h2>Top files</h2>%s</div></div></section>'
-        % (name, name, table(snapshot, "lineno", functions, total),
-           table(snapshot, "filename", functions, total)))
+        % (name, name, table(snapshot, "lineno", total),
+           table(snapshot, "filename", total)))
     return section, tree
 
 

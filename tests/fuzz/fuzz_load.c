@@ -79,6 +79,12 @@ check_invariants(const ctm_snapdata *d)
         if (ctm_builder_frame(b, f->filename, f->lineno) != i) {
             fail("duplicate frame accepted");
         }
+        if (f->function != CTM_NO_FUNCTION) {
+            if ((Py_ssize_t)f->function >= d->nstrings) {
+                fail("frame function out of range");
+            }
+            ctm_builder_frame_function(b, (uint32_t)i, f->function);
+        }
     }
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {
         const ctm_snap_tb *t = &d->tracebacks[i];

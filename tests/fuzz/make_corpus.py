@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from test_fileformat import RAW, Tables, assemble  # noqa: E402
+from test_fileformat import RAW, Tables, assemble, named_tables  # noqa: E402
 
 
 def seeds():
@@ -19,7 +19,10 @@ def seeds():
     yield "raw-limit-pickled", assemble(Tables(RAW).sections("x"))
     secs = Tables(RAW).sections(None)
     yield "newer-minor", assemble([(200, b"x")] + secs[:3] + [(9, b"")]
-                                  + secs[3:], minor=1)
+                                  + secs[3:], minor=2)
+    # function names (2.1), and a file of 2.0, which has none
+    yield "functions", assemble(named_tables().sections(5))
+    yield "version-2.0", assemble(secs, minor=0)
     rng = random.Random(1)
     raw = []
     for i in range(40):

@@ -199,6 +199,22 @@ ctm_frame_addr(ctm_pyframe *f)
 }
 #endif
 
+/* The function name a report shows for a code object's frames, borrowed
+ * (a str, or something else if the object was made oddly: callers
+ * check). 3.11 and later have the qualified name (Class.method,
+ * outer.<locals>.inner); before, only the bare name. Read without the
+ * GIL too: a code object's fields never change, and the caller knows it
+ * is alive. */
+static inline PyObject *
+ctm_code_function(const PyCodeObject *code)
+{
+#if PY_VERSION_HEX >= 0x030B0000
+    return code->co_qualname;
+#else
+    return code->co_name;
+#endif
+}
+
 /* ---- the death of code objects ----
  *
  * The tracer holds no reference to the code objects of the frames it

@@ -195,13 +195,33 @@ ctm_ff_parse_counts(ctm_ffloader *st, cursor *c)
     return ctm_ff_section_end(st, c);
 }
 
+/* The count that opens a section of items of at least min_bytes bytes
+ * each, in *n, checked against the bytes left. 0, or -1 with the
+ * error set. */
+static int
+items_count(const ctm_ffloader *st, cursor *c, uint64_t min_bytes,
+            uint64_t *n)
+{
+    if (get_varint(c, n) < 0 || *n > cur_left(c) / min_bytes) {
+        return ctm_ff_bad_payload(st);
+    }
+    return 0;
+}
+
+/* Two varints, a and b. 0, or -1 (no error set) if malformed. */
+static inline int
+get_varint_pair(cursor *c, uint64_t *a, uint64_t *b)
+{
+    return get_varint(c, a) < 0 || get_varint(c, b) < 0 ? -1 : 0;
+}
+
 int
 ctm_ff_parse_strings(ctm_ffloader *st, cursor *c)
 {
     ctm_snapdata *d = st->d;
     uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c)) {
-        return ctm_ff_bad_payload(st);
+    if (items_count(st, c, 1, &n) < 0) {
+        return -1;
     }
     if (n > st->nstrings - (uint64_t)d->nstrings) {
         return ctm_ff_corrupted(st, "more strings than declared");
@@ -261,8 +281,8 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
 {
     ctm_snapdata *d = st->d;
     uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c) / 2) {
-        return ctm_ff_bad_payload(st);
+    if (items_count(st, c, 2, &n) < 0) {
+        return -1;
     }
     if (n > st->nframes - (uint64_t)d->nframes) {
         return ctm_ff_corrupted(st, "more frames than declared");
@@ -273,7 +293,7 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
     ctm_snap_frame *frames = d->frames + d->nframes;
     for (uint64_t i = 0; i < n; i++) {
         uint64_t filename, z;
-        if (get_varint(c, &filename) < 0 || get_varint(c, &z) < 0) {
+        if (get_varint_pair(c, &filename, &z) < 0) {
             return ctm_ff_bad_payload(st);
         }
         int64_t lineno = unzigzag(z);
@@ -285,6 +305,7 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
         }
         frames[i].filename = (uint32_t)filename;
         frames[i].lineno = (int32_t)lineno;
+        frames[i].function = CTM_NO_FUNCTION;
     }
     uint64_t *slots = st->frame_slots;
     const size_t mask = st->frame_mask;
@@ -306,6 +327,38 @@ ctm_ff_parse_frames(ctm_ffloader *st, cursor *c)
         slots[j] = key;
     }
     d->nframes += (Py_ssize_t)n;
+    return ctm_ff_section_end(st, c);
+}
+
+int
+ctm_ff_parse_functions(ctm_ffloader *st, cursor *c)
+{
+    ctm_snapdata *d = st->d;
+    uint64_t n;
+    if (items_count(st, c, 2, &n) < 0) {
+        return -1;
+    }
+    /* Every frame is there (the reader checked their count): a gap that
+     * passes the last one is caught before it can wrap. */
+    const uint64_t nframes = (uint64_t)d->nframes;
+    const uint64_t nstrings = (uint64_t)d->nstrings;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t gap, name;
+        if (get_varint_pair(c, &gap, &name) < 0) {
+            return ctm_ff_bad_payload(st);
+        }
+        uint64_t next = (uint64_t)(st->named + 1);
+        if (gap >= nframes - next) {
+            return ctm_ff_corrupted(st, "function frame index out of "
+                                        "range");
+        }
+        if (name >= nstrings) {
+            return ctm_ff_corrupted(st, "function name index out of "
+                                        "range");
+        }
+        st->named = (int64_t)(next + gap);
+        d->frames[st->named].function = (uint32_t)name;
+    }
     return ctm_ff_section_end(st, c);
 }
 
@@ -345,8 +398,8 @@ ctm_ff_parse_tracebacks(ctm_ffloader *st, cursor *c)
 {
     ctm_snapdata *d = st->d;
     uint64_t n;
-    if (get_varint(c, &n) < 0 || n > cur_left(c) / 2) {
-        return ctm_ff_bad_payload(st);
+    if (items_count(st, c, 2, &n) < 0) {
+        return -1;
     }
     if (n > st->ntracebacks - (uint64_t)d->ntracebacks) {
         return ctm_ff_corrupted(st, "more tracebacks than declared");

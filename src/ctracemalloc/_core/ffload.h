@@ -25,12 +25,15 @@ typedef struct {
     ctm_xxh64_state hash;       /* of the file so far */
     unsigned major;             /* of the file */
     int strict;                 /* file minor <= ours */
+    int has_functions;          /* the file's version knows FUNCTIONS */
     uint64_t section_offset;
     const char *section_name;
     int rank;                   /* of the last known section */
     int have_counts;
     uint64_t nstrings, nframes, ntracebacks, nrefs, ntraces;  /* declared */
     uint64_t refs_done;
+    int64_t named;              /* the last frame a FUNCTIONS entry named,
+                                   or -1 */
     ctm_snapdata *d;            /* counts are those stored so far */
     /* Duplicate detection: open addressing, power-of-two capacity, at
      * most half full, 0 for an empty slot, each index sized once from
@@ -69,6 +72,7 @@ int ctm_ff_section_end(const ctm_ffloader *st, const cursor *c);
 int ctm_ff_parse_counts(ctm_ffloader *st, cursor *c);
 int ctm_ff_parse_strings(ctm_ffloader *st, cursor *c);
 int ctm_ff_parse_frames(ctm_ffloader *st, cursor *c);
+int ctm_ff_parse_functions(ctm_ffloader *st, cursor *c);
 int ctm_ff_parse_tracebacks(ctm_ffloader *st, cursor *c);
 int ctm_ff_parse_traces(ctm_ffloader *st, cursor *c);
 /* Release what st holds (its snapshot data, indexes, scratch arrays,

@@ -8,8 +8,9 @@
  * multiplicity; the counts of COUNTS against the bytes actually left
  * before the arrays are allocated from them; every index in range
  * (frame filename < nstrings, frame references < nframes, trace
- * traceback < ntracebacks); no duplicate string, frame or traceback (a
- * hash index of each, sized from the counts and dropped once loaded);
+ * traceback < ntracebacks, function names' frames and strings); no
+ * duplicate string, frame or traceback (a hash index of each, sized
+ * from the counts and dropped once loaded);
  * lineno in int32, domain in uint32, total_nframe below 2**32 - 1; that
  * the counts of COUNTS are met exactly, that every section is consumed
  * exactly, and that nothing follows END. A missing file raises OSError
@@ -171,15 +172,24 @@ section_name(unsigned tag)
     case TAG_TRACES: return "TRACES";
     case TAG_LIMIT: return "LIMIT";
     case TAG_EXTRA: return "EXTRA";
+    case TAG_FUNCTIONS: return "FUNCTIONS";
     default: return "unknown";
     }
 }
 
-/* Position of each known tag in the section order. */
+/* Position of each known tag in the section order: the tags of 2.0 in
+ * the order of their numbers, END last, FUNCTIONS between FRAMES and
+ * TRACEBACKS. */
+#define RANK(tag) (2 * (int)(tag))
+
 static int
 tag_rank(unsigned tag)
 {
-    return tag == TAG_END ? TAG_KNOWN : (int)tag;
+    switch (tag) {
+    case TAG_END: return RANK(TAG_KNOWN);
+    case TAG_FUNCTIONS: return RANK(TAG_FRAMES) + 1;
+    default: return RANK(tag);
+    }
 }
 
 /* Entering a section of rank `rank`: every repeatable group before it
@@ -188,23 +198,24 @@ static int
 check_complete(ctm_ffloader *st, int rank)
 {
     const ctm_snapdata *d = st->d;
-    if (rank > TAG_STRINGS && (uint64_t)d->nstrings != st->nstrings) {
+    if (rank > RANK(TAG_STRINGS)
+        && (uint64_t)d->nstrings != st->nstrings) {
         return ctm_ff_corrupted(st, "fewer strings than declared");
     }
-    if (rank > TAG_FRAMES && (uint64_t)d->nframes != st->nframes) {
+    if (rank > RANK(TAG_FRAMES) && (uint64_t)d->nframes != st->nframes) {
         return ctm_ff_corrupted(st, "fewer frames than declared");
     }
-    if (rank > TAG_TRACEBACKS
+    if (rank > RANK(TAG_TRACEBACKS)
         && (uint64_t)d->ntracebacks != st->ntracebacks) {
         return ctm_ff_corrupted(st, "fewer tracebacks than declared");
     }
-    if (rank > TAG_TRACEBACKS && st->refs_done != st->nrefs) {
+    if (rank > RANK(TAG_TRACEBACKS) && st->refs_done != st->nrefs) {
         return ctm_ff_corrupted(st, "fewer frame references than declared");
     }
-    if (rank > TAG_TRACES && (uint64_t)d->ntraces != st->ntraces) {
+    if (rank > RANK(TAG_TRACES) && (uint64_t)d->ntraces != st->ntraces) {
         return ctm_ff_corrupted(st, "fewer traces than declared");
     }
-    if (rank > TAG_LIMIT && st->limit == NULL) {
+    if (rank > RANK(TAG_LIMIT) && st->limit == NULL) {
         return ctm_ff_corrupted(st, "no traceback limit section");
     }
     return 0;
@@ -225,7 +236,8 @@ check_order(ctm_ffloader *st, unsigned tag)
     if (rank < st->rank) {
         return ctm_ff_corrupted(st, "section out of order");
     }
-    int repeatable = tag >= TAG_STRINGS && tag <= TAG_TRACES;
+    int repeatable = (tag >= TAG_STRINGS && tag <= TAG_TRACES)
+                     || tag == TAG_FUNCTIONS;
     if (rank == st->rank && !repeatable) {
         return ctm_ff_corrupted(st, "section repeated");
     }
@@ -277,6 +289,7 @@ read_header(ctm_ffloader *st)
     }
     st->major = major;
     st->strict = minor <= FF_MINOR;
+    st->has_functions = major > 2 || (major == 2 && minor >= 1);
     ctm_xxh64_update(&st->hash, h, FF_HEADER_SIZE);
     r->pos += FF_HEADER_SIZE;
     r->offset += FF_HEADER_SIZE;
@@ -345,7 +358,8 @@ read_section(ctm_ffloader *st, unsigned *tag)
     ctm_xxh64_update(&st->hash, p + plen, FF_CHECK_SIZE);
 
     cursor c = {p, p + plen};
-    if (*tag >= TAG_KNOWN) {
+    if (*tag >= TAG_KNOWN
+        || (*tag == TAG_FUNCTIONS && !st->has_functions)) {
         if (st->strict) {
             return ctm_ff_corrupted(st, "unknown section");
         }
@@ -362,6 +376,8 @@ read_section(ctm_ffloader *st, unsigned *tag)
         return ctm_ff_parse_strings(st, &c);
     case TAG_FRAMES:
         return ctm_ff_parse_frames(st, &c);
+    case TAG_FUNCTIONS:
+        return ctm_ff_parse_functions(st, &c);
     case TAG_TRACEBACKS:
         return ctm_ff_parse_tracebacks(st, &c);
     case TAG_TRACES:
@@ -383,6 +399,7 @@ ctm_ffread(ctm_input *r, PyObject **limit, PyObject **extra)
     ctm_ffloader st;
     memset(&st, 0, sizeof(st));
     st.r = r;
+    st.named = -1;
     st.section_name = "header";
     ctm_xxh64_init(&st.hash);
     *limit = NULL;

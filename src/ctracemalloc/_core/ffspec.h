@@ -23,7 +23,7 @@
  *                       the high byte and the line ends catch text-mode
  *                       transfers, as PNG's magic does)
  *     major   u16 LE    2
- *     minor   u16 LE    0
+ *     minor   u16 LE    1
  *
  *   section
  *     tag     u8
@@ -37,7 +37,7 @@
  *                       flipped bits, and lets the reader verify a
  *                       section before it parses a byte of it.
  *
- * Sections of version 2.0, in this order (* may repeat):
+ * Sections of version 2.1, in this order (* may repeat):
  *
  *   1 COUNTS      once, first: varints nstrings, nframes, ntracebacks,
  *                 nrefs (the sum of the tracebacks' nframe), ntraces.
@@ -46,6 +46,15 @@
  *                 (lone surrogates included) round-trips.
  *   3 FRAMES*     varint n, then n frames: varint filename (index of a
  *                 string), zigzag lineno (fits int32).
+ *   8 FUNCTIONS*  (2.1) after the FRAMES, none if no frame has a name:
+ *                 the function names of frames. varint n, then n
+ *                 entries: varint gap, varint name (index of a string).
+ *                 The entry names frame previous + 1 + gap, where
+ *                 previous is the frame of the entry before it, in this
+ *                 section or an earlier one (-1 for the first of the
+ *                 file): frames are named in increasing order, each at
+ *                 most once, and a frame without an entry has no name
+ *                 (Frame.function None).
  *   4 TRACEBACKS* varint n, u8 width (1, 2 or 4), then n tracebacks:
  *                 varint nframe; varint total (0 for a total_nframe of
  *                 None, else total_nframe + 1, at most 2**32 - 1);
@@ -81,13 +90,16 @@
  * sections. Pickles are written with protocol 4, which every supported
  * Python reads.
  *
- * Version 1.0 differs in one place: a TRACEBACKS section has no width,
- * and its frame references are varints. Fixed-width references take a
- * little more room (two bytes where a varint of a reference below a few
- * thousand takes one or two), and are read without a branch on their
- * length, which would mix one and two bytes at random and so
- * mispredict; they are most of the bytes of a file of deep tracebacks.
- * The reader reads both versions.
+ * Version 2.0 has no FUNCTIONS section (tag 8 is unknown to it): its
+ * frames have no name.
+ *
+ * Version 1.0 differs from 2.0 in one place: a TRACEBACKS section has
+ * no width, and its frame references are varints. Fixed-width
+ * references take a little more room (two bytes where a varint of a
+ * reference below a few thousand takes one or two), and are read
+ * without a branch on their length, which would mix one and two bytes
+ * at random and so mispredict; they are most of the bytes of a file of
+ * deep tracebacks. The reader reads all three versions.
  *
  * Why this encoding: a trace costs its size (1 to 3 bytes for most
  * sizes) and a quarter byte of length code, as take_snapshot emits
@@ -124,7 +136,7 @@
 
 #define FF_MAJOR 2
 #define FF_MAJOR_OLDEST 1       /* the oldest this reader reads */
-#define FF_MINOR 0
+#define FF_MINOR 1
 #define FF_HEADER_SIZE 12
 #define FF_CHECK_SIZE 8
 #define FF_PICKLE_PROTOCOL 4     /* of LIMIT kind 2 and EXTRA */
@@ -142,7 +154,8 @@ enum {
     TAG_TRACES = 5,
     TAG_LIMIT = 6,
     TAG_EXTRA = 7,
-    TAG_KNOWN = 8               /* first tag this version does not know */
+    TAG_FUNCTIONS = 8,          /* from 2.1; between FRAMES and TRACEBACKS */
+    TAG_KNOWN = 9               /* first tag this version does not know */
 };
 
 enum {

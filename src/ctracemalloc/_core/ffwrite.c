@@ -2,7 +2,8 @@
  * (to a bytes object, for pickling), in the layout of ffspec.h.
  *
  * Invariants: the output is the header, then COUNTS, STRINGS, FRAMES,
- * TRACEBACKS and TRACES sections in that order (the repeatable ones cut
+ * FUNCTIONS (if a frame has a name), TRACEBACKS and TRACES sections in
+ * that order (the repeatable ones cut
  * into blocks of about BLOCK_TARGET bytes or TRACES_PER_SECTION traces,
  * never splitting an item), LIMIT, EXTRA if the snapshot has attributes,
  * and END; every byte written goes through the running XXH64, whose
@@ -212,6 +213,27 @@ write_frames(writer *w, const ctm_snapdata *d)
         w->bcount++;
     }
     return blk_flush(w, TAG_FRAMES);
+}
+
+static int
+write_functions(writer *w, const ctm_snapdata *d)
+{
+    int64_t previous = -1;
+    for (Py_ssize_t i = 0; i < d->nframes; i++) {
+        if (d->frames[i].function == CTM_NO_FUNCTION) {
+            continue;
+        }
+        if (blk_item(w, TAG_FUNCTIONS, 20) < 0) {
+            return -1;
+        }
+        uint8_t *p = w->blk + w->bpos;
+        p = put_varint(p, (uint64_t)(i - previous - 1));
+        p = put_varint(p, d->frames[i].function);
+        previous = i;
+        w->bpos = (size_t)(p - w->blk);
+        w->bcount++;
+    }
+    return blk_flush(w, TAG_FUNCTIONS);
 }
 
 static int
@@ -508,6 +530,7 @@ write_snapshot(writer *w, const ctm_snapdata *d, PyObject *limit_payload,
     w->bcount = 0;
     if (write_strings(w, d) < 0
         || write_frames(w, d) < 0
+        || write_functions(w, d) < 0
         || write_tracebacks(w, d) < 0
         || write_traces(w, d) < 0) {
         return -1;

@@ -24,9 +24,13 @@
  *    cannot arm resolve new code objects at once instead.
  *  - tracebacks[]: runs of frame ids in the `ids` arena, most recent
  *    first, with total_nframe.
- *  - cstrings[]: filenames copied out of str objects by threads that did
- *    not hold the GIL (resolved frames), rebuilt into str at snapshot
- *    time.
+ *  - cstrings[]: filenames and function names copied out of str
+ *    objects for resolved frames (by threads that may not hold the
+ *    GIL), rebuilt into str at snapshot time. A code frame's function
+ *    name is its code object's (compat.h); a resolved frame's is copied
+ *    when the frame is made, from the code object it was resolved from,
+ *    and never changes after: a frame met again from another code
+ *    object on the same line keeps the first one's.
  *
  * Each array has an open-addressing index of uint32 slots holding
  * id + 1 (0 is empty), at most half full, never deleted from: clear()
@@ -196,18 +200,36 @@ intern_frame(ctm_interner *in, PyCodeObject *code, int32_t a, int32_t b,
         f->lineno = 0;
         f->filename = (uint32_t)rec;
         f->flags = 0;
+        f->function = 0;
     }
     else {
         f->addr = 0;
         f->filename = (uint32_t)a;
         f->lineno = b;
         f->flags = CTM_FRAME_LINE_KNOWN;
+        f->function = 0;
     }
     in->frames_ix.slots[j] = id + 1;
     return id;
 }
 
-/* The resolved frame of (code, addr), as the stdlib records it. */
+/* The function name of code as a string id + 1 (ctm_tframe.function),
+ * or 0 if it has none or memory ran out: the name is only for reports,
+ * its loss is no reason to fail a capture. */
+static uint32_t
+code_function_id(ctm_interner *in, const PyCodeObject *code)
+{
+    PyObject *name = ctm_code_function(code);
+    if (name == NULL || !PyUnicode_Check(name)) {
+        return 0;
+    }
+    int64_t s = intern_cstring(in, name);
+    return s < 0 ? 0 : (uint32_t)s + 1;
+}
+
+/* The resolved frame of (code, addr), as the stdlib records it. A new
+ * one takes the name of code's function; one that exists keeps its own
+ * (first seen wins), so the name costs nothing once the frame is made. */
 static int64_t
 intern_resolved(ctm_interner *in, PyCodeObject *code, int addr)
 {
@@ -216,7 +238,12 @@ intern_resolved(ctm_interner *in, PyCodeObject *code, int addr)
     if (s < 0) {
         return -1;
     }
-    return intern_frame(in, NULL, (int32_t)s, line < 0 ? 0 : line, -1);
+    uint32_t before = in->nframes;
+    int64_t f = intern_frame(in, NULL, (int32_t)s, line < 0 ? 0 : line, -1);
+    if (f >= 0 && (uint32_t)f >= before) {
+        in->frames[f].function = code_function_id(in, code);
+    }
+    return f;
 }
 
 /* The frame of (code, addr) for a capture with the GIL: a code frame
@@ -617,6 +644,7 @@ code_died(ctm_interner *in, uint32_t rec)
 {
     ctm_coderec *r = &in->codes.recs[rec];
     int64_t filename = -1;
+    uint32_t function = 0;
     for (uint32_t i = 0; i < r->n; i++) {
         uint32_t item = r->items[i];
         if (item & REC_TB) {
@@ -645,11 +673,13 @@ code_died(ctm_interner *in, uint32_t rec)
             if (filename < 0) {
                 filename = in->unknown_cstring;     /* out of memory */
             }
+            function = code_function_id(in, r->code);
         }
         ctm_tframe_lineno_unlocked(f);
         f->code = NULL;
         f->addr = 0;
         f->filename = (uint32_t)filename;
+        f->function = function;
     }
     ctm_coderecs_free(&in->codes, rec);
 }
@@ -780,8 +810,21 @@ copy_frame(ctm_interner *nw, const ctm_interner *in, uint32_t old)
     if (f->code == NULL) {
         const ctm_cstring *c = &in->cstrings[f->filename];
         int64_t s = intern_chars(nw, c->kind, c->length, c->data, c->hash);
-        return s < 0 ? -1 : intern_frame(nw, NULL, (int32_t)s, f->lineno,
-                                         -1);
+        if (s < 0) {
+            return -1;
+        }
+        uint32_t before = nw->nframes;
+        int64_t id = intern_frame(nw, NULL, (int32_t)s, f->lineno, -1);
+        if (id >= 0 && (uint32_t)id >= before && f->function) {
+            /* the first of the frames that become one keeps its name */
+            c = &in->cstrings[f->function - 1];
+            s = intern_chars(nw, c->kind, c->length, c->data, c->hash);
+            if (s < 0) {
+                return -1;
+            }
+            nw->frames[id].function = (uint32_t)s + 1;
+        }
+        return id;
     }
     if (ctm_index_reserve(&nw->frames_ix, nw->nframes, frame_hash, nw) < 0
         || ctm_grow((void **)&nw->frames, &nw->capframes,

@@ -7,6 +7,11 @@
  * the frames of that code into resolved frames while the object is
  * still whole. Frames captured by a thread without the GIL, or of a code
  * object whose death cannot be watched, are resolved at once.
+ * A frame also keeps the name of its function (compat.h,
+ * ctm_code_function), only for reports: it is not part of the frame's
+ * identity, so two functions that share a line (a comprehension on its
+ * function's line, before 3.12) share one resolved frame, which keeps
+ * the name of the first one interned.
  * A traceback is a run of frame ids, most recent first, with its
  * total_nframe. Two ids may come to have equal contents (a frame resolved
  * at death); snapshots compare them by content.
@@ -25,6 +30,10 @@ typedef struct {
     uint32_t filename;          /* resolved frame: string id; code frame:
                                    its code's record */
     uint32_t flags;             /* CTM_FRAME_LINE_KNOWN */
+    uint32_t function;          /* resolved frame: its function's name,
+                                   string id + 1, 0: none (a frame of no
+                                   code object: "<unknown>"); code frame:
+                                   0, its code object tells */
 } ctm_tframe;
 
 #define CTM_FRAME_LINE_KNOWN 1u
@@ -36,8 +45,9 @@ typedef struct {
     uint32_t hash;
 } ctm_ttb;
 
-/* A filename copied out of a str object without the GIL: its PEP 393
- * kind and raw data, enough to rebuild the str later. */
+/* A filename or a function name copied out of a str object without
+ * the GIL: its PEP 393 kind and raw data, enough to rebuild the str
+ * later. */
 typedef struct {
     int kind;
     Py_ssize_t length;

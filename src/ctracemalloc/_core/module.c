@@ -332,12 +332,15 @@ get_object_traceback(PyObject *self, PyObject *args, PyObject *kwargs)
                                      kwlist, &obj)) {
         return NULL;
     }
-    PyObject *frames = raw_object_traceback(obj);
+    PyObject *functions = NULL;
+    PyObject *frames = ctm_tracer_named_traceback_of(
+        CTM_DEFAULT_DOMAIN, (uintptr_t)ctm_object_block(obj), &functions);
     if (frames == NULL || frames == Py_None) {
         return frames;
     }
-    PyObject *tb = ctm_traceback_new(frames, NULL);
+    PyObject *tb = ctm_traceback_new(frames, NULL, functions);
     Py_DECREF(frames);
+    Py_XDECREF(functions);
     return tb;
 }
 

@@ -181,9 +181,51 @@ ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno)
     }
     b->d.frames[n].filename = filename;
     b->d.frames[n].lineno = lineno;
+    b->d.frames[n].function = CTM_NO_FUNCTION;
     b->d.nframes = n + 1;
     b->frames_ix.slots[j] = (uint32_t)n + 1;
     return n;
+}
+
+/* Whether str names a comprehension or a generator expression
+ * ("<listcomp>", "f.<locals>.<genexpr>"), which on 3.9 to 3.11 has its
+ * own frame on the line of the function around it. */
+static int
+comprehension(PyObject *str)
+{
+    /* Read in place: it runs under the tables lock, where allocating
+     * would take it again. */
+    static const char *const kinds[] = {"<listcomp>", "<dictcomp>",
+                                        "<setcomp>", "<genexpr>"};
+    Py_ssize_t n = PyUnicode_GET_LENGTH(str);
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        Py_ssize_t k = (Py_ssize_t)strlen(kinds[i]);
+        if (n < k || (n > k && PyUnicode_READ_CHAR(str, n - k - 1) != '.')) {
+            continue;
+        }
+        Py_ssize_t j = 0;
+        while (j < k && PyUnicode_READ_CHAR(str, n - k + j)
+                            == (Py_UCS4)(unsigned char)kinds[i][j]) {
+            j++;
+        }
+        if (j == k) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void
+ctm_builder_frame_function(ctm_builder *b, uint32_t frame, uint32_t function)
+{
+    CTM_ASSERT((Py_ssize_t)frame < b->d.nframes
+               && (Py_ssize_t)function < b->d.nstrings);
+    uint32_t *have = &b->d.frames[frame].function;
+    if (*have == CTM_NO_FUNCTION
+        || (*have != function && comprehension(b->d.strings[*have])
+            && !comprehension(b->d.strings[function]))) {
+        *have = function;
+    }
 }
 
 int64_t
@@ -456,6 +498,33 @@ ctm_snapdata_frames_tuple(const ctm_snapdata *d, uint32_t tb,
 }
 
 PyObject *
+ctm_snapdata_functions_tuple(const ctm_snapdata *d, uint32_t tb)
+{
+    const ctm_snap_tb *t = &d->tracebacks[tb];
+    const uint32_t *refs = d->refs + t->first;
+    uint32_t i = 0;
+    while (i < t->nframe
+           && d->frames[refs[i]].function == CTM_NO_FUNCTION) {
+        i++;
+    }
+    if (i == t->nframe) {
+        Py_RETURN_NONE;
+    }
+    PyObject *names = PyTuple_New(t->nframe);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (i = 0; i < t->nframe; i++) {
+        uint32_t s = d->frames[refs[i]].function;
+        PyTuple_SET_ITEM(names, i, Py_NewRef(s == CTM_NO_FUNCTION
+                                             ? Py_None : d->strings[s]));
+    }
+    /* str and None: no cycle, nothing for the collector to visit */
+    PyObject_GC_UnTrack(names);
+    return names;
+}
+
+PyObject *
 ctm_snapdata_trace_tuple(const ctm_snapdata *d, Py_ssize_t i,
                          PyObject **cache)
 {
@@ -646,6 +715,10 @@ ctm_snapdata_strip_root(const ctm_snapdata *d, const int64_t *chain,
         if (ctm_builder_frame(b, d->frames[i].filename,
                               d->frames[i].lineno) < 0) {
             goto error;
+        }
+        if (d->frames[i].function != CTM_NO_FUNCTION) {
+            ctm_builder_frame_function(b, (uint32_t)i,
+                                       d->frames[i].function);
         }
     }
     for (Py_ssize_t i = 0; i < d->ntracebacks; i++) {

@@ -6,11 +6,15 @@
  * constructor, filter_traces, load) keeps and every consumer may rely on:
  *
  *  - strings[i] is an exact str, and no two strings are equal;
- *  - no two frames are equal (same filename index and lineno);
+ *  - no two frames are equal (same filename index and lineno): a frame's
+ *    function name is not part of its identity, as Frame's equality
+ *    has only filename and lineno; where frames of two functions meet
+ *    on one line, the frame keeps the first name it was given;
  *  - no two tracebacks are equal (same frame sequence and total_nframe);
  *    two tracebacks may have the same frame sequence and differ only in
  *    total_nframe;
- *  - every index is in range: frame.filename < nstrings,
+ *  - every index is in range: frame.filename < nstrings, frame.function
+ *    < nstrings or CTM_NO_FUNCTION,
  *    refs[tb.first .. tb.first + tb.nframe) < nframes,
  *    trace.traceback < ntracebacks;
  *  - a traceback's frames are stored most recent first, as the raw
@@ -28,7 +32,14 @@
 typedef struct {
     uint32_t filename;          /* index into strings */
     int32_t lineno;
+    uint32_t function;          /* index into strings of the qualified
+                                   name (compat.h), or CTM_NO_FUNCTION */
 } ctm_snap_frame;
+
+/* The function of a frame whose function is not known: frames of no
+ * code object, made from raw tuples, loaded from the stdlib's pickle or
+ * from a file without names. */
+#define CTM_NO_FUNCTION UINT32_MAX
 
 /* total_nframe of a traceback whose total is None (Traceback(frames)). */
 #define CTM_TOTAL_NONE UINT32_MAX
@@ -83,7 +94,14 @@ int64_t ctm_builder_string(ctm_builder *b, PyObject *str);
  * PyUnicode_Compare). */
 int64_t ctm_builder_string_hashed(ctm_builder *b, PyObject *str,
                                   Py_hash_t hash);
+/* A new frame has no function name. */
 int64_t ctm_builder_frame(ctm_builder *b, uint32_t filename, int32_t lineno);
+/* Name frame's function (string index), unless it has a name: the first
+ * one given wins, but for a comprehension's or generator expression's,
+ * which gives way to the function around it on the same line. Needs the
+ * GIL. */
+void ctm_builder_frame_function(ctm_builder *b, uint32_t frame,
+                                uint32_t function);
 /* frames: nframe frame indexes, most recent first. */
 int64_t ctm_builder_traceback(ctm_builder *b, const uint32_t *frames,
                               uint32_t nframe, uint32_t total_nframe);
@@ -138,6 +156,12 @@ ctm_snapdata *ctm_snapdata_strip_root(const ctm_snapdata *data,
  * the tuples (the caller releases them). */
 PyObject *ctm_snapdata_frames_tuple(const ctm_snapdata *data, uint32_t tb,
                                     PyObject **cache);
+
+/* The function names of a traceback's frames, most recent first, beside
+ * its raw frames tuple: a tuple of str or None, or None if no frame has
+ * a name. A new reference, or NULL with an exception set. */
+PyObject *ctm_snapdata_functions_tuple(const ctm_snapdata *data,
+                                       uint32_t tb);
 
 /* Raw trace tuple (domain, size, frames, total_nframe), as _get_traces()
  * returns; total_nframe is None for CTM_TOTAL_NONE. */

@@ -136,9 +136,14 @@ row_traceback(const ctm_group_result *res, const ctm_group_row *row,
 {
     const ctm_snapdata *d = res->data[row->side];
     uint32_t key = row->key;
-    PyObject *frames, *pair;
+    PyObject *frames, *pair, *functions = NULL;
     if (res->key_type == CTM_KEY_TRACEBACK) {
         frames = group_frames(d, key, pairs);
+        functions = frames ? ctm_snapdata_functions_tuple(d, key) : NULL;
+        if (functions == NULL) {
+            Py_XDECREF(frames);
+            return NULL;
+        }
     }
     else if (res->key_type == CTM_KEY_LINENO
              && key == (uint32_t)d->nframes) {
@@ -151,13 +156,22 @@ row_traceback(const ctm_group_result *res, const ctm_group_row *row,
         else {
             const ctm_snap_frame *f = &d->frames[key];
             pair = frame_pair(d->strings[f->filename], f->lineno);
+            if (f->function != CTM_NO_FUNCTION) {
+                functions = PyTuple_Pack(1, d->strings[f->function]);
+                if (functions == NULL) {
+                    Py_XDECREF(pair);
+                    return NULL;
+                }
+            }
         }
         if (pair == NULL) {
+            Py_XDECREF(functions);
             return NULL;
         }
         frames = PyTuple_New(1);
         if (frames == NULL) {
             Py_DECREF(pair);
+            Py_XDECREF(functions);
             return NULL;
         }
         PyTuple_SET_ITEM(frames, 0, pair);
@@ -166,8 +180,9 @@ row_traceback(const ctm_group_result *res, const ctm_group_row *row,
     if (frames == NULL) {
         return NULL;
     }
-    PyObject *tb = ctm_traceback_new(frames, NULL);
+    PyObject *tb = ctm_traceback_new(frames, NULL, functions);
     Py_DECREF(frames);
+    Py_XDECREF(functions);
     return tb;
 }
 

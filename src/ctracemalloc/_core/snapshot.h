@@ -93,6 +93,10 @@ extern PyType_Spec ctm_traces_spec;
 typedef struct {
     PyObject_HEAD
     ctm_snapdata *data;         /* owned, immutable, never NULL */
+    PyObject **functions;       /* per traceback: the function names
+                                   of its frames, made on first use (see
+                                   ctm_snapdata_functions_tuple); NULL
+                                   until one is */
 } ctm_traces_object;
 
 /* A _Traces owning data (stolen, even on failure). */

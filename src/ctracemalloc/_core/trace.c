@@ -11,7 +11,9 @@
  * __eq__ (no ordering).
  *
  * ctm_trace_new is the constructor Snapshot calls per trace: it fills
- * the slot directly, without calling any Python code.
+ * the slot directly, without calling any Python code, and keeps the
+ * function names of the frames beside it for .traceback (traceback.c
+ * says why they are apart).
  */
 #include "types.h"
 
@@ -20,9 +22,9 @@
 typedef ctm_wrapper_object TraceObj;
 
 PyObject *
-ctm_trace_new(PyObject *raw)
+ctm_trace_new(PyObject *raw, PyObject *functions)
 {
-    return ctm_wrapper_new(ctm_state.Trace, raw);
+    return ctm_wrapper_new(ctm_state.Trace, raw, functions);
 }
 
 static int
@@ -83,7 +85,14 @@ trace_get_traceback(PyObject *op, void *Py_UNUSED(closure))
         if (PyTuple_GET_SIZE(raw) == 4) {
             total = PyTuple_GET_ITEM(raw, 3);
         }
-        res = ctm_traceback_new(PyTuple_GET_ITEM(raw, 2), total);
+        /* the frames' function names, while _trace is the tuple they
+         * were given with */
+        PyObject *functions = ctm_wrapper_names(op);
+        PyObject *frames = PyTuple_GET_ITEM(raw, 2);
+        if (functions != NULL && !PyTuple_CheckExact(frames)) {
+            functions = NULL;
+        }
+        res = ctm_traceback_new(frames, total, functions);
         goto done;
     }
     two = PyLong_FromLong(2);

@@ -31,7 +31,15 @@
  *
  * ctm_traceback_new is the constructor the snapshot analysis calls per
  * result: for the tuple it passes, it fills the slots directly, without
- * calling any Python code. The machinery shared with Trace is wrapper.c's.
+ * calling any Python code. The machinery shared with Trace is
+ * wrapper.c's.
+ *
+ * Function names (Frame.function) are ctracemalloc's own: the snapshot
+ * data knows them, the raw tuples have no room for them. A Traceback the
+ * analysis makes holds them beside its frames, and each Frame it gives
+ * holds its own, for as long as the slot holds the tuple they came with;
+ * a Frame or Traceback made from Python, or unpickled, has none. So
+ * equality, hashing, repr and pickling stay the stdlib's.
  */
 #include "types.h"
 
@@ -43,6 +51,12 @@ typedef struct {
     PyObject_HEAD
     PyObject *frames;           /* _frames: frame tuples, oldest first */
     PyObject *total_nframe;     /* _total_nframe: int or None */
+    PyObject *functions;        /* NULL, or the function names of named's
+                                   frames (str or None), most recent
+                                   first: as given, not reversed */
+    PyObject *named;            /* the frames tuple that functions names,
+                                   held so that no other takes its
+                                   address */
 } TracebackObj;
 
 /* Interned names and constants, made on first use and kept for the life
@@ -58,11 +72,12 @@ static PyObject *str_empty;             /* "" */
  * Frame
  * ------------------------------------------------------------------- */
 
-/* A new Frame (the exact type) holding raw. */
+/* A new Frame (the exact type) holding raw, whose function is named
+ * function (NULL or None: unknown). */
 static PyObject *
-frame_wrap(PyObject *raw)
+frame_wrap(PyObject *raw, PyObject *function)
 {
-    return ctm_wrapper_new(ctm_state.Frame, raw);
+    return ctm_wrapper_new(ctm_state.Frame, raw, function);
 }
 
 static int
@@ -94,6 +109,14 @@ static PyObject *
 frame_get_lineno(PyObject *op, void *Py_UNUSED(closure))
 {
     return frame_get_item(op, 1);
+}
+
+/* Frame.function: not the stdlib's, read-only. */
+static PyObject *
+frame_get_function(PyObject *op, void *Py_UNUSED(closure))
+{
+    PyObject *name = ctm_wrapper_names(op);
+    return Py_NewRef(name != NULL ? name : Py_None);
 }
 
 static PyObject *
@@ -192,6 +215,10 @@ static PyMemberDef frame_members[] = {
 static PyGetSetDef frame_getset[] = {
     {"filename", frame_get_filename, NULL, "Filename (str).", NULL},
     {"lineno", frame_get_lineno, NULL, "Line number (int).", NULL},
+    {"function", frame_get_function, NULL,
+     "Qualified name of the frame's function (str; the bare name before "
+     "Python 3.11), or None when it is not known (ctracemalloc only).",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -261,9 +288,10 @@ reversed_tuple(PyObject *seq)
     return res;
 }
 
-/* A tuple of Frames, one per item of seq, in order (or reversed). */
+/* A tuple of Frames, one per item of seq, in order (or reversed);
+ * functions: NULL, or the names of the Frames made (in their order). */
 static PyObject *
-wrap_frames(PyObject *seq, int reverse)
+wrap_frames(PyObject *seq, int reverse, PyObject *functions)
 {
     PyObject *items = NULL, *res = NULL;
 
@@ -272,13 +300,18 @@ wrap_frames(PyObject *seq, int reverse)
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(items);
+    if (functions != NULL && (!PyTuple_CheckExact(functions)
+                              || PyTuple_GET_SIZE(functions) != n)) {
+        functions = NULL;
+    }
     res = PyTuple_New(n);
     if (res == NULL) {
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *raw = PyTuple_GET_ITEM(items, reverse ? n - 1 - i : i);
-        PyObject *frame = frame_wrap(raw);
+        PyObject *frame = frame_wrap(
+            raw, functions ? PyTuple_GET_ITEM(functions, i) : NULL);
         if (frame == NULL) {
             Py_CLEAR(res);
             goto done;
@@ -292,7 +325,8 @@ done:
 }
 
 PyObject *
-ctm_traceback_new(PyObject *frames, PyObject *total_nframe)
+ctm_traceback_new(PyObject *frames, PyObject *total_nframe,
+                  PyObject *functions)
 {
     PyTypeObject *tp = ctm_state.Traceback;
     PyObject *rev = reversed_tuple(frames);
@@ -306,7 +340,23 @@ ctm_traceback_new(PyObject *frames, PyObject *total_nframe)
     }
     self->frames = rev;
     self->total_nframe = Py_NewRef(total_nframe ? total_nframe : Py_None);
+    if (functions != NULL && functions != Py_None
+        && PyTuple_GET_SIZE(functions) == PyTuple_GET_SIZE(rev)) {
+        self->functions = Py_NewRef(functions);
+        self->named = Py_NewRef(rev);
+    }
     return (PyObject *)self;
+}
+
+/* The function names of the frames in _frames (most recent first, the
+ * reverse of _frames), borrowed, or NULL: only while _frames holds the
+ * tuple they were given with. */
+static PyObject *
+traceback_functions(PyObject *op)
+{
+    TracebackObj *self = (TracebackObj *)op;
+    return self->functions != NULL && self->frames == self->named
+           ? self->functions : NULL;
 }
 
 static int
@@ -337,6 +387,9 @@ traceback_traverse(PyObject *op, visitproc visit, void *arg)
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->frames);
     Py_VISIT(self->total_nframe);
+    /* Not functions nor named: the snapshot data's, which hold only
+     * str, int, None and tuples of them, so no cycle runs through them,
+     * and a traversal of every kept Traceback would pay for them. */
     return 0;
 }
 
@@ -346,6 +399,8 @@ traceback_clear(PyObject *op)
     TracebackObj *self = (TracebackObj *)op;
     Py_CLEAR(self->frames);
     Py_CLEAR(self->total_nframe);
+    Py_CLEAR(self->functions);
+    Py_CLEAR(self->named);
     return 0;
 }
 
@@ -398,14 +453,40 @@ traceback_subscript(PyObject *op, PyObject *index)
     if (item == NULL) {
         return NULL;
     }
+    /* the same index of the names, which are in the reverse order:
+     * the index was good for the frames, a tuple as long */
+    PyObject *functions = traceback_functions(op);
+    PyObject *names = NULL;
+    if (functions != NULL && PySlice_Check(index)) {
+        PyObject *oldest_first = reversed_tuple(functions);
+        names = oldest_first ? PyObject_GetItem(oldest_first, index) : NULL;
+        Py_XDECREF(oldest_first);
+    }
+    else if (functions != NULL) {
+        Py_ssize_t n = PyTuple_GET_SIZE(functions);
+        Py_ssize_t i = PyNumber_AsSsize_t(index, PyExc_IndexError);
+        if (i == -1 && PyErr_Occurred()) {
+            Py_DECREF(item);
+            return NULL;
+        }
+        i += i < 0 ? n : 0;
+        /* (an __index__ may answer differently the second time) */
+        names = Py_NewRef(i >= 0 && i < n
+                          ? PyTuple_GET_ITEM(functions, n - 1 - i) : Py_None);
+    }
+    if (functions != NULL && names == NULL) {
+        Py_DECREF(item);
+        return NULL;
+    }
     PyObject *res;
     if (PySlice_Check(index)) {
-        res = wrap_frames(item, 0);
+        res = wrap_frames(item, 0, names);
     }
     else {
-        res = frame_wrap(item);
+        res = frame_wrap(item, names);
     }
     Py_DECREF(item);
+    Py_XDECREF(names);
     return res;
 }
 
@@ -416,7 +497,7 @@ traceback_subscript(PyObject *op, PyObject *index)
 static PyObject *
 traceback_item(PyObject *op, Py_ssize_t i)
 {
-    PyObject *frames = NULL, *raw = NULL, *res = NULL;
+    PyObject *frames = NULL, *raw = NULL, *res = NULL, *functions;
 
     if (i < 0) {
         PyErr_SetString(PyExc_IndexError, "Traceback index out of range");
@@ -434,7 +515,13 @@ traceback_item(PyObject *op, Py_ssize_t i)
     if (raw == NULL) {
         goto done;
     }
-    res = frame_wrap(raw);
+    functions = traceback_functions(op);
+    res = frame_wrap(raw, functions != NULL
+                              && i < PyTuple_GET_SIZE(functions)
+                          ? PyTuple_GET_ITEM(functions,
+                                             PyTuple_GET_SIZE(functions)
+                                             - 1 - i)
+                          : NULL);
 
 done:
     Py_XDECREF(frames);
@@ -719,7 +806,7 @@ traceback_reversed(PyObject *op, PyObject *Py_UNUSED(ignored))
     if (frames == NULL) {
         return NULL;
     }
-    PyObject *tuple = wrap_frames(frames, 1);
+    PyObject *tuple = wrap_frames(frames, 1, traceback_functions(op));
     Py_DECREF(frames);
     if (tuple == NULL) {
         return NULL;

@@ -43,6 +43,11 @@ int ctm_tracer_peak_on(void);
 ctm_point *ctm_tracer_timeline(size_t *n);
 /* Raw frames tuple of the block at (domain, ptr), or None. Needs the GIL. */
 PyObject *ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr);
+/* The same, and if functions is not NULL and the block is traced, the
+ * function names of its frames in *functions (a new reference: a tuple
+ * of str or None, most recent first, or None if no frame has one). */
+PyObject *ctm_tracer_named_traceback_of(uint32_t domain, uintptr_t ptr,
+                                        PyObject **functions);
 /* Track or untrack a block in a domain, with the caller's traceback.
  * Return 0, -1 if not tracing, -2 on memory error. No exception set;
  * callable without the GIL. */

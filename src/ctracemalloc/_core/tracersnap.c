@@ -19,12 +19,17 @@
  * each under its snapshot traceback.
  *
  * Nothing under the lock may allocate through PyMem (the hooks would
- * wait for the lock it holds) or set a Python error. The filename of a
- * code frame is its code object's co_filename, hashed and compared in C;
- * those of resolved frames, copied as C strings by threads without the
- * GIL, are made into str before the lock is taken. A resolved frame
- * whose filename arrived since then sends the snapshot round again:
- * filenames are interned, so that happens at most once per new filename.
+ * wait for the lock it holds) or set a Python error. The filename and
+ * function name of a code frame are its code object's, hashed and
+ * compared in C; the filenames of resolved frames, copied as C strings
+ * by threads without the GIL, are made into str before the lock is
+ * taken. A resolved frame whose filename arrived since then sends the
+ * snapshot round again: filenames are interned, so that happens at most
+ * once per new filename.
+ * The function names of resolved frames are made into str after the
+ * traces are copied (pending_names), not before: they would be traces
+ * of the snapshot that holds them, where the stdlib's snapshot has none
+ * of its own objects.
  */
 #include "tracer.h"
 #include "tracerapi.h"
@@ -35,8 +40,12 @@
  * under the lock. */
 typedef struct {
     PyObject *filename;         /* a code frame's: a new reference */
+    PyObject *function;         /* a code frame's function name: a new
+                                   reference, or NULL */
     uint32_t cstring;
     int32_t lineno;
+    int cfunction;              /* a resolved frame's function name is
+                                   copied (beside its filename) */
 } frame_copy;
 
 typedef struct {
@@ -85,7 +94,10 @@ frame_filename(const frames_copy *c, uint32_t i)
 }
 
 
-/* The interner's C string filenames as str, ids [0, n). */
+/* The interner's C string filenames as str, ids [0, n): NULL for the
+ * ids that no resolved frame had as its filename when they were made
+ * (function names, made into str after the traces are copied: see
+ * pending_names). */
 typedef struct {
     PyObject **strs;
     Py_hash_t *hashes;
@@ -96,55 +108,130 @@ static void
 cstring_strs_free(cstring_strs *cs)
 {
     for (uint32_t i = 0; i < cs->n; i++) {
-        Py_DECREF(cs->strs[i]);
+        Py_XDECREF(cs->strs[i]);
     }
     ctm_free(cs->strs);
     ctm_free(cs->hashes);
 }
 
-/* Make str of the filenames added since the last call. 0 or -1. */
+/* Copy, under the lock, the C strings that resolved frames have as
+ * filename and that cs has not made yet: *ids and *copy (*ncopy of
+ * them), from the n the interner has. 0, or -1 if memory ran out. */
+static int
+copy_filenames_unlocked(const cstring_strs *cs, uint32_t *n, uint32_t **ids,
+                        ctm_cstring **copy, uint32_t *ncopy)
+{
+    ctm_interner *in = ctm_tracer.interner;
+    *n = in ? ctm_interner_ncstrings_unlocked(in) : 0;
+    *ncopy = 0;
+    if (*n == 0) {
+        return 0;
+    }
+    unsigned char *is_filename = ctm_calloc(*n, 1);
+    if (is_filename == NULL) {
+        return -1;
+    }
+    uint32_t nframes = ctm_interner_nframes_unlocked(in);
+    for (uint32_t f = 0; f < nframes; f++) {
+        const ctm_tframe *fr = ctm_interner_frame_unlocked(in, f);
+        if (fr->code == NULL) {
+            is_filename[fr->filename] = 1;
+        }
+    }
+    uint32_t want = 0;
+    for (uint32_t i = 0; i < *n; i++) {
+        want += is_filename[i] && (i >= cs->n || cs->strs[i] == NULL);
+    }
+    *ids = ctm_malloc((want ? want : 1) * sizeof(uint32_t));
+    *copy = ctm_malloc((want ? want : 1) * sizeof(ctm_cstring));
+    if (*ids == NULL || *copy == NULL) {
+        ctm_free(is_filename);
+        return -1;
+    }
+    for (uint32_t i = 0; i < *n; i++) {
+        if (is_filename[i] && (i >= cs->n || cs->strs[i] == NULL)) {
+            (*ids)[*ncopy] = i;
+            (*copy)[(*ncopy)++] = *ctm_interner_cstring_unlocked(in, i);
+        }
+    }
+    ctm_free(is_filename);
+    return 0;
+}
+
+/* Make str of the filenames that resolved frames have and cs has not.
+ * 0 or -1. */
 static int
 cstring_strs_update(cstring_strs *cs)
 {
-    ctm_tables_lock();
-    ctm_interner *in = ctm_tracer.interner;
-    uint32_t n = in ? ctm_interner_ncstrings_unlocked(in) : 0;
+    uint32_t n, ncopy, *ids = NULL;
     ctm_cstring *copy = NULL;
-    if (n > cs->n) {
-        copy = ctm_malloc((size_t)(n - cs->n) * sizeof(ctm_cstring));
-        for (uint32_t i = cs->n; copy != NULL && i < n; i++) {
-            copy[i - cs->n] = *ctm_interner_cstring_unlocked(in, i);
-        }
-    }
+    ctm_tables_lock();
+    int rc = copy_filenames_unlocked(cs, &n, &ids, &copy, &ncopy);
     ctm_tables_unlock();
-    if (n <= cs->n) {
-        return 0;
+    if (rc == 0 && n > cs->n) {
+        PyObject **strs = ctm_realloc(cs->strs, n * sizeof(PyObject *));
+        if (strs != NULL) {
+            cs->strs = strs;
+        }
+        Py_hash_t *hashes = strs ? ctm_realloc(cs->hashes,
+                                               n * sizeof(Py_hash_t))
+                                 : NULL;
+        if (hashes != NULL) {
+            cs->hashes = hashes;
+            memset(cs->strs + cs->n, 0, (n - cs->n) * sizeof(PyObject *));
+            cs->n = n;
+        }
+        rc = hashes != NULL ? 0 : -1;
     }
-    PyObject **strs = copy ? ctm_realloc(cs->strs, n * sizeof(PyObject *))
-                           : NULL;
-    if (strs != NULL) {
-        cs->strs = strs;
-    }
-    Py_hash_t *hashes = strs ? ctm_realloc(cs->hashes, n * sizeof(Py_hash_t))
-                             : NULL;
-    if (hashes == NULL) {
+    if (rc < 0) {
+        ctm_free(ids);
         ctm_free(copy);
         PyErr_NoMemory();
         return -1;
     }
-    cs->hashes = hashes;
-    for (uint32_t i = cs->n, first = cs->n; i < n; i++) {
-        const ctm_cstring *c = &copy[i - first];
-        PyObject *str = cstring_str(c);
+    for (uint32_t k = 0; k < ncopy; k++) {
+        PyObject *str = cstring_str(&copy[k]);
         if (str == NULL) {
-            ctm_free(copy);
+            rc = -1;
+            break;
+        }
+        cs->strs[ids[k]] = str;
+        cs->hashes[ids[k]] = PyObject_Hash(str);    /* a str's: no error */
+    }
+    ctm_free(ids);
+    ctm_free(copy);
+    return rc;
+}
+
+/* The function names of resolved frames, made into str after the traces
+ * are copied, as the stdlib makes its snapshot's objects: made before,
+ * they would be traces of the snapshot they are in. */
+typedef struct {
+    uint32_t frame;             /* snapshot frame */
+    ctm_cstring name;           /* data borrowed from the interner, which
+                                   neither clear (it needs the GIL) nor
+                                   compaction (we are a reader) frees */
+} pending_name;
+
+typedef struct {
+    pending_name *items;
+    size_t n, cap;
+} pending_names;
+
+/* Give the builder's frames the pending names (first name wins).
+ * 0, or -1 with an exception set. */
+static int
+pending_names_apply(const pending_names *pn, ctm_builder *b)
+{
+    for (size_t i = 0; i < pn->n; i++) {
+        PyObject *str = cstring_str(&pn->items[i].name);
+        int64_t s = str ? ctm_builder_string(b, str) : -1;
+        Py_XDECREF(str);
+        if (s < 0) {
             return -1;
         }
-        cs->strs[i] = str;
-        cs->hashes[i] = PyObject_Hash(str);     /* a str's: cannot fail */
-        cs->n = i + 1;
+        ctm_builder_frame_function(b, pn->items[i].frame, (uint32_t)s);
     }
-    ctm_free(copy);
     return 0;
 }
 
@@ -154,6 +241,7 @@ typedef struct {
     ctm_interner *in;
     const cstring_strs *cs;
     uint32_t ncs;               /* filenames of cs usable this round */
+    pending_names *pending;     /* resolved frames' function names */
     int64_t *frame_map;         /* tracer frame -> snapshot frame, or -1 */
     uint32_t *tb_map;           /* live tracer traceback -> snapshot's */
     int retry;                  /* a filename is not in cs yet */
@@ -176,7 +264,7 @@ map_frame(snap_maps *m, uint32_t id)
         /* str's own hash, in C even for a subclass */
         hash = PyUnicode_Type.tp_hash(name);
     }
-    else if (f->filename < m->ncs) {
+    else if (f->filename < m->ncs && m->cs->strs[f->filename] != NULL) {
         name = m->cs->strs[f->filename];
         hash = m->cs->hashes[f->filename];
     }
@@ -190,6 +278,41 @@ map_frame(snap_maps *m, uint32_t id)
     }
     int64_t r = ctm_builder_frame(m->b, (uint32_t)s,
                                   ctm_tframe_lineno_unlocked(f));
+    if (r < 0) {
+        return -1;
+    }
+    /* Two tracer frames on one line make one snapshot frame, which
+     * keeps the first name it is given (interning.h): a code frame's
+     * now, a resolved frame's once the traces are copied. */
+    if (f->code != NULL) {
+        name = ctm_code_function(f->code);
+        if (name == NULL || !PyUnicode_Check(name)) {
+            name = NULL;
+        }
+        else {
+            hash = PyUnicode_Type.tp_hash(name);
+        }
+    }
+    else {
+        name = NULL;
+        pending_names *pn = m->pending;
+        if (f->function != 0) {
+            if (ctm_grow((void **)&pn->items, &pn->cap, pn->n + 1,
+                         sizeof(pending_name)) < 0) {
+                return -1;
+            }
+            pn->items[pn->n].frame = (uint32_t)r;
+            pn->items[pn->n++].name = *ctm_interner_cstring_unlocked(
+                m->in, f->function - 1);
+        }
+    }
+    if (name != NULL) {
+        s = ctm_builder_string_hashed(m->b, name, hash);
+        if (s < 0) {
+            return -1;
+        }
+        ctm_builder_frame_function(m->b, (uint32_t)r, (uint32_t)s);
+    }
     m->frame_map[id] = r;
     return r;
 }
@@ -253,7 +376,8 @@ touch_range(void *arg)
  * there); -1 if memory ran out. */
 static int
 snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, int peak,
-                  ctm_builder *b, ctm_snap_trace **traces,
+                  ctm_builder *b, pending_names *pending,
+                  ctm_snap_trace **traces,
                   Py_ssize_t *ntraces, size_t *bytes)
 {
     CTM_ASSERT_LOCKED();
@@ -264,7 +388,7 @@ snapshot_unlocked(const cstring_strs *cs, uint32_t ncs, int peak,
     if (ntb == 0) {
         return 0;
     }
-    snap_maps m = {b, in, cs, ncs, NULL, NULL, 0};
+    snap_maps m = {b, in, cs, ncs, pending, NULL, NULL, 0};
     ctm_placement g;
     ctm_snap_trace *out = NULL;
     int rc = -1;
@@ -355,6 +479,7 @@ ctm_tracer_snapshot(int peak)
         ctm_snap_trace *traces;
         Py_ssize_t ntraces;
         size_t bytes = 0;
+        pending_names pending = {NULL, 0, 0};
         ctm_builder_hold_errors(b);
         ctm_tables_lock();
         if (peak && ctm_tracer.traces.peak_lost) {
@@ -367,16 +492,20 @@ ctm_tracer_snapshot(int peak)
             break;
         }
         rc = snapshot_unlocked(&cs, cs.n - (late < cs.n ? late : cs.n), peak,
-                               b, &traces, &ntraces, &bytes);
+                               b, &pending, &traces, &ntraces, &bytes);
         late = 0;
         ctm_tables_unlock();
-        if (ctm_builder_release_errors(b) < 0 || rc < 0) {
+        if (ctm_builder_release_errors(b) < 0 || rc < 0
+            || (rc == 0 && pending_names_apply(&pending, b) < 0)) {
+            ctm_free(pending.items);
+            ctm_free(traces);
             if (!PyErr_Occurred()) {
                 PyErr_NoMemory();
             }
             ctm_builder_free(b);
             break;
         }
+        ctm_free(pending.items);
         if (rc == 0) {
             if (traces != NULL) {
                 ctm_builder_adopt_traces(b, traces, ntraces);
@@ -395,14 +524,49 @@ ctm_tracer_snapshot(int peak)
     return result;
 }
 
+/* The function names of the copied frames, most recent first, or None
+ * if none has one (a new reference, NULL on error). */
+static PyObject *
+copied_functions(const frame_copy *frames, const ctm_cstring *cfuncs,
+                 uint32_t n)
+{
+    uint32_t named = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        named += frames[i].function != NULL || frames[i].cfunction;
+    }
+    if (named == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *res = PyTuple_New(n);
+    for (uint32_t i = 0; res != NULL && i < n; i++) {
+        PyObject *name = frames[i].function != NULL
+            ? Py_NewRef(frames[i].function)
+            : frames[i].cfunction ? cstring_str(&cfuncs[i])
+                                  : Py_NewRef(Py_None);
+        if (name == NULL) {
+            Py_CLEAR(res);
+            break;
+        }
+        PyTuple_SET_ITEM(res, i, name);
+    }
+    return res;
+}
+
 PyObject *
 ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
+{
+    return ctm_tracer_named_traceback_of(domain, ptr, NULL);
+}
+
+PyObject *
+ctm_tracer_named_traceback_of(uint32_t domain, uintptr_t ptr,
+                              PyObject **functions)
 {
     /* Copy the block's frames under the lock; build the tuple after. */
     frame_copy buf[64];
     frame_copy *frames = buf;
-    ctm_cstring names[64];
-    ctm_cstring *cnames = names;
+    ctm_cstring names[64], funcs[64];
+    ctm_cstring *cnames = names, *cfuncs = funcs;
     uint32_t n = 0, ncopied = 0;
     int found = 0, nomem = 0;
     PyObject *res = NULL;
@@ -420,16 +584,31 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         if (n > 64) {
             frames = ctm_malloc(n * sizeof(frame_copy));
             cnames = ctm_malloc(n * sizeof(ctm_cstring));
-            nomem = frames == NULL || cnames == NULL;
+            cfuncs = ctm_malloc(n * sizeof(ctm_cstring));
+            nomem = frames == NULL || cnames == NULL || cfuncs == NULL;
         }
         for (uint32_t i = 0; !nomem && i < n; i++) {
             ctm_tframe *f = ctm_interner_frame_unlocked(in,
                                                         ids[t->first + i]);
-            frames[i].filename = f->code ? code_filename(f->code) : NULL;
-            frames[i].cstring = i;
-            frames[i].lineno = ctm_tframe_lineno_unlocked(f);
-            if (f->code == NULL) {
+            frame_copy *fc = &frames[i];
+            fc->filename = f->code ? code_filename(f->code) : NULL;
+            fc->function = NULL;
+            fc->cstring = i;
+            fc->lineno = ctm_tframe_lineno_unlocked(f);
+            fc->cfunction = 0;
+            if (f->code != NULL) {
+                PyObject *name = ctm_code_function(f->code);
+                if (name != NULL && PyUnicode_Check(name)) {
+                    fc->function = Py_NewRef(name);
+                }
+            }
+            else {
                 cnames[i] = *ctm_interner_cstring_unlocked(in, f->filename);
+                if (f->function) {
+                    cfuncs[i] = *ctm_interner_cstring_unlocked(
+                        in, f->function - 1);
+                    fc->cfunction = 1;
+                }
             }
             ncopied = i + 1;
         }
@@ -461,15 +640,25 @@ ctm_tracer_traceback_of(uint32_t domain, uintptr_t ptr)
         }
         PyTuple_SET_ITEM(res, i, pair);
     }
+    if (functions != NULL) {
+        *functions = copied_functions(frames, cfuncs, n);
+        if (*functions == NULL) {
+            Py_CLEAR(res);
+        }
+    }
 done:
     for (uint32_t i = 0; i < ncopied; i++) {
         Py_XDECREF(frames[i].filename);
+        Py_XDECREF(frames[i].function);
     }
     if (frames != buf) {
         ctm_free(frames);
     }
     if (cnames != names) {
         ctm_free(cnames);
+    }
+    if (cfuncs != funcs) {
+        ctm_free(cfuncs);
     }
     ctm_tracer_reader_end();
     return res;

@@ -7,7 +7,9 @@
  * a GC type and is never part of a cycle. It cannot be made from Python
  * (only the Snapshot makes one) nor subclassed.
  *
- * Items are made on access: the Trace of trace i, from its raw tuple.
+ * Items are made on access: the Trace of trace i, from its raw tuple,
+ * with the function names of its traceback, made once per traceback and
+ * kept (tuples of str and None: still no cycle).
  * Searches (in, count, index) and equality run over the arrays when the
  * value is of exact types, by resolving it once against the data's
  * strings, frames and tracebacks; anything else is compared as Python
@@ -36,6 +38,7 @@ ctm_traces_wrap(ctm_snapdata *data)
         return NULL;
     }
     t->data = data;
+    t->functions = NULL;
     return (PyObject *)t;
 }
 
@@ -44,6 +47,12 @@ traces_dealloc(TracesObject *self)
 {
     /* a heap type: each instance holds a reference to it */
     PyTypeObject *tp = Py_TYPE(self);
+    if (self->functions != NULL) {
+        for (Py_ssize_t t = 0; t < self->data->ntracebacks; t++) {
+            Py_XDECREF(self->functions[t]);
+        }
+        ctm_free(self->functions);
+    }
     ctm_snapdata_free(self->data);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
@@ -55,14 +64,36 @@ traces_len(TracesObject *self)
     return self->data->ntraces;
 }
 
+/* The function names of traceback tb, borrowed, or NULL with an
+ * exception set. */
 static PyObject *
-make_trace(const ctm_snapdata *d, Py_ssize_t i)
+traceback_functions(TracesObject *self, uint32_t tb)
 {
-    PyObject *raw = ctm_snapdata_trace_tuple(d, i, NULL);
+    const ctm_snapdata *d = self->data;
+    if (self->functions == NULL) {
+        self->functions = ctm_calloc((size_t)d->ntracebacks,
+                                     sizeof(PyObject *));
+        if (self->functions == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    if (self->functions[tb] == NULL) {
+        self->functions[tb] = ctm_snapdata_functions_tuple(d, tb);
+    }
+    return self->functions[tb];
+}
+
+static PyObject *
+make_trace(TracesObject *self, Py_ssize_t i)
+{
+    const ctm_snapdata *d = self->data;
+    PyObject *names = traceback_functions(self, d->traces[i].traceback);
+    PyObject *raw = names ? ctm_snapdata_trace_tuple(d, i, NULL) : NULL;
     if (raw == NULL) {
         return NULL;
     }
-    PyObject *trace = ctm_trace_new(raw);
+    PyObject *trace = ctm_trace_new(raw, names);
     Py_DECREF(raw);
     return trace;
 }
@@ -73,7 +104,7 @@ traces_item(TracesObject *self, Py_ssize_t i)
     if (i < 0 || i >= self->data->ntraces) {
         return index_error();
     }
-    return make_trace(self->data, i);
+    return make_trace(self, i);
 }
 
 static PyObject *
@@ -101,7 +132,7 @@ traces_subscript(TracesObject *self, PyObject *key)
             return NULL;
         }
         for (Py_ssize_t k = 0, i = start; k < len; k++, i += step) {
-            PyObject *trace = make_trace(self->data, i);
+            PyObject *trace = make_trace(self, i);
             if (trace == NULL) {
                 Py_DECREF(res);
                 return NULL;
@@ -365,7 +396,7 @@ traces_search(TracesObject *self, PyObject *value, Py_ssize_t start,
             eq = target_is(&t, &d->traces[i]);
         }
         else {
-            PyObject *v = make_trace(d, i);
+            PyObject *v = make_trace(self, i);
             if (v == NULL) {
                 return -2;
             }

@@ -119,15 +119,16 @@ add(node_t *nd, uint64_t size, uint64_t count)
     return 0;
 }
 
-/* The tree as lists: parent, filename (an index into filenames), lineno,
- * size and count of each node; node 0 is the root, with parent -1, no
- * frame (filename -1, lineno 0) and the snapshot's totals. */
+/* The tree as lists: parent, filename (an index into the strings),
+ * lineno, size, count and function name (an index into the strings, -1:
+ * unknown) of each node; node 0 is the root, with parent -1, no frame
+ * (filename -1, lineno 0, function -1) and the snapshot's totals. */
 static PyObject *
 as_lists(const ctm_snapdata *d, const tree_t *t)
 {
-    PyObject *lists[5] = {NULL};
+    PyObject *lists[6] = {NULL};
     PyObject *names = NULL, *res = NULL;
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         lists[k] = PyList_New((Py_ssize_t)t->n);
         if (lists[k] == NULL) {
             goto done;
@@ -136,16 +137,18 @@ as_lists(const ctm_snapdata *d, const tree_t *t)
     for (size_t i = 0; i < t->n; i++) {
         const node_t *nd = &t->nodes[i];
         const ctm_snap_frame *f = i ? &d->frames[nd->frame] : NULL;
-        PyObject *v[5] = {
+        PyObject *v[6] = {
             PyLong_FromLong(i ? (long)nd->parent : -1),
             PyLong_FromLong(i ? (long)f->filename : -1),
             PyLong_FromLong(i ? f->lineno : 0),
             PyLong_FromUnsignedLongLong(nd->size),
             PyLong_FromUnsignedLongLong(nd->count),
+            PyLong_FromLong(i && f->function != CTM_NO_FUNCTION
+                            ? (long)f->function : -1),
         };
-        for (int k = 0; k < 5; k++) {
+        for (int k = 0; k < 6; k++) {
             if (v[k] == NULL) {
-                for (int j = k + 1; j < 5; j++) {
+                for (int j = k + 1; j < 6; j++) {
                     Py_XDECREF(v[j]);
                 }
                 goto done;
@@ -160,10 +163,10 @@ as_lists(const ctm_snapdata *d, const tree_t *t)
     for (Py_ssize_t i = 0; i < d->nstrings; i++) {
         PyList_SET_ITEM(names, i, Py_NewRef(d->strings[i]));
     }
-    res = Py_BuildValue("(OOOOOO)", lists[0], lists[1], lists[2], lists[3],
-                        lists[4], names);
+    res = Py_BuildValue("(OOOOOOO)", lists[0], lists[1], lists[2], lists[3],
+                        lists[4], names, lists[5]);
 done:
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         Py_XDECREF(lists[k]);
     }
     Py_XDECREF(names);

@@ -79,12 +79,20 @@ PyObject *ctm_statistic_diff_new(PyObject *traceback, uint64_t size,
 PyObject *ctm_format_size(PyObject *size, int sign);
 
 /* wrapper.c: what Frame, Traceback and Trace share */
-/* A Frame or Trace: one raw tuple. */
+/* A Frame or Trace: one raw tuple, and what the snapshot data knows of
+ * its function names, which the raw tuple (the stdlib's layout, which
+ * equality, hashing and pickling see) has no room for. */
 typedef struct {
     PyObject_HEAD
     PyObject *raw;              /* Frame._frame: (filename, lineno);
                                    Trace._trace: (domain, size, frames[,
                                    total_nframe]) */
+    PyObject *names;            /* NULL, or Frame: its function's name
+                                   (str); Trace: a tuple of its frames'
+                                   (str or None), most recent first */
+    PyObject *named;            /* the raw object names belongs to: a
+                                   raw set since (by __init__ or to the
+                                   slot) has none */
 } ctm_wrapper_object;
 /* A slot's value (a field of self) as a new reference, or NULL with the
  * AttributeError that reading an unset __slots__ member raises. */
@@ -97,8 +105,12 @@ PyObject *ctm_item_at(PyObject *seq, Py_ssize_t i);
 PyObject *ctm_slot_richcompare(PyObject *self, PyObject *other, int op,
                                PyTypeObject *base, Py_ssize_t offset,
                                const char *name, int ordered);
-/* A new wrapper of the exact type tp holding raw. */
-PyObject *ctm_wrapper_new(PyTypeObject *tp, PyObject *raw);
+/* A new wrapper of the exact type tp holding raw, and names (NULL or
+ * None: none). */
+PyObject *ctm_wrapper_new(PyTypeObject *tp, PyObject *raw, PyObject *names);
+/* The names of a wrapper, borrowed, if its raw is still the one they
+ * were given with, else NULL. */
+PyObject *ctm_wrapper_names(PyObject *op);
 /* __init__(raw): fmt and kwlist name the argument as the stdlib does. */
 int ctm_wrapper_init(PyObject *op, PyObject *args, PyObject *kwds,
                      const char *fmt, char **kwlist);
@@ -110,13 +122,17 @@ void ctm_wrapper_dealloc(PyObject *op);
 extern PyType_Spec ctm_frame_spec;
 extern PyType_Spec ctm_traceback_spec;
 /* Traceback from a raw frames tuple (most recent first), as the stdlib's
- * Traceback(frames, total_nframe); total_nframe may be NULL for None. */
-PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe);
+ * Traceback(frames, total_nframe); total_nframe may be NULL for None.
+ * functions: NULL or None, or a tuple as long as frames, the function
+ * names (str or None) of its frames, which the Frames it gives carry. */
+PyObject *ctm_traceback_new(PyObject *frames, PyObject *total_nframe,
+                            PyObject *functions);
 
 /* trace.c */
 extern PyType_Spec ctm_trace_spec;
-/* Trace from a raw trace tuple (domain, size, frames, total_nframe). */
-PyObject *ctm_trace_new(PyObject *raw);
+/* Trace from a raw trace tuple (domain, size, frames, total_nframe);
+ * functions as ctm_traceback_new's, for its traceback. */
+PyObject *ctm_trace_new(PyObject *raw, PyObject *functions);
 
 /* filter.c */
 /* BaseFilter, then Filter and DomainFilter, made with BaseFilter as

@@ -142,14 +142,27 @@ ctm_slot_richcompare(PyObject *self, PyObject *other, int op,
 
 /* A new wrapper of the exact type tp holding raw. */
 PyObject *
-ctm_wrapper_new(PyTypeObject *tp, PyObject *raw)
+ctm_wrapper_new(PyTypeObject *tp, PyObject *raw, PyObject *names)
 {
     ctm_wrapper_object *self = (ctm_wrapper_object *)tp->tp_alloc(tp, 0);
     if (self == NULL) {
         return NULL;
     }
     self->raw = Py_NewRef(raw);
+    if (names != NULL && names != Py_None) {
+        self->names = Py_NewRef(names);
+        /* a reference, so that no other raw can take its address */
+        self->named = Py_NewRef(raw);
+    }
     return (PyObject *)self;
+}
+
+PyObject *
+ctm_wrapper_names(PyObject *op)
+{
+    ctm_wrapper_object *self = (ctm_wrapper_object *)op;
+    return self->names != NULL && self->raw == self->named ? self->names
+                                                           : NULL;
 }
 
 /* __init__(raw): fmt and kwlist name the argument as the stdlib does. */
@@ -170,6 +183,8 @@ ctm_wrapper_traverse(PyObject *op, visitproc visit, void *arg)
 {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(((ctm_wrapper_object *)op)->raw);
+    /* Not names nor named: the snapshot data's, which hold only str,
+     * int, None and tuples of them, so no cycle runs through them. */
     return 0;
 }
 
@@ -177,6 +192,8 @@ int
 ctm_wrapper_clear(PyObject *op)
 {
     Py_CLEAR(((ctm_wrapper_object *)op)->raw);
+    Py_CLEAR(((ctm_wrapper_object *)op)->names);
+    Py_CLEAR(((ctm_wrapper_object *)op)->named);
     return 0;
 }
 
