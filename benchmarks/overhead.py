@@ -63,6 +63,19 @@ def available(module):
     return probe.returncode == 0
 
 
+def usable_workloads(workloads):
+    """The names of the workloads whose packages are installed; the
+    others said to be skipped."""
+    names = []
+    for name, needs in workloads.WORKLOADS:
+        if all(available(module) for module in needs):
+            names.append(name)
+        else:
+            print("note: workload %s skipped (needs %s)"
+                  % (name, ", ".join(needs)))
+    return names
+
+
 def measure(mode, nframe, workload):
     code = CHILD % {"here": HERE}
     proc = subprocess.run([sys.executable, "-c", code, mode, str(nframe),
@@ -98,13 +111,7 @@ def main():
                            "memray": "memray"}[m])]
     for missing in sorted(set(wanted) - set(modes)):
         print("note: %s is not installed: no column for it" % missing)
-    names = []
-    for name, needs in workloads.WORKLOADS:
-        if all(available(module) for module in needs):
-            names.append(name)
-        else:
-            print("note: workload %s skipped (needs %s)"
-                  % (name, ", ".join(needs)))
+    names = usable_workloads(workloads)
 
     print("Python %s on %s, %d CPUs; median of %d interleaved rounds"
           % (platform.python_version(), platform.machine(), os.cpu_count(),

@@ -37,7 +37,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from overhead import available  # noqa: E402
+from overhead import usable_workloads  # noqa: E402
 
 CHILD = r"""
 import sys, time
@@ -165,13 +165,7 @@ def main():
         args.repeat = min(args.repeat, 3)
     import workloads
 
-    names = ["growing"]
-    for name, needs in workloads.WORKLOADS:
-        if all(available(module) for module in needs):
-            names.append(name)
-        else:
-            print("note: workload %s skipped (needs %s)"
-                  % (name, ", ".join(needs)))
+    names = ["growing"] + usable_workloads(workloads)
     print("Python %s on %s, %d CPUs; median of %d interleaved rounds; "
           "load average %.2f" % (platform.python_version(),
                                  platform.machine(), os.cpu_count(),

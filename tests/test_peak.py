@@ -2,13 +2,11 @@
 timeline (get_timeline()): what held the memory at its high-water mark,
 and traced memory over time. Each test runs in a fresh interpreter: the
 record is the tracer's, one per process."""
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-from tmhelpers import child_env, patience
+from tmhelpers import run_python
 
 pytestmark = pytest.mark.ctm_only
 
@@ -35,14 +33,7 @@ def peak_snapshot_checked():
 
 
 def run(code, env=None):
-    environ = child_env()
-    environ.update(env or {})
-    proc = subprocess.run([sys.executable, "-c",
-                           PRELUDE + textwrap.dedent(code)],
-                          env=environ, capture_output=True, text=True,
-                          timeout=patience(300))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return run_python(PRELUDE + textwrap.dedent(code), env, 300).stdout
 
 
 def test_the_temporary_that_made_the_peak():

@@ -56,6 +56,19 @@ def child_env():
 EMPTY_BYTES_SIZE = sys.getsizeof(b"")
 
 
+def run_python(code, env=None, timeout=180):
+    """code in a fresh interpreter (the suite's child environment, plus
+    env), which must succeed; its CompletedProcess."""
+    import subprocess
+    environ = child_env()
+    environ.update(env or {})
+    proc = subprocess.run([sys.executable, "-c", code], env=environ,
+                          capture_output=True, text=True,
+                          timeout=patience(timeout))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
 def under_each_tracer(code, timeout=120):
     """Run code, a program that traces with the module sys.argv[1] names,
     in a fresh interpreter under the stdlib's tracemalloc and under
