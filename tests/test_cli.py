@@ -64,14 +64,19 @@ def script(tmp_path):
 DEFAULT_NFRAME = 25
 
 
-def label(stat, key_type):
-    """The entry top prints for stat: str(stat), but a traceback labelled
-    by its most recent frame (the tests' files are all the program's own
+def label(stat, key_type="lineno"):
+    """The entry top prints for stat: str(stat), but its place names its
+    function ("file:line in function") and a traceback is labelled by its
+    most recent frame (the tests' files are all the program's own
     code)."""
     text = str(stat)
-    if key_type != "traceback":
+    if key_type == "filename":
         return text
-    return str(stat.traceback[-1]) + text[len(str(stat.traceback)):]
+    frame = stat.traceback[-1 if key_type == "traceback" else 0]
+    place = str(frame)
+    if frame.function:
+        place += " in " + frame.function
+    return place + text[len(str(stat.traceback)):]
 
 
 def run_report(stderr):
@@ -112,7 +117,7 @@ def test_run_script(ctm, tmp_path, script):
     stats = snapshot.statistics("lineno")
     # the report is the snapshot's statistics, in the documented format
     assert top_entries("\n".join(run_report(proc.stderr))) == \
-        [str(s) for s in stats[:3]]
+        [label(s) for s in stats[:3]]
     first = stats[0]
     assert (first.traceback[0].filename, first.traceback[0].lineno) == \
         (str(script), 3)
@@ -368,7 +373,7 @@ def test_run_reports_the_peak(ctm, tmp_path):
         "peak:" % (ctm._format_size(info["peak_bytes"], False),
                    info["peak_time"], len(peak.traces)), first
     assert top_entries("\n".join(peak_report(proc.stderr))) == \
-        [str(s) for s in stats[:2]]
+        [label(s) for s in stats[:2]]
     # the timeline: from the start, sorted, its highest point the peak's
     times = [t for t, _ in snapshot.timeline]
     assert times == sorted(times) and times[0] == 0
@@ -376,7 +381,7 @@ def test_run_reports_the_peak(ctm, tmp_path):
     # top, compare and flamegraph read it with --peak
     done = cli("top", out, "--peak", "--limit", 1)
     assert done.returncode == 0, done.stderr
-    assert top_entries(done.stdout) == [str(stats[0])]
+    assert top_entries(done.stdout) == [label(stats[0])]
     done = cli("compare", out, out, "--peak")
     assert done.returncode == 0, done.stderr
     html = tmp_path / "peak.html"
@@ -483,7 +488,7 @@ def test_top(ctm, snapshots):
     assert proc.stdout.splitlines()[2].startswith('  File "')
     proc = cli("top", old, "--cumulative", "--limit", 0)
     stats = snapshot.statistics("lineno", cumulative=True)
-    assert top_entries(proc.stdout) == [str(s) for s in stats]
+    assert top_entries(proc.stdout) == [label(s) for s in stats]
     # the entries overlap: said, and the total is the traces' own
     lines = proc.stdout.splitlines()
     assert lines[:2] == ["Top %d lines (cumulative)" % len(stats),
@@ -521,7 +526,7 @@ def test_compare(ctm, snapshots):
                                               "lineno")
     proc = cli("compare", old, new, "--limit", 3)
     assert proc.returncode == 0, proc.stderr
-    assert top_entries(proc.stdout) == [str(d) for d in diffs[:3]]
+    assert top_entries(proc.stdout) == [label(d) for d in diffs[:3]]
     assert "(+" in top_entries(proc.stdout)[0]
     total = proc.stdout.splitlines()[-1]
     assert total == "Total: size=%s (%s), count=%d (%+d)" % (
@@ -591,13 +596,20 @@ def test_top_on_a_leak_through_a_library(ctm, leak):
     # the biggest traceback: json's, labelled by the program's line
     proc = cli("top", out, "--key-type", "traceback", "--limit", 1)
     first = top_entries(proc.stdout)[0]
-    assert first.startswith("%s:5: size=" % prog), proc.stdout
+    assert first.startswith("%s:5 in handle: size=" % prog), proc.stdout
     json_dir = "%sjson%s" % (os.sep, os.sep)
     assert json_dir in proc.stdout.split(first)[1]
+    # its frames name their functions, as Python's tracebacks do
+    assert '  File "%s", line 5, in handle' % prog in proc.stdout
+    assert '  File "%s", line 7, in <module>' % prog in proc.stdout
+    data = json.loads(cli("top", out, "--json", "--key-type", "traceback",
+                          "--limit", 1).stdout)
+    assert {"filename": str(prog), "lineno": 5, "function": "handle"} in \
+        data["stats"][0]["traceback"]
 
     def entries(filters):
         stats = snapshot.filter_traces(filters).statistics("lineno")
-        return [str(s) for s in stats]
+        return [label(s) for s in stats]
 
     # --include keeps the program's own lines; --include-any-frame also
     # what it allocated through json
@@ -641,7 +653,7 @@ def test_cumulative_total(ctm, leak):
     assert sum(s.size for s in cumulative) > size
     proc = cli("top", out, "--cumulative", "--key-type", "filename")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert top_entries(proc.stdout) == [str(s) for s in cumulative[:10]]
+    assert top_entries(proc.stdout) == [label(s, "filename") for s in cumulative[:10]]
     lines = proc.stdout.splitlines()
     assert lines[1] == ("(a block counts at every file of its traceback, "
                         "so rows overlap; the total counts each block once)")

@@ -229,7 +229,7 @@ def test_run_summary_marks_native(ctm, tmp_path):
     assert [(s.traceback[0].lineno, s.size) for s in native] == \
         [(5, 5000000)]
     entries = top_entries("\n".join(run_report(proc.stderr)))
-    assert entries[0] == "[native] %s" % native[0]
+    assert entries[0] == "[native] %s" % label(native[0])
     assert not entries[1].startswith("[native]")
     python = side_stats(ctm, out, False)
     assert run_report(proc.stderr)[-2:] == [
@@ -400,7 +400,7 @@ def test_run_native(ctm, tmp_path):
     insert = side_stats(ctm, out, True)[0]
     assert (insert.traceback[0].filename, insert.traceback[0].lineno) == \
         (str(prog), INSERT_LINE)
-    assert "[native] %s" % insert in top_entries(proc.stderr)
+    assert "[native] %s" % label(insert) in top_entries(proc.stderr)
     assert '    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)' in \
         proc.stderr
     lines = run_report(proc.stderr)

@@ -273,15 +273,38 @@ def program_frame(traceback):
     return traceback[-1]
 
 
+def place(frame):
+    """"file:line in function" (Python's traceback says "line N, in
+    function"), or "file:line" where the function is not known."""
+    name = getattr(frame, "function", None)
+    return "%s in %s" % (frame, name) if name else str(frame)
+
+
 def entry_text(stat, key_type):
-    """An entry as tracemalloc prints the statistic, but a traceback
-    labelled by its program_frame: tracemalloc labels it by its oldest
-    frame, the same <module> line for most entries."""
+    """An entry as tracemalloc prints the statistic, its place named with
+    its function, and a traceback labelled by its program_frame:
+    tracemalloc labels it by its oldest frame, the same <module> line for
+    most entries."""
     text = str(stat)
-    if key_type == "traceback" and len(stat.traceback):
-        text = str(program_frame(stat.traceback)) + \
-            text[len(str(stat.traceback)):]
-    return text
+    if key_type == "filename" or not len(stat.traceback):
+        return text
+    frame = (program_frame(stat.traceback) if key_type == "traceback"
+             else stat.traceback[0])
+    return place(frame) + text[len(str(stat.traceback)):]
+
+
+def traceback_lines(traceback):
+    """Traceback.format(), each frame's line naming its function as
+    Python's tracebacks do ('  File "f", line 4, in main')."""
+    lines = []
+    for frame in traceback:             # oldest first, as format()
+        name = getattr(frame, "function", None)
+        lines.append('  File "%s", line %s%s' % (
+            frame.filename, frame.lineno, ", in %s" % name if name else ""))
+        source = linecache.getline(frame.filename, frame.lineno).strip()
+        if source:
+            lines.append("    %s" % source)
+    return lines
 
 
 def fmt_size(size, sign=False):
@@ -291,7 +314,7 @@ def fmt_size(size, sign=False):
 def source_lines(stat, key_type):
     """What goes under an entry: the source line, or the traceback."""
     if key_type == "traceback":
-        return stat.traceback.format()
+        return traceback_lines(stat.traceback)
     if key_type == "lineno":
         frame = stat.traceback[0]
         line = linecache.getline(frame.filename, frame.lineno).strip()
@@ -354,13 +377,20 @@ def report(args, stats, diff, out, natives=None, totals=None):
                                     fmt_sums(part, diff)), file=out)
 
 
+def frame_dict(frame):
+    d = {"filename": frame.filename, "lineno": frame.lineno}
+    name = getattr(frame, "function", None)
+    if name:
+        d["function"] = name
+    return d
+
+
 def as_json(args, stats, diff, files, natives=None, totals=None):
     shown = stats[:args.limit] if args.limit else stats
     fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
 
     def entry(index, stat):
-        d = {"traceback": [{"filename": f.filename, "lineno": f.lineno}
-                           for f in stat.traceback]}
+        d = {"traceback": [frame_dict(f) for f in stat.traceback]}
         d.update((k, getattr(stat, k)) for k in fields)
         if natives is not None:
             d["domain"] = "native" if natives[index] else "python"
