@@ -28,6 +28,7 @@
 #define CTM_SNAPDATA_H
 
 #include "internal.h"
+#include "sampling.h"
 
 typedef struct {
     uint32_t filename;          /* index into strings */
@@ -70,7 +71,26 @@ typedef struct {
     ctm_snap_trace *traces;
     size_t traces_bytes;        /* of traces, if ctm_large_new made it (it
                                    may become the spare), else 0 */
+    uint64_t sample_interval;   /* 0: exact; else the traces are samples
+                                   at this mean interval (sampling.h):
+                                   their sizes are the blocks' true sizes,
+                                   read through ctm_snap_size and
+                                   ctm_snap_count */
 } ctm_snapdata;
+
+/* What a trace of data stands for: its estimated size and count
+ * (sampling.h); its size and 1 in an exact snapshot. */
+static inline uint64_t
+ctm_snap_size(const ctm_snapdata *data, const ctm_snap_trace *tr)
+{
+    return ctm_sample_size(tr->size, data->sample_interval);
+}
+
+static inline double
+ctm_snap_count(const ctm_snapdata *data, const ctm_snap_trace *tr)
+{
+    return ctm_sample_count(tr->size, data->sample_interval);
+}
 
 /* Release everything data owns (strings, arrays) and the struct itself.
  * NULL is allowed. Needs the GIL. */

@@ -89,6 +89,10 @@ typedef struct {
     size_t nothers;
     ctm_big *bigs;              /* sizes >= CTM_BIG_SIZE */
     size_t nbigs, capbigs;
+    uint64_t sample_interval;   /* 0: exact; else the traces are samples
+                                   (sampling.h), and traced and peak sum
+                                   their estimated sizes. Set while the
+                                   tables are empty */
     size_t traced;              /* sum of the live sizes */
     size_t peak;
     size_t ntraces;
