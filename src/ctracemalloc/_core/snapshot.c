@@ -435,6 +435,26 @@ parse_interval(PyObject *obj, uint64_t *out)
     return 0;
 }
 
+/* New data of traces: raw traces (checked), or a copy of a _Traces'
+ * data, which Snapshot() gives a new interval. */
+static ctm_snapdata *
+fresh_data(PyObject *traces)
+{
+    if (!PyObject_TypeCheck(traces, ctm_state.Traces)) {
+        return ctm_snapdata_from_raw(traces);
+    }
+    const ctm_snapdata *d = ((ctm_traces_object *)traces)->data;
+    unsigned char *keep = ctm_malloc((size_t)(d->ntraces ? d->ntraces : 1));
+    if (keep == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memset(keep, 1, (size_t)d->ntraces);
+    ctm_snapdata *data = ctm_snapdata_select(d, keep);
+    ctm_free(keep);
+    return data;
+}
+
 /* Snapshot(traces, traceback_limit, *, sample_interval=0): raw traces
  * (the stdlib's) whose sizes are true sizes, of samples at the interval
  * if it is not 0; or the traces of a snapshot, shared, which keep their
@@ -453,34 +473,15 @@ snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
     if (interval_obj != NULL && parse_interval(interval_obj, &interval) < 0) {
         return -1;
     }
-    if (PyObject_TypeCheck(traces, ctm_state.Traces)) {
-        const ctm_snapdata *d = ((ctm_traces_object *)traces)->data;
-        if (interval_obj == NULL || interval == d->sample_interval) {
-            /* immutable: share it */
-            obj = Py_NewRef(traces);
-        }
-        else {
-            unsigned char *keep = ctm_malloc((size_t)(d->ntraces ? d->ntraces
-                                                                : 1));
-            if (keep == NULL) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            memset(keep, 1, (size_t)d->ntraces);
-            ctm_snapdata *data = ctm_snapdata_select(d, keep);
-            ctm_free(keep);
-            if (data == NULL) {
-                return -1;
-            }
-            data->sample_interval = interval;
-            obj = ctm_traces_wrap(data);
-            if (obj == NULL) {
-                return -1;
-            }
-        }
+    if (PyObject_TypeCheck(traces, ctm_state.Traces)
+        && (interval_obj == NULL
+            || interval == ((ctm_traces_object *)traces)->data
+                                   ->sample_interval)) {
+        /* immutable: share it */
+        obj = Py_NewRef(traces);
     }
     else {
-        ctm_snapdata *data = ctm_snapdata_from_raw(traces);
+        ctm_snapdata *data = fresh_data(traces);
         if (data == NULL) {
             return -1;
         }
