@@ -92,9 +92,12 @@ sums_add(sums_t *acc, const sums_t *x)
 /* Step 1 for a sampled snapshot: each trace stands for its estimates
  * (sampling.h). The sizes are summed as integers, so that a group's size
  * is the sum of its traces' Trace.size; the counts as doubles, rounded
- * once per traceback (to the nearest, but never to 0: a traceback with
- * traces counts at least one block). Kept apart from the exact loop,
- * whose speed it would cost. tbs: zeroed, one entry per traceback. */
+ * once per traceback (to the nearest: rounding each trace's would add up
+ * the rounding errors). A traceback with traces counts at least one
+ * block (each sample counts 1 or more, so the sum cannot round to 0; the
+ * floor of 1 is what the rest of the engine relies on, where a count of
+ * 0 means no traces). Kept apart from the exact loop, whose speed it
+ * would cost. tbs: zeroed, one entry per traceback. */
 static int
 sum_tracebacks_sampled(const ctm_snapdata *d, sums_t *tbs)
 {
