@@ -160,6 +160,13 @@ def test_sample_interval_attribute(ctm):
     assert sampled(ctm, raw, 2**64 - 1).sample_interval == 2**64 - 1
 
 
+def test_sample_interval_of_uninitialized_snapshot(ctm):
+    # made by __new__ only: no traces, so no interval either
+    snap = ctm.Snapshot.__new__(ctm.Snapshot)
+    with pytest.raises(AttributeError, match="sample_interval"):
+        snap.sample_interval
+
+
 @pytest.mark.parametrize("bad, exc", [
     (1.5, TypeError), ("10", TypeError), (None, TypeError),
     (-1, ValueError), (-2**70, ValueError), (2**64, OverflowError),
