@@ -346,6 +346,16 @@ def test_filter_traces_keeps_the_interval(ctm):
     assert snap.filter_traces([]).sample_interval == 4096
 
 
+def test_strip_root_keeps_the_interval(ctm):
+    # the runner's frames (the oldest, here one absent frame): a copy
+    raw = random_raw(23, 100)
+    snap = sampled(ctm, raw, 4096)
+    stripped = snap._strip_root((("runner.py", 1),), 2)
+    assert stripped.sample_interval == 4096
+    assert [t.size for t in stripped.traces] == [
+        est_size(r[1], 4096) for r in raw]
+
+
 def test_tree_sums_estimates(ctm):
     raw = random_raw(12, 300)
     snap = sampled(ctm, raw, 4096)
