@@ -10,9 +10,9 @@
  *
  * Built in one pass over the distinct tracebacks, after summing the
  * traces of each as statistics() does (ctm_sum_tracebacks: the
- * estimates, in a sampled snapshot): a child is found by (parent, frame) in a hash table,
- * and nodes are numbered in order of creation, so a parent always comes
- * before its children. There are at most as many nodes as frame
+ * estimates, in a sampled snapshot): a child is found by (parent, frame)
+ * in a hash table, and nodes are numbered in order of creation, so a
+ * parent always comes before its children. There are at most as many nodes as frame
  * references in the snapshot, plus the root.
  */
 #include "snapshot.h"
