@@ -10,7 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from test_fileformat import RAW, Tables, assemble, named_tables  # noqa: E402
+from test_fileformat import RAW, Tables, assemble, named_tables, \
+    varint  # noqa: E402
 
 
 def seeds():
@@ -33,6 +34,10 @@ def seeds():
                         rng.choice([0, 1, 200, 300, 70000, 2**24, 2**64 - 1]),
                         frames, rng.choice([None, len(frames), 7])))
     yield "random", assemble(Tables(raw).sections(3))
+    # a sampled snapshot (3.0): the SAMPLING section after COUNTS
+    secs = Tables(raw).sections(3)
+    yield "sampled", assemble(secs[:1] + [(9, varint(4096))] + secs[1:],
+                              major=3, minor=0)
     # format 1.0 (varint frame references), which load still reads
     yield "version-1", assemble(Tables(raw).sections(3, major=1), major=1)
     # the stdlib's pickle format (pklread.c), as the stdlib writes it
