@@ -51,17 +51,11 @@ hook_inner_alloc(PyMemAllocatorEx *a, int use_calloc, size_t nelem,
                       : a->malloc(a->ctx, nelem * elsize);
 }
 
-static void *
-hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
+/* The allocation of a block that gets a trace. */
+static __attribute__((noinline)) void *
+hook_alloc_traced(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
 {
     PyMemAllocatorEx *a = &h->inner;
-    if (probing) {
-        probe_seen |= 1 << (int)(h - hooks);
-        return a->malloc(a->ctx, nelem * elsize);
-    }
-    if (ctm_reentrant || !ctm_tracer_tracing()) {
-        return hook_inner_alloc(a, use_calloc, nelem, elsize);
-    }
     /* What the allocator underneath allocates itself (pymalloc's arena
      * table, its large blocks from the RAW allocator) is not traced: the
      * outer block is, once, as the stdlib does. */
@@ -73,10 +67,9 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
     }
     /* Only PyMem resizes co_extra slots: an object allocation is a safe
      * place to arm code objects' death notices. */
-    if (ctm_tracer_sampled(nelem * elsize)
-        && ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
-                             nelem * elsize, h->domain != PYMEM_DOMAIN_RAW, 1,
-                             h->domain == PYMEM_DOMAIN_OBJ) < 0) {
+    if (ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
+                          nelem * elsize, h->domain != PYMEM_DOMAIN_RAW, 1,
+                          h->domain == PYMEM_DOMAIN_OBJ) < 0) {
         /* No room to trace it: fail the allocation, as the stdlib does,
          * rather than hand out an untraced block. */
         a->free(a->ctx, ptr);
@@ -84,6 +77,52 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
     }
     ctm_reentrant = 0;
     return ptr;
+}
+
+/* The allocation of a block that the sampler passed over: not traced,
+ * and neither is what the allocator underneath allocates for it (the
+ * sampler has counted its bytes once). */
+static __attribute__((noinline)) void *
+hook_alloc_untraced(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
+{
+    ctm_reentrant = 1;
+    void *ptr = hook_inner_alloc(&h->inner, use_calloc, nelem, elsize);
+    ctm_reentrant = 0;
+    return ptr;
+}
+
+/* Sampling, and the thread's countdown ran out in this block: the
+ * sampler decides. */
+static __attribute__((noinline)) void *
+hook_alloc_sampling(hook_ctx *h, int use_calloc, size_t nelem,
+                    size_t elsize)
+{
+    if (ctm_sample_take(nelem * elsize, ctm_tracer_interval())) {
+        return hook_alloc_traced(h, use_calloc, nelem, elsize);
+    }
+    return hook_alloc_untraced(h, use_calloc, nelem, elsize);
+}
+
+/* Only tail calls here, so that the paths that do not trace save no
+ * registers: the work is in the functions above. */
+static inline void *
+hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
+{
+    PyMemAllocatorEx *a = &h->inner;
+    if (probing) {
+        probe_seen |= 1 << (int)(h - hooks);
+        return a->malloc(a->ctx, nelem * elsize);
+    }
+    if (ctm_reentrant || !ctm_tracer_tracing()) {
+        return hook_inner_alloc(a, use_calloc, nelem, elsize);
+    }
+    if (ctm_tracer_interval() == 0) {
+        return hook_alloc_traced(h, use_calloc, nelem, elsize);
+    }
+    if (!ctm_sample_runs_out(nelem * elsize)) {
+        return hook_alloc_untraced(h, use_calloc, nelem, elsize);
+    }
+    return hook_alloc_sampling(h, use_calloc, nelem, elsize);
 }
 
 static void *
@@ -149,12 +188,24 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     return ptr2;
 }
 
+static __attribute__((noinline)) void
+hook_free_traced(hook_ctx *h, void *ptr)
+{
+    ctm_tracer_remove_unfiltered(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, NULL,
+                                 NULL);
+    h->inner.free(h->inner.ctx, ptr);
+}
+
+/* As hook_alloc: the free of a block that cannot have a trace saves no
+ * registers. */
 static void
 hook_free(void *ctx, void *ptr)
 {
     hook_ctx *h = ctx;
-    if (ptr != NULL && ctm_tracer_tracing()) {
-        ctm_tracer_remove(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr, NULL, NULL);
+    if (ptr != NULL && ctm_tracer_tracing()
+        && ctm_tracer_may_have_trace((uintptr_t)ptr)) {
+        hook_free_traced(h, ptr);
+        return;
     }
     h->inner.free(h->inner.ctx, ptr);
 }

@@ -67,6 +67,15 @@ ctm_sample_size(uint64_t size, uint64_t interval)
  * ctm_sample_take, which draws it. */
 extern CTM_TLS int64_t ctm_sample_countdown;
 
+/* Count size bytes down: 1 if the thread's countdown runs out (then
+ * ctm_sample_take decides), 0 if the block is passed over. */
+static inline int
+ctm_sample_runs_out(size_t size)
+{
+    int64_t n = size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)size;
+    return (ctm_sample_countdown -= n) <= 0;
+}
+
 /* The countdown went to zero or below on an allocation of size bytes
  * (already subtracted): 1 if the allocation is sampled (then the next
  * count is drawn), 0 if not. A thread's first allocation, and its first

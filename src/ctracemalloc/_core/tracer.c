@@ -212,19 +212,8 @@ static CTM_TLS unsigned hits_seen, untraced_seen;
 #endif
 
 void
-ctm_tracer_new_object(PyObject *obj)
+ctm_tracer_reused_block(uintptr_t block)
 {
-    uintptr_t block = (uintptr_t)ctm_object_block(obj);
-    if (block == ctm_last_block) {
-        /* Just allocated and traced with the current traceback. One
-         * allocation makes one object: forget the block, so that the same
-         * memory reused later from a free list is seen. */
-        ctm_last_block = 0;
-        return;
-    }
-    if (!ctm_tracer_may_have_trace(block)) {
-        return;                 /* sampling, and the block was not sampled */
-    }
     if (atomic_load_explicit(ctm_untraced_slot(block), memory_order_relaxed)
         == block) {
         /* allocated before tracing started: nothing to retrace */

@@ -299,11 +299,7 @@ ctm_tracer_sampled(size_t size)
     if (interval == 0) {
         return 1;
     }
-    int64_t n = size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)size;
-    if ((ctm_sample_countdown -= n) > 0) {
-        return 0;
-    }
-    return ctm_sample_take(size, interval);
+    return ctm_sample_runs_out(size) && ctm_sample_take(size, interval);
 }
 
 static inline _Atomic uint16_t *
@@ -511,14 +507,12 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
 }
 
 /* Remove the trace of (domain, ptr), if any. 1 if there was one (then
- * *size and *traceback are set when not NULL), else 0. */
+ * *size and *traceback are set when not NULL), else 0. _unfiltered: the
+ * caller checked ctm_tracer_may_have_trace. */
 static inline int
-ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
-                  uint32_t *traceback)
+ctm_tracer_remove_unfiltered(uint32_t domain, uintptr_t ptr, uint64_t *size,
+                             uint32_t *traceback)
 {
-    if (!ctm_tracer_may_have_trace(ptr)) {
-        return 0;
-    }
     ctm_tables_lock();
     int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
                                          size, traceback);
@@ -527,6 +521,16 @@ ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
     }
     ctm_tables_unlock();
     return had;
+}
+
+static inline int
+ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
+                  uint32_t *traceback)
+{
+    if (!ctm_tracer_may_have_trace(ptr)) {
+        return 0;
+    }
+    return ctm_tracer_remove_unfiltered(domain, ptr, size, traceback);
 }
 
 /* The size of the trace of (domain, ptr), or -1 if it has none; a size
@@ -542,12 +546,32 @@ ctm_tracer_trace_size(uint32_t domain, uintptr_t ptr)
     return size;
 }
 
+/* An object was made in block, from a free list: its trace, if any,
+ * gets the current traceback (tracer.c). */
+void ctm_tracer_reused_block(uintptr_t block);
+
 /* The interpreter made the object obj (the reference tracer, or its
  * _Py_NewReference before 3.13): if its block is not the one the
  * thread's hooks just traced, it came from a free list, and its block's
  * trace gets the current traceback, as the stdlib does. Call with the
- * GIL, while tracing, not from inside a client (ctm_reentrant clear). */
-void ctm_tracer_new_object(PyObject *obj);
+ * GIL, while tracing, not from inside a client (ctm_reentrant clear).
+ * Inline: every object made runs through it, and when sampling nearly
+ * all end at the filter. */
+static inline void
+ctm_tracer_new_object(PyObject *obj)
+{
+    uintptr_t block = (uintptr_t)ctm_object_block(obj);
+    if (block == ctm_last_block) {
+        /* Just allocated and traced with the current traceback. One
+         * allocation makes one object: forget the block, so that the same
+         * memory reused later from a free list is seen. */
+        ctm_last_block = 0;
+        return;
+    }
+    if (ctm_tracer_may_have_trace(block)) {
+        ctm_tracer_reused_block(block);
+    }
+}
 
 /* The compactions so far: read before ctm_tracer_remove, for
  * ctm_tracer_restore. */
