@@ -102,6 +102,17 @@ def run_info(recorded, peak, timeline, command, nframe):
     return info
 
 
+def sampling_note(snapshot):
+    """What every report of a sampled snapshot says of its numbers (a
+    sentence without its capital), or None for an exact snapshot."""
+    interval = snapshot.sample_interval
+    if not interval:
+        return None
+    from ._sizes import size_text
+    return ("sampled, one sample every %s allocated on average: sizes and "
+            "counts are estimates" % size_text(interval))
+
+
 def peak_of(recorded):
     """The peak snapshot that a run's file holds, or None."""
     return getattr(recorded, "peak", None)
