@@ -78,6 +78,7 @@ core = Extension(
     define_macros=macros,
     extra_compile_args=compile_args,
     extra_link_args=link_args,
+    libraries=["m"],            # the sampler's log, the estimates' expm1
 )
 
 # A shared object of its own whose allocator calls go through its GOT, as

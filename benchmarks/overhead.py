@@ -1,8 +1,13 @@
 """Tracing overhead: each workload untraced, traced by the stdlib, by
-ctracemalloc and by memray, interleaved in one run, as slowdown ratios.
+ctracemalloc (exact, and sampled: start(sample_interval=N)) and by
+memray, interleaved in one run, as slowdown ratios.
 
     python benchmarks/overhead.py [--frames 1 25] [--repeat 5] [--quick]
                                   [--tracers ctracemalloc ...]
+                                  [--sample BYTES]
+
+The "sampled" column is ctracemalloc with sample_interval=BYTES
+(default 524288, 512 KiB).
 
 Needs: ctracemalloc installed, and for the third-party workloads and the
 memray column: pip install -r benchmarks/requirements.txt. A missing
@@ -33,6 +38,9 @@ import sys, time
 mode, nframe, workload = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sys.path.insert(0, %(here)r)
 tracker = None
+if mode == "sampled":
+    import ctracemalloc
+    ctracemalloc.start(nframe, sample_interval=%(sample)d)
 if mode == "stdlib":
     import tracemalloc
     tracemalloc.start(nframe)
@@ -54,7 +62,11 @@ if tracker is not None:
 print(elapsed)
 """
 
-MODES = ["untraced", "stdlib", "ctracemalloc", "memray"]
+MODES = ["untraced", "stdlib", "ctracemalloc", "sampled", "memray"]
+# the module each tracer needs
+NEEDS = {"ctracemalloc": "ctracemalloc", "sampled": "ctracemalloc",
+         "memray": "memray"}
+SAMPLE = 512 * 1024
 
 
 def available(module):
@@ -77,7 +89,7 @@ def usable_workloads(workloads):
 
 
 def measure(mode, nframe, workload):
-    code = CHILD % {"here": HERE}
+    code = CHILD % {"here": HERE, "sample": SAMPLE}
     proc = subprocess.run([sys.executable, "-c", code, mode, str(nframe),
                            workload], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -87,6 +99,7 @@ def measure(mode, nframe, workload):
 
 
 def main():
+    global SAMPLE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[1, 25])
     parser.add_argument("--repeat", type=int, default=5)
@@ -95,8 +108,12 @@ def main():
     parser.add_argument("--tracers", nargs="+", choices=MODES[1:],
                         default=MODES[1:],
                         help="the tracers to run (default: all)")
+    parser.add_argument("--sample", type=int, default=SAMPLE,
+                        help="the sampled column's sample_interval, in "
+                             "bytes (default %(default)s)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    SAMPLE = args.sample
     if args.quick:
         os.environ["CTM_BENCH_QUICK"] = "1"
         args.repeat = min(args.repeat, 3)
@@ -107,8 +124,7 @@ def main():
     wanted = [m for m in MODES if m == "untraced" or m in args.tracers]
     modes = [m for m in wanted
              if m in ("untraced", "stdlib")
-             or available({"ctracemalloc": "ctracemalloc",
-                           "memray": "memray"}[m])]
+             or available(NEEDS[m])]
     for missing in sorted(set(wanted) - set(modes)):
         print("note: %s is not installed: no column for it" % missing)
     names = usable_workloads(workloads)

@@ -24,7 +24,8 @@ MAX_LINES = 1200
 # Bottom first; a file may call into its own layer (without a cycle) and
 # into the layers before it, never into a later one.
 LAYERS = [
-    ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c", "elfgot.c"]),
+    ("utilities", ["mem.c", "index.c", "thread.c", "pyutil.c", "elfgot.c",
+                   "sampling.c"]),
     ("tracer tables", ["capture.c", "coderecs.c", "interning.c",
                        "store.c", "placing.c", "timeline.c"]),
     ("tracer", ["tracer.c"]),

@@ -51,8 +51,23 @@ reconcile(int reinstall)
     }
 }
 
+/* The sampler's seed: CTRACEMALLOC_SAMPLE_SEED (decimal, for tests:
+ * the same seed takes the same samples of the same run), else 0 (a new
+ * one). */
+static uint64_t
+sample_seed(void)
+{
+    const char *text = getenv("CTRACEMALLOC_SAMPLE_SEED");
+    if (text == NULL || *text == '\0') {
+        return 0;
+    }
+    char *end;
+    unsigned long long seed = strtoull(text, &end, 10);
+    return *end == '\0' ? (uint64_t)seed : 0;
+}
+
 int
-ctm_tracer_start(int nframe, int native, int peak)
+ctm_tracer_start(int nframe, int native, int peak, uint64_t sample_interval)
 {
     if (nframe < 1 || nframe > CTM_MAX_NFRAME) {
         PyErr_Format(PyExc_ValueError,
@@ -63,6 +78,27 @@ ctm_tracer_start(int nframe, int native, int peak)
     /* Tracing with hooks another tracer dropped is stopped first. */
     reconcile(0);
     if (atomic_load(&ctm_tracer.tracing)) {
+        uint64_t now = ctm_tracer_interval();
+        if (sample_interval != 0 && sample_interval != now) {
+            /* traces of two intervals (or exact and sampled) cannot
+             * be summed */
+            if (now == 0) {
+                PyErr_Format(PyExc_ValueError,
+                             "tracing has already started without "
+                             "sampling: call stop() before starting with "
+                             "sample_interval=%llu",
+                             (unsigned long long)sample_interval);
+            }
+            else {
+                PyErr_Format(PyExc_ValueError,
+                             "tracing has already started with "
+                             "sample_interval=%llu: call stop() before "
+                             "starting with sample_interval=%llu",
+                             (unsigned long long)now,
+                             (unsigned long long)sample_interval);
+            }
+            return -1;
+        }
         /* As the stdlib's start: nothing changes, but a mode asked for
          * is turned on. */
         if (peak && ctm_tracer_peak_start() < 0) {
@@ -70,7 +106,10 @@ ctm_tracer_start(int nframe, int native, int peak)
         }
         return native ? ctm_native_install() : 0;
     }
-    if (ctm_tracer_begin(nframe) < 0) {
+    if (sample_interval != 0) {
+        ctm_sample_restart(sample_seed());
+    }
+    if (ctm_tracer_begin(nframe, sample_interval) < 0) {
         return -1;
     }
     ctm_hooks_install();
@@ -83,6 +122,12 @@ ctm_tracer_start(int nframe, int native, int peak)
         return -1;
     }
     return 0;
+}
+
+uint64_t
+ctm_tracer_sample_interval(void)
+{
+    return ctm_tracer_interval();
 }
 
 void

@@ -1,6 +1,9 @@
 /* The allocator hooks: the tracer's client on the RAW, MEM and OBJ
  * allocators. Every block they see is recorded in trace domain 0.
  *
+ *  - Sampling (sampling.h): a block that the sampler passes over gets no
+ *    trace, and its free finds none in the tracer's filter, without the
+ *    lock.
  *  - free never takes the GIL. A trace is removed before its block is
  *    released, and a realloc drops the old trace before the block moves,
  *    so another thread that is handed the same address cannot have its
@@ -70,9 +73,10 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
     }
     /* Only PyMem resizes co_extra slots: an object allocation is a safe
      * place to arm code objects' death notices. */
-    if (ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
-                          nelem * elsize, h->domain != PYMEM_DOMAIN_RAW, 1,
-                          h->domain == PYMEM_DOMAIN_OBJ) < 0) {
+    if (ctm_tracer_sampled(nelem * elsize)
+        && ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr,
+                             nelem * elsize, h->domain != PYMEM_DOMAIN_RAW, 1,
+                             h->domain == PYMEM_DOMAIN_OBJ) < 0) {
         /* No room to trace it: fail the allocation, as the stdlib does,
          * rather than hand out an untraced block. */
         a->free(a->ctx, ptr);
@@ -133,11 +137,14 @@ hook_realloc(void *ctx, void *ptr, size_t size)
     if (was) {
         return ptr2;            /* the outer hook traces its own block */
     }
-    /* Like the stdlib, a resized block gets the resizer's traceback. A
-     * failure cannot be reported: the block has already changed. */
-    ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr2, size,
-                      h->domain != PYMEM_DOMAIN_RAW, 1,
-                      h->domain == PYMEM_DOMAIN_OBJ);
+    /* Like the stdlib, a resized block gets the resizer's traceback
+     * (when sampling, it is a new block to the sampler). A failure cannot
+     * be reported: the block has already changed. */
+    if (ctm_tracer_sampled(size)) {
+        ctm_tracer_record(CTM_DEFAULT_DOMAIN, (uintptr_t)ptr2, size,
+                          h->domain != PYMEM_DOMAIN_RAW, 1,
+                          h->domain == PYMEM_DOMAIN_OBJ);
+    }
     ctm_reentrant = 0;
     return ptr2;
 }

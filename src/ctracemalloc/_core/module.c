@@ -29,13 +29,19 @@ static PyObject *
 start(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     (void)self;
-    static char *keywords[] = {"", "native", "peak", NULL};
+    static char *keywords[] = {"", "native", "peak", "sample_interval",
+                               NULL};
     int nframe = 1, native = 0, peak = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$pp:start", keywords,
-                                     &nframe, &native, &peak)) {
+    Py_ssize_t interval = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|i$ppn:start", keywords,
+                                     &nframe, &native, &peak, &interval)) {
         return NULL;
     }
-    if (ctm_tracer_start(nframe, native, peak) < 0) {
+    if (interval < 0) {
+        PyErr_SetString(PyExc_ValueError, "sample_interval must be >= 0");
+        return NULL;
+    }
+    if (ctm_tracer_start(nframe, native, peak, (uint64_t)interval) < 0) {
         return NULL;
     }
     Py_RETURN_NONE;
@@ -473,14 +479,18 @@ native_slots(PyObject *self, PyObject *unused)
 }
 
 PyDoc_STRVAR(start_doc,
-"start($module, nframe=1, /, *, native=False, peak=False)\n--\n\n"
+"start($module, nframe=1, /, *, native=False, peak=False,\n"
+"      sample_interval=0)\n--\n\n"
 "Start tracing Python memory allocations, storing up to nframe frames\n"
 "per traceback. With native=True, also trace what extension modules and\n"
 "the libraries they load take from the C allocator and anonymous mmap,\n"
 "in the domain NATIVE_DOMAIN. With peak=True, also record the traces\n"
 "live at the peak (take_peak_snapshot()) and the traced memory over\n"
-"time (get_timeline()). While tracing, only turns those modes on if\n"
-"asked (peak=True then starts a new peak, as reset_peak() does).");
+"time (get_timeline()). With sample_interval=N (bytes), trace a\n"
+"sample of the blocks, about one every N bytes allocated, each sampled\n"
+"block counting for its estimated size and count (unbiased estimates).\n"
+"While tracing, only turns native and peak on if asked (peak=True then\n"
+"starts a new peak, as reset_peak() does).");
 PyDoc_STRVAR(take_snapshot_doc,
 "take_snapshot()\n--\n\n"
 "Take a snapshot of the traces of memory blocks allocated by Python.");

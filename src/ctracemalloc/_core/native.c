@@ -85,13 +85,16 @@ tracing_native(void)
            && !ctm_reentrant;
 }
 
-/* Trace a block: fresh, when the C allocator just handed it out (its
- * address had no trace, unless its free was not seen; see
- * ctm_traces_add_block_unlocked); else a mapping, which may replace one
- * at its address. */
+/* Trace a block (when sampling, if the sampler takes it): fresh, when
+ * the C allocator just handed it out (its address had no trace, unless
+ * its free was not seen; see ctm_traces_add_block_unlocked); else a
+ * mapping, which may replace one at its address. */
 static void
 record(void *ptr, size_t size, int fresh)
 {
+    if (!ctm_tracer_sampled(size)) {
+        return;                 /* sampling, and this one passed over */
+    }
     ctm_reentrant = 1;
     (void)ctm_tracer_record(CTM_NATIVE_DOMAIN, (uintptr_t)ptr, size, 0,
                             fresh, 0);
@@ -382,7 +385,9 @@ static int
 probe(const ctm_native_probe *p)
 {
     const size_t size = 4093;
+    int64_t saved = ctm_sample_force_next();    /* traced if sampling */
     void *block = p->malloc(size);
+    ctm_sample_resume(saved);
     if (block == NULL) {
         return 0;
     }

@@ -24,10 +24,10 @@
 #ifndef CTM_SAMPLING_H
 #define CTM_SAMPLING_H
 
+#include "util.h"                /* first: Python.h sets the features */
+
 #include <math.h>
 #include <stdint.h>
-
-#include "util.h"
 
 /* 1 / P(size): how many blocks of size bytes a sampled one stands for. */
 static inline double
@@ -81,5 +81,15 @@ int ctm_sample_take(uint64_t size, uint64_t interval);
  * process id; otherwise the draws of each thread follow from seed (and
  * the thread's order of first allocation), for tests. With the GIL. */
 void ctm_sample_restart(uint64_t seed);
+
+/* Around a probe that must see its allocation traced (native.c): the
+ * thread's next allocation that reaches ctm_tracer_sampled is sampled;
+ * ctm_sample_resume(saved) puts the thread's countdown back as it was. */
+int64_t ctm_sample_force_next(void);
+void ctm_sample_resume(int64_t saved);
+
+/* In a forked child (the tracer's atfork handler): new streams, so that
+ * parent and child do not take the same samples. */
+void ctm_sample_fork_child(void);
 
 #endif /* CTM_SAMPLING_H */

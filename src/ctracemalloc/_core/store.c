@@ -612,7 +612,7 @@ count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
     CTM_ASSERT(tb < tr->live_cap);
     tr->ntraces++;
     tr->live[tb]++;
-    tr->traced += size;
+    tr->traced += ctm_sample_size(size, tr->sample_interval);
     if (tr->traced > tr->peak) {
         tr->peak = tr->traced;
         tr->peak_due = tr->peak_on;
@@ -623,14 +623,17 @@ count_added(ctm_traces *tr, uint64_t size, uint32_t tb)
 }
 
 /* A trace goes: the counters, and the gone list when it was the peak's
- * (at_peak). */
+ * (at_peak). traced counts each trace at its estimated size when
+ * sampling (sampling.h); the gone list keeps the true one, as the stores
+ * do. */
 static void
 count_removed(ctm_traces *tr, uint32_t domain, uint64_t size, uint32_t tb,
               int at_peak)
 {
     CTM_ASSERT(tr->ntraces > 0);
     CTM_ASSERT(tb < tr->live_cap && tr->live[tb] > 0);
-    CTM_ASSERT(tr->traced >= size);
+    uint64_t charge = ctm_sample_size(size, tr->sample_interval);
+    CTM_ASSERT(tr->traced >= charge);
     if (at_peak && tr->peak_on) {
         if (ctm_grow((void **)&tr->gone, &tr->capgone, tr->ngone + 1,
                      sizeof(ctm_gone)) < 0) {
@@ -645,7 +648,7 @@ count_removed(ctm_traces *tr, uint32_t domain, uint64_t size, uint32_t tb,
     }
     tr->ntraces--;
     tr->live[tb]--;
-    tr->traced -= size;
+    tr->traced -= charge;
     if (tr->timeline != NULL) {
         ctm_timeline_tick(tr->timeline, tr->traced);
     }
@@ -872,7 +875,9 @@ static int
 store_add(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t size,
           uint32_t traceback)
 {
-    int recent = tr->peak_on && tr->traced + size <= tr->peak;
+    int recent = tr->peak_on
+                 && tr->traced + ctm_sample_size(size, tr->sample_interval)
+                    <= tr->peak;
     ctm_store *s = domain_store(tr, domain, recent, 1);
     if (s == NULL || (size >= CTM_BIG_SIZE && big_reserve(tr) < 0)) {
         return -1;
@@ -1103,9 +1108,11 @@ ctm_traces_clear_unlocked(ctm_traces *tr)
     ctm_free(tr->gone);
     int peak_on = tr->peak_on;
     ctm_timeline *timeline = tr->timeline;
+    uint64_t interval = tr->sample_interval;
     memset(tr, 0, sizeof(*tr));
     tr->peak_on = peak_on;
     tr->timeline = timeline;
+    tr->sample_interval = interval;
 }
 
 size_t

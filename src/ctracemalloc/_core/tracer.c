@@ -46,6 +46,7 @@ fork_child(void)
     /* Threads other than the forking one do not exist in the child; the
      * forking thread held the locks, so the tables are consistent. */
     ctm_capture_fork_child();
+    ctm_sample_fork_child();
 #ifdef CTM_DEBUG
     atomic_store(&ctm_tracer.owner, 0);
 #endif
@@ -139,6 +140,9 @@ ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
                                     traceback) < 0) {
             ctm_tracer.lost++;
         }
+        else if (ctm_tracer.traces.sample_interval != 0) {
+            ctm_sampled_count_unlocked(ptr, 1);
+        }
         ctm_tables_unlock();
         return;
     }
@@ -217,6 +221,9 @@ ctm_tracer_new_object(PyObject *obj)
          * memory reused later from a free list is seen. */
         ctm_last_block = 0;
         return;
+    }
+    if (!ctm_tracer_may_have_trace(block)) {
+        return;                 /* sampling, and the block was not sampled */
     }
     if (atomic_load_explicit(ctm_untraced_slot(block), memory_order_relaxed)
         == block) {
@@ -461,7 +468,7 @@ ctm_tracer_maintain(void)
 /* ---- lifetime ---- */
 
 int
-ctm_tracer_begin(int nframe)
+ctm_tracer_begin(int nframe, uint64_t sample_interval)
 {
     CTM_ASSERT(nframe >= 1 && nframe <= CTM_MAX_NFRAME);
     pthread_once(&atfork_once, register_atfork);
@@ -498,6 +505,10 @@ ctm_tracer_begin(int nframe)
     }
     tbcache_forget_unlocked();
     ctm_interner_set_notice(ctm_tracer.interner, notice, extra_index);
+    /* the tables are empty: stop cleared them */
+    CTM_ASSERT(ctm_tracer.traces.ntraces == 0);
+    ctm_tracer.traces.sample_interval = sample_interval;
+    atomic_store(&ctm_tracer.sample_interval, sample_interval);
     atomic_store(&ctm_tracer.tracing, 1);
     ctm_tables_unlock();
     return 0;
@@ -518,6 +529,10 @@ ctm_tracer_clear(void)
     ctm_traces_clear_unlocked(&ctm_tracer.traces);
     CTM_ASSERT(ctm_tracer.traces.traced == 0
                && ctm_tracer.traces.ntraces == 0);
+    for (size_t i = 0; i < (size_t)1 << CTM_SAMPLED_BITS; i++) {
+        atomic_store_explicit(&ctm_tracer.sampled[i], 0,
+                              memory_order_relaxed);
+    }
     if (ctm_tracer.interner != NULL) {
         ctm_interner_clear_unlocked(ctm_tracer.interner);
     }
@@ -677,7 +692,15 @@ ctm_tracer_track(uint32_t domain, uintptr_t ptr, size_t size)
          * Removed first, so that no snapshot sees it twice. */
         (void)ctm_tracer_remove(CTM_NATIVE_DOMAIN, ptr, NULL, NULL);
     }
-    int rc = ctm_tracer_record(domain, ptr, size, 0, 0, 0) < 0 ? -2 : 0;
+    int rc = 0;
+    if (!ctm_tracer_sampled(size)) {
+        /* Not sampled: as a new trace would, it replaces any the pointer
+         * had. */
+        (void)ctm_tracer_remove(domain, ptr, NULL, NULL);
+    }
+    else if (ctm_tracer_record(domain, ptr, size, 0, 0, 0) < 0) {
+        rc = -2;
+    }
     ctm_reentrant = was;
     return rc;
 }

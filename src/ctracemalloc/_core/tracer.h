@@ -80,6 +80,7 @@
 #define CTM_TRACER_H
 
 #include "interning.h"
+#include "sampling.h"
 #include "store.h"
 
 #include <sched.h>
@@ -104,6 +105,9 @@ _Static_assert(sizeof(ctm_tbcache_entry) <= 64,
 /* The set of blocks known to be untraced (see the top). */
 #define CTM_UNTRACED_SIZE 256   /* a power of two */
 
+/* The filter of sampled addresses (see sampled below): counters. */
+#define CTM_SAMPLED_BITS 12
+
 /* A retrace waiting on the ring (see the top). */
 #define CTM_RING_SIZE 256       /* a power of two */
 
@@ -119,6 +123,11 @@ typedef struct {
      * read by the clients without the lock first (a cheap early exit),
      * then again under the lock before touching the tables. */
     atomic_int tracing;
+    /* Sampling (sampling.h): the mean interval in bytes, 0 when exact.
+     * Written with the GIL and the lock while the tables are empty (as
+     * traces.sample_interval, its copy that the tables read); read by the
+     * clients without the lock. */
+    _Atomic uint64_t sample_interval;
     /* Nonzero while native allocations are traced (native.c): a block
      * tracked in another domain then stops being native. Written with
      * the GIL; read without the lock. */
@@ -172,6 +181,18 @@ typedef struct {
     /* Blocks known to be untraced, by address (0: none); added and
      * dropped under the lock, read by the GIL holder without it. */
     atomic_uintptr_t untraced[CTM_UNTRACED_SIZE];
+
+    /* While sampling, a counting filter of the addresses that have a
+     * trace: a free of a block that was never sampled (nearly every
+     * free) reads one counter, in 8 KiB that stay in cache, instead of
+     * taking the lock and probing the tables. A counter goes up under the
+     * lock when a trace is added at an address of its slot, down when
+     * one is removed, and sticks at its maximum: it can say "maybe" of a
+     * block without a trace (then the tables are probed), never "no" of
+     * one with a trace. Read without the lock: a block's free comes after
+     * its allocation (and its trace) in the program's own order. Zeroed
+     * when the traces are cleared. */
+    _Atomic uint16_t sampled[1 << CTM_SAMPLED_BITS];
 } ctm_tracer_state;
 
 extern ctm_tracer_state ctm_tracer;
@@ -257,6 +278,62 @@ static inline int
 ctm_tracer_tracing(void)
 {
     return atomic_load_explicit(&ctm_tracer.tracing, memory_order_relaxed);
+}
+
+/* ---- sampling (sampling.h) ---- */
+
+static inline uint64_t
+ctm_tracer_interval(void)
+{
+    return atomic_load_explicit(&ctm_tracer.sample_interval,
+                                memory_order_relaxed);
+}
+
+/* Whether a new block of size bytes gets a trace: always when exact;
+ * when sampling, the sampler says (the hot path: a subtraction and a
+ * branch). */
+static inline int
+ctm_tracer_sampled(size_t size)
+{
+    uint64_t interval = ctm_tracer_interval();
+    if (interval == 0) {
+        return 1;
+    }
+    int64_t n = size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)size;
+    if ((ctm_sample_countdown -= n) > 0) {
+        return 0;
+    }
+    return ctm_sample_take(size, interval);
+}
+
+static inline _Atomic uint16_t *
+ctm_sampled_slot(uintptr_t ptr)
+{
+    uint64_t h = (uint64_t)(ptr >> 4) * 0x9E3779B97F4A7C15ULL;
+    return &ctm_tracer.sampled[h >> (64 - CTM_SAMPLED_BITS)];
+}
+
+/* Whether ptr may have a trace: when sampling, 0 means certainly not
+ * (see sampled); always 1 when exact. */
+static inline int
+ctm_tracer_may_have_trace(uintptr_t ptr)
+{
+    return ctm_tracer_interval() == 0
+           || atomic_load_explicit(ctm_sampled_slot(ptr),
+                                   memory_order_relaxed) != 0;
+}
+
+/* A trace was added at ptr (+1) or removed (-1), while sampling. */
+static inline void
+ctm_sampled_count_unlocked(uintptr_t ptr, int delta)
+{
+    CTM_ASSERT_LOCKED();
+    _Atomic uint16_t *c = ctm_sampled_slot(ptr);
+    uint16_t v = atomic_load_explicit(c, memory_order_relaxed);
+    if (v != UINT16_MAX && (delta > 0 || v > 0)) {
+        atomic_store_explicit(c, (uint16_t)(v + delta),
+                              memory_order_relaxed);
+    }
 }
 
 /* ---- recording ----
@@ -420,6 +497,9 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
             ctm_tracer.lost++;
             rc = -1;
         }
+        else if (t->sample_interval != 0) {
+            ctm_sampled_count_unlocked(ptr, 1);
+        }
         CTM_ASSERT(t->peak >= t->traced);
     }
     ctm_tables_unlock();
@@ -436,9 +516,15 @@ static inline int
 ctm_tracer_remove(uint32_t domain, uintptr_t ptr, uint64_t *size,
                   uint32_t *traceback)
 {
+    if (!ctm_tracer_may_have_trace(ptr)) {
+        return 0;
+    }
     ctm_tables_lock();
     int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
                                          size, traceback);
+    if (had && ctm_tracer.traces.sample_interval != 0) {
+        ctm_sampled_count_unlocked(ptr, -1);
+    }
     ctm_tables_unlock();
     return had;
 }
@@ -483,8 +569,10 @@ void ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
 /* ---- lifetime (tracer.c; the GIL held) ---- */
 
 /* Make the state ready to trace with nframe frames (checked by the
- * caller) and set the tracing flag. Return 0 or -1. */
-int ctm_tracer_begin(int nframe);
+ * caller), every block or samples at sample_interval (0: every block),
+ * and set the tracing flag. The traces must be empty (cleared by the
+ * last stop). Return 0 or -1. */
+int ctm_tracer_begin(int nframe, uint64_t sample_interval);
 /* Clear the tracing flag: from now on nothing new is recorded. */
 void ctm_tracer_end(void);
 

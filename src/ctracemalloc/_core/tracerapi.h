@@ -11,9 +11,15 @@
 
 /* Start tracing with nframe frames per traceback, native allocations
  * too if native is set (native.h), the peak record and the timeline if
- * peak is. Already tracing: only turn those on if asked. Return 0 or
- * -1. */
-int ctm_tracer_start(int nframe, int native, int peak);
+ * peak is, samples at sample_interval bytes if it is not 0
+ * (sampling.h). Already tracing: only turn native and peak on if asked;
+ * another sample_interval than the current one is a ValueError (0 asks
+ * for nothing). Return 0 or -1. */
+int ctm_tracer_start(int nframe, int native, int peak,
+                     uint64_t sample_interval);
+/* The sample interval of the tracing in progress or last stopped (0:
+ * exact). */
+uint64_t ctm_tracer_sample_interval(void);
 void ctm_tracer_stop(void);
 void ctm_tracer_clear(void);
 int ctm_tracer_is_tracing(void);
