@@ -19,7 +19,8 @@ import pytest
 
 from test_cli import cli, flame_data, label, no_traceback, peak_report, \
     run_report, selftest, top_entries, write
-from test_cli_native import SQLITE, native_at_insert, startup_python
+from test_cli_native import SQLITE, mixed_raw, native_at_insert, nodes, \
+    startup_python
 from tmhelpers import child_env
 
 pytestmark = pytest.mark.ctm_only
@@ -281,6 +282,28 @@ def test_flamegraph_of_a_sampled_snapshot(ctm, tmp_path, sampled, exact,
     proc = cli("flamegraph", exact, "-o", tmp_path / "e.html")
     assert proc.returncode == 0, proc.stderr
     assert 'id="sampled"' not in (tmp_path / "e.html").read_text()
+
+
+def test_flamegraph_of_sampled_native_memory(ctm, tmp_path, app):
+    """Native memory, sampled: its boxes hold the estimates, as the
+    Python ones do."""
+    path = tmp_path / "mixed.snapshot"
+    raw = mixed_raw(ctm, app, tmp_path / "lib.py")
+    ctm.Snapshot(raw, 2, sample_interval=T).dump(path)
+    out = tmp_path / "m.html"
+    proc = cli("flamegraph", path, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    data = flame_data(out.read_text())
+    native = [t for t in raw if t[0] == ctm.NATIVE_DOMAIN]
+    at_line_2 = [t for t in native if t[2] == ((str(app), 2),)]
+    size, count = estimate(at_line_2[0][1], T)
+    assert nodes(data)[((str(app), 2), "native")] == (
+        size * len(at_line_2), round(count * len(at_line_2)))
+    assert sum(data["size"][n] for n in data["native"]) == sum(
+        estimate(t[1], T)[0] for t in native)
+    title, dom = selftest(out)
+    assert title.startswith("selftest: ok native "), title
+    assert sentence("512 KiB") in dom
 
 
 def test_report_of_a_sampled_snapshot(ctm, tmp_path, sampled, exact):

@@ -15,9 +15,9 @@ in its own colour: the native traces' tree is merged into the Python
 one, frame path by frame path, so that a frame's box holds both kinds.
 
 A sampled snapshot's page says under its title that its sizes and counts
-are estimates, and at what interval (_cli.sampling_lines); its
-counts, estimates, are rounded to whole blocks. An exact snapshot's page
-is what it always was.
+are estimates, and at what interval (_cli.sampling_lines); the tree's
+sizes and counts are the core's estimates, counts in whole blocks. An
+exact snapshot's page is what it always was.
 """
 import html
 import json
@@ -106,11 +106,8 @@ def with_native(tree, native):
         sizes[node] += n_sizes[i]
         counts[node] += n_counts[i]
         merged.append(node)
-    # (> 0.5: a sampled snapshot's estimated counts are floats, and a
-    # node's own count, a difference, may be a rounding error away from 0;
-    # an estimated block counts 1 or more)
     natives = [add(merged[i], -1, 0, size, count)
-               for i, (size, count) in enumerate(own) if count > 0.5]
+               for i, (size, count) in enumerate(own) if count]
     return (parents, files, linenos, sizes, counts, names,
             functions), natives
 
@@ -125,8 +122,6 @@ def tree_data(snapshot, native=None):
     if native is not None and len(native.traces):
         tree, natives = with_native(tree, native)
     parents, files, linenos, sizes, counts, names, functions = tree
-    if snapshot.sample_interval:
-        counts = [round(count) for count in counts]   # estimates
     lines = {}
     for f, lineno in zip(files, linenos):
         if f >= 0 and (f, lineno) not in lines:
