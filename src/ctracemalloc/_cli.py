@@ -97,7 +97,7 @@ nframe_arg = int_arg(1, 65535, "the number of frames must be from 1 to "
                                "65535, not %d")
 count_arg = int_arg(0, None, "must not be negative: %d")
 
-# The largest sampling interval: the tracer counts bytes down in 64 bits.
+# The largest sampling interval start() takes (a signed 64-bit count).
 MAX_SAMPLE_INTERVAL = 2 ** 63 - 1
 
 

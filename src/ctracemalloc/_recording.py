@@ -7,6 +7,8 @@ Glue only: the snapshot, its filters and its file are the C core's.
 import glob
 import os
 
+from ._sizes import size_text
+
 
 def output_problem(path):
     """Why a snapshot cannot be written to path (its directory missing or
@@ -108,7 +110,6 @@ def sampling_note(snapshot):
     interval = snapshot.sample_interval
     if not interval:
         return None
-    from ._sizes import size_text
     return ("sampled, one sample every %s allocated on average: sizes and "
             "counts are estimates" % size_text(interval))
 
