@@ -24,8 +24,9 @@ typedef struct {
     ctm_input *r;
     ctm_xxh64_state hash;       /* of the file so far */
     unsigned major;             /* of the file */
-    int strict;                 /* file minor <= ours */
+    int strict;                 /* file minor <= ours (of its major) */
     int has_functions;          /* the file's version knows FUNCTIONS */
+    int has_sampling;           /* ... and SAMPLING */
     uint64_t section_offset;
     const char *section_name;
     int rank;                   /* of the last known section */

@@ -160,6 +160,22 @@ parse_extra(ctm_ffloader *st, cursor *c)
     return 0;
 }
 
+/* SAMPLING: the interval of a sampled snapshot, which 0 is not (an
+ * exact snapshot has no such section). */
+static int
+parse_sampling(ctm_ffloader *st, cursor *c)
+{
+    uint64_t interval;
+    if (get_varint(c, &interval) < 0) {
+        return ctm_ff_bad_payload(st);
+    }
+    if (interval == 0) {
+        return ctm_ff_corrupted(st, "sampling interval of 0");
+    }
+    st->d->sample_interval = interval;
+    return ctm_ff_section_end(st, c);
+}
+
 static const char *
 section_name(unsigned tag)
 {
@@ -173,13 +189,14 @@ section_name(unsigned tag)
     case TAG_LIMIT: return "LIMIT";
     case TAG_EXTRA: return "EXTRA";
     case TAG_FUNCTIONS: return "FUNCTIONS";
+    case TAG_SAMPLING: return "SAMPLING";
     default: return "unknown";
     }
 }
 
 /* Position of each known tag in the section order: the tags of 2.0 in
  * the order of their numbers, END last, FUNCTIONS between FRAMES and
- * TRACEBACKS. */
+ * TRACEBACKS, SAMPLING right after COUNTS. */
 #define RANK(tag) (2 * (int)(tag))
 
 static int
@@ -188,6 +205,7 @@ tag_rank(unsigned tag)
     switch (tag) {
     case TAG_END: return RANK(TAG_KNOWN);
     case TAG_FUNCTIONS: return RANK(TAG_FRAMES) + 1;
+    case TAG_SAMPLING: return RANK(TAG_COUNTS) + 1;
     default: return RANK(tag);
     }
 }
@@ -288,8 +306,9 @@ read_header(ctm_ffloader *st)
         return -1;
     }
     st->major = major;
-    st->strict = minor <= FF_MINOR;
+    st->strict = minor <= (major == FF_MAJOR ? FF_MINOR : FF_EXACT_MINOR);
     st->has_functions = major > 2 || (major == 2 && minor >= 1);
+    st->has_sampling = major >= 3;
     ctm_xxh64_update(&st->hash, h, FF_HEADER_SIZE);
     r->pos += FF_HEADER_SIZE;
     r->offset += FF_HEADER_SIZE;
@@ -359,7 +378,8 @@ read_section(ctm_ffloader *st, unsigned *tag)
 
     cursor c = {p, p + plen};
     if (*tag >= TAG_KNOWN
-        || (*tag == TAG_FUNCTIONS && !st->has_functions)) {
+        || (*tag == TAG_FUNCTIONS && !st->has_functions)
+        || (*tag == TAG_SAMPLING && !st->has_sampling)) {
         if (st->strict) {
             return ctm_ff_corrupted(st, "unknown section");
         }
@@ -378,6 +398,8 @@ read_section(ctm_ffloader *st, unsigned *tag)
         return ctm_ff_parse_frames(st, &c);
     case TAG_FUNCTIONS:
         return ctm_ff_parse_functions(st, &c);
+    case TAG_SAMPLING:
+        return parse_sampling(st, &c);
     case TAG_TRACEBACKS:
         return ctm_ff_parse_tracebacks(st, &c);
     case TAG_TRACES:

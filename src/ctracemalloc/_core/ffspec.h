@@ -22,8 +22,8 @@
  *     magic   8 bytes   89 43 54 4D 0D 0A 1A 0A  ("\x89CTM\r\n\x1a\n":
  *                       the high byte and the line ends catch text-mode
  *                       transfers, as PNG's magic does)
- *     major   u16 LE    2
- *     minor   u16 LE    1
+ *     major   u16 LE    2 (3 for a sampled snapshot, see below)
+ *     minor   u16 LE    1 (0 for a sampled snapshot)
  *
  *   section
  *     tag     u8
@@ -41,6 +41,13 @@
  *
  *   1 COUNTS      once, first: varints nstrings, nframes, ntracebacks,
  *                 nrefs (the sum of the tracebacks' nframe), ntraces.
+ *   9 SAMPLING    (3.0) at most once, right after COUNTS, only in a
+ *                 sampled snapshot's file: varint interval, the mean
+ *                 sampling interval in bytes (start(sample_interval=)),
+ *                 not 0. The traces' sizes are still the blocks' true
+ *                 sizes; the reader computes the estimates from them
+ *                 and the interval, as the snapshot does (sampling.h).
+ *                 Without it, a snapshot is exact.
  *   2 STRINGS*    varint n, then n strings: varint byte length, then the
  *                 bytes, UTF-8 with surrogatepass so that any str
  *                 (lone surrogates included) round-trips.
@@ -90,6 +97,15 @@
  * sections. Pickles are written with protocol 4, which every supported
  * Python reads.
  *
+ * Version 3.0 is 2.1 with the SAMPLING section; the writer writes it
+ * for sampled snapshots only, and writes an exact snapshot as 2.1, so
+ * that the files of exact snapshots stay what 2.1 writers made, byte
+ * for byte. A new major version rather than 2.2, because a reader of
+ * 2.x would skip an unknown section of a newer minor version and take
+ * the samples for every block (sizes and counts far too small): a
+ * reader that knows no SAMPLING must refuse the file, and one of 2.x
+ * says it needs a newer ctracemalloc.
+ *
  * Version 2.0 has no FUNCTIONS section (tag 8 is unknown to it): its
  * frames have no name.
  *
@@ -121,7 +137,8 @@
  * version of the same major only adds: the reader skips (after checking
  * them) sections whose tag it does not know, and ignores bytes after the
  * fields it knows at the end of a known section. In a file of the
- * reader's own minor version or an older one, both are errors.
+ * reader's own minor version or an older one (2.1 for 2.x, 3.0 for
+ * 3.x), both are errors.
  *
  * Trust: LIMIT kind 2 and EXTRA are unpickled, and unpickling runs code
  * named by the file: as with the stdlib's pickle-based Snapshot.load,
@@ -134,9 +151,11 @@
 
 #include <stdint.h>
 
-#define FF_MAJOR 2
+#define FF_MAJOR 3               /* the newest this reader reads */
+#define FF_MINOR 0
 #define FF_MAJOR_OLDEST 1       /* the oldest this reader reads */
-#define FF_MINOR 1
+#define FF_EXACT_MAJOR 2        /* the version of exact snapshots' files */
+#define FF_EXACT_MINOR 1
 #define FF_HEADER_SIZE 12
 #define FF_CHECK_SIZE 8
 #define FF_PICKLE_PROTOCOL 4     /* of LIMIT kind 2 and EXTRA */
@@ -155,7 +174,8 @@ enum {
     TAG_LIMIT = 6,
     TAG_EXTRA = 7,
     TAG_FUNCTIONS = 8,          /* from 2.1; between FRAMES and TRACEBACKS */
-    TAG_KNOWN = 9               /* first tag this version does not know */
+    TAG_SAMPLING = 9,           /* from 3.0; right after COUNTS */
+    TAG_KNOWN = 10              /* first tag this version does not know */
 };
 
 enum {

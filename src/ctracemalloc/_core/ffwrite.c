@@ -499,12 +499,17 @@ static int
 write_snapshot(writer *w, const ctm_snapdata *d, PyObject *limit_payload,
                PyObject *extra_payload)
 {
+    /* an exact snapshot is written as 2.1 was, a sampled one needs the
+     * version of SAMPLING (ffspec.h) */
+    int sampled = d->sample_interval != 0;
+    unsigned major = sampled ? FF_MAJOR : FF_EXACT_MAJOR;
+    unsigned minor = sampled ? FF_MINOR : FF_EXACT_MINOR;
     uint8_t header[FF_HEADER_SIZE];
     memcpy(header, ff_magic, 8);
-    header[8] = FF_MAJOR & 0xff;
-    header[9] = FF_MAJOR >> 8;
-    header[10] = FF_MINOR & 0xff;
-    header[11] = FF_MINOR >> 8;
+    header[8] = major & 0xff;
+    header[9] = (uint8_t)(major >> 8);
+    header[10] = minor & 0xff;
+    header[11] = (uint8_t)(minor >> 8);
     if (out_write(w, header, sizeof(header)) < 0) {
         return -1;
     }
@@ -518,6 +523,14 @@ write_snapshot(writer *w, const ctm_snapdata *d, PyObject *limit_payload,
     p = put_varint(p, (uint64_t)d->ntraces);
     if (out_section(w, TAG_COUNTS, counts, (size_t)(p - counts)) < 0) {
         return -1;
+    }
+    if (sampled) {
+        uint8_t interval[10];
+        p = put_varint(interval, d->sample_interval);
+        if (out_section(w, TAG_SAMPLING, interval,
+                        (size_t)(p - interval)) < 0) {
+            return -1;
+        }
     }
 
     w->bcap = BLOCK_HEAD + BLOCK_TARGET + 256;

@@ -39,10 +39,7 @@
 
 #define NO_GROUP UINT32_MAX
 
-typedef struct {
-    uint64_t size;
-    uint64_t count;
-} sums_t;
+typedef ctm_tb_sums sums_t;
 
 typedef struct {
     sums_t sum;
@@ -92,14 +89,71 @@ sums_add(sums_t *acc, const sums_t *x)
     return overflow;
 }
 
+/* Step 1 for a sampled snapshot: each trace stands for its estimates
+ * (sampling.h). The sizes are summed as integers, so that a group's size
+ * is the sum of its traces' Trace.size; the counts as doubles, rounded
+ * once per traceback (to the nearest: rounding each trace's would add up
+ * the rounding errors). A traceback with traces counts at least one
+ * block (each sample counts 1 or more, so the sum cannot round to 0; the
+ * floor of 1 is what the rest of the engine relies on, where a count of
+ * 0 means no traces). Kept apart from the exact loop, whose speed it
+ * would cost. tbs: zeroed, one entry per traceback. */
+static int
+sum_tracebacks_sampled(const ctm_snapdata *d, sums_t *tbs)
+{
+    double *counts = ctm_calloc((size_t)(d->ntracebacks ? d->ntracebacks
+                                                         : 1),
+                                sizeof(double));
+    if (counts == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    uint64_t interval = d->sample_interval;
+    int overflow = 0;
+    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
+        const ctm_snap_trace *tr = &d->traces[i];
+        uint64_t est = ctm_sample_size(tr->size, interval);
+        uint64_t v = tbs[tr->traceback].size + est;
+        overflow |= v < est;
+        tbs[tr->traceback].size = v;
+        counts[tr->traceback] += ctm_sample_count(tr->size, interval);
+    }
+    for (Py_ssize_t k = 0; k < d->ntracebacks; k++) {
+        double c = counts[k];
+        if (c == 0.0) {
+            continue;           /* no traces: stays out of the groups */
+        }
+        if (!(c < 18446744073709549568.0)) {
+            overflow = 1;       /* not a uint64 (the largest double under
+                                   2^64 as in sampling.h) */
+            break;
+        }
+        uint64_t n = (uint64_t)(c + 0.5);
+        tbs[k].count = n ? n : 1;
+    }
+    ctm_free(counts);
+    if (overflow) {
+        size_overflow();
+        return -1;
+    }
+    return 0;
+}
+
 /* Step 1: size and count per traceback. */
-static sums_t *
-sum_tracebacks(const ctm_snapdata *d)
+sums_t *
+ctm_sum_tracebacks(const ctm_snapdata *d)
 {
     sums_t *tbs = ctm_calloc((size_t)d->ntracebacks, sizeof(sums_t));
     if (tbs == NULL) {
         PyErr_NoMemory();
         return NULL;
+    }
+    if (d->sample_interval != 0) {
+        if (sum_tracebacks_sampled(d, tbs) < 0) {
+            ctm_free(tbs);
+            return NULL;
+        }
+        return tbs;
     }
     /* A run of traces of one traceback (a snapshot taken by the tracer
      * holds each traceback's traces together) is summed in registers and
@@ -294,7 +348,7 @@ ctm_groups_new(const ctm_snapdata *d, int key_type, int cumulative)
     }
     g->d = d;
     g->key_type = key_type;
-    sums_t *tbs = sum_tracebacks(d);
+    sums_t *tbs = ctm_sum_tracebacks(d);
     if (tbs == NULL) {
         ctm_groups_free(g);
         return NULL;

@@ -8,6 +8,14 @@
  * may be any picklable objects) is a dict pickled by the pickle module
  * with protocol 3 and applied by a second BUILD; its memo indexes
  * restart from 0 and overwrite entries the writer no longer needs.
+ *
+ * A sampled snapshot: the stdlib's format has no sampling interval, so
+ * each trace is written with its estimated size (Trace.size), and the
+ * file is an exact snapshot of the samples. Its sizes are the sampled
+ * snapshot's, but its counts are the numbers of samples, not the
+ * estimated numbers of blocks; loading it back (with either module)
+ * makes an exact snapshot (sample_interval 0). True sizes with no
+ * interval would be worse: every size far too small.
  */
 #include "formats.h"
 #include "pklops.h"
@@ -235,7 +243,7 @@ write_traces(pwriter *w, const ctm_snapdata *d)
         }
         *q++ = OP_MARK;
         q = put_int(q, tr->domain, 1);
-        q = put_int(q, (int64_t)tr->size, 1);
+        q = put_int(q, (int64_t)ctm_snap_size(d, tr), 1);
         done_at(w, q);
         if (write_frames(w, d, tr->traceback) < 0
             || (q = room(w, 11 + 2)) == NULL) {

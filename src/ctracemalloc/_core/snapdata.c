@@ -461,6 +461,7 @@ ctm_snapdata_select(const ctm_snapdata *src, const unsigned char *keep)
         }
     }
     d->ntraces = kept;
+    d->sample_interval = src->sample_interval;
     return d;
 }
 
@@ -534,15 +535,16 @@ ctm_snapdata_trace_tuple(const ctm_snapdata *d, Py_ssize_t i,
         return NULL;
     }
     uint32_t total = d->tracebacks[tr->traceback].total_nframe;
+    /* the estimate: what Trace.size and _traces show of a sample */
+    unsigned long long size = ctm_snap_size(d, tr);
     PyObject *res;
     if (total == CTM_TOTAL_NONE) {
-        res = Py_BuildValue("(kKNO)", (unsigned long)tr->domain,
-                            (unsigned long long)tr->size, frames, Py_None);
+        res = Py_BuildValue("(kKNO)", (unsigned long)tr->domain, size,
+                            frames, Py_None);
     }
     else {
-        res = Py_BuildValue("(kKNk)", (unsigned long)tr->domain,
-                            (unsigned long long)tr->size, frames,
-                            (unsigned long)total);
+        res = Py_BuildValue("(kKNk)", (unsigned long)tr->domain, size,
+                            frames, (unsigned long)total);
     }
     return res;
 }
@@ -774,7 +776,11 @@ ctm_snapdata_strip_root(const ctm_snapdata *d, const int64_t *chain,
         }
     }
     ctm_free(tb_map);
-    return ctm_builder_finish(b);
+    ctm_snapdata *nd = ctm_builder_finish(b);
+    if (nd != NULL) {
+        nd->sample_interval = d->sample_interval;
+    }
+    return nd;
 
 error:
     ctm_free(tb_map);

@@ -23,6 +23,12 @@
  *
  * Strings, frames and tracebacks not referenced by any trace may exist
  * (filter_traces keeps the tables of its source).
+ *
+ * Every producer sets sample_interval: the tracer's (its tables'),
+ * filter_traces and _strip_root (their source's), a loaded file (its
+ * own), Snapshot(traces, limit, sample_interval=T) (T, 0 by default).
+ * The builder makes exact data (0): a producer of sampled data sets the
+ * field of what ctm_builder_finish returns.
  */
 #ifndef CTM_SNAPDATA_H
 #define CTM_SNAPDATA_H
@@ -184,7 +190,9 @@ PyObject *ctm_snapdata_functions_tuple(const ctm_snapdata *data,
                                        uint32_t tb);
 
 /* Raw trace tuple (domain, size, frames, total_nframe), as _get_traces()
- * returns; total_nframe is None for CTM_TOTAL_NONE. */
+ * returns; total_nframe is None for CTM_TOTAL_NONE. size is what the
+ * trace stands for (ctm_snap_size): the true size in an exact snapshot,
+ * the estimate in a sampled one, as Trace.size shows it. */
 PyObject *ctm_snapdata_trace_tuple(const ctm_snapdata *data, Py_ssize_t i,
                                    PyObject **cache);
 

@@ -406,24 +406,86 @@ ctm_snapshot_new(ctm_snapdata *data, PyObject *traceback_limit)
     return snapshot_of_traces(ctm_state.Snapshot, traces, traceback_limit);
 }
 
+/* The sample_interval argument of Snapshot(): an int >= 0, as an int
+ * argument of the stdlib's (TypeError for a non-int, ValueError for a
+ * negative one). 0 or -1 with an exception. */
+static int
+parse_interval(PyObject *obj, uint64_t *out)
+{
+    PyObject *v = PyNumber_Index(obj);
+    if (v == NULL) {
+        return -1;
+    }
+    int overflow;
+    long long small = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow < 0 || (overflow == 0 && small < 0)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError,
+                            "sample_interval must not be negative");
+        }
+        Py_DECREF(v);
+        return -1;
+    }
+    unsigned long long u = PyLong_AsUnsignedLongLong(v);
+    Py_DECREF(v);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = u;
+    return 0;
+}
+
+/* New data of traces: raw traces (checked), or a copy of a _Traces'
+ * data, which Snapshot() gives a new interval. */
+static ctm_snapdata *
+fresh_data(PyObject *traces)
+{
+    if (!PyObject_TypeCheck(traces, ctm_state.Traces)) {
+        return ctm_snapdata_from_raw(traces);
+    }
+    const ctm_snapdata *d = ((ctm_traces_object *)traces)->data;
+    unsigned char *keep = ctm_malloc((size_t)(d->ntraces ? d->ntraces : 1));
+    if (keep == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    memset(keep, 1, (size_t)d->ntraces);
+    ctm_snapdata *data = ctm_snapdata_select(d, keep);
+    ctm_free(keep);
+    return data;
+}
+
+/* Snapshot(traces, traceback_limit, *, sample_interval=0): raw traces
+ * (the stdlib's) whose sizes are true sizes, of samples at the interval
+ * if it is not 0; or the traces of a snapshot, shared, which keep their
+ * interval unless one is given (then they are copied with it). */
 static int
 snapshot_init(SnapshotObject *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"traces", "traceback_limit", NULL};
-    PyObject *traces, *limit, *obj;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Snapshot", kwlist,
-                                     &traces, &limit)) {
+    static char *kwlist[] = {"traces", "traceback_limit", "sample_interval",
+                             NULL};
+    PyObject *traces, *limit, *obj, *interval_obj = NULL;
+    uint64_t interval = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$O:Snapshot", kwlist,
+                                     &traces, &limit, &interval_obj)) {
         return -1;
     }
-    if (PyObject_TypeCheck(traces, ctm_state.Traces)) {
+    if (interval_obj != NULL && parse_interval(interval_obj, &interval) < 0) {
+        return -1;
+    }
+    if (PyObject_TypeCheck(traces, ctm_state.Traces)
+        && (interval_obj == NULL
+            || interval == ((ctm_traces_object *)traces)->data
+                                   ->sample_interval)) {
         /* immutable: share it */
         obj = Py_NewRef(traces);
     }
     else {
-        ctm_snapdata *data = ctm_snapdata_from_raw(traces);
+        ctm_snapdata *data = fresh_data(traces);
         if (data == NULL) {
             return -1;
         }
+        data->sample_interval = interval;
         obj = ctm_traces_wrap(data);
         if (obj == NULL) {
             return -1;
@@ -953,6 +1015,15 @@ snapshot_sizeof(SnapshotObject *self, PyObject *unused)
     return PyLong_FromSize_t(n);
 }
 
+static PyObject *
+snapshot_get_interval(SnapshotObject *self, void *Py_UNUSED(closure))
+{
+    if (self->traces == NULL) {
+        return ctm_no_attribute((PyObject *)self, "sample_interval");
+    }
+    return PyLong_FromUnsignedLongLong(self->traces->data->sample_interval);
+}
+
 static PyMethodDef snapshot_methods[] = {
     {"__sizeof__", (PyCFunction)snapshot_sizeof, METH_NOARGS,
      "__sizeof__()\n--\n\nSize of the snapshot in memory, in bytes: the "
@@ -1013,13 +1084,18 @@ static PyGetSetDef snapshot_getset[] = {
     {"traces", (getter)snapshot_get_traces, (setter)snapshot_set_traces,
      "Traces of all memory blocks allocated by Python: a sequence of\n"
      "Trace instances.", NULL},
+    {"sample_interval", (getter)snapshot_get_interval, NULL,
+     "The mean interval in bytes at which the traces were sampled\n"
+     "(start(sample_interval=...)), or 0 if every block was traced: the\n"
+     "sizes and counts of a sampled snapshot are estimates.", NULL},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL,
      NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyType_Slot snapshot_slots[] = {
-    {Py_tp_doc, "Snapshot(traces, traceback_limit)\n\n"
+    {Py_tp_doc, "Snapshot(traces, traceback_limit, *, sample_interval=0)"
+                "\n\n"
                 "Snapshot of traces of memory blocks allocated by Python."},
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_init, snapshot_init},

@@ -33,6 +33,18 @@ enum {
     CTM_KEY_LINENO,
 };
 
+/* The size and count of the traces of one traceback: what they stand
+ * for (ctm_snap_size, ctm_snap_count), the count rounded to the nearest
+ * but at least 1 when there are traces; 0 and 0 when there are none. */
+typedef struct {
+    uint64_t size;
+    uint64_t count;
+} ctm_tb_sums;
+
+/* The sums of each traceback of d (ntracebacks entries, ctm_free them),
+ * or NULL with MemoryError, or OverflowError for sums over 64 bits. */
+ctm_tb_sums *ctm_sum_tracebacks(const ctm_snapdata *d);
+
 /* The groups of the traces of one snapshot by one key type, with the size
  * and count of each. The snapshot data must outlive it. */
 typedef struct ctm_groups ctm_groups;

@@ -422,6 +422,21 @@ store_release(ctm_store *s)
     memset(s, 0, sizeof(*s));
 }
 
+/* Drop every trace of s but keep its index, for the traces to come (the
+ * recent stores, emptied at each new peak). */
+static void
+store_empty(ctm_store *s)
+{
+    for (size_t i = 0; s->nregions > 0 && i <= s->mask; i++) {
+        if (s->slots[i].bucket != NULL) {
+            ctm_free(s->slots[i].bucket);
+            s->slots[i].bucket = NULL;
+            s->nregions--;
+        }
+    }
+    s->bucket_bytes = 0;
+}
+
 static size_t
 store_memory(const ctm_store *s)
 {
@@ -691,6 +706,9 @@ static int
 merge_recent(ctm_traces *tr, uint32_t domain, ctm_store *main,
              ctm_store *recent)
 {
+    if (recent->nregions == 0) {
+        return 0;               /* (most new peaks: nothing stored since) */
+    }
     for (size_t i = 0; i < store_slots(recent); i++) {
         const ctm_region_slot *r = &recent->slots[i];
         if (r->bucket != NULL
@@ -723,7 +741,7 @@ merge_recent(ctm_traces *tr, uint32_t domain, ctm_store *main,
             *v = vals[j];
         }
     }
-    store_release(recent);
+    store_empty(recent);
     return 0;
 }
 
@@ -921,7 +939,7 @@ remove_trace(ctm_traces *tr, uint32_t domain, uintptr_t ptr, uint64_t *size,
     }
     else {
         ctm_store *s = tr->peak_on ? domain_store(tr, domain, 1, 0) : NULL;
-        if (s != NULL && store_remove(s, ptr, &v)) {
+        if (s != NULL && s->nregions != 0 && store_remove(s, ptr, &v)) {
             at_peak = 0;
         }
         else {

@@ -479,6 +479,7 @@ ctm_tracer_snapshot(int peak)
         ctm_snap_trace *traces;
         Py_ssize_t ntraces;
         size_t bytes = 0;
+        uint64_t interval = 0;
         pending_names pending = {NULL, 0, 0};
         ctm_builder_hold_errors(b);
         ctm_tables_lock();
@@ -493,6 +494,9 @@ ctm_tracer_snapshot(int peak)
         }
         rc = snapshot_unlocked(&cs, cs.n - (late < cs.n ? late : cs.n), peak,
                                b, &pending, &traces, &ntraces, &bytes);
+        /* read with the traces it describes: start() sets it while the
+         * tables are empty, under this lock */
+        interval = ctm_tracer.traces.sample_interval;
         late = 0;
         ctm_tables_unlock();
         if (ctm_builder_release_errors(b) < 0 || rc < 0
@@ -511,8 +515,11 @@ ctm_tracer_snapshot(int peak)
                 ctm_builder_adopt_traces(b, traces, ntraces);
             }
             result = ctm_builder_finish(b);
-            if (result != NULL && result->traces != NULL) {
-                result->traces_bytes = bytes;
+            if (result != NULL) {
+                result->sample_interval = interval;
+                if (result->traces != NULL) {
+                    result->traces_bytes = bytes;
+                }
             }
         }
         else {

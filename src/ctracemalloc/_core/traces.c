@@ -319,10 +319,13 @@ done:
     return rc;
 }
 
+/* The raw tuple's size is the estimate (ctm_snapdata_trace_tuple): t
+ * is compared with that, which is tr->size itself in exact data. */
 static inline int
-target_is(const target_t *t, const ctm_snap_trace *tr)
+target_is(const ctm_snapdata *d, const target_t *t,
+          const ctm_snap_trace *tr)
 {
-    return tr->traceback == t->tb && tr->size == t->size
+    return tr->traceback == t->tb && ctm_snap_size(d, tr) == t->size
            && tr->domain == t->domain;
 }
 
@@ -340,7 +343,7 @@ traces_contains(TracesObject *self, PyObject *value)
     if (rc == TARGET_FOUND) {
         rc = 0;
         for (Py_ssize_t i = 0; i < d->ntraces && !rc; i++) {
-            rc = target_is(&t, &d->traces[i]);
+            rc = target_is(d, &t, &d->traces[i]);
         }
     }
     else if (rc == TARGET_GENERIC) {
@@ -393,7 +396,7 @@ traces_search(TracesObject *self, PyObject *value, Py_ssize_t start,
     for (Py_ssize_t i = start; i < stop; i++) {
         int eq;
         if (mode == TARGET_FOUND) {
-            eq = target_is(&t, &d->traces[i]);
+            eq = target_is(d, &t, &d->traces[i]);
         }
         else {
             PyObject *v = make_trace(self, i);
@@ -488,10 +491,15 @@ traces_equal(const ctm_snapdata *a, const ctm_snapdata *b)
         PyErr_NoMemory();
         return -1;
     }
+    /* the raw tuples hold the estimates, which are the true sizes in
+     * exact data; two true sizes may round to one estimate */
+    int same_sizes = a->sample_interval == 0 && b->sample_interval == 0;
     int eq = 1;
     for (Py_ssize_t i = 0; i < a->ntraces && eq; i++) {
         const ctm_snap_trace *x = &a->traces[i], *y = &b->traces[i];
-        if (x->domain != y->domain || x->size != y->size) {
+        if (x->domain != y->domain
+            || (same_sizes ? x->size != y->size
+                           : ctm_snap_size(a, x) != ctm_snap_size(b, y))) {
             eq = 0;
         }
         else if (known[x->traceback] != y->traceback + 1) {

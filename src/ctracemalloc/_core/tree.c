@@ -9,11 +9,13 @@
  * parent itself).
  *
  * Built in one pass over the distinct tracebacks, after summing the
- * traces of each: a child is found by (parent, frame) in a hash table,
- * and nodes are numbered in order of creation, so a parent always comes
- * before its children. There are at most as many nodes as frame
+ * traces of each as statistics() does (ctm_sum_tracebacks: the
+ * estimates, in a sampled snapshot): a child is found by (parent, frame)
+ * in a hash table, and nodes are numbered in order of creation, so a
+ * parent always comes before its children. There are at most as many nodes as frame
  * references in the snapshot, plus the root.
  */
+#include "snapshot.h"
 #include "types.h"
 
 #include <string.h>
@@ -179,31 +181,22 @@ ctm_snapdata_tree(const ctm_snapdata *d)
     tree_t t;
     memset(&t, 0, sizeof(t));
     PyObject *res = NULL;
-    uint64_t *tb_size = ctm_calloc((size_t)d->ntracebacks, sizeof(uint64_t));
-    uint64_t *tb_count = ctm_calloc((size_t)d->ntracebacks,
-                                    sizeof(uint64_t));
-    if (tb_size == NULL || tb_count == NULL || reserve(&t) < 0) {
+    ctm_tb_sums *tbs = ctm_sum_tracebacks(d);
+    if (tbs == NULL) {
+        goto done;
+    }
+    if (reserve(&t) < 0) {
         PyErr_NoMemory();
         goto done;
     }
     /* the root */
     memset(&t.nodes[0], 0, sizeof(node_t));
     t.n = 1;
-    for (Py_ssize_t i = 0; i < d->ntraces; i++) {
-        const ctm_snap_trace *tr = &d->traces[i];
-        if (__builtin_add_overflow(tb_size[tr->traceback], tr->size,
-                                   &tb_size[tr->traceback])) {
-            PyErr_SetString(PyExc_OverflowError,
-                            "sum of trace sizes does not fit in 64 bits");
-            goto done;
-        }
-        tb_count[tr->traceback]++;
-    }
     for (Py_ssize_t tb = 0; tb < d->ntracebacks; tb++) {
-        if (tb_count[tb] == 0) {
+        if (tbs[tb].count == 0) {
             continue;
         }
-        if (add(&t.nodes[0], tb_size[tb], tb_count[tb]) < 0) {
+        if (add(&t.nodes[0], tbs[tb].size, tbs[tb].count) < 0) {
             goto done;
         }
         const ctm_snap_tb *s = &d->tracebacks[tb];
@@ -216,15 +209,14 @@ ctm_snapdata_tree(const ctm_snapdata *d)
                 goto done;
             }
             node = (uint32_t)c;
-            if (add(&t.nodes[node], tb_size[tb], tb_count[tb]) < 0) {
+            if (add(&t.nodes[node], tbs[tb].size, tbs[tb].count) < 0) {
                 goto done;
             }
         }
     }
     res = as_lists(d, &t);
 done:
-    ctm_free(tb_size);
-    ctm_free(tb_count);
+    ctm_free(tbs);
     ctm_free(t.nodes);
     ctm_free(t.keys);
     ctm_free(t.vals);
