@@ -11,6 +11,7 @@ missing: scripts/test installs Playwright (tests/requirements.txt) and
 .ci/run Debian's chromium.
 """
 import contextlib
+import math
 import os
 import platform
 import re
@@ -406,6 +407,34 @@ def test_escaping(ctm, tmp_path, open_page):
     assert page.page.title() == "<b>x</b> {{VIEWS}}: memory report"
     assert evil + ":1" in page.texts("#view-end table.top tbody td")
     assert len(chart_points(page)) == 2
+
+
+def test_sampled_run_says_so(ctm, tmp_path, open_page):
+    """A sampled run's header says that its sizes and counts are
+    estimates, and at what interval; its tables and flame graph show the
+    estimates (a block of s bytes sampled at T stands for 1/P(s) blocks,
+    P(s) = 1 - exp(-s/T))."""
+    from ctracemalloc import _report
+    raw = [(0, 1000, (("app.py", 3),), 1)] * 10
+    end = ctm.Snapshot(raw, 1, sample_interval=64 * 1024)
+    assert end.sample_interval == 64 * 1024
+    stat, = end.statistics("lineno")
+    assert stat.size == 10 * int(1000 / -math.expm1(-1000 / 65536) + 0.5)
+    page = open_page(write(_report.Run(end), tmp_path / "s.html"))
+    assert page.errors == []
+    meta = dict(zip(page.texts("dl.meta dt"), page.texts("dl.meta dd")))
+    assert meta["sampling"] == ("Sampled, one sample every 64 KiB "
+                                "allocated on average: sizes and counts "
+                                "are estimates")
+    row = page.texts("#view-end table.top tbody tr:first-child td")
+    assert row[1] == ctm._format_size(stat.size, False)
+    assert row[3] == "%d" % stat.count
+    assert "size=%s" % ctm._format_size(stat.size, False) in \
+        page.texts("#view-end .summary")[0]
+    # an exact run's header has no such row
+    page = open_page(write(_report.Run(ctm.Snapshot(raw, 1)),
+                           tmp_path / "e.html"))
+    assert "sampling" not in page.texts("dl.meta dt")
 
 
 def test_long_timeline_is_thinned(ctm, program, tmp_path, open_page):

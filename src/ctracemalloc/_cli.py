@@ -1,7 +1,7 @@
 """The ctracemalloc command line (python -m ctracemalloc, or ctracemalloc).
 
     ctracemalloc run [-n NFRAME] [-o FILE] [--top N] [--native]
-                     SCRIPT [ARGS...]
+                     [--no-peak] [--sample SIZE] SCRIPT [ARGS...]
     ctracemalloc run [...] -m MODULE [ARGS...]
     ctracemalloc run [...] -c CODE [ARGS...]
     ctracemalloc top FILE [--key-type K] [--cumulative] [--limit N]
@@ -18,6 +18,11 @@ Native memory (NATIVE_DOMAIN: what extensions and their libraries allocate
 with malloc, mmap and the like, traced by run --native) is named wherever
 a snapshot has some: entries marked [native], totals split into Python
 and native. A snapshot without native traces prints as it always did.
+
+Sampled snapshots (run --sample SIZE: start(sample_interval=SIZE)) hold
+estimates: every report says so, and at what interval, before anything
+else (compare: of each side); --json gives "sample_interval", one per
+file. An exact snapshot prints as it always did.
 
 Glue only: tracing, snapshots, statistics, files and the flame graph's
 tree are the C core's. Bad input never shows a Python traceback: one line
@@ -36,6 +41,7 @@ import signal
 import sys
 
 from . import __version__, _recording
+from ._sizes import parse_size, size_text
 
 PROG = "ctracemalloc"
 KEY_TYPES = ("lineno", "filename", "traceback")
@@ -90,6 +96,23 @@ def int_arg(low, high, problem):
 nframe_arg = int_arg(1, 65535, "the number of frames must be from 1 to "
                                "65535, not %d")
 count_arg = int_arg(0, None, "must not be negative: %d")
+
+# The largest sampling interval start() takes (a signed 64-bit count).
+MAX_SAMPLE_INTERVAL = 2 ** 63 - 1
+
+
+def sample_arg(text):
+    """An argparse type: a sampling interval in bytes (_sizes.parse_size:
+    512KiB, 1MB...), 0 for exact tracing."""
+    try:
+        size = parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc))
+    if size > MAX_SAMPLE_INTERVAL:
+        raise argparse.ArgumentTypeError(
+            "the sampling interval must be at most %d bytes, not %d"
+            % (MAX_SAMPLE_INTERVAL, size))
+    return size
 
 
 # -- reading snapshots -------------------------------------------------------
@@ -343,11 +366,29 @@ def sides_of(stats, natives):
             for name, native in (("python", False), ("native", True))]
 
 
-def report(args, stats, diff, out, natives=None, totals=None):
+def sampling_lines(named):
+    """The lines saying that the numbers of sampled snapshots are
+    estimates: none if every snapshot of named ([(label, snapshot)]) is
+    exact; one for a single snapshot; else one for each, sampled or
+    exact, labelled."""
+    notes = [(label, _recording.sampling_note(s)) for label, s in named]
+    if not any(note for _, note in notes):
+        return []
+    if len(notes) == 1:
+        note = notes[0][1]
+        return [note[0].upper() + note[1:]]
+    return ["%s: %s" % (label, note or "exact, every allocation traced")
+            for label, note in notes]
+
+
+def report(args, stats, diff, out, natives=None, totals=None, notes=()):
     """The entries of stats in the documented format, most first, at most
     args.limit of them (0: all), then the rest and the total: that of
     totals (overall()'s) if given, else of stats. With natives, native
-    entries are marked and the total is split by domain."""
+    entries are marked and the total is split by domain. The lines of
+    notes (sampling_lines) go first."""
+    for line in notes:
+        print(line, file=out)
     shown = stats[:args.limit] if args.limit else stats
     noun = KEY_NOUNS[args.key_type]
     print("Top %d %s%s" % (len(shown), noun,
@@ -385,7 +426,10 @@ def frame_dict(frame):
     return d
 
 
-def as_json(args, stats, diff, files, natives=None, totals=None):
+def as_json(args, stats, diff, files, natives=None, totals=None,
+            intervals=None):
+    """The JSON of report(); intervals, the files' sampling intervals,
+    are given as "sample_interval" when any is not 0 (exact)."""
     shown = stats[:args.limit] if args.limit else stats
     fields = ("size", "count") + (("size_diff", "count_diff") if diff else ())
 
@@ -404,6 +448,8 @@ def as_json(args, stats, diff, files, natives=None, totals=None):
     if totals is not None:
         stats, natives = totals
     result["total"] = sums(stats, diff)
+    if intervals is not None and any(intervals):
+        result["sample_interval"] = list(intervals)
     if natives is not None:
         result["domains"] = {name: sums(part, diff)
                              for name, part in sides_of(stats, natives)}
@@ -427,9 +473,11 @@ def cmd_top(args):
     note_frames(args, [args.file], [snapshot])
     totals = overall(args, snapshot)
     if args.json:
-        print(as_json(args, stats, False, [args.file], natives, totals))
+        print(as_json(args, stats, False, [args.file], natives, totals,
+                      [snapshot.sample_interval]))
     else:
-        report(args, stats, False, sys.stdout, natives, totals)
+        report(args, stats, False, sys.stdout, natives, totals,
+               sampling_lines([(args.file, snapshot)]))
 
 
 def cmd_compare(args):
@@ -440,9 +488,11 @@ def cmd_compare(args):
     totals = overall(args, new, old)
     if args.json:
         print(as_json(args, stats, True, [args.old, args.new], natives,
-                      totals))
+                      totals, [old.sample_interval, new.sample_interval]))
     else:
-        report(args, stats, True, sys.stdout, natives, totals)
+        report(args, stats, True, sys.stdout, natives, totals,
+               sampling_lines([("OLD " + args.old, old),
+                               ("NEW " + args.new, new)]))
 
 
 def cmd_flamegraph(args):
@@ -491,7 +541,8 @@ def default_name(path, suffix):
 
 # -- run ---------------------------------------------------------------------
 
-RUN_VALUE_OPTIONS = ("-n", "--nframe", "-o", "--output", "--top")
+RUN_VALUE_OPTIONS = ("-n", "--nframe", "-o", "--output", "--top",
+                     "--sample")
 
 
 def split_run(argv):
@@ -690,6 +741,13 @@ def program_command(args, program):
     return " ".join(shlex.quote(w) for w in words + list(program))
 
 
+def run_notes(snapshot):
+    """What run's summary says of a sampled snapshot, after the line that
+    introduces it: its sizes and counts are estimates."""
+    note = _recording.sampling_note(snapshot)
+    return ["%s: %s" % (PROG, note)] if note else []
+
+
 def cmd_run(args, program):
     command = program_command(args, program)
     prog = prepare(args, program)
@@ -711,18 +769,23 @@ def cmd_run(args, program):
     options = {"native": True} if args.native else {}
     if args.peak:
         options["peak"] = True
+    if args.sample:
+        options["sample_interval"] = args.sample
 
     def start(extra):
         try:
             ctm.start(args.nframe + extra, **options)
-        except (TypeError, ValueError, RuntimeError, OSError) as exc:
+        except (TypeError, ValueError, OverflowError, RuntimeError,
+                OSError) as exc:
             raise CannotStart(exc)
 
     try:
         held = prog.run(start)
     except CannotStart as exc:
-        raise Failure("cannot start tracing%s: %s" % (
-            " native memory" if args.native else "", exc))
+        raise Failure("cannot start tracing%s%s: %s" % (
+            " native memory" if args.native else "",
+            " sampled every %s" % size_text(args.sample)
+            if args.sample else "", exc))
     except SystemExit as exc:
         status = exc.code
         held = exc
@@ -768,7 +831,8 @@ def cmd_run(args, program):
         print("%s: wrote the snapshot to %s (%d traces, %s)"
               % (PROG, out, len(snapshot.traces),
                  fmt_size(sum(s.size for s in stats))), file=sys.stderr)
-        report(top, stats, False, sys.stderr, natives)
+        report(top, stats, False, sys.stderr, natives,
+               notes=run_notes(snapshot))
         peak = _recording.peak_of(snapshot)
         if peak is not None:
             stats, natives = domain_statistics(top, peak)
@@ -778,7 +842,8 @@ def cmd_run(args, program):
             print("%s: peak %s%s (%d traces); at the peak:"
                   % (PROG, fmt_size(info["peak_bytes"]), when,
                      len(peak.traces)), file=sys.stderr)
-            report(top, stats, False, sys.stderr, natives)
+            report(top, stats, False, sys.stderr, natives,
+                   notes=run_notes(peak))
         print("%s: next, try:" % PROG, file=sys.stderr)
         for line, what in next_commands(out, peak is not None):
             print("  %-50s # %s" % (line, what), file=sys.stderr)
@@ -865,7 +930,8 @@ def make_parser():
             "next. Exit with the program's status. A FILE that cannot be "
             "written fails before the program runs."),
         usage="%(prog)s [-n NFRAME] [-o FILE] [--top N] [--native] "
-              "[--no-peak] (SCRIPT | -m MODULE | -c CODE) [ARGS...]")
+              "[--no-peak] [--sample SIZE] (SCRIPT | -m MODULE | -c CODE) "
+              "[ARGS...]")
     run.add_argument("-n", "--nframe", type=nframe_arg,
                      default=DEFAULT_NFRAME,
                      help="frames kept per traceback (default %d: in "
@@ -889,6 +955,17 @@ def make_parser():
                           "traced memory and the memory over time "
                           "(recorded by default: in benchmarks/peak.py "
                           "they cost a few percent)")
+    run.add_argument("--sample", type=sample_arg, default=0,
+                     metavar="SIZE",
+                     help="sample allocations instead of tracing them "
+                          "all: about one allocation is traced for every "
+                          "SIZE bytes allocated (a block of s bytes with "
+                          "probability 1-exp(-s/SIZE)), and stands for the "
+                          "others: sizes and counts become unbiased "
+                          "estimates, and every report says so. SIZE: "
+                          "512KiB, 1MB, 16384... (KB, MB, GB: powers of "
+                          "1000; KiB, MiB, GiB: of 1024); 0 (default): "
+                          "exact, every allocation traced")
     run.add_argument("-m", dest="module", metavar="MODULE",
                      help="run a library module as a script")
     run.add_argument("-c", dest="code", metavar="CODE",

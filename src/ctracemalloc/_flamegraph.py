@@ -13,6 +13,11 @@ Native memory (NATIVE_DOMAIN) is drawn as a box of its own kind, "native",
 below the Python frame that was running when an extension allocated it,
 in its own colour: the native traces' tree is merged into the Python
 one, frame path by frame path, so that a frame's box holds both kinds.
+
+A sampled snapshot's page says under its title that its sizes and counts
+are estimates, and at what interval (_cli.sampling_lines); the tree's
+sizes and counts are the core's estimates, counts in whole blocks. An
+exact snapshot's page is what it always was.
 """
 import html
 import json
@@ -139,8 +144,19 @@ def tree_data(snapshot, native=None):
     }
 
 
+def sampled_html(snapshot):
+    """The element that says a sampled snapshot's numbers are estimates
+    (class and id "sampled"), or "" for an exact snapshot, whose page
+    stays as it was (hence the style here, not in the page's)."""
+    from . import _cli
+    return "".join('<div class="sampled" id="sampled" style="color: #a33">'
+                   '%s</div>' % html.escape(line)
+                   for line in _cli.sampling_lines([(None, snapshot)]))
+
+
 def render(snapshot, title="snapshot", native=None):
     """The page; snapshot holds the Python traces, native (if any) the
-    native ones."""
-    return page("flamegraph.html", {"TITLE": html.escape(title)},
+    native ones (both sampled alike, if sampled)."""
+    return page("flamegraph.html", {"TITLE": html.escape(title),
+                                    "SAMPLED": sampled_html(snapshot)},
                 tree_data(snapshot, native))

@@ -7,6 +7,8 @@ Glue only: the snapshot, its filters and its file are the C core's.
 import glob
 import os
 
+from ._sizes import size_text
+
 
 def output_problem(path):
     """Why a snapshot cannot be written to path (its directory missing or
@@ -100,6 +102,16 @@ def run_info(recorded, peak, timeline, command, nframe):
         if timeline:
             info["peak_time"] = max(timeline, key=lambda p: p[1])[0]
     return info
+
+
+def sampling_note(snapshot):
+    """What every report of a sampled snapshot says of its numbers (a
+    sentence without its capital), or None for an exact snapshot."""
+    interval = snapshot.sample_interval
+    if not interval:
+        return None
+    return ("sampled, one sample every %s allocated on average: sizes and "
+            "counts are estimates" % size_text(interval))
 
 
 def peak_of(recorded):

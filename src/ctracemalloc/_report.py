@@ -3,9 +3,10 @@
 A Run holds the snapshot at the end, the one at the high-water mark (if
 recorded), the timeline of traced memory and what is known of the run
 (meta). render() makes the page: a header (command, Python, duration,
-peak, end), the memory-over-time chart with the peak marked, and, at the
-peak and at the end (switchable), the flame graph and the top lines and
-files.
+peak, end; for a sampled run, that its sizes and counts are estimates,
+and at what interval), the memory-over-time chart with the peak marked,
+and, at the peak and at the end (switchable), the flame graph and the top
+lines and files.
 
 Glue only: the grouping is the C core's (Snapshot.statistics, _tree), so
 the page embeds the aggregated tree and the top entries, never a trace;
@@ -143,6 +144,9 @@ def header(run, peak):
                 _cli.fmt_size(end), len(run.end.traces),
                 "" if len(run.end.traces) == 1 else "s")),
             ("frames", "%d a traceback" % nframe)]
+    # a sampled run: its snapshots, peak and end, are sampled alike
+    rows += [("sampling", line) for line in _cli.sampling_lines(
+        [(None, run.end)])]
     return "".join('<div><dt>%s</dt><dd id="meta-%s">%s</dd></div>'
                    % (name, name.lower(), html.escape(str(text)))
                    for name, text in rows)

@@ -22,6 +22,14 @@ mmap and the like. 0 or empty means Python's memory only; alone, without
 CTRACEMALLOC, it does nothing. Another value, or a start() that refuses
 native tracing, prints one line on stderr and leaves tracing off.
 
+CTRACEMALLOC_SAMPLE=SIZE with it samples (start(nframe,
+sample_interval=SIZE), as `ctracemalloc run --sample SIZE`): about one
+allocation is traced for every SIZE bytes allocated, and sizes and counts
+become estimates. SIZE as people write it (512KiB, 1MB, 16384: see
+_sizes); empty or 0 means exact tracing; alone, without CTRACEMALLOC, it
+does nothing. Another value, or a start() that refuses it, prints one
+line on stderr and leaves tracing off.
+
 CTRACEMALLOC_OUTPUT=FILE with it records the peak too (start(peak=True))
 and writes, at the interpreter's exit, what the run recorded (its
 snapshot, the peak snapshot and the timeline, see _recording) to FILE, and
@@ -55,6 +63,14 @@ def _start():
         sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=%r is not 0 or "
                          "1: tracing stays off\n" % native)
         return
+    sample = os.environ.get("CTRACEMALLOC_SAMPLE", "")
+    from ._sizes import parse_size
+    try:
+        interval = parse_size(sample) if sample else 0
+    except ValueError as exc:
+        sys.stderr.write("ctracemalloc: CTRACEMALLOC_SAMPLE=%r: %s: tracing "
+                         "stays off\n" % (sample, exc))
+        return
     output = os.environ.get("CTRACEMALLOC_OUTPUT", "")
     from . import _recording
     problem = output and _recording.output_problem(output)
@@ -65,16 +81,26 @@ def _start():
     import ctracemalloc
     # a run written at exit records its peak and timeline, as `run` does
     modes = {"peak": True} if output else {}
+    # what was asked beyond tracing, named when start() refuses it
+    asked = []
     if native == "1":
-        try:
-            ctracemalloc.start(nframe, native=True, **modes)
-        except (TypeError, ValueError, RuntimeError, OSError) as exc:
-            sys.stderr.write("ctracemalloc: CTRACEMALLOC_NATIVE=1: cannot "
-                             "trace native memory (%s): tracing stays off\n"
-                             % exc)
-            return
-    else:
+        modes["native"] = True
+        asked.append("CTRACEMALLOC_NATIVE=1")
+    if interval:
+        modes["sample_interval"] = interval
+        asked.append("CTRACEMALLOC_SAMPLE=%r" % sample)
+    try:
         ctracemalloc.start(nframe, **modes)
+    except (TypeError, ValueError, OverflowError, RuntimeError,
+            OSError) as exc:
+        if not asked:
+            raise
+        what = {"native": "trace native memory",
+                "sample_interval": "sample"}
+        sys.stderr.write("ctracemalloc: %s: cannot %s (%s): tracing stays "
+                         "off\n" % (" and ".join(asked), " and ".join(
+                             what[m] for m in what if m in modes), exc))
+        return
     if "PYTHONTRACEMALLOC" not in os.environ \
             and "tracemalloc" not in sys._xoptions:
         # A program run with PYTHONTRACEMALLOC (even empty, which means
