@@ -967,8 +967,6 @@ def with_startup(code):
 
 def python(code, env_extra, cwd=None, options=()):
     env = child_env()
-    env.pop("CTRACEMALLOC", None)
-    env.pop("CTRACEMALLOC_OUTPUT", None)
     env.update(env_extra)
     return subprocess.run([sys.executable, *options, "-c",
                            with_startup(code)], env=env, cwd=cwd,

@@ -310,8 +310,6 @@ def startup_python(tmp_path, code, env_extra):
                        "ctracemalloc-startup.pth")
     shutil.copy(pth, site_dir)
     env = child_env()
-    env.pop("CTRACEMALLOC", None)
-    env.pop("CTRACEMALLOC_NATIVE", None)
     env.update(env_extra)
     return subprocess.run(
         [sys.executable, "-S", "-c",

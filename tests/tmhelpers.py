@@ -44,7 +44,10 @@ def child_env():
     """Environment for a child Python that must import the same ctracemalloc
     as this process, and tracing nothing at startup."""
     env = dict(os.environ)
-    env.pop("PYTHONTRACEMALLOC", None)
+    for startup in ("PYTHONTRACEMALLOC", "CTRACEMALLOC", "CTRACEMALLOC_NATIVE",
+                    "CTRACEMALLOC_OUTPUT", "CTRACEMALLOC_SAMPLE",
+                    "CTRACEMALLOC_SAMPLE_SEED"):
+        env.pop(startup, None)
     if ctracemalloc is not None:
         # the directory that holds the ctracemalloc package
         paths = [os.path.dirname(os.path.dirname(ctracemalloc.__file__))]
