@@ -126,9 +126,11 @@ def test_the_same_seed_takes_the_same_samples():
     print(sorted((t.size, t.traceback[0].lineno)
                  for t in tm.take_snapshot().traces))
     """
-    one = run(code, env={"CTRACEMALLOC_SAMPLE_SEED": "7"})
-    assert one == run(code, env={"CTRACEMALLOC_SAMPLE_SEED": "7"})
-    assert one != run(code, env={"CTRACEMALLOC_SAMPLE_SEED": "8"})
+    # (the same run: its string hashes too, which size its dicts)
+    env = {"CTRACEMALLOC_SAMPLE_SEED": "7", "PYTHONHASHSEED": "0"}
+    one = run(code, env=env)
+    assert one == run(code, env=env)
+    assert one != run(code, env=dict(env, CTRACEMALLOC_SAMPLE_SEED="8"))
 
 
 def test_unbiased_over_many_seeds():

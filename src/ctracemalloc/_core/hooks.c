@@ -120,6 +120,15 @@ hook_alloc(hook_ctx *h, int use_calloc, size_t nelem, size_t elsize)
         return hook_alloc_traced(h, use_calloc, nelem, elsize);
     }
     if (!ctm_sample_runs_out(nelem * elsize)) {
+        /* Passed over. The C allocator under the RAW domain calls no
+         * hook: it is called as the hook's tail, with no flag to set and
+         * clear around it. pymalloc may call the RAW domain even for a
+         * small request (its arena table, its arena map's nodes): not
+         * traced, and not counted by the sampler (its count would then
+         * depend on where the arenas are mapped). */
+        if (h->domain == PYMEM_DOMAIN_RAW) {
+            return hook_inner_alloc(a, use_calloc, nelem, elsize);
+        }
         return hook_alloc_untraced(h, use_calloc, nelem, elsize);
     }
     return hook_alloc_sampling(h, use_calloc, nelem, elsize);
