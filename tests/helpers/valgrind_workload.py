@@ -2,7 +2,9 @@
 with threads (zlib without the GIL), snapshots, every analysis, both file
 formats, pickling, the tree, the runner's strip, the track API, a fork
 while another thread has traced (its capture state, which the child has
-no thread for), clear and stop. Prints "ok" at the end."""
+no thread for), clear and stop; then sampled tracing with the peak record,
+and a sampled snapshot through the analyses and a file. Prints "ok" at
+the end."""
 import os
 import pickle
 import sys
@@ -23,11 +25,15 @@ def work():
         del junk
 
 
-threads = [threading.Thread(target=work) for _ in range(3)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+def in_threads(target, n=3):
+    threads = [threading.Thread(target=target) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+in_threads(work)
 keep = [bytearray(100) for _ in range(2000)]
 s = tm.take_snapshot()
 for key in ("lineno", "filename", "traceback"):
@@ -74,5 +80,17 @@ tm.clear_traces()
 tm.reset_peak()
 tm.get_traced_memory()
 tm.get_tracemalloc_memory()
+tm.stop()
+
+tm.start(5, sample_interval=1024, peak=True)
+in_threads(work)
+keep = [bytearray(100) for _ in range(2000)]
+s = tm.take_snapshot()
+s.statistics("lineno")
+s.compare_to(tm.take_peak_snapshot(), "traceback")
+s._tree()
+s.dump(path + ".sampled")
+tm.Snapshot.load(path + ".sampled").statistics("filename")
+del keep
 tm.stop()
 print("ok")
