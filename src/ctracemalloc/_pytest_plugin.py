@@ -302,8 +302,7 @@ class Tracer:
             if over or self.enters_top(figures["peak"]):
                 figures["peak_snapshot"] = ctm.take_peak_snapshot()
             if limits.leaks is not None:
-                gc.collect()
-                figures["leak_snapshot"] = ctm.take_snapshot()
+                figures["leak_snapshot"] = self.leak_snapshot(limits)
         except RuntimeError:    # peak=False: the test restarted tracing
             return {"aside": "the test restarted tracing with other options"}
         finally:
@@ -311,6 +310,28 @@ class Tracer:
                 ctm.stop()
         figures["limits"] = limits
         return figures
+
+    def leak_snapshot(self, limits):
+        """The traces alive after the call and a garbage collection. A
+        full collection takes milliseconds in a large suite, and only
+        frees: it runs only when some traceback is over the limit
+        without it."""
+        snapshot = tm().take_snapshot()
+        if self.over_limit(snapshot, limits):
+            gc.collect()
+            snapshot = tm().take_snapshot()
+        return snapshot
+
+    def over_limit(self, snapshot, limits):
+        """The statistics of the tracebacks that hold more than the leak
+        limit, pytest's and this plugin's own allocations left out."""
+        return [s for s in self.own_left_out(snapshot).statistics("traceback")
+                if s.size > limits.leaks]
+
+    def own_left_out(self, snapshot):
+        if self.filters is None:
+            self.filters = own_filters()
+        return snapshot.filter_traces(self.filters)
 
     def enters_top(self, peak):
         return self.top and (len(self.heap) < self.top
@@ -334,8 +355,6 @@ class Tracer:
                 note += "; its limit markers were not checked"
             setattr(report, REPORT_ATTR, {"aside": note})
             return
-        if self.filters is None:
-            self.filters = own_filters()
         texts = self.failures(figures)
         sent = {"peak": figures["peak"], "top": None}
         if figures.get("peak_snapshot") is not None and \
@@ -356,7 +375,7 @@ class Tracer:
     def top_line(self, snapshot):
         """The summary's line for a test: its largest line at the peak,
         and that line's source."""
-        lines = program_lines(snapshot.filter_traces(self.filters))
+        lines = program_lines(self.own_left_out(snapshot))
         if not lines:
             return None
         frame, size, count = lines[0]
@@ -375,7 +394,7 @@ class Tracer:
                 % (size_text(limits.memory), fmt(peak, False), peak,
                    size_text(limits.memory), limits.memory)]
             lines += sampling_lines(snapshot)
-            rows = program_lines(snapshot.filter_traces(self.filters))
+            rows = program_lines(self.own_left_out(snapshot))
             # the lines that held 1% of the peak or more, at most SHOWN
             shown = [r for r in rows[:SHOWN] if r[1] * 100 >= peak] or rows[:1]
             lines.append("Top %d line%s at the peak:" % (
@@ -399,9 +418,7 @@ class Tracer:
     def leaks(self, snapshot, limits):
         """The text of the tracebacks that leaked more than the limit
         (those filter_fn keeps), or None."""
-        snapshot = snapshot.filter_traces(self.filters)
-        over = [s for s in snapshot.statistics("traceback")
-                if s.size > limits.leaks]
+        over = self.over_limit(snapshot, limits)
         kept = []
         for stat in over:
             if limits.filter_fn is None:

@@ -1,0 +1,107 @@
+"""The pytest plugin's cost (issue 20): a suite of small tests run by pytest
+without the plugin's flag and with --ctracemalloc, in one run.
+
+    python benchmarks/pytest_plugin.py [--tests 1000] [--repeat 5]
+                                       [--extra-args '...']
+
+Needs: ctracemalloc and pytest installed (the plugin comes through its
+entry point; a build on PYTHONPATH is loaded with -p).
+
+Writes a project of --tests small tests (each builds a few small lists
+and dicts, a fifth of them under limit_memory and a fifth under
+limit_leaks, with limits they keep), then runs `python -m pytest -q` on
+it, without and with --ctracemalloc, the two interleaved round after
+round, each a fresh interpreter; the wall time of the whole pytest
+process is measured, and the median of the rounds kept. Prints both
+medians and the ratio (the issue's goal: at most 1.3x).
+"""
+import argparse
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TEST = '''
+{marker}def test_{n}():
+    items = [str(i) * 3 for i in range(200)]
+    table = {{i: items[i] for i in range(0, 200, 2)}}
+    assert len(table) == 100 and items[{k}] == {value!r}
+'''
+MARKERS = ["@pytest.mark.limit_memory('10 MB')\n",
+           "@pytest.mark.limit_leaks('1 MB')\n", "", "", ""]
+
+
+def write_project(folder, count):
+    """count tests in files of 100."""
+    for first in range(0, count, 100):
+        parts = ["import pytest\n"]
+        for n in range(first, min(first + 100, count)):
+            k = n % 200
+            parts.append(TEST.format(n=n, k=k, value=str(k) * 3,
+                                     marker=MARKERS[n % len(MARKERS)]))
+        path = os.path.join(folder, "test_bench_%04d.py" % first)
+        with open(path, "w") as f:
+            f.write("".join(parts))
+
+
+def plugin_args():
+    """-p for a development build (PYTHONPATH), whose entry point is not
+    installed; nothing when the package is installed."""
+    try:
+        from importlib.metadata import entry_points
+        eps = entry_points()
+        group = (eps.select(group="pytest11") if hasattr(eps, "select")
+                 else eps.get("pytest11", ()))
+        if any(ep.value == "ctracemalloc._pytest_plugin" for ep in group):
+            return []
+    except Exception:
+        pass
+    return ["-p", "ctracemalloc._pytest_plugin"]
+
+
+def run_once(folder, extra):
+    cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+           + plugin_args() + extra + [folder])
+    start = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit("pytest failed (%s):\n%s" % (" ".join(cmd), done.stdout))
+    return elapsed
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tests", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--extra-args", default="",
+                   help="more arguments for the traced runs "
+                        "(e.g. '--ctracemalloc-nframe 1')")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        write_project(folder, args.tests)
+        modes = [("without the flag", []),
+                 ("--ctracemalloc", ["--ctracemalloc"]
+                  + shlex.split(args.extra_args))]
+        times = {name: [] for name, _ in modes}
+        run_once(folder, [])                    # warm the caches: .pyc
+        for _ in range(args.repeat):
+            for name, extra in modes:
+                times[name].append(run_once(folder, extra))
+    plain = statistics.median(times["without the flag"])
+    traced = statistics.median(times["--ctracemalloc"])
+    print("pytest on %d small tests, median of %d rounds, Python %s"
+          % (args.tests, args.repeat, sys.version.split()[0]))
+    for name, _ in modes:
+        print("  %-18s %.3f s  (rounds: %s)" % (
+            name, statistics.median(times[name]),
+            " ".join("%.3f" % t for t in times[name])))
+    print("  ratio              %.2fx" % (traced / plain))
+
+
+if __name__ == "__main__":
+    main()
