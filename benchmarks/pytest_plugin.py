@@ -4,8 +4,7 @@ without the plugin's flag and with --ctracemalloc, in one run.
     python benchmarks/pytest_plugin.py [--tests 1000] [--repeat 5]
                                        [--extra-args '...']
 
-Needs: ctracemalloc and pytest installed (the plugin comes through its
-entry point; a build on PYTHONPATH is loaded with -p).
+Needs: ctracemalloc (installed, or a build on PYTHONPATH) and pytest.
 
 Writes a project of --tests small tests (each builds a few small lists
 and dicts, a fifth of them under limit_memory and a fifth under
@@ -47,24 +46,15 @@ def write_project(folder, count):
             f.write("".join(parts))
 
 
-def plugin_args():
-    """-p for a development build (PYTHONPATH), whose entry point is not
-    installed; nothing when the package is installed."""
-    try:
-        from importlib.metadata import entry_points
-        eps = entry_points()
-        group = (eps.select(group="pytest11") if hasattr(eps, "select")
-                 else eps.get("pytest11", ()))
-        if any(ep.value == "ctracemalloc._pytest_plugin" for ep in group):
-            return []
-    except Exception:
-        pass
-    return ["-p", "ctracemalloc._pytest_plugin"]
+# The plugin by its module name, whether or not its entry point is
+# installed (a development build on PYTHONPATH has none): the entry
+# point's name blocked, so that it is not registered twice.
+PLUGIN = ["-p", "no:ctracemalloc", "-p", "ctracemalloc._pytest_plugin"]
 
 
 def run_once(folder, extra):
     cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-           + plugin_args() + extra + [folder])
+           + PLUGIN + extra + [folder])
     start = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True)
