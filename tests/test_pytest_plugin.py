@@ -393,3 +393,27 @@ def test_entry_point(tmp_path):
     assert outcomes(proc)["test_big.py::test_big"] == "FAILED"
     proc = run_pytest(tmp_path, "--strict-markers", plugin=[])
     assert proc.returncode == 0, proc.stdout
+
+
+NATIVE = """\
+import pytest
+from ctracemalloc import _nativeprobe
+
+@pytest.mark.limit_memory("1 MB")
+def test_native():
+    ptr = _nativeprobe.call("malloc", 0, 3000000)  # the native line
+    _nativeprobe.call("free", ptr)
+"""
+
+
+def test_native_option(tmp_path):
+    """--ctracemalloc-native counts what extensions take from malloc."""
+    write(tmp_path, {"test_native.py": NATIVE})
+    plain = run_pytest(tmp_path, "--ctracemalloc")
+    assert outcomes(plain) == {"test_native.py::test_native": "PASSED"}
+    native = run_pytest(tmp_path, "--ctracemalloc", "--ctracemalloc-native")
+    assert outcomes(native) == {"test_native.py::test_native": "FAILED"}
+    text = failure_of(native, "test_native")
+    assert ":%d in test_native: size=" % lineno(
+        tmp_path, "test_native.py", "the native line") in text, text
+    assert "native memory too" in native.stdout
