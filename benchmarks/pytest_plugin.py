@@ -56,7 +56,8 @@ def run_once(folder, extra):
     cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
            + PLUGIN + extra + [folder])
     start = time.perf_counter()
-    done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    done = subprocess.run(cmd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT,
                           universal_newlines=True)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:

@@ -298,7 +298,8 @@ class Tracer:
             return {"aside": change}
         figures = {"peak": ctm.get_traced_memory()[1]}
         try:
-            over = limits.memory is not None and figures["peak"] > limits.memory
+            over = (limits.memory is not None
+                    and figures["peak"] > limits.memory)
             if over or self.enters_top(figures["peak"]):
                 figures["peak_snapshot"] = ctm.take_peak_snapshot()
             if limits.leaks is not None:
