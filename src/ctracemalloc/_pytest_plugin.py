@@ -142,15 +142,30 @@ class Limits:
             self.bad(item, marker, str(exc))
 
 
+def runner_dirs():
+    """pytest's and pluggy's folders, each ending with a separator."""
+    import _pytest
+    import pluggy
+    return tuple(os.path.join(os.path.dirname(m.__file__), "")
+                 for m in (_pytest, pluggy))
+
+
 def own_filters():
     """Filters that leave out what pytest, pluggy and this plugin
     allocate during a call (the most recent frame in their files)."""
-    import _pytest
-    import pluggy
     Filter = tm().Filter
-    dirs = [os.path.dirname(m.__file__) for m in (_pytest, pluggy)]
-    return ([Filter(False, os.path.join(d, "*")) for d in dirs]
+    return ([Filter(False, d + "*") for d in runner_dirs()]
             + [Filter(False, __file__)])
+
+
+def shown_frames(traceback):
+    """The frames of a traceback worth printing: those below pytest's
+    and pluggy's (which call every test), or all if nothing is left."""
+    dirs = runner_dirs()
+    frames = list(traceback)
+    while frames and frames[0].filename.startswith(dirs):
+        frames.pop(0)
+    return frames or list(traceback)
 
 
 def average(size, count):
@@ -447,7 +462,7 @@ class Tracer:
         for index, stat in enumerate(kept[:SHOWN]):
             lines.append("#%d: %s" % (index + 1,
                                       _cli.entry_text(stat, "traceback")))
-            lines += _cli.traceback_lines(stat.traceback)
+            lines += _cli.traceback_lines(shown_frames(stat.traceback))
         if len(kept) > SHOWN:
             lines.append("... and %d more locations" % (len(kept) - SHOWN))
         return "\n".join(lines)
