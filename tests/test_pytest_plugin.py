@@ -419,3 +419,22 @@ def test_native_option(tmp_path):
     assert ":%d in test_native: size=" % lineno(
         tmp_path, "test_native.py", "the native line") in text, text
     assert "native memory too" in native.stdout
+
+
+def test_already_tracing(tmp_path):
+    """Under `ctracemalloc run`, the plugin leaves the run's tracing
+    alone, and says so."""
+    require_ctm()
+    write(tmp_path, {"test_big.py": BIG})
+    cmd = ([sys.executable, "-m", "ctracemalloc", "run", "-o",
+            str(tmp_path / "run.snapshot"), "-m", "pytest", "-rA",
+            "-p", "no:cacheprovider"] + PLUGIN + ["--ctracemalloc"])
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=child_env(),
+                          capture_output=True, text=True,
+                          timeout=patience(300))
+    assert set(outcomes(proc).values()) == {"PASSED"}, proc.stdout
+    note = ("ctracemalloc: tracing was already on when pytest started "
+            "(startup tracing, or `ctracemalloc run`): the plugin leaves it "
+            "alone and measures nothing")
+    assert proc.stdout.count(note) == 2     # the header and the end
+    assert (tmp_path / "run.snapshot").exists()   # the run's tracing went on
