@@ -124,12 +124,6 @@ ctm_tracer_start(int nframe, int native, int peak, uint64_t sample_interval)
     return 0;
 }
 
-uint64_t
-ctm_tracer_sample_interval(void)
-{
-    return ctm_tracer_interval();
-}
-
 void
 ctm_tracer_stop(void)
 {

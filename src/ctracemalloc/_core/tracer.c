@@ -140,7 +140,7 @@ ctm_tracer_restore(uint32_t domain, uintptr_t ptr, uint64_t size,
                                     traceback) < 0) {
             ctm_tracer.lost++;
         }
-        else if (ctm_tracer.traces.sample_interval != 0) {
+        else {
             ctm_sampled_count_unlocked(ptr, 1);
         }
         ctm_tables_unlock();

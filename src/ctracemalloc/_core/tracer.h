@@ -319,11 +319,15 @@ ctm_tracer_may_have_trace(uintptr_t ptr)
                                    memory_order_relaxed) != 0;
 }
 
-/* A trace was added at ptr (+1) or removed (-1), while sampling. */
+/* A trace was added at ptr (+1) or removed (-1): counted in the filter
+ * while sampling. */
 static inline void
 ctm_sampled_count_unlocked(uintptr_t ptr, int delta)
 {
     CTM_ASSERT_LOCKED();
+    if (ctm_tracer.traces.sample_interval == 0) {
+        return;
+    }
     _Atomic uint16_t *c = ctm_sampled_slot(ptr);
     uint16_t v = atomic_load_explicit(c, memory_order_relaxed);
     if (v != UINT16_MAX && (delta > 0 || v > 0)) {
@@ -493,7 +497,7 @@ ctm_tracer_record(uint32_t domain, uintptr_t ptr, size_t size,
             ctm_tracer.lost++;
             rc = -1;
         }
-        else if (t->sample_interval != 0) {
+        else {
             ctm_sampled_count_unlocked(ptr, 1);
         }
         CTM_ASSERT(t->peak >= t->traced);
@@ -516,7 +520,7 @@ ctm_tracer_remove_unfiltered(uint32_t domain, uintptr_t ptr, uint64_t *size,
     ctm_tables_lock();
     int had = ctm_traces_remove_unlocked(&ctm_tracer.traces, domain, ptr,
                                          size, traceback);
-    if (had && ctm_tracer.traces.sample_interval != 0) {
+    if (had) {
         ctm_sampled_count_unlocked(ptr, -1);
     }
     ctm_tables_unlock();

@@ -17,9 +17,6 @@
  * for nothing). Return 0 or -1. */
 int ctm_tracer_start(int nframe, int native, int peak,
                      uint64_t sample_interval);
-/* The sample interval of the tracing in progress or last stopped (0:
- * exact). */
-uint64_t ctm_tracer_sample_interval(void);
 void ctm_tracer_stop(void);
 void ctm_tracer_clear(void);
 int ctm_tracer_is_tracing(void);
