@@ -158,6 +158,63 @@ tm.stop()
 """)
 
 
+def test_starting_again_writes_the_slots_of_the_last_scan(ctm):
+    """start() after stop() with the same objects loaded writes the slots
+    the last scan found without scanning again; an object loaded or
+    unloaded while stopped makes it scan. Either way the calls arrive
+    (the probe of each start would warn, here an error, if they did not),
+    and stop() puts them back."""
+    run(TRACK + """
+import ctypes, _ctypes, os, shutil, tempfile
+from ctracemalloc import _ctracemalloc, _nativeprobe
+
+def rounds(n):
+    before = _ctracemalloc._got_counts()
+    for _ in range(n):
+        tm.start(1)
+        line = track(1000, 64)
+        assert traces(tm.take_snapshot()) == [(64, line)]
+        import _testcapi
+        _testcapi.tracemalloc_untrack(%d, 1000)
+        tm.stop()
+        assert refused(1000, 10), "tracked after stop()"
+    after = _ctracemalloc._got_counts()
+    return (after["scans"] - before["scans"],
+            after["replays"] - before["replays"])
+
+import _testcapi
+rounds(1)
+scans, replays = rounds(5)
+assert scans == 0 and replays >= 5, (scans, replays)
+
+# loaded while stopped: the next start scans, and patches it
+d = tempfile.mkdtemp()
+copy = os.path.join(d, "copy.so")
+shutil.copy(_nativeprobe.__file__, copy)
+lib = ctypes.CDLL(copy)
+scans, replays = rounds(1)
+assert scans >= 1, (scans, replays)
+scans, replays = rounds(3)
+assert scans == 0, (scans, replays)
+
+# unloaded while stopped, then loaded and unloaded while tracing
+_ctypes.dlclose(lib._handle)
+scans, replays = rounds(1)
+assert scans >= 1, (scans, replays)
+tm.start(1)
+lib = ctypes.CDLL(copy)
+line = track(1000, 32)
+_ctypes.dlclose(lib._handle)
+assert traces(tm.take_snapshot()) == [(32, line)]
+_testcapi.tracemalloc_untrack(%d, 1000)
+tm.stop()
+assert refused(1000, 10), "tracked after stop()"
+scans, replays = rounds(2)
+assert scans >= 1, (scans, replays)
+shutil.rmtree(d)
+""" % (DOMAIN, DOMAIN), args=["-W", "error::RuntimeWarning"])
+
+
 FALLBACK = TRACK + """
 import warnings
 with warnings.catch_warnings(record=True) as caught:

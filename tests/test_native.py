@@ -543,6 +543,7 @@ program_allocator(size_t size)
 }
 void *(*limits_replaced)(size_t) = malloc;
 void limits_replace(void) { limits_replaced = program_allocator; }
+void limits_unreplace(void) { limits_replaced = malloc; }
 void *limits_through_replaced(size_t size) { return limits_replaced(size); }
 int limits_replaced_is_ours(void)
 {
@@ -697,6 +698,44 @@ def test_function_pointers_in_a_librarys_data(tmp_path):
     # put back: the pointer is malloc again, nothing traced
     tm.start(1)
     q = lib.limits_through_pointer(2222)
+    assert native_traces() == []
+    probe.call("free", q)
+    """ % lib)
+
+
+def test_starting_again_honours_what_changed_while_stopped(tmp_path):
+    """A start after a stop writes again the slots of the last scan
+    (nothing loaded since), but a pointer the program changed meanwhile
+    is left as the program set it, and one it set back to malloc is
+    redirected again."""
+    lib = build_limits_library(tmp_path)
+    run("""
+    import ctypes
+    lib = ctypes.CDLL(%r)
+    lib.limits_through_replaced.restype = ctypes.c_void_p
+    slots = []
+    for _ in range(3):
+        tm.start(1, native=True)
+        slots.append(tm._ctracemalloc._native_slots())
+        tm.stop()
+    assert slots[0] > 0 and slots == [slots[0]] * 3, slots
+    counts = tm._ctracemalloc._got_counts()
+    assert counts["replays"] >= 2, counts
+
+    lib.limits_replace()            # while stopped
+    tm.start(1, native=True)
+    assert lib.limits_replaced_is_ours() == 1
+    assert tm._ctracemalloc._native_slots() == slots[0] - 1
+    tm.stop()
+    lib.limits_unreplace()          # back to malloc, while stopped
+    tm.start(1, native=True)
+    p = lib.limits_through_replaced(1234); l1 = line()
+    assert native_traces() == [(1234, ("<string>", l1))], native_traces()
+    assert tm._ctracemalloc._native_slots() == slots[0]
+    probe.call("free", p)
+    tm.stop()
+    q = lib.limits_through_replaced(4321)
+    tm.start(1, native=True)
     assert native_traces() == []
     probe.call("free", q)
     """ % lib)

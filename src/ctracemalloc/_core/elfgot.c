@@ -21,6 +21,13 @@
  * An object is known by the address of its dynamic section: the same
  * object unloaded and loaded again at the same address has the same
  * slots and the same saved values, another one has another section.
+ *
+ * The loader counts the objects it has loaded and unloaded (dlpi_adds,
+ * dlpi_subs), and dl_iterate_phdr hands both to the first callback. Equal
+ * counts mean the same objects at the same addresses: then the slots a
+ * scan would find are those it found last time, and a restored set's
+ * kept records are replayed instead (a start and stop per test costs a
+ * walk of the records, not of every relocation of every object).
  */
 #include "elfgot.h"
 
@@ -206,14 +213,12 @@ read_object(const struct dl_phdr_info *info, object_info *o)
     return 0;
 }
 
-/* Store value in slot, unprotecting a RELRO page for the time of the
- * write. 0, or -1 if the page could not be made writable. */
+/* Store value in slot, unprotecting its page for the time of the write
+ * if it is in RELRO. 0, or -1 if the page could not be made writable. */
 static int
-write_slot(const object_info *o, uintptr_t *slot, uintptr_t value)
+write_slot(uintptr_t *slot, uintptr_t value, int relro)
 {
-    uintptr_t addr = (uintptr_t)slot;
-    int relro = addr >= o->relro_start && addr < o->relro_end;
-    void *page = (void *)(addr & ~(page_size() - 1));
+    void *page = (void *)((uintptr_t)slot & ~(page_size() - 1));
     if (relro && mprotect(page, page_size(), PROT_READ | PROT_WRITE) != 0) {
         return -1;
     }
@@ -236,11 +241,28 @@ find_symbol(const ctm_got_set *set, const char *name)
     return NULL;
 }
 
+/* The loader's counters, as dl_iterate_phdr gives them to a callback:
+ * 0 if this C library's dl_phdr_info has none. */
+typedef struct {
+    unsigned long long adds, subs;
+} load_counts;
+
+static load_counts
+counts_of(const struct dl_phdr_info *info, size_t size)
+{
+    if (size < offsetof(struct dl_phdr_info, dlpi_subs)
+               + sizeof(info->dlpi_subs)) {
+        return (load_counts){0, 0};
+    }
+    return (load_counts){info->dlpi_adds, info->dlpi_subs};
+}
+
 typedef struct {
     ctm_got_set *set;
     long written;
     int error;
-    int first;
+    int first;                  /* the next callback is the first */
+    int starting;               /* the set was not active */
 } scan_state;
 
 static int
@@ -267,21 +289,54 @@ patch_relocations(scan_state *st, const object_info *o,
             continue;           /* written by an earlier scan */
         }
         if (data && old != (uintptr_t)s->original) {
-            continue;           /* the program stored another function */
+            set->passed++;      /* the program stored another function */
+            continue;
         }
         if (ctm_grow((void **)&set->patches, &set->cap, set->npatches + 1,
                      sizeof(ctm_got_patch)) < 0) {
             return -1;
         }
-        if (write_slot(o, slot, (uintptr_t)s->replacement) < 0) {
+        int relro = (uintptr_t)slot >= o->relro_start
+                    && (uintptr_t)slot < o->relro_end;
+        if (write_slot(slot, (uintptr_t)s->replacement, relro) < 0) {
             set->failed++;
             continue;
         }
         set->patches[set->npatches++] = (ctm_got_patch){
-            slot, old, (uintptr_t)s->replacement, o->dynamic};
+            slot, old, (uintptr_t)s->replacement, o->dynamic,
+            (unsigned char)relro, (unsigned char)data};
         st->written++;
     }
     return 0;
+}
+
+/* Write the kept records' slots again, as a scan of the same objects
+ * would: a slot the program since made another function's (a data word
+ * no longer holding the original) is passed over, and its record
+ * dropped. */
+static void
+replay(scan_state *st)
+{
+    ctm_got_set *set = st->set;
+    size_t kept = 0;
+    for (size_t i = 0; i < set->npatches; i++) {
+        ctm_got_patch p = set->patches[i];
+        uintptr_t old = __atomic_load_n(p.slot, __ATOMIC_ACQUIRE);
+        if (old != p.replacement) {
+            if (p.data && old != p.saved) {
+                set->passed++;
+                continue;
+            }
+            if (write_slot(p.slot, p.replacement, p.relro) < 0) {
+                set->failed++;
+                continue;
+            }
+            p.saved = old;
+            st->written++;
+        }
+        set->patches[kept++] = p;
+    }
+    set->npatches = kept;
 }
 
 static int
@@ -291,13 +346,25 @@ scan_object(struct dl_phdr_info *info, size_t size, void *arg)
     ctm_got_set *set = st->set;
     if (st->first) {
         st->first = 0;
-        if (size >= offsetof(struct dl_phdr_info, dlpi_adds)
-                    + sizeof(info->dlpi_adds)) {
-            if (set->adds != 0 && info->dlpi_adds == set->adds) {
-                return 1;       /* nothing loaded since the last scan */
+        load_counts now = counts_of(info, size);
+        if (st->starting) {
+            if (set->kept && now.adds != 0 && now.adds == set->adds
+                && now.subs == set->subs) {
+                set->kept = 0;
+                set->replays++;
+                replay(st);
+                return 1;       /* the same objects as the last scan */
             }
-            set->adds = info->dlpi_adds;
+            /* a scan of every object, from no records */
+            set->kept = 0;
+            set->npatches = 0;
+            set->subs = now.subs;
+            set->scans++;
         }
+        else if (now.adds != 0 && now.adds == set->adds) {
+            return 1;           /* nothing loaded since the last scan */
+        }
+        set->adds = now.adds;
     }
     if (never_patched(info)
         || (set->only != 0 && !object_contains(info, set->only))) {
@@ -328,8 +395,8 @@ scan(ctm_got_set *set, int activate)
     long written = 0;
     got_lock_take();
     if (set->active || activate) {
+        scan_state st = {set, 0, 0, 1, !set->active};
         set->active = 1;
-        scan_state st = {set, 0, 0, 1};
         dl_iterate_phdr(scan_object, &st);
         written = st.error ? -1 : st.written;
     }
@@ -354,14 +421,19 @@ ctm_got_rescan(ctm_got_set *set)
 typedef struct {
     ctm_got_set *set;
     int restore;
+    int first;
+    load_counts counts;         /* the loader's, at the visit */
 } visit_state;
 
 static int
 visit_object(struct dl_phdr_info *info, size_t size, void *arg)
 {
-    (void)size;
     visit_state *st = arg;
     ctm_got_set *set = st->set;
+    if (st->first) {
+        st->first = 0;
+        st->counts = counts_of(info, size);
+    }
     object_info o;
     if (read_object(info, &o) < 0) {
         return 0;
@@ -373,7 +445,7 @@ visit_object(struct dl_phdr_info *info, size_t size, void *arg)
             if (st->restore
                 && __atomic_load_n(p->slot, __ATOMIC_ACQUIRE)
                    == p->replacement) {
-                (void)write_slot(&o, p->slot, p->saved);
+                (void)write_slot(p->slot, p->saved, p->relro);
             }
             p->slot = NULL;
         }
@@ -381,22 +453,66 @@ visit_object(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
+typedef struct {
+    ctm_got_set *set;
+    int same;                   /* nothing unloaded since the records */
+} restore_state;
+
+/* If nothing was unloaded since the records were made (every record's
+ * object is loaded, at its address), put back their slots, and say so.
+ * In a callback of dl_iterate_phdr, which holds the loader's lock that
+ * an unload holds to unmap: no object goes between the look at the
+ * count and the writes. */
+static int
+restore_if_same(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    restore_state *st = arg;
+    ctm_got_set *set = st->set;
+    load_counts now = counts_of(info, size);
+    st->same = set->adds != 0 && now.adds != 0 && now.subs == set->subs;
+    for (size_t i = 0; st->same && i < set->npatches; i++) {
+        ctm_got_patch *p = &set->patches[i];
+        if (__atomic_load_n(p->slot, __ATOMIC_ACQUIRE) == p->replacement) {
+            (void)write_slot(p->slot, p->saved, p->relro);
+        }
+    }
+    return 1;
+}
+
 void
 ctm_got_restore(ctm_got_set *set)
 {
     got_lock_take();
-    if (set->npatches > 0) {
+    if (!set->active) {
+        pthread_mutex_unlock(&got_lock);
+        return;                 /* restored already: its records kept */
+    }
+    restore_state rs = {set, 0};
+    dl_iterate_phdr(restore_if_same, &rs);
+    if (!rs.same && set->npatches > 0) {
         /* by object: a record whose object was unloaded is dropped */
-        visit_state st = {set, 1};
+        visit_state st = {set, 1, 1, {0, 0}};
         dl_iterate_phdr(visit_object, &st);
     }
-    ctm_free(set->patches);
-    set->patches = NULL;
-    set->npatches = set->cap = 0;
-    set->adds = 0;
-    set->failed = 0;
+    set->kept = rs.same && set->failed == 0 && set->passed == 0;
+    if (!set->kept) {
+        ctm_free(set->patches);
+        set->patches = NULL;
+        set->npatches = set->cap = 0;
+        set->adds = 0;
+    }
+    set->failed = set->passed = 0;
     set->active = 0;
     pthread_mutex_unlock(&got_lock);
+}
+
+size_t
+ctm_got_written(const ctm_got_set *set)
+{
+    got_lock_take();
+    size_t n = set->active ? set->npatches : 0;
+    pthread_mutex_unlock(&got_lock);
+    return n;
 }
 
 void
@@ -410,7 +526,7 @@ ctm_got_forget_unloaded(ctm_got_set *set)
     if (marked != NULL) {
         memcpy(marked, set->patches, n * sizeof(ctm_got_patch));
         visit_state st = {&(ctm_got_set){.patches = marked, .npatches = n},
-                          0};
+                          0, 1, {0, 0}};
         dl_iterate_phdr(visit_object, &st);
         size_t kept = 0;
         for (size_t i = 0; i < n; i++) {
@@ -419,6 +535,8 @@ ctm_got_forget_unloaded(ctm_got_set *set)
             }
         }
         set->npatches = kept;
+        /* every record left is of a loaded object */
+        set->subs = st.counts.subs;
         ctm_free(marked);
     }
     pthread_mutex_unlock(&got_lock);
@@ -430,6 +548,7 @@ int ctm_got_supported(void) { return 0; }
 long ctm_got_apply(ctm_got_set *set) { (void)set; return 0; }
 long ctm_got_rescan(ctm_got_set *set) { (void)set; return 0; }
 void ctm_got_restore(ctm_got_set *set) { (void)set; }
+size_t ctm_got_written(const ctm_got_set *set) { (void)set; return 0; }
 void ctm_got_forget_unloaded(ctm_got_set *set) { (void)set; }
 
 #endif

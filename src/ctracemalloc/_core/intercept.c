@@ -329,6 +329,17 @@ ctm_intercept_install(void)
 }
 
 void
+ctm_intercept_got_counts(unsigned long counts[2])
+{
+    counts[0] += loader_set.scans;
+    counts[1] += loader_set.replays;
+    for (size_t i = 0; i < NKINDS; i++) {
+        counts[0] += kinds[i].set->scans;
+        counts[1] += kinds[i].set->replays;
+    }
+}
+
+void
 ctm_intercept_uninstall(void)
 {
     ctm_got_restore(&loader_set);

@@ -23,5 +23,8 @@ void ctm_intercept_set_traceback_source(ctm_traceback_source source);
 int ctm_intercept_install(void);
 /* Put back every redirected call. */
 void ctm_intercept_uninstall(void);
+/* Add to counts[0] the installs that scanned the loaded objects, to
+ * counts[1] those that replayed the slots of the last one (for tests). */
+void ctm_intercept_got_counts(unsigned long counts[2]);
 
 #endif /* CTM_INTERCEPT_H */

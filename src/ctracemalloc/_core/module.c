@@ -478,6 +478,19 @@ native_slots(PyObject *self, PyObject *unused)
     return PyLong_FromSize_t(ctm_native_slots());
 }
 
+/* How often starting scanned the loaded objects for GOT slots, and how
+ * often it wrote again those of the last scan (for tests). */
+static PyObject *
+got_counts(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    unsigned long counts[2] = {0, 0};
+    ctm_intercept_got_counts(counts);
+    ctm_native_got_counts(counts);
+    return Py_BuildValue("{sksk}", "scans", counts[0], "replays", counts[1]);
+}
+
 PyDoc_STRVAR(start_doc,
 "start($module, nframe=1, /, *, native=False, peak=False,\n"
 "      sample_interval=0)\n--\n\n"
@@ -556,6 +569,7 @@ static PyMethodDef module_methods[] = {
     {"_after_other_tracer", after_other_tracer, METH_O, NULL},
     {"_at_exit", at_exit, METH_NOARGS, NULL},
     {"_native_slots", native_slots, METH_NOARGS, NULL},
+    {"_got_counts", got_counts, METH_NOARGS, NULL},
     {"_snapshot_from_bytes", ctm_snapshot_from_bytes, METH_VARARGS,
      "Rebuild a pickled Snapshot."},
     {NULL, NULL, 0, NULL},

@@ -435,7 +435,14 @@ ctm_native_active(void)
 size_t
 ctm_native_slots(void)
 {
-    return native_set.npatches + interpreter_loads.npatches;
+    return ctm_got_written(&native_set) + ctm_got_written(&interpreter_loads);
+}
+
+void
+ctm_native_got_counts(unsigned long counts[2])
+{
+    counts[0] += native_set.scans + interpreter_loads.scans;
+    counts[1] += native_set.replays + interpreter_loads.replays;
 }
 
 int

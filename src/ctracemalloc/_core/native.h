@@ -35,5 +35,7 @@ void ctm_native_uninstall(void);
 int ctm_native_active(void);
 /* The GOT slots that hold our replacements now (for tests). */
 size_t ctm_native_slots(void);
+/* As ctm_intercept_got_counts, for native tracing's slots. */
+void ctm_native_got_counts(unsigned long counts[2]);
 
 #endif /* CTM_NATIVE_H */
