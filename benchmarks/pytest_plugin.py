@@ -2,7 +2,7 @@
 without the plugin's flag and with --ctracemalloc, in one run.
 
     python benchmarks/pytest_plugin.py [--tests 1000] [--repeat 5]
-                                       [--extra-args '...']
+                                       [--extra-args '...'] [--instructions]
 
 Needs: ctracemalloc (installed, or a build on PYTHONPATH) and pytest.
 
@@ -12,10 +12,18 @@ limit_leaks, with limits they keep), then runs `python -m pytest -q` on
 it, without and with --ctracemalloc, the two interleaved round after
 round, each a fresh interpreter; the wall time of the whole pytest
 process is measured, and the median of the rounds kept. Prints both
-medians and the ratio (the issue's goal: at most 1.3x).
+medians and the ratio (the issue's goal: at most 1.3x), and, as this
+machine's timings spread by a third from round to round, two figures
+less sensitive to that: the ratio of the fastest rounds, and the ratio
+of the CPU time (user + system) the pytest processes took. With
+--instructions, each mode also runs once under valgrind's cachegrind,
+which counts the instructions executed: a figure the machine's load does
+not change (needs valgrind; slow, so use fewer --tests).
 """
 import argparse
+import glob
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -52,9 +60,16 @@ def write_project(folder, count):
 PLUGIN = ["-p", "no:ctracemalloc", "-p", "ctracemalloc._pytest_plugin"]
 
 
+def cpu_of_children():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_once(folder, extra):
+    """(wall time, CPU time) of one pytest run."""
     cmd = ([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
            + PLUGIN + extra + [folder])
+    cpu = cpu_of_children()
     start = time.perf_counter()
     done = subprocess.run(cmd, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT,
@@ -62,7 +77,30 @@ def run_once(folder, extra):
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit("pytest failed (%s):\n%s" % (" ".join(cmd), done.stdout))
-    return elapsed
+    return elapsed, cpu_of_children() - cpu
+
+
+def instructions(folder, extra):
+    """The instructions one pytest run executes, counted by cachegrind
+    (the interpreter and every child it starts)."""
+    out = os.path.join(folder, "cachegrind.out.%p")
+    cmd = (["valgrind", "--tool=cachegrind", "--cache-sim=no",
+            "--cachegrind-out-file=" + out, sys.executable, "-m", "pytest",
+            "-q", "-p", "no:cacheprovider"] + PLUGIN + extra + [folder])
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    done = subprocess.run(cmd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True,
+                          env=env)
+    if done.returncode != 0:
+        sys.exit("pytest under cachegrind failed:\n" + done.stdout[-3000:])
+    total = 0
+    for path in glob.glob(os.path.join(folder, "cachegrind.out.*")):
+        with open(path) as f:
+            for line in f:
+                if line.startswith("summary:"):
+                    total += int(line.split()[1])
+        os.remove(path)
+    return total
 
 
 def main():
@@ -72,6 +110,8 @@ def main():
     p.add_argument("--extra-args", default="",
                    help="more arguments for the traced runs "
                         "(e.g. '--ctracemalloc-nframe 1')")
+    p.add_argument("--instructions", action="store_true",
+                   help="also count instructions under cachegrind")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         write_project(folder, args.tests)
@@ -79,19 +119,32 @@ def main():
                  ("--ctracemalloc", ["--ctracemalloc"]
                   + shlex.split(args.extra_args))]
         times = {name: [] for name, _ in modes}
+        cpu = {name: [] for name, _ in modes}
         run_once(folder, [])                    # warm the caches: .pyc
         for _ in range(args.repeat):
             for name, extra in modes:
-                times[name].append(run_once(folder, extra))
-    plain = statistics.median(times["without the flag"])
-    traced = statistics.median(times["--ctracemalloc"])
+                wall, used = run_once(folder, extra)
+                times[name].append(wall)
+                cpu[name].append(used)
+        counts = ([instructions(folder, extra) for _, extra in modes]
+                  if args.instructions else None)
+    plain, traced = (times[name] for name, _ in modes)
     print("pytest on %d small tests, median of %d rounds, Python %s"
           % (args.tests, args.repeat, sys.version.split()[0]))
     for name, _ in modes:
         print("  %-18s %.3f s  (rounds: %s)" % (
             name, statistics.median(times[name]),
             " ".join("%.3f" % t for t in times[name])))
-    print("  ratio              %.2fx" % (traced / plain))
+    print("  ratio              %.2fx" % (statistics.median(traced)
+                                         / statistics.median(plain)))
+    print("  fastest rounds     %.2fx" % (min(traced) / min(plain)))
+    plain_cpu, traced_cpu = (cpu[name] for name, _ in modes)
+    print("  CPU time           %.2fx  (medians %.3f s, %.3f s)" % (
+        statistics.median(traced_cpu) / statistics.median(plain_cpu),
+        statistics.median(plain_cpu), statistics.median(traced_cpu)))
+    if counts:
+        print("  instructions       %.2fx  (%.3g, %.3g)" % (
+            counts[1] / counts[0], counts[0], counts[1]))
 
 
 if __name__ == "__main__":
