@@ -211,6 +211,8 @@ ring_push(uintptr_t block, uint32_t traceback)
 static CTM_TLS unsigned hits_seen, untraced_seen;
 #endif
 
+static void arm_codes(void);
+
 void
 ctm_tracer_reused_block(uintptr_t block)
 {
@@ -254,15 +256,21 @@ ctm_tracer_reused_block(uintptr_t block)
         ctm_reentrant = 0;
         return;
     }
+    int unarmed = 0;
     ctm_tables_lock();
     ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
                                            CTM_DEFAULT_DOMAIN, block);
     if (v != NULL) {
         if (tb < 0) {
             /* interning touches the interner, not the traces: v stays
-             * valid */
+             * valid. A code object met here for the first time gets its
+             * death notice armed, as one met by the hooks does: else its
+             * frames would be resolved at every capture, which the
+             * capture cache cannot keep (a suite's floats, all from the
+             * free list, cost 5x). The interpreter makes objects outside
+             * any PyMem call: a co_extra slot may be stored. */
             tb = ctm_intern_traceback_unlocked(ctm_tracer.interner, frames,
-                                               n, total, 1, NULL);
+                                               n, total, 1, &unarmed);
             if (tb >= 0 && n > 0 && n <= CTM_TBCACHE_FRAMES) {
                 ctm_tbcache_store_unlocked(frames, n, total, (uint32_t)tb);
             }
@@ -278,6 +286,9 @@ ctm_tracer_reused_block(uintptr_t block)
                               memory_order_relaxed);
     }
     ctm_tables_unlock();
+    if (unarmed) {
+        arm_codes();
+    }
     ctm_reentrant = 0;
 }
 
@@ -423,13 +434,13 @@ compact(void)
     ctm_free(map);
 }
 
-void
-ctm_tracer_maintain(void)
+/* Store the tokens of the code objects the interner met for the first
+ * time in their co_extra slots. The GIL held, the lock not, and
+ * ctm_reentrant set: storing a token may allocate, a block the stdlib
+ * does not have, and no place to record from. */
+static void
+arm_codes(void)
 {
-    int was = ctm_reentrant;
-    /* Storing a token (co_extra notices only) may allocate: not traced
-     * (the stdlib has no such block), and not a place to record from. */
-    ctm_reentrant = 1;
     for (;;) {
         PyCodeObject *code;
         void *token;
@@ -450,6 +461,14 @@ ctm_tracer_maintain(void)
             ctm_tables_unlock();
         }
     }
+}
+
+void
+ctm_tracer_maintain(void)
+{
+    int was = ctm_reentrant;
+    ctm_reentrant = 1;
+    arm_codes();
     compact();
     ctm_reentrant = was;
 }
