@@ -211,8 +211,6 @@ ring_push(uintptr_t block, uint32_t traceback)
 static CTM_TLS unsigned hits_seen, untraced_seen;
 #endif
 
-static void arm_codes(void);
-
 void
 ctm_tracer_reused_block(uintptr_t block)
 {
@@ -286,10 +284,13 @@ ctm_tracer_reused_block(uintptr_t block)
                               memory_order_relaxed);
     }
     ctm_tables_unlock();
-    if (unarmed) {
-        arm_codes();
-    }
     ctm_reentrant = 0;
+    if (unarmed) {
+        /* and compact when due, as after the hooks' arming: the check
+         * comes with each code object met first, and these would
+         * otherwise never make it (the tracer's memory grew with them) */
+        ctm_tracer_maintain();
+    }
 }
 
 /* ---- the death of code objects ----
@@ -434,13 +435,13 @@ compact(void)
     ctm_free(map);
 }
 
-/* Store the tokens of the code objects the interner met for the first
- * time in their co_extra slots. The GIL held, the lock not, and
- * ctm_reentrant set: storing a token may allocate, a block the stdlib
- * does not have, and no place to record from. */
-static void
-arm_codes(void)
+void
+ctm_tracer_maintain(void)
 {
+    int was = ctm_reentrant;
+    /* Storing a token (co_extra notices only) may allocate: not traced
+     * (the stdlib has no such block), and not a place to record from. */
+    ctm_reentrant = 1;
     for (;;) {
         PyCodeObject *code;
         void *token;
@@ -461,14 +462,6 @@ arm_codes(void)
             ctm_tables_unlock();
         }
     }
-}
-
-void
-ctm_tracer_maintain(void)
-{
-    int was = ctm_reentrant;
-    ctm_reentrant = 1;
-    arm_codes();
     compact();
     ctm_reentrant = was;
 }
