@@ -108,6 +108,33 @@ def test_same_function_different_callers(ctm):
     rec.check(ctm)
 
 
+def with_cell(rec, depth):
+    # x is a cell: its frame makes it in its prologue, an allocation
+    # captured while that frame is the top and not yet complete (not
+    # counted); the frame is complete, and counted, below the next ones
+    x = depth
+
+    def inner():
+        return x
+
+    if depth:
+        return with_cell(rec, depth - 1)
+    rec.alloc()
+    return inner
+
+
+def test_frames_that_were_incomplete_at_the_top(ctm):
+    # the memo keeps a count per frame; one counted as the top, in its
+    # prologue, must be counted again once it is under other frames
+    ctm.start(1)
+    rec = Recorder()
+    for depth in [0, 3, 3, 40, 1, 0, 2, 80, 79]:
+        with_cell(rec, depth)
+        rec.alloc()
+        recurse(rec, depth)
+    rec.check(ctm)
+
+
 def test_allocation_in_a_finalizer(ctm):
     # Python code run by the interpreter from inside another operation
     ctm.start(1)

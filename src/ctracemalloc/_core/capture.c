@@ -18,10 +18,15 @@
  * below that point it checks the memo instead of chasing pointers: frame
  * memo[i]'s `previous` must be memo[i - 1] (NULL for the bottom). The
  * addresses come from the memo, so the checks do not wait on each other
- * and the processor runs them side by side. Every frame below is still
- * visited and its completeness read afresh, so the result is exactly
- * what a plain walk gives; only frames already proven live are read.
- * When a check fails, the capture walks plainly and forgets the memo.
+ * and the processor runs them side by side. Every link below is still
+ * checked; the completeness of those frames is read once: the memo
+ * keeps, for each frame counted, how many of the frames up to it are
+ * complete. A frame is counted only below the frame met, suspended in a
+ * call, where its completeness cannot change (a frame's prologue calls
+ * no Python code; a shim frame is never complete). So the result is
+ * exactly what a plain walk gives, and only frames already proven live
+ * are read. When a check fails, the capture walks plainly and forgets
+ * the memo.
  */
 #include "capture.h"
 
@@ -37,6 +42,8 @@ typedef struct chain_memo {
     uint32_t len;               /* chain[0] is the bottom frame */
     uint32_t cap;
     ctm_pyframe **chain;
+    uint32_t *complete;         /* complete frames among chain[0..i], */
+    uint32_t counted;           /* for i < counted */
     ctm_pyframe **scratch;      /* frames above the memo, top first */
     uint16_t map[1 << MAP_BITS];  /* address hash -> index; may be stale */
     struct chain_memo *prev, *next;   /* all_memos */
@@ -58,7 +65,8 @@ static atomic_size_t memo_bytes;
 static size_t
 memo_size(uint32_t cap)
 {
-    return sizeof(chain_memo) + 2 * (size_t)cap * sizeof(ctm_pyframe *);
+    return sizeof(chain_memo)
+           + (size_t)cap * (2 * sizeof(ctm_pyframe *) + sizeof(uint32_t));
 }
 
 static void
@@ -95,6 +103,7 @@ memo_release(chain_memo *m)
 {
     atomic_fetch_sub(&memo_bytes, memo_size(m->cap));
     ctm_free(m->chain);
+    ctm_free(m->complete);
     ctm_free(m->scratch);
     ctm_free(m);
 }
@@ -127,6 +136,11 @@ memo_reserve(chain_memo *m, uint32_t cap)
         return -1;
     }
     m->scratch = scratch;
+    uint32_t *complete = ctm_realloc(m->complete, cap * sizeof(*complete));
+    if (complete == NULL) {
+        return -1;
+    }
+    m->complete = complete;
     atomic_fetch_add(&memo_bytes, memo_size(cap) - memo_size(m->cap));
     m->cap = cap;
     return 0;
@@ -228,36 +242,51 @@ ctm_capture(PyThreadState *tstate, ctm_rawframe *out, int max, int *nframe,
     for (uint32_t s = 0; s < p; s++) {
         visit(m->scratch[s], out, max, &n, &total);
     }
-    /* Below: the memo, checked link by link; once max frames are
-     * stored, the loop only counts. */
+    /* Below: the memo, checked link by link; the frame met (j) and,
+     * while fewer than max frames are stored, those under it are
+     * visited. Once max frames are stored the loop only checks the
+     * links: the frames left are under the frame met, suspended in
+     * calls, and the memo's counts give how many are complete. */
     ctm_pyframe **chain = m->chain;
     int64_t i = j;
-    for (; i >= 0 && n < max; i--) {
+    for (; i >= 0 && (n < max || i == j); i--) {
         ctm_pyframe *g = chain[i];
         if (ctm_frame_previous(g) != (i ? chain[i - 1] : NULL)) {
             goto mismatch;
         }
         visit(g, out, max, &n, &total);
     }
+    int64_t below = i;
     for (; i > 0; i--) {
-        ctm_pyframe *g = chain[i];
-        if (ctm_frame_previous(g) != chain[i - 1]) {
+        if (ctm_frame_previous(chain[i]) != chain[i - 1]) {
             goto mismatch;
         }
-        total += ctm_frame_complete(g);
     }
-    if (i == 0) {
-        if (ctm_frame_previous(chain[0]) != NULL) {
-            goto mismatch;
+    if (i == 0 && ctm_frame_previous(chain[0]) != NULL) {
+        goto mismatch;
+    }
+    if (below >= 0) {
+        /* count the frames not counted yet, once */
+        uint32_t k = m->counted;
+        uint32_t count = k ? m->complete[k - 1] : 0;
+        for (; k <= (uint32_t)below; k++) {
+            count += (uint32_t)ctm_frame_complete(chain[k]);
+            m->complete[k] = count;
         }
-        total += ctm_frame_complete(chain[0]);
+        if (m->counted < k) {
+            m->counted = k;
+        }
+        total += (int)m->complete[below];
     }
     *nframe = n;
     *total_nframe = total < CTM_MAX_NFRAME ? total : CTM_MAX_NFRAME;
 
     /* The new chain: the checked part of the memo, then the frames
-     * above it. */
+     * above it; the counts hold under the frame met. */
     uint32_t len = (uint32_t)(j + 1) + p;
+    if ((int64_t)m->counted > j) {
+        m->counted = (uint32_t)(j >= 0 ? j : 0);
+    }
     if (len > m->cap
         && (len > MEMO_MAX || memo_reserve(m, m->cap * 2) < 0)) {
         m->len = 0;
