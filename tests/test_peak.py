@@ -247,8 +247,9 @@ def test_timeline():
         keep.append(bytes(100))
         if len(keep) > 20_000:
             del keep[:]
-    now = tm.get_traced_memory()[0]
+    now, peak = tm.get_traced_memory()
     points = tm.get_timeline()
+    after = tm.get_traced_memory()[1]
     times = [t for t, _ in points]
     assert times == sorted(times) and times[0] == 0.0
     gaps = [b - a for a, b in zip(times, times[1:])]
@@ -256,8 +257,9 @@ def test_timeline():
     # read every 64 changes; the machine may pause us)
     assert len(points) >= 20, len(points)
     assert sorted(gaps)[len(gaps) // 2] < 0.015, gaps
-    # the peak has its point
-    assert max(b for _, b in points) == tm.get_traced_memory()[1]
+    # the peak has its point (read around get_timeline: the lists made
+    # since, or the timeline's own, may make a new peak)
+    assert peak <= max(b for _, b in points) <= after, (peak, after)
     # the last point is now
     assert abs(points[-1][1] - now) < 100_000, (points[-1], now)
     assert points[-1][0] >= time.perf_counter() - t0 - 0.05
