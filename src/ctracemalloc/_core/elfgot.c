@@ -348,15 +348,15 @@ scan_object(struct dl_phdr_info *info, size_t size, void *arg)
         st->first = 0;
         load_counts now = counts_of(info, size);
         if (st->starting) {
-            if (set->kept && now.adds != 0 && now.adds == set->adds
-                && now.subs == set->subs) {
-                set->kept = 0;
+            int same = set->kept && now.adds != 0 && now.adds == set->adds
+                       && now.subs == set->subs;
+            set->kept = 0;
+            if (same) {
                 set->replays++;
                 replay(st);
                 return 1;       /* the same objects as the last scan */
             }
             /* a scan of every object, from no records */
-            set->kept = 0;
             set->npatches = 0;
             set->subs = now.subs;
             set->scans++;
@@ -416,6 +416,15 @@ ctm_got_rescan(ctm_got_set *set)
     return scan(set, 0);
 }
 
+/* Put back what p's slot held, if it still holds our replacement. */
+static void
+put_back(const ctm_got_patch *p)
+{
+    if (__atomic_load_n(p->slot, __ATOMIC_ACQUIRE) == p->replacement) {
+        (void)write_slot(p->slot, p->saved, p->relro);
+    }
+}
+
 /* Visit the records of set that this loaded object wrote: restore puts
  * their slots back, and either way they are marked found (slot NULL). */
 typedef struct {
@@ -442,10 +451,8 @@ visit_object(struct dl_phdr_info *info, size_t size, void *arg)
         ctm_got_patch *p = &set->patches[i];
         if (p->slot != NULL && p->object == o.dynamic
             && object_contains(info, (uintptr_t)p->slot)) {
-            if (st->restore
-                && __atomic_load_n(p->slot, __ATOMIC_ACQUIRE)
-                   == p->replacement) {
-                (void)write_slot(p->slot, p->saved, p->relro);
+            if (st->restore) {
+                put_back(p);
             }
             p->slot = NULL;
         }
@@ -471,10 +478,7 @@ restore_if_same(struct dl_phdr_info *info, size_t size, void *arg)
     load_counts now = counts_of(info, size);
     st->same = set->adds != 0 && now.adds != 0 && now.subs == set->subs;
     for (size_t i = 0; st->same && i < set->npatches; i++) {
-        ctm_got_patch *p = &set->patches[i];
-        if (__atomic_load_n(p->slot, __ATOMIC_ACQUIRE) == p->replacement) {
-            (void)write_slot(p->slot, p->saved, p->relro);
-        }
+        put_back(&set->patches[i]);
     }
     return 1;
 }
