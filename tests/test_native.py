@@ -611,7 +611,8 @@ def test_a_block_freed_unseen_is_replaced_when_its_address_returns():
     # A traced block freed through a dlsym pointer keeps its trace; when
     # its address comes back from malloc the new trace replaces it: at
     # once if the old one is still in the nursery, else when the new one
-    # leaves the nursery for the store (both are counted until then).
+    # leaves the nursery for the store (both are counted until then). The
+    # case takes the second way: the old trace is pushed to the store first.
     # glibc's per-thread cache hands out the block of a size freed last;
     # the allocators of memory checkers (ASan, valgrind: the suite runs
     # them with PYTHONMALLOC=malloc) hold freed blocks back instead, and
@@ -622,8 +623,20 @@ def test_a_block_freed_unseen_is_replaced_when_its_address_returns():
     libc = ctypes.CDLL(None)
     libc.free.argtypes = [ctypes.c_void_p]
     reuses = os.environ.get("PYTHONMALLOC") != "malloc"
-    def push_out():
-        more = [probe.call("malloc", a=24) for _ in range(6000)]
+    def push_out(p):
+        # Allocate until a block takes the nursery slot of p: the slot is
+        # the 16-byte granule modulo the nursery's 2048 slots (storeimpl.h,
+        # NURSERY_BITS). A fixed count can miss it: 6,000 blocks of 24
+        # bytes covered about 1,970 slots, and CI once failed on that. A
+        # search takes some hundreds of blocks.
+        more = []
+        while len(more) < 300000:
+            b = probe.call("malloc", a=40)
+            more.append(b)
+            if (b ^ p) & 0x7FF0 == 0:
+                break
+        else:
+            raise AssertionError("no block took the nursery slot")
         for b in more:
             probe.call("free", b)
     r = probe.call("malloc", a=1000); l2 = line()
@@ -637,13 +650,12 @@ def test_a_block_freed_unseen_is_replaced_when_its_address_returns():
         raise SystemExit(0)
     assert native_traces() == [(1000, ("<string>", l3))]
     libc.free(s)
-    push_out()
+    push_out(s)
     t = probe.call("malloc", a=1000); l4 = line()
     assert t == s
-    assert native_traces() in ([(1000, ("<string>", l3)),
-                                (1000, ("<string>", l4))],
-                               [(1000, ("<string>", l4))])
-    push_out()
+    assert native_traces() == [(1000, ("<string>", l3)),
+                               (1000, ("<string>", l4))]
+    push_out(t)
     assert native_traces() == [(1000, ("<string>", l4))]
     probe.call("free", t)
     assert native_traces() == []
