@@ -40,7 +40,7 @@ def run(i):
 
 for i in range(nmodules):
     run(i)
-    if i % (nmodules // 5) == nmodules // 5 - 1:
+    if i % (nmodules // 50) == nmodules // 50 - 1:
         memory.append(tm.get_tracemalloc_memory())
 late = [g(7000 + k) for k, g in enumerate(funcs)]
 del funcs[::2]
@@ -93,7 +93,12 @@ def test_tracer_memory_bounded_by_live_traces(tmp_path):
     memory = ours["memory"]
     print(memory, ours["stats"])
     assert max(memory) < 3 * 2**20, memory
-    assert memory[-1] <= 1.5 * max(memory[:2]) + 2**18, memory
+    # The memory is a sawtooth (it grows between compactions, about 35
+    # here): compare the tops of the last fifth and of the first, not
+    # single points, whose phase on the tooth is chance (a point before a
+    # compaction is twice one after it).
+    assert len(memory) == 50
+    assert max(memory[-10:]) <= 1.5 * max(memory[:10]) + 2**18, memory
     # what is left: the tracebacks of live traces, not one per module
     assert ours["stats"]["tracebacks"] < 20000, ours["stats"]
 
