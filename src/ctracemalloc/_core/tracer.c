@@ -254,15 +254,21 @@ ctm_tracer_reused_block(uintptr_t block)
         ctm_reentrant = 0;
         return;
     }
+    int unarmed = 0;
     ctm_tables_lock();
     ctm_value *v = ctm_traces_get_unlocked(&ctm_tracer.traces,
                                            CTM_DEFAULT_DOMAIN, block);
     if (v != NULL) {
         if (tb < 0) {
             /* interning touches the interner, not the traces: v stays
-             * valid */
+             * valid. A code object met here for the first time gets its
+             * death notice armed, as one met by the hooks does: else its
+             * frames would be resolved at every capture, which the
+             * capture cache cannot keep (a suite's floats, all from the
+             * free list, cost 5x). The interpreter makes objects outside
+             * any PyMem call: a co_extra slot may be stored. */
             tb = ctm_intern_traceback_unlocked(ctm_tracer.interner, frames,
-                                               n, total, 1, NULL);
+                                               n, total, 1, &unarmed);
             if (tb >= 0 && n > 0 && n <= CTM_TBCACHE_FRAMES) {
                 ctm_tbcache_store_unlocked(frames, n, total, (uint32_t)tb);
             }
@@ -279,6 +285,12 @@ ctm_tracer_reused_block(uintptr_t block)
     }
     ctm_tables_unlock();
     ctm_reentrant = 0;
+    if (unarmed) {
+        /* and compact when due, as after the hooks' arming: the check
+         * comes with each code object met first, and these would
+         * otherwise never make it (the tracer's memory grew with them) */
+        ctm_tracer_maintain();
+    }
 }
 
 /* ---- the death of code objects ----

@@ -439,7 +439,7 @@ ctm_tracer_traceback_unlocked(PyThreadState *ts, int gil, int *arm)
  * noticed; compact the interner when it is due (interning.c). The GIL
  * held, the lock not; never from inside an allocation that may be
  * resizing a co_extra slot (the OBJ domain's hook is safe: only PyMem
- * resizes them). */
+ * resizes them; so is the making of an object from a free list). */
 void ctm_tracer_maintain(void);
 
 /* Around a read of the interner's ids and filenames that spans several
