@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -1074,6 +1075,58 @@ def test_startup_output(ctm, tmp_path):
     assert no_traceback(proc) == (
         "ctracemalloc: CTRACEMALLOC_OUTPUT=%r: no directory %s: tracing "
         "stays off" % (str(bad), tmp_path / "missing"))
+
+
+def test_startup_output_is_the_programs(ctm, tmp_path):
+    """The file is the traced program's: a Python it starts inherits both
+    variables and traces, but writes nothing, whether it ends before the
+    program, through a shell, or after it (it wrote its own snapshot over
+    the program's). A relative FILE is taken from the directory the program
+    started in, wherever it is at its exit."""
+    child = with_startup(
+        "import sys, tracemalloc\n"
+        "assert tracemalloc.is_tracing()\n"
+        "mine = [bytearray(77777) for _ in range(50)]\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.read()\n")      # until the program's end closes the pipe
+    code = textwrap.dedent("""\
+        import os, subprocess, sys
+        child = %r
+        keep = [bytearray(1000) for _ in range(100)]
+        subprocess.run([sys.executable, "-c", child], input="", text=True,
+                       capture_output=True, check=True)
+        subprocess.run(["sh", "-c", '"$0" -c "$1" </dev/null; true',
+                        sys.executable, child], capture_output=True,
+                       check=True)
+        assert not os.path.exists("out.snapshot")
+        late = subprocess.Popen([sys.executable, "-c", child],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                text=True)
+        assert late.stdout.readline() == "ready\\n"
+        print(late.pid)
+        os.mkdir("elsewhere")
+        os.chdir("elsewhere")
+        """) % child
+    proc = python(code, {"CTRACEMALLOC": "4",
+                         "CTRACEMALLOC_OUTPUT": "out.snapshot"}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    late = int(proc.stdout)
+    deadline = time.monotonic() + patience(60)
+    while time.monotonic() < deadline:     # gone, or a zombie nobody reaps
+        try:
+            with open("/proc/%d/stat" % late) as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the late child did not end")
+    assert not (tmp_path / "elsewhere" / "out.snapshot").exists()
+    sizes = [t.size for t in ctm.Snapshot.load(tmp_path / "out.snapshot")
+             .traces]
+    assert sum(size in (1000, 1001) for size in sizes) >= 100
+    assert not [size for size in sizes if 77777 <= size <= 77778]
 
 
 def test_install_resource_warning(ctm, tmp_path):

@@ -35,9 +35,14 @@ and writes, at the interpreter's exit, what the run recorded (its
 snapshot, the peak snapshot and the timeline, see _recording) to FILE, and
 prints
 nothing else. A FILE that cannot be written (its directory missing or
-read-only) prints one line at startup and leaves tracing off. Empty, or
-alone without CTRACEMALLOC, it does nothing. A child the program forks
-writes nothing.
+read-only) prints one line at startup and leaves tracing off. A relative
+FILE is taken from the directory the program started in. Empty, or alone
+without CTRACEMALLOC, it does nothing. The file is the traced program's:
+a child it forks writes nothing, nor does a Python it starts that
+inherits both variables (a subprocess, a multiprocessing worker); such a
+child traces as CTRACEMALLOC alone asks (see _owned_above). A child
+whose parent had exited before it started (a daemon) cannot be told from
+a program started with the variables: it writes the file at its exit.
 """
 import os
 import sys
@@ -72,6 +77,8 @@ def _start():
                          "stays off\n" % (sample, exc))
         return
     output = os.environ.get("CTRACEMALLOC_OUTPUT", "")
+    if output and _owned_above(value, output):
+        output = ""
     from . import _recording
     problem = output and _recording.output_problem(output)
     if problem:
@@ -108,9 +115,42 @@ def _start():
         # `import tracemalloc` stays the stdlib's there.
         ctracemalloc.install()
     if output:
-        # registered after ctracemalloc's own exit handler: runs before it
+        # registered after ctracemalloc's own exit handler: runs before it;
+        # the path is fixed now, whatever directory the program is in then
         import atexit
-        atexit.register(_write_at_exit, ctracemalloc, output, os.getpid())
+        atexit.register(_write_at_exit, ctracemalloc, os.path.abspath(output),
+                        os.getpid())
+
+
+def _owned_above(nframe, output):
+    """Whether CTRACEMALLOC_OUTPUT belongs to a process above this one: a
+    parent (or an ancestor through processes started with the same
+    variables, a shell between them) that was started with the same
+    CTRACEMALLOC and CTRACEMALLOC_OUTPUT and loaded ctracemalloc, so that
+    it traces and writes the file at its exit. This process inherited the
+    variables: written too, its snapshot would replace the program's (a
+    child that outlives its parent, last). Told from /proc, the environment
+    each process was started with and the objects it mapped, so that
+    nothing the program can see is changed; without /proc, False."""
+    want = {os.fsencode("CTRACEMALLOC=" + nframe),
+            os.fsencode("CTRACEMALLOC_OUTPUT=" + output)}
+    pid = os.getppid()
+    for _ in range(64):
+        if pid <= 1:
+            return False
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if not want <= set(f.read().split(b"\0")):
+                    return False
+            with open("/proc/%d/maps" % pid, "rb") as f:
+                if b"/_ctracemalloc." in f.read():
+                    return True
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                # pid (comm) state ppid ...: comm may hold spaces
+                pid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+    return False
 
 
 def _write_at_exit(tm, path, pid):
