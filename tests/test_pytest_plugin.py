@@ -337,6 +337,61 @@ def test_bad_marker_argument_xdist(tmp_path):
     assert "INTERNALERROR" not in proc.stdout + proc.stderr
 
 
+# pytest-memray's shape, as far as the plugin relies on it: a --memray
+# option, and a plugin object named "memray_manager", registered at
+# configure, that acts on the markers without the option (this one fails
+# each marked test) and cleans up in a pytest_unconfigure hook wrapper.
+FAKE_MEMRAY = """\
+import pytest
+
+def pytest_addoption(parser):
+    parser.addoption("--memray", action="store_true", default=False)
+
+class Manager:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_pyfunc_call(self, pyfuncitem):
+        marked = [m for m in pyfuncitem.iter_markers()
+                  if m.name in ("limit_memory", "limit_leaks")]
+        outcome = yield
+        if marked:
+            outcome.force_exception(AssertionError("the memray stand-in"))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_unconfigure(self, config):
+        yield
+        open("cleaned", "w").close()
+
+def pytest_configure(config):
+    config.pluginmanager.register(Manager(), "memray_manager")
+"""
+
+
+def test_pytest_memray_steps_aside(tmp_path):
+    """With pytest-memray installed, its markers act in every run;
+    --ctracemalloc unregisters it (and says so), so that a suite switches
+    by the flag alone, and still lets it clean up; --memray with it is a
+    usage error."""
+    write(tmp_path, {"test_big.py": BIG, "fake_memray.py": FAKE_MEMRAY})
+    memray = ["-p", "fake_memray"]
+    proc = run_pytest(tmp_path, *memray)
+    assert outcomes(proc)["test_big.py::test_small"] == "FAILED"
+    assert "the memray stand-in" in proc.stdout
+    (tmp_path / "cleaned").unlink()
+    proc = run_pytest(tmp_path, "--ctracemalloc", *memray)
+    assert outcomes(proc) == {"test_big.py::test_big": "FAILED",
+                              "test_big.py::test_small": "PASSED",
+                              "test_big.py::test_unmarked": "PASSED"}
+    assert "the memray stand-in" not in proc.stdout
+    assert "limit_memory('1 MB')" in failure_of(proc, "test_big")
+    assert ("ctracemalloc: pytest-memray is installed: its markers' "
+            "handling is off for this run") in proc.stdout
+    assert (tmp_path / "cleaned").exists()
+    proc = run_pytest(tmp_path, "--ctracemalloc", "--memray", *memray)
+    assert proc.returncode == 4
+    assert ("ERROR: ctracemalloc: --ctracemalloc and pytest-memray's "
+            "--memray both trace each test: give one") in proc.stderr
+
+
 @pytest.mark.parametrize("option, message", [
     (["--ctracemalloc-sample", "12 XB"],
      "ctracemalloc: --ctracemalloc-sample: not a size: '12 XB'"),

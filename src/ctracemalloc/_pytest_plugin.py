@@ -81,6 +81,7 @@ def pytest_addoption(parser):
                   help="trace each test's memory, as --ctracemalloc")
 
 
+@pytest.hookimpl(trylast=True)     # after pytest-memray's, if installed
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
@@ -88,7 +89,40 @@ def pytest_configure(config):
     if enabled is None:
         enabled = config.getini("ctracemalloc")
     if enabled:
-        config.pluginmanager.register(Tracer(config), "ctracemalloc-tracer")
+        tracer = Tracer(config)
+        tracer.memray = memray_aside(config)
+        config.pluginmanager.register(tracer, "ctracemalloc-tracer")
+
+
+# pytest-memray's plugin object, registered by its pytest_configure
+MEMRAY = "memray_manager"
+
+
+def memray_aside(config):
+    """pytest-memray, installed, traces each test that has one of its
+    markers, which are ours too, with or without --memray: with
+    --ctracemalloc as well, memray's work would be charged to the tests
+    and a test over a limit failed twice. So --ctracemalloc unregisters it
+    (a suite switches by the flag alone) and returns it, for its cleanup
+    at the end; --memray with it is a usage error."""
+    manager = config.pluginmanager.get_plugin(MEMRAY)
+    if manager is None:
+        return None
+    if config.getoption("memray", False):
+        option_error("--ctracemalloc and pytest-memray's --memray both "
+                     "trace each test: give one")
+    config.pluginmanager.unregister(manager)
+    return manager
+
+
+def memray_cleanup(manager, config):
+    """What pytest-memray's own pytest_unconfigure does (its temporary
+    directory, its environment variable): a hook wrapper, driven here."""
+    finish = getattr(manager, "pytest_unconfigure", None)
+    wrapper = finish(config) if finish is not None else None
+    if wrapper is not None and hasattr(wrapper, "send"):
+        for _ in wrapper:
+            pass
 
 
 def option_error(text):
@@ -230,6 +264,7 @@ class Tracer:
                                sample_interval=sample)
         self.nframe = nframe
         self.filters = None
+        self.memray = None      # pytest-memray's plugin, set aside
         # this process's top peaks: a heap of (peak, nodeid)
         self.heap = []
         # the summary's: {nodeid: figures}, and the tests not measured
@@ -269,10 +304,17 @@ class Tracer:
         if self.start_args["sample_interval"]:
             note = ", sampled every %s (sizes are estimates)" % size_text(
                 self.start_args["sample_interval"])
-        return ("ctracemalloc: tracing each test's call, %d frames%s%s"
-                % (self.nframe,
-                   ", native memory too" if self.start_args["native"] else "",
-                   note))
+        lines = ["ctracemalloc: tracing each test's call, %d frames%s%s"
+                 % (self.nframe, ", native memory too"
+                    if self.start_args["native"] else "", note)]
+        if self.memray is not None:
+            lines.append("ctracemalloc: pytest-memray is installed: its "
+                         "markers' handling is off for this run")
+        return lines
+
+    def pytest_unconfigure(self, config):
+        if self.memray is not None:
+            memray_cleanup(self.memray, config)
 
     # -- each test's call
 
